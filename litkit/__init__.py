@@ -1,0 +1,51 @@
+"""litkit: serve a Python model from a notebook.
+
+``litkit.serve(api)`` returns at once with an HTTP endpoint up; the API runs in spawned worker
+processes; streams stop when their client leaves. See the README for a tour.
+
+The server side (``serve``, ``run``, ``Server``) is imported on first use, so that worker processes,
+which import this package, never load the HTTP stack.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .api import LitAPI
+from .cancellation import cancelled
+from .client import Client
+from .errors import HTTPError, LitkitError, PortInUseError, ServerStoppedError, WorkerStartError
+
+if TYPE_CHECKING:
+    from .server import Server, run, serve
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LitAPI",
+    "serve",
+    "run",
+    "Server",
+    "Client",
+    "cancelled",
+    "HTTPError",
+    "WorkerStartError",
+    "PortInUseError",
+    "ServerStoppedError",
+    "LitkitError",
+    "__version__",
+]
+
+_LAZY = {"serve", "run", "Server"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from . import server
+
+        return getattr(server, name)
+    raise AttributeError(f"module 'litkit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAZY)

@@ -1,0 +1,7 @@
+"""``python -m litkit`` is the ``litkit`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,309 @@
+"""Tornado request handlers: the predict endpoint (plain and streaming), health, info, and JSON errors.
+
+The HTTP layer knows the pool and the tracker, nothing about widgets. A predict request is read
+whole (refused with 413 past ``max_body_size`` before any more is read), queued in the pool, and
+relayed from its response pipe: a ``RESULT`` becomes the JSON body; ``CHUNK`` frames go out as
+NDJSON lines or SSE events, flushed as soon as they arrive (chunks that arrive together go out in
+one write). A client that leaves, or a ``timeout`` that passes before the first response byte,
+cancels the job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+import tornado.ioloop
+import tornado.web
+from tornado.iostream import StreamClosedError
+
+from .pool import Job, JobDropped, QueueFull
+from .protocol import FrameParser, Kind
+
+if TYPE_CHECKING:
+    from .server import ServingState
+
+__all__ = ["make_application"]
+
+logger = logging.getLogger("litkit.server")
+access_logger = logging.getLogger("litkit.access")
+
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+_READ_SIZE = 256 * 1024
+
+
+def make_application(state: ServingState) -> tornado.web.Application:
+    options = {"state": state}
+    return tornado.web.Application(
+        [
+            (re.escape(state.api_path), PredictHandler, options),
+            (r"/health", HealthHandler, options),
+            (r"/info", InfoHandler, options),
+        ],
+        default_handler_class=NotFoundHandler,
+        default_handler_args=options,
+        log_function=_log_request,
+        compress_response=False,
+    )
+
+
+def _log_request(handler: tornado.web.RequestHandler) -> None:
+    if access_logger.isEnabledFor(logging.DEBUG):
+        request = handler.request
+        access_logger.debug("%d %s %s %.2fms", handler.get_status(), request.method, request.uri, 1000 * request.request_time())
+
+
+class JSONHandler(tornado.web.RequestHandler):
+    """Every answer is JSON and carries ``X-Request-ID`` (the client's, when it sent a sane one)."""
+
+    def initialize(self, state: ServingState) -> None:
+        self.state = state
+
+    @property
+    def request_id(self) -> str:
+        request_id = getattr(self, "_request_id", None)
+        if request_id is None:
+            offered = self.request.headers.get("X-Request-ID", "")
+            request_id = offered if _CLIENT_REQUEST_ID.fullmatch(offered) else secrets.token_hex(8)
+            self._request_id = request_id
+        return request_id
+
+    def set_default_headers(self) -> None:
+        self.set_header("X-Request-ID", self.request_id)
+
+    def write_json(self, status: int, value: Any) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(value))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        message = getattr(error, "log_message", None) or self._reason
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": message, "request_id": self.request_id}))
+
+    def error(self, status: int, message: str) -> tornado.web.HTTPError:
+        """A tornado HTTPError whose message becomes the JSON ``error`` field."""
+        return tornado.web.HTTPError(status, message.replace("%", "%%"))
+
+
+class NotFoundHandler(JSONHandler):
+    def prepare(self) -> None:
+        raise self.error(404, f"no endpoint at {self.request.path}; the API is at POST {self.state.api_path}")
+
+
+class HealthHandler(JSONHandler):
+    def get(self) -> None:
+        pool = self.state.pool
+        if pool.ready:
+            self.write_json(200, {"status": "ok"})
+        else:
+            self.write_json(503, {"status": "unavailable", "reason": pool.unavailable_reason()})
+
+
+class InfoHandler(JSONHandler):
+    def get(self) -> None:
+        self.write_json(200, self.state.info())
+
+
+@tornado.web.stream_request_body
+class PredictHandler(JSONHandler):
+    SUPPORTED_METHODS = ("POST",)
+
+    def prepare(self) -> None:
+        self._arrived = time.monotonic()
+        self._body: list[bytes] = []
+        self._body_size = 0
+        self._job: Job | None = None
+        self._headers_sent = False
+        self._gone = False  # the client left, or the request was answered by a timeout or a stop
+        self._timeout_handle: object | None = None
+        limit = self.state.max_body_size
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            raise self._too_large(int(length))
+        # Bound chunked uploads too; the handler refuses with 413 before this connection limit trips.
+        self.request.connection.set_max_body_size(limit + _READ_SIZE)
+
+    def _too_large(self, size: int) -> tornado.web.HTTPError:
+        return self.error(
+            413,
+            f"request body of {size} bytes exceeds max_body_size={self.state.max_body_size} bytes; "
+            "send less, or serve with a larger max_body_size",
+        )
+
+    def data_received(self, chunk: bytes) -> None:
+        if self._finished:
+            return
+        self._body_size += len(chunk)
+        if self._body_size > self.state.max_body_size:
+            self.send_error(413, exc_info=(None, self._too_large(self._body_size), None))
+            return
+        self._body.append(chunk)
+
+    async def post(self) -> None:
+        if self._finished:
+            return
+        state = self.state
+        if state.stopping:
+            raise self.error(503, "the server is stopping")
+        record = state.tracker.admit(self.request_id, self.request.path)
+        record.arrived = self._arrived
+        job = Job(record, b"".join(self._body))
+        self._body.clear()
+        try:
+            state.pool.submit(job)
+        except QueueFull as error:
+            state.tracker.finish(record, "failed", str(error))
+            raise self.error(503, str(error)) from None
+        self._job = job
+        state.active.add(self)
+        try:
+            if state.timeout is not None:
+                self._timeout_handle = tornado.ioloop.IOLoop.current().call_at(
+                    self._arrived + state.timeout, self._on_timeout
+                )
+            try:
+                await job.assigned
+            except JobDropped:
+                return
+            await self._relay(job)
+        finally:
+            state.active.discard(self)
+            self._clear_timeout()
+
+    # -- relaying the worker's frames -------------------------------------------------------------
+
+    async def _relay(self, job: Job) -> None:
+        assert job.pipe is not None
+        parser = FrameParser()
+        while not self._gone:
+            try:
+                data = await job.pipe.read_bytes(_READ_SIZE, partial=True)
+            except StreamClosedError:
+                if not self._gone:  # end of file with no final frame: the worker died
+                    self._worker_died(job)
+                return
+            if self._gone:  # cancelled while this read was completing
+                return
+            if self._handle_frames(job, parser.feed(data)):
+                job.close_pipe()
+                return
+            if self._headers_sent:
+                try:
+                    await self.flush()
+                except StreamClosedError:
+                    self.cancel("client left after {chunks} chunks", "cancelled")
+                    return
+
+    def _handle_frames(self, job: Job, frames: list[tuple[Kind, bytes]]) -> bool:
+        """Write what the frames say; True once the response is complete."""
+        record = job.record
+        for kind, payload in frames:
+            if kind == Kind.CHUNK:
+                self._start_stream()
+                record.chunks += 1
+                self.write(self._format_chunk(payload))
+            elif kind == Kind.RESULT:
+                self._clear_timeout()
+                self.state.tracker.finish(record, "completed")
+                self.set_header("Content-Type", "application/json")
+                self.finish(payload)
+                return True
+            elif kind == Kind.END:
+                self._start_stream()
+                self.state.tracker.finish(record, "completed")
+                if self._sse:
+                    self.write(b"data: [DONE]\n\n")
+                self.finish()
+                return True
+            elif kind == Kind.ERROR:
+                report = json.loads(payload)
+                self._answer_error(report["status"], report["error"], report.get("traceback"))
+                return True
+        return False
+
+    @property
+    def _sse(self) -> bool:
+        return "text/event-stream" in self.request.headers.get("Accept", "")
+
+    def _start_stream(self) -> None:
+        if self._headers_sent:
+            return
+        self._headers_sent = True
+        self._clear_timeout()
+        self.set_header("Content-Type", "text/event-stream" if self._sse else "application/x-ndjson")
+        self.set_header("Cache-Control", "no-cache")
+        self.set_header("X-Accel-Buffering", "no")
+        self.request.connection.stream.set_nodelay(True)  # type: ignore[attr-defined]
+
+    def _format_chunk(self, payload: bytes) -> bytes:
+        if not self._sse:
+            return payload + b"\n"
+        if b"\n" not in payload:
+            return b"data: " + payload + b"\n\n"
+        return b"".join(b"data: " + line + b"\n" for line in payload.split(b"\n")) + b"\n"
+
+    def _answer_error(self, status: int, message: str, traceback_text: str | None = None) -> None:
+        assert self._job is not None
+        self._clear_timeout()
+        self.state.tracker.finish(self._job.record, "failed", message)
+        if traceback_text:
+            logger.error("request %s failed in a hook:\n%s", self.request_id, traceback_text.rstrip())
+        self._end_with_error(status, message)
+
+    def _end_with_error(self, status: int, message: str) -> None:
+        """An error status before the first chunk; a final error line or SSE event after it."""
+        error = {"error": message, "request_id": self.request_id}
+        if not self._headers_sent:
+            self.write_json(status, error)
+            return
+        body = json.dumps(error).encode()
+        self.finish(b"event: error\ndata: " + body + b"\n\n" if self._sse else body + b"\n")
+
+    def _worker_died(self, job: Job) -> None:
+        worker = job.worker
+        who = f"worker {worker.id} (pid {worker.pid})" if worker is not None else "the worker"
+        self._answer_error(500, f"{who} died while handling this request; it is being replaced")
+
+    # -- ending early: disconnect, timeout, stop --------------------------------------------------
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        self.cancel("client left after {chunks} chunks", "cancelled")
+
+    def _on_timeout(self) -> None:
+        self._timeout_handle = None
+        if self._headers_sent or self._gone or self._job is None:
+            return
+        message = f"no response within timeout={self.state.timeout:g}s"
+        self.cancel(message, "timed_out")
+        self._end_with_error(504, message + "; serve with a larger timeout if this is expected")
+
+    def cancel(self, reason: str, state: str = "cancelled") -> None:
+        """End this request early: count it, and stop its work (dropped if queued, pipe closed if running)."""
+        job = self._job
+        if self._gone or job is None:
+            return
+        self._gone = True
+        self._clear_timeout()
+        self.state.tracker.finish(job.record, state, reason.format(chunks=job.record.chunks))
+        self.state.pool.cancel(job)
+
+    def abort_for_stop(self) -> None:
+        """The server is stopping: cancel the work and end the response if the client is still there."""
+        if self._gone:
+            return
+        self.cancel("cancelled: the server stopped", "cancelled")
+        if self._finished or self.request.connection.stream.closed():  # type: ignore[attr-defined]
+            return
+        self._end_with_error(503, "the server stopped before this request finished")
+
+    def _clear_timeout(self) -> None:
+        if self._timeout_handle is not None:
+            tornado.ioloop.IOLoop.current().remove_timeout(self._timeout_handle)
+            self._timeout_handle = None

@@ -1,0 +1,376 @@
+"""The worker pool, seen from the server: spawning, the READY handshake, pull-based dispatch,
+replacing workers that die, and stopping them.
+
+Runs on the server's event-loop thread only. The queue lives here, not in the workers: a request is
+handed to a worker only when that worker is free, so a request whose client left while queued is
+simply skipped and never reaches user code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+from typing import Any, Callable
+
+from tornado.iostream import IOStream, PipeIOStream, StreamClosedError
+
+from .errors import LitkitError, WorkerStartError
+from .protocol import FrameParser, Kind, encode_frame, encode_request
+from .tracking import RequestRecord
+
+__all__ = ["Job", "JobDropped", "QueueFull", "WorkerPool"]
+
+logger = logging.getLogger("litkit.pool")
+
+# After the control socket closes, how long a worker may take to exit before SIGTERM, then SIGKILL.
+STOP_GRACE_S = 2.0
+KILL_GRACE_S = 1.0
+# A worker that dies is replaced; one that keeps failing to start is retried with back-off, then left down.
+MAX_START_ATTEMPTS = 5
+RESTART_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 4.0)
+
+
+class QueueFull(LitkitError):
+    """The queue holds ``max_queue`` requests already."""
+
+
+class JobDropped(LitkitError):
+    """A queued job was cancelled before any worker took it."""
+
+
+class Job:
+    """One request on its way through the pool.
+
+    ``assigned`` resolves once a worker has taken the job; from then on ``pipe`` is the read end of
+    its response pipe, owned by the job: closing it is how a running request is cancelled.
+    """
+
+    def __init__(self, record: RequestRecord, body: bytes) -> None:
+        self.record = record
+        self.body = body
+        self.assigned: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.pipe: PipeIOStream | None = None
+        self.worker: WorkerProcess | None = None
+        self.dropped = False
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    def close_pipe(self) -> None:
+        if self.pipe is not None and not self.pipe.closed():
+            self.pipe.close()
+
+
+class WorkerProcess:
+    """The server's handle on one worker process."""
+
+    def __init__(self, worker_id: int) -> None:
+        self.id = worker_id
+        self.state = "starting"
+        self.restarts = 0
+        self.handled = 0
+        self.failed_starts = 0
+        self.process: subprocess.Popen[bytes] | None = None
+        self.control: IOStream | None = None
+        self.job: Job | None = None
+        self.ready: asyncio.Future[None] | None = None
+        self.last_error = ""
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid if self.process is not None else 0
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"id": self.id, "pid": self.pid, "state": self.state, "restarts": self.restarts, "handled": self.handled}
+
+
+class WorkerPool:
+    """Spawns ``count`` workers for one API and feeds them requests, one at a time each."""
+
+    def __init__(
+        self,
+        api_bytes: bytes,
+        *,
+        count: int,
+        stream: bool,
+        max_queue: int,
+        start_timeout: float,
+        device: str = "cpu",
+        on_job_started: Callable[[Job], None] | None = None,
+    ) -> None:
+        self._api_bytes = api_bytes
+        self._stream = stream
+        self._device = device
+        self._max_queue = max_queue
+        self._start_timeout = start_timeout
+        self._on_job_started = on_job_started
+        self.workers = [WorkerProcess(i) for i in range(count)]
+        self._idle: list[WorkerProcess] = []
+        self._queue: collections.deque[Job] = collections.deque()
+        self._queued = 0
+        self._stopping = False
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- life cycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Spawn every worker and wait for each READY.
+
+        Raises:
+            WorkerStartError: a worker reported a failure, died, or was silent past ``start_timeout``.
+        """
+        for worker in self.workers:
+            self._spawn(worker)
+        deadline = time.monotonic() + self._start_timeout
+        for worker in self.workers:
+            assert worker.ready is not None  # set by _spawn
+            try:
+                await asyncio.wait_for(asyncio.shield(worker.ready), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                raise WorkerStartError(
+                    worker.id,
+                    f"no READY within start_timeout={self._start_timeout:g}s; if setup() is slow "
+                    "(e.g. loading a large model), pass a larger start_timeout to serve()",
+                ) from None
+
+    @property
+    def ready(self) -> bool:
+        """True when every worker has finished starting and none is down."""
+        return not self._stopping and all(w.state in ("idle", "busy") for w in self.workers)
+
+    def unavailable_reason(self) -> str:
+        if self._stopping:
+            return "the server is stopping"
+        for worker in self.workers:
+            if worker.state == "dead":
+                return f"worker {worker.id} is down: {worker.last_error or 'it exited'}"
+        return "workers are starting"
+
+    async def stop(self) -> None:
+        """Drop queued jobs, close every control socket, and make sure every process has exited."""
+        self._stopping = True
+        while self._queue:
+            self._drop(self._queue.popleft())
+        for task in list(self._background):
+            task.cancel()
+        for worker in self.workers:
+            if worker.control is not None:
+                worker.control.close()
+        await asyncio.gather(*(_reap(w.process) for w in self.workers if w.process is not None))
+        for worker in self.workers:
+            worker.state = "dead"
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        return [worker.snapshot() for worker in self.workers]
+
+    # -- dispatch ---------------------------------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        """Queue a job; it goes to the first worker that is free.
+
+        Raises:
+            QueueFull: ``max_queue`` jobs are already waiting.
+        """
+        if self._queued >= self._max_queue:
+            raise QueueFull(
+                f"the queue already holds max_queue={self._max_queue} requests; retry later, "
+                "or serve with more workers or a larger max_queue"
+            )
+        self._queue.append(job)
+        self._queued += 1
+        self._dispatch()
+
+    def cancel(self, job: Job) -> None:
+        """Cancel a job: a queued one is dropped and never runs; a running one has its pipe closed,
+        which the worker notices at its next write (or ``litkit.cancelled()`` check)."""
+        if job.worker is None:
+            if not job.dropped:
+                job.dropped = True
+                self._queued -= 1
+                _fail(job.assigned, JobDropped(f"request {job.id} was cancelled while queued"))
+        else:
+            job.close_pipe()
+
+    def _drop(self, job: Job) -> None:
+        if not job.dropped:
+            self.cancel(job)
+
+    def _dispatch(self) -> None:
+        while self._idle and self._queue:
+            job = self._queue.popleft()
+            if job.dropped:
+                continue
+            self._queued -= 1
+            worker = self._idle.pop()  # the most recently freed worker: its caches are warm
+            self._assign(worker, job)
+
+    def _assign(self, worker: WorkerProcess, job: Job) -> None:
+        assert worker.control is not None
+        read_fd, write_fd = os.pipe()
+        head, body = encode_request(job.id, job.body)
+        try:
+            # The control stream's write buffer is empty here: the worker read its previous message
+            # whole before it reported DONE or READY. So this small send cannot interleave.
+            socket.send_fds(worker.control.socket, [head], [write_fd])
+            if body:
+                worker.control.write(body)
+        except OSError:
+            os.close(read_fd)
+            self._queue.appendleft(job)
+            self._queued += 1
+            return  # the worker is dying; its reader will notice and replace it
+        finally:
+            os.close(write_fd)
+        job.worker = worker
+        job.pipe = PipeIOStream(read_fd)
+        worker.job = job
+        worker.state = "busy"
+        if self._on_job_started is not None:
+            self._on_job_started(job)
+        job.assigned.set_result(None)
+
+    # -- one worker -------------------------------------------------------------------------------
+
+    def _spawn(self, worker: WorkerProcess) -> None:
+        """Start a fresh interpreter for ``worker`` and send it INIT."""
+        if not sys.executable:
+            raise WorkerStartError(worker.id, "sys.executable is empty, so litkit cannot start a Python worker")
+        server_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        command = [sys.executable, "-m", "litkit.worker", "--control-fd", str(worker_end.fileno()), "--worker-id", str(worker.id)]
+        try:
+            worker.process = subprocess.Popen(
+                command,
+                pass_fds=[worker_end.fileno()],
+                stdin=subprocess.DEVNULL,
+                env=env,
+                # Own session: Ctrl+C in a terminal or a kernel interrupt reaches the server only,
+                # which then stops its workers in order.
+                start_new_session=True,
+            )
+        except OSError as error:
+            server_end.close()
+            raise WorkerStartError(worker.id, f"could not start {sys.executable}: {error}") from error
+        finally:
+            worker_end.close()
+        worker.state = "starting"
+        worker.ready = asyncio.get_running_loop().create_future()
+        worker.control = IOStream(server_end)
+        init = {"sys_path": list(sys.path), "api": self._api_bytes, "stream": self._stream, "device": self._device}
+        worker.control.write(encode_frame(Kind.INIT, pickle.dumps(init)))
+        self._run_in_background(self._read_control(worker, worker.control))
+
+    async def _read_control(self, worker: WorkerProcess, control: IOStream) -> None:
+        parser = FrameParser()
+        try:
+            while True:
+                data = await control.read_bytes(65536, partial=True)
+                for kind, payload in parser.feed(data):
+                    self._on_control_message(worker, kind, payload)
+        except StreamClosedError:
+            pass
+        if control is worker.control:  # not an old stream of a replaced process
+            await self._on_worker_exit(worker)
+
+    def _on_control_message(self, worker: WorkerProcess, kind: Kind, payload: bytes) -> None:
+        if kind == Kind.READY:
+            worker.state = "idle"
+            worker.failed_starts = 0
+            _succeed(worker.ready)
+            self._idle.append(worker)
+            self._dispatch()
+        elif kind == Kind.DONE:
+            worker.handled += 1
+            worker.job = None
+            worker.state = "idle"
+            self._idle.append(worker)
+            self._dispatch()
+        elif kind == Kind.START_FAILED:
+            report = json.loads(payload)
+            worker.last_error = report["reason"]
+            _fail(worker.ready, WorkerStartError(worker.id, report["reason"], report["traceback"]))
+        else:
+            logger.error("worker %d sent an unexpected %s message; ignoring it", worker.id, kind.name)
+
+    async def _on_worker_exit(self, worker: WorkerProcess) -> None:
+        was_starting = worker.state == "starting"
+        worker.state = "dead"
+        if worker in self._idle:
+            self._idle.remove(worker)
+        worker.job = None  # its pipe reaches end-of-file; the request's handler reports the death
+        code = await _reap(worker.process)
+        how = _describe_exit(code)
+        if not worker.last_error or not was_starting:
+            worker.last_error = f"process {worker.pid} {how}"
+        _fail(worker.ready, WorkerStartError(worker.id, f"the worker process {how} before it was ready"))
+        if self._stopping:
+            return
+        if was_starting:
+            worker.failed_starts += 1
+            if worker.failed_starts >= MAX_START_ATTEMPTS:
+                logger.error("worker %d failed to start %d times in a row; leaving it down: %s", worker.id, worker.failed_starts, worker.last_error)
+                return
+        else:
+            logger.warning("worker %d (pid %d) %s; starting a replacement", worker.id, worker.pid, how)
+        await asyncio.sleep(RESTART_BACKOFF_S[min(worker.failed_starts, len(RESTART_BACKOFF_S) - 1)])
+        if self._stopping:
+            return
+        worker.restarts += 1
+        try:
+            self._spawn(worker)
+        except WorkerStartError as error:
+            worker.last_error = error.reason
+            logger.error("%s", error)
+
+    def _run_in_background(self, coroutine: Any) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+
+def _succeed(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
+
+
+def _fail(future: asyncio.Future[None] | None, error: BaseException) -> None:
+    if future is not None and not future.done():
+        future.set_exception(error)
+        future.exception()  # mark retrieved: nobody may be waiting, and that is fine
+
+
+def _describe_exit(code: int | None) -> str:
+    if code is None:
+        return "stopped answering"
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+async def _reap(process: subprocess.Popen[bytes] | None) -> int | None:
+    """Wait for a process to exit; SIGTERM it after STOP_GRACE_S and SIGKILL after KILL_GRACE_S more."""
+    if process is None:
+        return None
+    for grace, escalate in ((STOP_GRACE_S, process.terminate), (KILL_GRACE_S, process.kill), (KILL_GRACE_S, None)):
+        deadline = time.monotonic() + grace
+        while process.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.005)
+        if process.returncode is not None:
+            return process.returncode
+        if escalate is not None:
+            escalate()
+    logger.error("worker process %d did not exit after SIGKILL", process.pid)
+    return None

@@ -1,0 +1,167 @@
+"""The wire protocol between the serving process and its workers, all of it in one place.
+
+Two kinds of channel, both inherited or handed over as file descriptors, never a listening socket:
+
+* **Control socket**: one ``AF_UNIX`` stream socket pair per worker, made by the server; the
+  worker's end is inherited at spawn. Server to worker: ``INIT`` (once), then ``REQUEST`` each time
+  the worker is free. Worker to server: ``READY`` or ``START_FAILED`` (once, before
+  ``start_timeout``), then ``DONE`` after each request. The server stops a worker by closing its
+  end; the worker sees end-of-file, or a hang-up while busy, and exits. If the serving process
+  dies the kernel closes its end, which is how workers notice (see ``litkit.worker``).
+
+* **Response pipe**: one ``os.pipe()`` per request. The server sends the write end with the
+  ``REQUEST`` message (``SCM_RIGHTS``), closes its own copy at once, and keeps the read end. The
+  worker writes ``CHUNK`` frames (streams) or one ``RESULT``, or an ``ERROR``, then ``END`` and
+  closes it. When the client leaves, the server closes the read end: the worker's next write
+  raises ``BrokenPipeError`` and ``litkit.cancelled()`` turns True.
+
+Every message is a frame: one byte of kind, four bytes of payload length (network order), the
+payload. ``REQUEST``'s payload is a two-byte id length, the request id, then the raw HTTP body,
+which the worker parses (JSON is decoded once, in the worker). ``INIT``'s payload is a stdlib
+pickle of plain data plus the cloudpickled API bytes; it only ever travels over the inherited
+socket. Every other payload is JSON or raw bytes.
+
+Stdlib only: this module is imported by worker processes.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import socket
+import struct
+
+__all__ = [
+    "Kind",
+    "HEADER",
+    "encode_frame",
+    "FrameParser",
+    "encode_request",
+    "decode_request",
+    "send_message",
+    "recv_message",
+    "write_all",
+    "ChannelClosed",
+]
+
+HEADER = struct.Struct("!BI")
+_ID_LENGTH = struct.Struct("!H")
+MAX_FRAME = 2**32 - 1
+
+
+class Kind(enum.IntEnum):
+    # control socket, server -> worker
+    INIT = 1
+    REQUEST = 2
+    # control socket, worker -> server
+    READY = 10
+    START_FAILED = 11
+    DONE = 12
+    # response pipe, worker -> server
+    CHUNK = 20
+    RESULT = 21
+    ERROR = 22
+    END = 23
+
+
+class ChannelClosed(EOFError):
+    """The other end of a control socket or pipe closed (cleanly or because its process died)."""
+
+
+def encode_frame(kind: Kind, payload: bytes = b"") -> bytes:
+    """One frame: kind, length, payload."""
+    if len(payload) > MAX_FRAME:
+        raise ValueError(f"frame payload of {len(payload)} bytes exceeds the {MAX_FRAME}-byte limit")
+    return HEADER.pack(kind, len(payload)) + payload
+
+
+class FrameParser:
+    """Incremental frame decoder for bytes that arrive in arbitrary pieces."""
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[tuple[Kind, bytes]]:
+        """Add bytes; return every frame now complete, in order."""
+        buffer = self._buffer
+        buffer += data
+        frames = []
+        offset = 0
+        end = len(buffer)
+        while end - offset >= HEADER.size:
+            kind, length = HEADER.unpack_from(buffer, offset)
+            start = offset + HEADER.size
+            if end - start < length:
+                break
+            frames.append((Kind(kind), bytes(buffer[start : start + length])))
+            offset = start + length
+        if offset:
+            del buffer[:offset]
+        return frames
+
+    @property
+    def pending(self) -> int:
+        """Bytes held that do not yet make a whole frame."""
+        return len(self._buffer)
+
+
+def encode_request(request_id: str, body: bytes) -> tuple[bytes, bytes]:
+    """Split a ``REQUEST`` frame into (head, body): the head travels with the pipe's fd."""
+    id_bytes = request_id.encode()
+    prefix = _ID_LENGTH.pack(len(id_bytes)) + id_bytes
+    head = HEADER.pack(Kind.REQUEST, len(prefix) + len(body)) + prefix
+    return head, body
+
+
+def decode_request(payload: bytes) -> tuple[str, bytes]:
+    """The request id and raw body of a ``REQUEST`` payload."""
+    (id_length,) = _ID_LENGTH.unpack_from(payload)
+    start = _ID_LENGTH.size
+    return payload[start : start + id_length].decode(), payload[start + id_length :]
+
+
+def send_message(sock: socket.socket, kind: Kind, payload: bytes = b"") -> None:
+    """Blocking send of one frame (worker side)."""
+    sock.sendall(encode_frame(kind, payload))
+
+
+def recv_message(sock: socket.socket) -> tuple[Kind, bytes, list[int]]:
+    """Blocking receive of one frame and any file descriptors sent with it (worker side).
+
+    Raises:
+        ChannelClosed: the other end closed before a whole frame arrived.
+    """
+    fds: list[int] = []
+    header = bytearray()
+    while len(header) < HEADER.size:
+        # Read only the header with recvmsg: descriptors ride on the frame's first bytes.
+        data, new_fds, _flags, _addr = socket.recv_fds(sock, HEADER.size - len(header), 4)
+        fds.extend(new_fds)
+        if not data:
+            _close_all(fds)
+            raise ChannelClosed("control socket closed")
+        header += data
+    kind, length = HEADER.unpack(header)
+    payload = bytearray(length)
+    view = memoryview(payload)
+    received = 0
+    while received < length:
+        n = sock.recv_into(view[received:], length - received)
+        if n == 0:
+            _close_all(fds)
+            raise ChannelClosed("control socket closed in the middle of a frame")
+        received += n
+    return Kind(kind), bytes(payload), fds
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte to a blocking fd (a pipe may accept a large write in pieces)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)

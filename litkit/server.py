@@ -1,0 +1,450 @@
+"""``serve()``, ``run()`` and the ``Server`` they return: a Tornado server on its own thread and
+event loop, in the calling process, in front of a pool of spawned workers.
+
+``serve()`` returns once every worker is ready, so the next line of a notebook cell can call the
+endpoint with any blocking client. The server thread owns every server object (pool, tracker,
+handlers); other threads talk to it only through ``loop.call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import errno
+import logging
+import signal
+import socket
+import threading
+import time
+from typing import Any, Callable, Iterator, TypeVar
+
+import cloudpickle
+import tornado.httpserver
+import tornado.netutil
+
+from . import __version__
+from .api import LitAPI, is_streaming_api
+from .client import Client
+from .errors import PortInUseError, ServerStoppedError, WorkerStartError
+from .handlers import PredictHandler, make_application
+from .pool import WorkerPool
+from .tracking import RequestTracker
+
+__all__ = ["Server", "serve", "run"]
+
+logger = logging.getLogger("litkit.server")
+
+T = TypeVar("T")
+
+DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
+# How long stop() waits for open connections to close after their requests were ended.
+_CLOSE_CONNECTIONS_S = 2.0
+
+
+class ServingState:
+    """What the handlers share: configuration, the pool, the tracker, the requests in flight."""
+
+    def __init__(self, api: LitAPI, pool: WorkerPool, *, api_path: str, stream: bool, timeout: float | None, max_body_size: int, workers: int) -> None:
+        self.api_name = type(api).__qualname__
+        self.pool = pool
+        self.tracker = RequestTracker()
+        self.api_path = api_path
+        self.stream = stream
+        self.timeout = timeout
+        self.max_body_size = max_body_size
+        self.workers = workers
+        self.stopping = False
+        self.active: set[PredictHandler] = set()
+
+    def info(self) -> dict[str, Any]:
+        return {
+            "litkit_version": __version__,
+            "api": self.api_name,
+            "workers": self.workers,
+            "stream": self.stream,
+            "timeout": self.timeout,
+            "max_body_size": self.max_body_size,
+            "paths": {"predict": self.api_path, "health": "/health", "info": "/info"},
+        }
+
+
+class Server:
+    """A running litkit server. Made by ``litkit.serve()``; use it, then ``stop()`` it.
+
+    Attributes:
+        url: the base URL, e.g. ``"http://127.0.0.1:8000"``.
+        api_path: the path of the predict endpoint, e.g. ``"/predict"``.
+        state: ``"starting"``, ``"serving"``, ``"stopped"``, or ``"replaced"`` (a later ``serve()``
+            on the same port stopped it).
+    """
+
+    def __init__(self, state: ServingState, sockets: list[socket.socket], url: str, port: int) -> None:
+        self._serving = state
+        self._sockets = sockets
+        self.url = url
+        self.port = port
+        self.api_path = state.api_path
+        self.stream_mode = state.stream
+        self.state = "starting"
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self._started: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self._thread = threading.Thread(target=self._thread_main, name=f"litkit-server-{port}", daemon=True)
+        self._lock = threading.Lock()
+        self._client: Client | None = None
+
+    # -- the public surface -----------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot: url, state, workers, request counts, and the 100 most recent requests (newest first)."""
+        return self._call_in_loop(self._snapshot)
+
+    def predict(self, payload: Any, timeout: float | None = 60.0) -> Any:
+        """POST ``payload`` to the endpoint and return the decoded JSON answer.
+
+        Raises:
+            litkit.HTTPError: the server answered with an error status.
+        """
+        return self.client.predict(payload, path=self.api_path, timeout=timeout)
+
+    def stream(self, payload: Any, sse: bool = False, timeout: float | None = 60.0) -> Iterator[Any]:
+        """POST ``payload`` to a streaming endpoint and iterate over the chunks as they arrive.
+
+        Closing the iterator (or breaking out of a ``for`` loop over it and dropping it) disconnects,
+        which stops the work on the server.
+        """
+        return self.client.stream(payload, path=self.api_path, sse=sse, timeout=timeout)
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = Client(self.url)
+        return self._client
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop serving: close the listener, end requests in flight, stop the workers, join the thread.
+
+        Idempotent. Afterwards no thread, worker process, pipe or listening socket of this server
+        remains and the port can be bound again.
+        """
+        self._shutdown("stopped", timeout)
+
+    def wait(self) -> None:
+        """Block until the server stops (Ctrl+C raises KeyboardInterrupt here, as usual)."""
+        while self._thread.is_alive():
+            self._thread.join(0.2)
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        workers = self._serving.workers
+        kind = "streaming" if self.stream_mode else "JSON"
+        return f"<litkit.Server {self.state} {self.url}{self.api_path} ({workers} worker{'s' * (workers != 1)}, {kind})>"
+
+    # -- start and stop ---------------------------------------------------------------------------
+
+    def _start(self, start_timeout: float) -> None:
+        self._thread.start()
+        try:
+            # The pool enforces start_timeout; the margin covers spawning and the thread starting.
+            self._started.result(timeout=start_timeout + 10.0)
+        except BaseException:
+            self._shutdown("stopped", 10.0)
+            raise
+        self.state = "serving"
+
+    def _shutdown(self, final_state: str, timeout: float) -> None:
+        with self._lock:
+            if self.state not in ("stopped", "replaced"):
+                self.state = final_state
+            _unregister(self)
+            loop, stop_requested = self._loop, self._stop_requested
+            if loop is not None and stop_requested is not None and self._thread.is_alive():
+                try:
+                    loop.call_soon_threadsafe(stop_requested.set)
+                except RuntimeError:
+                    pass  # the loop closed in the meantime
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                logger.error("the litkit server thread did not stop within %.1fs", timeout)
+
+    def _thread_main(self) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._main())
+        except BaseException as error:  # noqa: BLE001 - report to serve() instead of dying silently
+            if not self._started.done():
+                self._started.set_exception(error)
+            logger.exception("the litkit server thread failed")
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+            asyncio.set_event_loop(None)
+
+    async def _main(self) -> None:
+        self._stop_requested = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        if self.state in ("stopped", "replaced"):  # stop() came before the loop existed
+            self._stop_requested.set()
+        http_server = tornado.httpserver.HTTPServer(
+            make_application(self._serving),
+            # The handler enforces max_body_size with a 413; this only bounds what Tornado buffers.
+            max_body_size=self._serving.max_body_size + 1024 * 1024,
+            idle_connection_timeout=300,
+        )
+        http_server.add_sockets(self._sockets)
+        try:
+            try:
+                await self._wait_for_start_or_stop(self._serving.pool.start())
+            except BaseException as error:
+                self._started.set_exception(error)
+                return
+            self._started.set_result(None)
+            await self._stop_requested.wait()
+        finally:
+            await self._close(http_server)
+
+    async def _wait_for_start_or_stop(self, start: Any) -> None:
+        start_task = asyncio.ensure_future(start)
+        stop_task = asyncio.ensure_future(self._stop_requested.wait())  # type: ignore[union-attr]
+        await asyncio.wait((start_task, stop_task), return_when=asyncio.FIRST_COMPLETED)
+        stop_task.cancel()
+        if not start_task.done():
+            start_task.cancel()
+            raise ServerStoppedError("the server was stopped while its workers were starting")
+        start_task.result()
+
+    async def _close(self, http_server: tornado.httpserver.HTTPServer) -> None:
+        serving = self._serving
+        serving.stopping = True
+        http_server.stop()  # closes the listening sockets
+        for handler in list(serving.active):
+            handler.abort_for_stop()
+        await serving.pool.stop()
+        try:
+            await asyncio.wait_for(http_server.close_all_connections(), _CLOSE_CONNECTIONS_S)
+        except asyncio.TimeoutError:
+            logger.warning("some client connections did not close within %.1fs", _CLOSE_CONNECTIONS_S)
+
+    # -- talking to the server thread -------------------------------------------------------------
+
+    def _snapshot(self) -> dict[str, Any]:
+        serving = self._serving
+        return {
+            "url": self.url,
+            "state": self.state,
+            "workers": serving.pool.snapshot(),
+            "counts": serving.tracker.counts(),
+            "recent": serving.tracker.recent(),
+        }
+
+    def _call_in_loop(self, function: Callable[[], T], timeout: float = 5.0) -> T:
+        loop = self._loop
+        if loop is None or not self._thread.is_alive() or threading.current_thread() is self._thread:
+            return function()  # nothing runs concurrently (or we are that thread)
+        result: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def call() -> None:
+            try:
+                result.set_result(function())
+            except BaseException as error:  # noqa: BLE001 - hand it to the caller
+                result.set_exception(error)
+
+        try:
+            loop.call_soon_threadsafe(call)
+        except RuntimeError:  # the loop closed between the check and the call
+            return function()
+        return result.result(timeout)
+
+
+# -- serve() and run() ----------------------------------------------------------------------------
+
+_registry_lock = threading.Lock()
+_servers_by_port: dict[int, Server] = {}
+_atexit_registered = False
+
+
+def serve(
+    api: LitAPI,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    stream: bool | None = None,
+    api_path: str = "/predict",
+    timeout: float | None = None,
+    max_queue: int = 1024,
+    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
+    start_timeout: float = 60.0,
+) -> Server:
+    """Serve ``api`` over HTTP from this process and return once every worker is ready.
+
+    The server runs on its own thread; the workers are fresh Python processes that receive the API
+    object through cloudpickle, so a class defined in a notebook cell or a script's ``__main__``
+    works. Calling ``serve()`` again with a port this process already serves stops the old server
+    first.
+
+    Args:
+        api: a ``litkit.LitAPI`` instance.
+        host: the address to listen on; the default listens on loopback only.
+        port: the TCP port; 0 picks a free one (read it from ``server.url``).
+        workers: how many worker processes run the API, each one request at a time.
+        stream: None to stream exactly when ``predict`` is a generator function; True or False to
+            insist (a mismatch is an error).
+        api_path: the path of the predict endpoint.
+        timeout: seconds from a request's arrival to its first response byte; past it the client
+            gets 504 and the work is cancelled. None for no limit.
+        max_queue: requests that may wait for a free worker; past it the server answers 503.
+        max_body_size: the largest request body in bytes; larger ones get 413.
+        start_timeout: seconds each worker may take to load the API and run ``setup``.
+
+    Raises:
+        TypeError: ``api`` is not a LitAPI, or cloudpickle cannot serialize it.
+        ValueError: an argument is out of range, or ``stream`` contradicts ``predict``.
+        PortInUseError: another process holds the port.
+        WorkerStartError: a worker failed to start; no process is left behind.
+    """
+    stream = _check_arguments(api, host, port, workers, stream, api_path, timeout, max_queue, max_body_size, start_timeout)
+    api_bytes = _pickle_api(api)
+    if port:
+        _stop_server_on_port(port)
+    sockets, port = _bind(host, port)
+    pool = WorkerPool(api_bytes, count=workers, stream=stream, max_queue=max_queue, start_timeout=start_timeout)
+    serving = ServingState(api, pool, api_path=api_path, stream=stream, timeout=timeout, max_body_size=max_body_size, workers=workers)
+    server = Server(serving, sockets, _url(host, port), port)
+    _register(server)
+    server._start(start_timeout)
+    return server
+
+
+def run(api: LitAPI, **options: Any) -> None:
+    """Serve ``api`` and block until Ctrl+C (or SIGTERM); then stop cleanly. Takes ``serve()``'s options."""
+    server = serve(api, **options)
+    print(f"litkit: serving {type(api).__name__} at {server.url}{server.api_path} (Ctrl+C to stop)", flush=True)
+    restore = _raise_keyboard_interrupt_on_sigterm()
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        restore()
+        server.stop()
+        print("litkit: stopped", flush=True)
+
+
+def _raise_keyboard_interrupt_on_sigterm() -> Callable[[], None]:
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def _check_arguments(
+    api: Any, host: Any, port: Any, workers: Any, stream: Any, api_path: Any, timeout: Any, max_queue: Any, max_body_size: Any, start_timeout: Any
+) -> bool:
+    """Validate serve()'s arguments; return the stream flag to use."""
+    if isinstance(api, type):
+        raise TypeError(f"serve() takes an API instance, got the class {api.__name__}; call it: serve({api.__name__}())")
+    if not isinstance(api, LitAPI):
+        raise TypeError(f"serve() takes a litkit.LitAPI instance, got {type(api).__name__}; define `class MyAPI(litkit.LitAPI)` with setup/decode_request/predict/encode_response")
+    if not isinstance(host, str) or not host:
+        raise ValueError(f"host must be an address such as '127.0.0.1', got {host!r}")
+    _check_int("port", port, 0, 65535)
+    _check_int("workers", workers, 1, 1024)
+    _check_int("max_queue", max_queue, 1, 10**9)
+    _check_int("max_body_size", max_body_size, 1, 2**32 - 2**21)
+    if not isinstance(api_path, str) or not api_path.startswith("/") or api_path in ("/health", "/info"):
+        raise ValueError(f"api_path must be a path starting with '/' other than /health and /info, got {api_path!r}")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0):
+        raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+    if isinstance(start_timeout, bool) or not isinstance(start_timeout, (int, float)) or not start_timeout > 0:
+        raise ValueError(f"start_timeout must be a positive number of seconds, got {start_timeout!r}")
+    generator = is_streaming_api(api)
+    if stream is None:
+        return generator
+    if stream and not generator:
+        raise ValueError(f"stream=True but {type(api).__name__}.predict is not a generator function; make predict `yield` its chunks, or pass stream=None")
+    if not stream and generator:
+        raise ValueError(f"stream=False but {type(api).__name__}.predict is a generator function; `return` the result instead of yielding, or pass stream=None")
+    return bool(stream)
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an int from {low} to {high}, got {value!r}")
+
+
+def _pickle_api(api: LitAPI) -> bytes:
+    try:
+        return cloudpickle.dumps(api)
+    except Exception as error:
+        raise TypeError(
+            f"cannot send the {type(api).__name__} object to worker processes: cloudpickle failed with "
+            f"{type(error).__name__}: {error}. Open files, locks, sockets, threads and loaded models cannot "
+            "travel between processes; create them in setup() instead of __init__"
+        ) from error
+
+
+def _bind(host: str, port: int) -> tuple[list[socket.socket], int]:
+    try:
+        sockets = tornado.netutil.bind_sockets(port, address=host)
+    except socket.gaierror as error:
+        raise ValueError(f"host {host!r} is not an address this machine can listen on ({error})") from error
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            raise PortInUseError(host, port) from error
+        if error.errno == errno.EACCES:
+            raise PermissionError(f"not allowed to listen on port {port}; ports below 1024 need privileges, use a higher port or port=0") from error
+        raise
+    return sockets, sockets[0].getsockname()[1]
+
+
+def _url(host: str, port: int) -> str:
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def _stop_server_on_port(port: int) -> None:
+    with _registry_lock:
+        old = _servers_by_port.get(port)
+    if old is not None:
+        logger.info("port %d is served by an earlier litkit server in this process; stopping it first", port)
+        old._shutdown("replaced", 10.0)
+
+
+def _register(server: Server) -> None:
+    global _atexit_registered
+    with _registry_lock:
+        _servers_by_port[server.port] = server
+        if not _atexit_registered:
+            atexit.register(_stop_all)
+            _atexit_registered = True
+
+
+def _unregister(server: Server) -> None:
+    with _registry_lock:
+        if _servers_by_port.get(server.port) is server:
+            del _servers_by_port[server.port]
+
+
+def _stop_all() -> None:
+    with _registry_lock:
+        servers = list(_servers_by_port.values())
+    for server in servers:
+        server.stop()

@@ -1,0 +1,225 @@
+"""The worker process: load the API, run ``setup``, then run requests one at a time.
+
+Started by the server as ``python -m litkit.worker --control-fd FD --worker-id N``: a fresh
+interpreter (never a fork), which imports neither the user's ``__main__`` (so a script without an
+``if __name__ == "__main__":`` guard cannot start itself again) nor the HTTP stack (tornado) nor the
+widget stack (ipywidgets). The wire protocol is in ``litkit.protocol``.
+
+Cancellation: every request comes with its own response pipe. When the server closes the read end
+(client gone, timeout, operator), the next write here raises ``BrokenPipeError``; the worker then
+leaves the chunk loop and ``close()``\\ s the ``encode_response`` and ``predict`` generators, so
+``GeneratorExit`` reaches user code at its ``yield`` and its ``finally`` blocks run. Then the worker
+takes the next request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import select
+import socket
+import sys
+import threading
+import time
+import traceback
+from typing import Any
+
+import cloudpickle
+
+from .api import LitAPI
+from .cancellation import _set_current
+from .encoding import encode_chunk, encode_json
+from .errors import HTTPError
+from .protocol import ChannelClosed, Kind, decode_request, encode_frame, recv_message, send_message, write_all
+
+__all__ = ["main"]
+
+# How long a worker whose server went away lets a running hook wind down before it exits.
+PARENT_GONE_GRACE_S = 1.0
+
+
+class ClientGone(BrokenPipeError):
+    """The server closed this request's response pipe: the client left or the request was cancelled."""
+
+
+class ResponseChannel:
+    """The write end of one request's response pipe."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.broken = False
+        self._poller = select.poll()
+        # No events asked for: a pipe's write end reports POLLERR once no reader is left.
+        self._poller.register(fd, 0)
+
+    def is_cancelled(self) -> bool:
+        if not self.broken and self._poller.poll(0):
+            self.broken = True
+        return self.broken
+
+    def send(self, kind: Kind, payload: bytes = b"") -> None:
+        try:
+            write_all(self.fd, encode_frame(kind, payload))
+        except BrokenPipeError as error:
+            self.broken = True
+            raise ClientGone("the server closed this request's response pipe") from error
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class Worker:
+    """One worker's life: handshake, then the request loop."""
+
+    def __init__(self, control: socket.socket, worker_id: int) -> None:
+        self.control = control
+        self.worker_id = worker_id
+        self.api: LitAPI | None = None
+        self.stream = False
+
+    def run(self) -> int:
+        _watch_for_server_exit(self.control)
+        if not self._start():
+            return 1
+        while True:
+            try:
+                kind, payload, fds = recv_message(self.control)
+            except (ChannelClosed, ConnectionError):
+                return 0  # the server closed the control socket: stop
+            if kind != Kind.REQUEST or len(fds) != 1:
+                raise RuntimeError(f"protocol error: expected REQUEST with one fd, got {kind!r} with {len(fds)} fds")
+            request_id, body = decode_request(payload)
+            self._handle(body, ResponseChannel(fds[0]))
+            try:
+                send_message(self.control, Kind.DONE, request_id.encode())
+            except OSError:
+                return 0
+
+    def _start(self) -> bool:
+        """Receive INIT, load the API, run setup; report READY or START_FAILED."""
+        kind, payload, _fds = recv_message(self.control)
+        if kind != Kind.INIT:
+            raise RuntimeError(f"protocol error: expected INIT, got {kind!r}")
+        init = pickle.loads(payload)
+        sys.path[:] = init["sys_path"]
+        try:
+            stage = "loading the API object (cloudpickle.loads)"
+            self.api = cloudpickle.loads(init["api"])
+            self.stream = init["stream"]
+            stage = f"{type(self.api).__name__}.setup({init['device']!r})"
+            self.api.setup(init["device"])
+        except BaseException as error:  # noqa: BLE001 - every failure must reach the server
+            report = {
+                "reason": f"{stage} raised {type(error).__name__}: {error}",
+                "traceback": traceback.format_exc(),
+            }
+            send_message(self.control, Kind.START_FAILED, json.dumps(report).encode())
+            return False
+        send_message(self.control, Kind.READY, json.dumps({"pid": os.getpid()}).encode())
+        return True
+
+    def _handle(self, body: bytes, channel: ResponseChannel) -> None:
+        _set_current(channel)
+        try:
+            if not channel.is_cancelled():  # the client may have left while this was in transit
+                self._run_hooks(body, channel)
+        except ClientGone:
+            pass  # cancelled: the generators were closed on the way out
+        finally:
+            _set_current(None)
+            channel.close()
+
+    def _run_hooks(self, body: bytes, channel: ResponseChannel) -> None:
+        api = self.api
+        assert api is not None  # set by _start before any request
+        try:
+            try:
+                request = json.loads(body)
+            except (UnicodeDecodeError, ValueError) as error:
+                raise HTTPError(400, f"request body is not valid JSON: {error}") from None
+            x = api.decode_request(request)
+            if self.stream:
+                self._stream(api, x, channel)
+            else:
+                output = api.predict(x)
+                channel.send(Kind.RESULT, encode_json(api.encode_response(output)))
+        except ClientGone:
+            raise
+        except HTTPError as error:
+            channel.send(Kind.ERROR, json.dumps({"status": error.status, "error": error.message}).encode())
+        except Exception as error:  # noqa: BLE001 - a failing hook answers 500; the worker lives on
+            report = {
+                "status": 500,
+                "error": f"{type(error).__name__}: {error}",
+                "traceback": traceback.format_exc(),
+            }
+            channel.send(Kind.ERROR, json.dumps(report).encode())
+
+    def _stream(self, api: LitAPI, x: Any, channel: ResponseChannel) -> None:
+        outputs = api.predict(x)
+        chunks = api.encode_response(outputs)
+        if isinstance(chunks, (dict, str, bytes)) or not hasattr(chunks, "__iter__"):
+            _close(outputs)
+            raise TypeError(
+                f"encode_response of a streaming endpoint must return an iterator of chunks, got "
+                f"{type(chunks).__name__}; write it as a generator: `for out in output: yield {{...}}`"
+            )
+        iterator = iter(chunks)
+        try:
+            for chunk in iterator:
+                channel.send(Kind.CHUNK, encode_chunk(chunk))
+        finally:
+            # Close the loop, not just the write: GeneratorExit reaches user code at its yield,
+            # its finally blocks run, and no further chunk is computed.
+            for generator in (iterator, chunks, outputs):
+                _close(generator)
+        channel.send(Kind.END)
+
+
+def _close(obj: Any) -> None:
+    close = getattr(obj, "close", None)
+    if close is None:
+        return
+    try:
+        close()
+    except Exception:  # noqa: BLE001 - e.g. a generator that yields in its finally
+        traceback.print_exc()
+
+
+def _watch_for_server_exit(control: socket.socket) -> None:
+    """Exit soon after the serving process is gone, even while a hook is busy.
+
+    The kernel hangs up our end of the control socket when the server closes its end or its process
+    dies (kill -9 included). The main thread only reads that socket between requests, so a daemon
+    thread waits for the hang-up, gives a running hook a moment to finish, then ends the process.
+    """
+
+    def watch() -> None:
+        poller = select.poll()
+        poller.register(control.fileno(), select.POLLRDHUP)
+        while True:
+            events = poller.poll()
+            if any(mask & (select.POLLRDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, mask in events):
+                break
+        time.sleep(PARENT_GONE_GRACE_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="litkit-server-watch", daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m litkit.worker", description="litkit worker process (started by the server)")
+    parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--worker-id", type=int, required=True)
+    args = parser.parse_args(argv)
+    control = socket.socket(fileno=args.control_fd)
+    try:
+        return Worker(control, args.worker_id).run()
+    finally:
+        control.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
