@@ -16,7 +16,6 @@ import logging
 import signal
 import socket
 import threading
-import time
 from typing import Any, Callable, Iterator, TypeVar
 
 import cloudpickle
@@ -327,9 +326,14 @@ def serve(
 def run(api: LitAPI, **options: Any) -> None:
     """Serve ``api`` and block until Ctrl+C (or SIGTERM); then stop cleanly. Takes ``serve()``'s options."""
     server = serve(api, **options)
-    print(f"litkit: serving {type(api).__name__} at {server.url}{server.api_path} (Ctrl+C to stop)", flush=True)
+    block_until_interrupted(server, f"litkit: serving {type(api).__name__} at {server.url}{server.api_path} (Ctrl+C to stop)")
+
+
+def block_until_interrupted(server: Server, announcement: str) -> None:
+    """Print ``announcement``, wait for Ctrl+C or SIGTERM, then stop ``server``."""
     restore = _raise_keyboard_interrupt_on_sigterm()
     try:
+        print(announcement, flush=True)
         server.wait()
     except KeyboardInterrupt:
         pass
