@@ -10,6 +10,7 @@ cancels the job.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import re
@@ -17,7 +18,6 @@ import secrets
 import time
 from typing import TYPE_CHECKING, Any
 
-import tornado.ioloop
 import tornado.web
 from tornado.iostream import StreamClosedError
 
@@ -121,7 +121,7 @@ class PredictHandler(JSONHandler):
         self._job: Job | None = None
         self._headers_sent = False
         self._gone = False  # the client left, or the request was answered by a timeout or a stop
-        self._timeout_handle: object | None = None
+        self._timeout_handle: asyncio.TimerHandle | None = None
         limit = self.state.max_body_size
         length = self.request.headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > limit:
@@ -164,9 +164,8 @@ class PredictHandler(JSONHandler):
         state.active.add(self)
         try:
             if state.timeout is not None:
-                self._timeout_handle = tornado.ioloop.IOLoop.current().call_at(
-                    self._arrived + state.timeout, self._on_timeout
-                )
+                # asyncio's clock is time.monotonic(), the one _arrived was read from.
+                self._timeout_handle = asyncio.get_running_loop().call_at(self._arrived + state.timeout, self._on_timeout)
             try:
                 await job.assigned
             except JobDropped:
@@ -305,5 +304,5 @@ class PredictHandler(JSONHandler):
 
     def _clear_timeout(self) -> None:
         if self._timeout_handle is not None:
-            tornado.ioloop.IOLoop.current().remove_timeout(self._timeout_handle)
+            self._timeout_handle.cancel()
             self._timeout_handle = None

@@ -19,13 +19,13 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any, Callable
+from typing import Any
 
 from tornado.iostream import IOStream, PipeIOStream, StreamClosedError
 
 from .errors import LitkitError, WorkerStartError
 from .protocol import FrameParser, Kind, encode_frame, encode_request
-from .tracking import RequestRecord
+from .tracking import RequestRecord, RequestTracker
 
 __all__ = ["Job", "JobDropped", "QueueFull", "WorkerPool"]
 
@@ -105,15 +105,15 @@ class WorkerPool:
         stream: bool,
         max_queue: int,
         start_timeout: float,
+        tracker: RequestTracker,
         device: str = "cpu",
-        on_job_started: Callable[[Job], None] | None = None,
     ) -> None:
         self._api_bytes = api_bytes
         self._stream = stream
         self._device = device
         self._max_queue = max_queue
         self._start_timeout = start_timeout
-        self._on_job_started = on_job_started
+        self._tracker = tracker
         self.workers = [WorkerProcess(i) for i in range(count)]
         self._idle: list[WorkerProcess] = []
         self._queue: collections.deque[Job] = collections.deque()
@@ -235,8 +235,7 @@ class WorkerPool:
         job.pipe = PipeIOStream(read_fd)
         worker.job = job
         worker.state = "busy"
-        if self._on_job_started is not None:
-            self._on_job_started(job)
+        self._tracker.start(job.record)
         job.assigned.set_result(None)
 
     # -- one worker -------------------------------------------------------------------------------

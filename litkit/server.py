@@ -20,7 +20,6 @@ from typing import Any, Callable, Iterator, TypeVar
 
 import cloudpickle
 import tornado.httpserver
-import tornado.netutil
 
 from . import __version__
 from .api import LitAPI, is_streaming_api
@@ -44,10 +43,10 @@ _CLOSE_CONNECTIONS_S = 2.0
 class ServingState:
     """What the handlers share: configuration, the pool, the tracker, the requests in flight."""
 
-    def __init__(self, api: LitAPI, pool: WorkerPool, *, api_path: str, stream: bool, timeout: float | None, max_body_size: int, workers: int) -> None:
+    def __init__(self, api: LitAPI, pool: WorkerPool, tracker: RequestTracker, *, api_path: str, stream: bool, timeout: float | None, max_body_size: int, workers: int) -> None:
         self.api_name = type(api).__qualname__
         self.pool = pool
-        self.tracker = RequestTracker()
+        self.tracker = tracker
         self.api_path = api_path
         self.stream = stream
         self.timeout = timeout
@@ -315,8 +314,9 @@ def serve(
     if port:
         _stop_server_on_port(port)
     sockets, port = _bind(host, port)
-    pool = WorkerPool(api_bytes, count=workers, stream=stream, max_queue=max_queue, start_timeout=start_timeout)
-    serving = ServingState(api, pool, api_path=api_path, stream=stream, timeout=timeout, max_body_size=max_body_size, workers=workers)
+    tracker = RequestTracker()
+    pool = WorkerPool(api_bytes, count=workers, stream=stream, max_queue=max_queue, start_timeout=start_timeout, tracker=tracker)
+    serving = ServingState(api, pool, tracker, api_path=api_path, stream=stream, timeout=timeout, max_body_size=max_body_size, workers=workers)
     server = Server(serving, sockets, _url(host, port), port)
     _register(server)
     server._start(start_timeout)
@@ -401,11 +401,31 @@ def _pickle_api(api: LitAPI) -> bytes:
 
 
 def _bind(host: str, port: int) -> tuple[list[socket.socket], int]:
+    """Listening sockets for every address ``host`` resolves to, all on one port.
+
+    Our own loop rather than ``tornado.netutil.bind_sockets``, which leaves the failed socket
+    unclosed when the port is taken.
+    """
     try:
-        sockets = tornado.netutil.bind_sockets(port, address=host)
+        addresses = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
     except socket.gaierror as error:
         raise ValueError(f"host {host!r} is not an address this machine can listen on ({error})") from error
+    sockets: list[socket.socket] = []
+    try:
+        for family, kind, proto, _name, address in dict.fromkeys(addresses):
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            if port == 0 and len(sockets) > 1:  # every address on the port the first one got
+                address = (address[0], sockets[0].getsockname()[1], *address[2:])
+            sock.bind(address)
+            sock.setblocking(False)
+            sock.listen(128)
     except OSError as error:
+        for sock in sockets:
+            sock.close()
         if error.errno == errno.EADDRINUSE:
             raise PortInUseError(host, port) from error
         if error.errno == errno.EACCES:

@@ -115,7 +115,10 @@ class Worker:
                 "reason": f"{stage} raised {type(error).__name__}: {error}",
                 "traceback": traceback.format_exc(),
             }
-            send_message(self.control, Kind.START_FAILED, json.dumps(report).encode())
+            try:
+                send_message(self.control, Kind.START_FAILED, json.dumps(report).encode())
+            except OSError:
+                pass  # the server stopped waiting (another worker failed first): just exit
             return False
         send_message(self.control, Kind.READY, json.dumps({"pid": os.getpid()}).encode())
         return True

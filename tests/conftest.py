@@ -1,0 +1,129 @@
+"""Shared fixtures: serve a test API on port 0 and prove nothing is left behind afterwards."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import cloudpickle
+import psutil
+import pytest
+
+import apis
+import litkit
+
+cloudpickle.register_pickle_by_value(apis)
+
+DEADLINE_S = 10.0
+
+
+def wait_until(condition: Callable[[], Any], deadline_s: float = DEADLINE_S, message: str = "condition") -> Any:
+    """Poll ``condition`` until it returns something truthy; fail the test past the deadline."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {deadline_s}s waiting for {message}")
+        time.sleep(0.005)
+
+
+def children() -> list[psutil.Process]:
+    return psutil.Process().children(recursive=True)
+
+
+def assert_no_children(deadline_s: float = 5.0) -> None:
+    wait_until(lambda: not [p for p in children() if p.status() != psutil.STATUS_ZOMBIE], deadline_s, "child processes to exit")
+
+
+def litkit_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("litkit")]
+
+
+class Events:
+    """The event file the test APIs write to (see apis.record)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def read(self) -> list[dict[str, Any]]:
+        if not os.path.exists(self.path):
+            return []
+        with open(self.path) as log:
+            return [json.loads(line) for line in log if line.endswith("\n")]
+
+    def named(self, event: str) -> list[dict[str, Any]]:
+        return [e for e in self.read() if e["event"] == event]
+
+    def wait_for(self, event: str, count: int = 1, deadline_s: float = DEADLINE_S) -> list[dict[str, Any]]:
+        return wait_until(lambda: (lambda found: found if len(found) >= count else None)(self.named(event)), deadline_s, f"{count} {event!r} event(s)")
+
+
+@pytest.fixture
+def events(tmp_path: Path) -> Events:
+    return Events(tmp_path / "events.jsonl")
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., Any]]:
+    """``serve(api, **options)`` on port 0; every server is stopped and checked for leftovers."""
+    servers: list[Any] = []
+
+    def start(api: litkit.LitAPI, **options: Any) -> Any:
+        options.setdefault("port", 0)
+        server = litkit.serve(api, **options)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+    assert_no_children()
+    assert not litkit_threads(), f"litkit threads left running: {litkit_threads()}"
+
+
+def raw_post(url: str, body: bytes, headers: dict[str, str] | None = None, path: str = "/predict") -> socket.socket:
+    """Send a POST on a plain socket and return the socket (to read from, or to close: a disconnect)."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=DEADLINE_S)
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    for name, value in (headers or {}).items():
+        head += f"{name}: {value}\r\n"
+    sock.sendall(head.encode() + b"\r\n" + body)
+    return sock
+
+
+class ChunkReader:
+    """Reads a chunked HTTP response off a raw socket, line by line of the decoded body."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.file = sock.makefile("rb")
+        self.status_line = self.file.readline().decode()
+        self.headers: dict[str, str] = {}
+        while (line := self.file.readline()) not in (b"\r\n", b""):
+            name, _, value = line.decode().partition(":")
+            self.headers[name.strip().lower()] = value.strip()
+        self._pending = b""
+
+    @property
+    def status(self) -> int:
+        return int(self.status_line.split()[1])
+
+    def line(self) -> bytes:
+        while b"\n" not in self._pending:
+            size = int(self.file.readline().strip(), 16)
+            if size == 0:
+                raise EOFError("end of the chunked body")
+            self._pending += self.file.read(size)
+            self.file.readline()
+        line, _, self._pending = self._pending.partition(b"\n")
+        return line
+
+    def close(self) -> None:
+        self.file.close()

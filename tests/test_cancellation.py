@@ -1,0 +1,130 @@
+"""Work stops when the client leaves: the reason litkit exists."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import requests
+
+import apis
+from conftest import ChunkReader, raw_post, wait_until
+
+
+def _disconnect_after(server, events, chunks_to_read: int, headers=None, interval=0.001):
+    """Stream from a Ticker, read some chunks, hang up; return the monotonic time of the hang-up."""
+    sock = raw_post(server.url, json.dumps({"interval": interval}).encode(), headers)
+    reader = ChunkReader(sock)
+    assert reader.status == 200
+    for _ in range(chunks_to_read):
+        reader.line()
+    reader.close()
+    sock.close()
+    return time.monotonic()
+
+
+def test_disconnect_mid_stream_closes_the_generator_within_the_floors(serve, events):
+    """Chunks every 1 ms; after the hang-up at most 1 more chunk is produced and `finally` runs within 50 ms."""
+    server = serve(apis.Ticker(events.path))
+    hung_up = _disconnect_after(server, events, 10)
+    finally_event = events.wait_for("finally")[0]
+    produced_after = [e for e in events.named("yield") if e["t"] > hung_up]
+    assert len(produced_after) <= 1, f"the generator kept producing after the hang-up: {produced_after}"
+    assert finally_event["t"] - hung_up < 0.050, f"finally ran {1000 * (finally_event['t'] - hung_up):.1f} ms after the hang-up"
+    assert events.named("generator_exit"), "GeneratorExit never reached the user's generator"
+    wait_until(lambda: server.status()["counts"]["cancelled"] == 1, message="the stream to be counted cancelled")
+    record = server.status()["recent"][0]
+    assert record["state"] == "cancelled"
+    assert record["error"].startswith("client left after ")
+    # The freed worker serves the next request at once.
+    started = time.monotonic()
+    chunks = list(server.stream({"n": 3, "interval": 0}))
+    assert chunks == [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert time.monotonic() - started < 1.0
+
+
+def test_disconnect_mid_sse_stream_closes_the_generator(serve, events):
+    server = serve(apis.Ticker(events.path))
+    hung_up = _disconnect_after(server, events, 5, headers={"Accept": "text/event-stream"})
+    finally_event = events.wait_for("finally")[0]
+    assert finally_event["t"] - hung_up < 0.050
+    assert len([e for e in events.named("yield") if e["t"] > hung_up]) <= 1
+
+
+def test_closing_the_client_iterator_cancels_the_stream(serve, events):
+    server = serve(apis.Ticker(events.path))
+    stream = server.stream({"interval": 0.005})
+    assert [next(stream) for _ in range(3)] == [{"i": 0}, {"i": 1}, {"i": 2}]
+    stream.close()
+    events.wait_for("finally")
+    wait_until(lambda: server.status()["counts"]["cancelled"] == 1, message="cancelled count 1")
+    wait_until(lambda: server.status()["workers"][0]["state"] == "idle", message="the worker to be idle again")
+
+
+def test_queued_request_whose_client_left_never_runs(serve, events, tmp_path):
+    server = serve(apis.Echo(events.path), workers=1)
+    release = tmp_path / "release"
+    busy = raw_post(server.url, json.dumps({"tag": "A", "wait_for": str(release)}).encode())
+    events.wait_for("request")  # A holds the only worker
+    abandoned = raw_post(server.url, json.dumps({"tag": "B"}).encode())
+    wait_until(lambda: server.status()["counts"]["queued"] == 1, message="B to be queued")
+    abandoned.close()
+    wait_until(lambda: server.status()["counts"]["cancelled"] == 1, message="B to be counted cancelled")
+    release.touch()
+    reader = ChunkReader(busy)
+    assert reader.status == 200
+    reader.close()
+    busy.close()
+    assert server.predict({"tag": "C"}) == {"echo": {"tag": "C"}}
+    assert [e["tag"] for e in events.named("request")] == ["A", "C"], "the abandoned request reached a worker"
+    counts = server.status()["counts"]
+    assert (counts["completed"], counts["cancelled"], counts["queued"]) == (2, 1, 0)
+
+
+def test_non_streaming_disconnect_turns_cancelled_true_and_discards_the_result(serve, events):
+    server = serve(apis.SlowUntilCancelled(events.path))
+    sock = raw_post(server.url, b"{}")
+    events.wait_for("started")
+    sock.close()
+    hung_up = time.monotonic()
+    saw = events.wait_for("saw_cancelled")[0]
+    assert saw["t"] - hung_up < 0.1
+    wait_until(lambda: server.status()["counts"]["cancelled"] == 1, message="cancelled count 1")
+    assert server.status()["counts"]["completed"] == 0
+    wait_until(lambda: server.status()["workers"][0]["state"] == "idle", message="the worker to be idle again")
+
+
+def test_timeout_answers_504_and_closes_the_generator(serve, events):
+    server = serve(apis.Ticker(events.path), timeout=0.2)
+    started = time.monotonic()
+    # 0.5 s of work before the first chunk, never checking litkit.cancelled().
+    response = requests.post(server.url + "/predict", json={"sleep_steps": 50, "interval": 0.001}, timeout=10)
+    assert response.status_code == 504
+    assert 0.2 <= time.monotonic() - started < 0.45
+    assert "timeout=0.2s" in response.json()["error"]
+    events.wait_for("finally")
+    assert len(events.named("yield")) <= 1  # the first chunk's write found the pipe closed
+    wait_until(lambda: server.status()["counts"]["timed_out"] == 1, message="timed_out count 1")
+    # Once the first byte went out, the timeout no longer applies: a long stream completes.
+    chunks = list(server.stream({"n": 40, "interval": 0.01}))
+    assert len(chunks) == 40
+
+
+def test_timeout_of_a_queued_request_answers_504_and_it_never_runs(serve, events, tmp_path):
+    server = serve(apis.Echo(events.path), workers=1, timeout=0.3)
+    release = tmp_path / "release"
+    busy = raw_post(server.url, json.dumps({"tag": "A", "wait_for": str(release)}).encode())
+    events.wait_for("request")
+    response = requests.post(server.url + "/predict", json={"tag": "B"}, timeout=10)
+    assert response.status_code == 504
+    release.touch()
+    busy.close()
+    wait_until(lambda: server.status()["workers"][0]["state"] == "idle", message="the worker to be idle again")
+    assert server.predict({"tag": "C"}) == {"echo": {"tag": "C"}}
+    assert [e["tag"] for e in events.named("request")] == ["A", "C"]
+
+
+def test_cancelled_is_false_outside_a_request():
+    import litkit
+
+    assert litkit.cancelled() is False

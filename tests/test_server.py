@@ -1,0 +1,143 @@
+"""The server's life: serve() returns ready, re-serving a port, a port held elsewhere, stop()."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+import requests
+
+import apis
+import litkit
+from conftest import ChunkReader, assert_no_children, litkit_threads, raw_post, wait_until
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_serve_returns_with_the_endpoint_up_and_a_blocking_call_works():
+    with litkit.serve(apis.Doubler(), port=0) as server:
+        assert server.url.startswith("http://127.0.0.1:")
+        assert server.state == "serving"
+        body = json.dumps({"input": 4}).encode()
+        request = __import__("urllib.request").request.Request(server.url + "/predict", data=body, headers={"Content-Type": "application/json"})
+        with __import__("urllib.request").request.urlopen(request, timeout=10) as response:
+            assert json.loads(response.read()) == {"output": 8}
+        assert "serving" in repr(server) and "/predict" in repr(server)
+    assert server.state == "stopped"
+    assert "stopped" in repr(server)
+
+
+def test_stop_leaves_no_thread_process_fd_or_listener_behind():
+    baseline_fds = _open_fds()
+    server = litkit.serve(apis.Ticker(), port=0, workers=2)
+    port = server.port
+    stream = server.stream({"interval": 0.01})
+    next(stream)
+    stream.close()
+    server.stop()
+    server.stop()  # idempotent
+    assert server.state == "stopped"
+    assert not litkit_threads()
+    assert_no_children()
+    leaked = _open_fds() - baseline_fds
+    wait_until(lambda: not (_open_fds() - baseline_fds), deadline_s=5, message=f"fds {leaked} to close")
+    with socket.socket() as again:  # the port can be bound again
+        again.bind(("127.0.0.1", port))
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/health", timeout=5)
+
+
+def test_stop_ends_requests_in_flight(events, tmp_path):
+    server = litkit.serve(apis.Ticker(events.path), port=0)
+    sock = raw_post(server.url, json.dumps({"interval": 0.01}).encode())
+    reader = ChunkReader(sock)
+    reader.line()
+    server.stop()
+    lines = []
+    try:
+        while True:
+            lines.append(reader.line())
+    except (EOFError, ValueError, OSError):
+        pass
+    reader.close()
+    sock.close()
+    assert json.loads(lines[-1])["error"] == "the server stopped before this request finished"
+    events.wait_for("finally")
+    assert server.status()["counts"]["cancelled"] == 1
+    assert_no_children()
+
+
+def test_serving_the_same_port_again_replaces_the_old_server():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    first = litkit.serve(apis.Doubler(), port=port)
+    try:
+        second = litkit.serve(apis.Echo(), port=port)
+        try:
+            assert first.state == "replaced"
+            assert second.url == first.url
+            assert second.predict({"x": 1}) == {"echo": {"x": 1}}
+        finally:
+            second.stop()
+    finally:
+        first.stop()
+    assert first.state == "replaced"
+    assert_no_children()
+
+
+def test_a_port_held_by_another_process_is_a_clear_error(tmp_path):
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import socket,sys,time; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(); print(s.getsockname()[1], flush=True); time.sleep(60)"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        port = int(holder.stdout.readline())
+        with pytest.raises(litkit.PortInUseError) as raised:
+            litkit.serve(apis.Doubler(), port=port)
+        message = str(raised.value)
+        assert f"port {port}" in message and "port=0" in message
+        assert isinstance(raised.value, OSError)
+    finally:
+        holder.kill()
+        holder.wait(10)
+        holder.stdout.close()
+    assert not litkit_threads()
+
+
+def test_status_works_after_stop_and_keeps_the_final_figures():
+    server = litkit.serve(apis.Doubler(), port=0)
+    server.predict({"input": 1})
+    server.stop()
+    status = server.status()
+    assert status["state"] == "stopped"
+    assert status["counts"]["completed"] == 1
+    assert [w["state"] for w in status["workers"]] == ["dead"]
+
+
+def test_serve_validates_its_arguments():
+    for options, message in [
+        ({"port": -1}, "port must be an int from 0 to 65535"),
+        ({"timeout": 0}, "timeout must be a positive number"),
+        ({"api_path": "predict"}, "api_path must be a path starting with '/'"),
+        ({"max_queue": 0}, "max_queue must be an int from 1"),
+        ({"host": ""}, "host must be an address"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            litkit.serve(apis.Doubler(), **options)
+    assert not litkit_threads()
+
+
+def test_serve_is_quick_to_return():
+    started = time.monotonic()
+    with litkit.serve(apis.Doubler(), port=0):
+        elapsed = time.monotonic() - started
+    assert elapsed < 5  # generous on a loaded 2-core machine; benchmarks measure it properly

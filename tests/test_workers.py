@@ -1,0 +1,153 @@
+"""Worker processes: spawned fresh, set up once, failures reported, gone when the server is."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import psutil
+import pytest
+import requests
+
+import apis
+import litkit
+from conftest import assert_no_children, children, raw_post, wait_until
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+
+def test_setup_runs_once_in_each_spawned_worker(serve, events):
+    server = serve(apis.Echo(events.path), workers=2)
+    for i in range(6):
+        server.predict({"i": i})
+    setups = events.named("setup")
+    worker_pids = {w["pid"] for w in server.status()["workers"]}
+    assert len(setups) == 2
+    assert {e["pid"] for e in setups} == worker_pids
+    assert {e["device"] for e in setups} == {"cpu"}
+    for pid in worker_pids:  # fresh interpreters running litkit.worker, never forks of this process
+        command = psutil.Process(pid).cmdline()
+        assert command[:3] == [sys.executable, "-m", "litkit.worker"]
+
+
+def test_worker_imports_neither_tornado_nor_ipywidgets(serve):
+    server = serve(apis.Echo())
+    assert server.predict({"modules": True}) == {"modules": []}
+
+
+def test_importing_the_worker_side_loads_no_http_or_widget_stack():
+    code = "import sys, litkit, litkit.worker; print(sorted(m for m in ('tornado', 'ipywidgets') if m in sys.modules))"
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True).stdout
+    assert output.strip() == "[]"
+
+
+def test_setup_raising_is_a_worker_start_error_with_the_traceback():
+    started = time.monotonic()
+    with pytest.raises(litkit.WorkerStartError) as raised:
+        litkit.serve(apis.FailingSetup("raise"), port=0, workers=2)
+    error = raised.value
+    assert "FailingSetup.setup('cpu') raised RuntimeError: model weights not found" in str(error)
+    assert "Traceback" in error.worker_traceback
+    assert "in setup" in error.worker_traceback
+    assert "RuntimeError: model weights not found at /nowhere/model.bin" in error.worker_traceback
+    assert time.monotonic() - started < 10
+    assert_no_children()
+
+
+def test_worker_dying_while_starting_is_a_worker_start_error():
+    with pytest.raises(litkit.WorkerStartError, match="exited with code 3 before it was ready"):
+        litkit.serve(apis.FailingSetup("exit"), port=0)
+    assert_no_children()
+
+
+def test_start_timeout_is_enforced_and_leaves_no_process():
+    started = time.monotonic()
+    with pytest.raises(litkit.WorkerStartError, match=r"no READY within start_timeout=1s.*pass a larger start_timeout"):
+        litkit.serve(apis.FailingSetup("hang"), port=0, start_timeout=1)
+    assert time.monotonic() - started < 6  # 1 s, plus SIGTERM after the stop grace
+    assert_no_children()
+
+
+def test_an_api_cloudpickle_cannot_serialize_fails_before_any_spawn():
+    api = apis.Echo()
+    api.lock = threading.Lock()
+    before = len(children())
+    with pytest.raises(TypeError, match=r"cannot send the Echo object to worker processes.*create them in setup\(\)"):
+        litkit.serve(api, port=0)
+    assert len(children()) == before
+
+
+def test_serve_rejects_what_is_not_an_api_instance():
+    with pytest.raises(TypeError, match=r"call it: serve\(Doubler\(\)\)"):
+        litkit.serve(apis.Doubler, port=0)
+    with pytest.raises(TypeError, match="litkit.LitAPI instance"):
+        litkit.serve(object(), port=0)
+    with pytest.raises(ValueError, match="workers must be an int from 1"):
+        litkit.serve(apis.Doubler(), port=0, workers=0)
+
+
+def test_a_worker_that_dies_mid_request_answers_500_and_is_replaced(serve):
+    server = serve(apis.Echo())
+    old_pid = server.status()["workers"][0]["pid"]
+    started = time.monotonic()
+    response = requests.post(server.url + "/predict", json={"exit": 7}, timeout=10)
+    assert response.status_code == 500
+    assert time.monotonic() - started < 1.0
+    assert f"worker 0 (pid {old_pid}) died while handling this request" in response.json()["error"]
+    wait_until(lambda: server.status()["workers"][0]["restarts"] == 1 and server.status()["workers"][0]["state"] == "idle", message="a replacement worker")
+    assert server.predict({"pid": True})["pid"] != old_pid
+    assert server.status()["counts"]["failed"] == 1
+
+
+_ORPHAN_SCRIPT = textwrap.dedent(
+    """
+    import json, sys, threading, time
+    sys.path.insert(0, {tests!r})
+    import cloudpickle, apis, litkit
+    cloudpickle.register_pickle_by_value(apis)
+    servers = []
+    # Serve from a thread that exits at once: workers must not depend on it.
+    starter = threading.Thread(target=lambda: servers.append(litkit.serve(apis.Echo({events!r}), port=0, workers=2)))
+    starter.start(); starter.join()
+    server = servers[0]
+    print(json.dumps({{"url": server.url, "pids": [w["pid"] for w in server.status()["workers"]]}}), flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def test_workers_exit_within_2s_when_the_serving_process_is_killed(tmp_path, events):
+    script = tmp_path / "serving.py"
+    script.write_text(_ORPHAN_SCRIPT.format(tests=TESTS, events=events.path))
+    process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        ready = json.loads(process.stdout.readline())
+        # Keep one worker inside a hook that never checks litkit.cancelled().
+        busy = raw_post(ready["url"], json.dumps({"tag": "busy", "wait_for": str(tmp_path / "never")}).encode())
+        events.wait_for("request")
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+        killed = time.monotonic()
+
+        def all_gone():
+            for pid in ready["pids"]:
+                try:
+                    if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                        return False
+                except psutil.NoSuchProcess:
+                    pass
+            return True
+
+        wait_until(all_gone, deadline_s=5, message="the orphaned workers to exit")
+        assert time.monotonic() - killed < 2.0
+        busy.close()
+    finally:
+        process.kill()
+        process.wait(10)
+        process.stdout.close()
