@@ -86,9 +86,17 @@ class JSONHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps({"error": message, "request_id": self.request_id}))
 
+    def log_exception(self, typ: Any, value: BaseException | None, tb: Any) -> None:
+        # A refused request (404, 413, 503...) is the client's business, not a warning on the
+        # operator's terminal: Tornado would log each one to tornado.general at WARNING.
+        if isinstance(value, tornado.web.HTTPError):
+            access_logger.info("%d %s: %s", value.status_code, self._request_summary(), value.log_message)
+        else:
+            super().log_exception(typ, value, tb)
+
     def error(self, status: int, message: str) -> tornado.web.HTTPError:
         """A tornado HTTPError whose message becomes the JSON ``error`` field."""
-        return tornado.web.HTTPError(status, message.replace("%", "%%"))
+        return tornado.web.HTTPError(status, message)  # no args, so Tornado never %-formats it
 
 
 class NotFoundHandler(JSONHandler):
