@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
             api = load_api(args.target)
             server = serve(api, api_path=args.api_path, **_serve_options(args))
             example = {"input": 1}
-    except (LitkitError, ValueError, TypeError, OSError) as error:
+    except (LitkitError, ImportError, ValueError, TypeError, OSError) as error:
         print(f"litkit: error: {error}", file=sys.stderr)
         return 1
     endpoint = server.url + server.api_path

@@ -89,6 +89,7 @@ class Server:
         self._stop_requested: asyncio.Event | None = None
         self._started: concurrent.futures.Future[None] = concurrent.futures.Future()
         self._thread = threading.Thread(target=self._thread_main, name=f"litkit-server-{port}", daemon=True)
+        self._finished = threading.Event()  # set when the server thread is done
         self._lock = threading.Lock()
         self._client: Client | None = None
 
@@ -130,8 +131,10 @@ class Server:
 
     def wait(self) -> None:
         """Block until the server stops (Ctrl+C raises KeyboardInterrupt here, as usual)."""
-        while self._thread.is_alive():
-            self._thread.join(0.2)
+        # Not Thread.join(): on Python < 3.12 a KeyboardInterrupt inside join() marks the thread as
+        # finished while it still runs (CPython gh-90882), and stop() would then skip the shutdown.
+        while not self._finished.wait(0.5):
+            pass
 
     def __enter__(self) -> Server:
         return self
@@ -185,6 +188,7 @@ class Server:
             loop.run_until_complete(loop.shutdown_asyncgens())
             loop.close()
             asyncio.set_event_loop(None)
+            self._finished.set()
 
     async def _main(self) -> None:
         self._stop_requested = asyncio.Event()

@@ -182,7 +182,8 @@ def test_status_snapshot_schema(serve):
     server = serve(apis.Doubler(), workers=2)
     for i in range(3):
         server.predict({"input": i})
-    status = server.status()
+    # A worker reports DONE just after its answer went out: wait for that, not for the answer.
+    status = wait_until(lambda: (lambda s: all(w["state"] == "idle" for w in s["workers"]) and s)(server.status()), message="idle workers")
     assert status["url"] == server.url
     assert status["state"] == "serving"
     assert [w["id"] for w in status["workers"]] == [0, 1]

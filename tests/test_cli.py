@@ -1,0 +1,198 @@
+"""The ``litkit`` command and scripts that call ``litkit.run()``, run as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import signal
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import requests
+
+from helpers import HTTP_TIMEOUT_S, assert_clean_stop, litkit_command, running
+
+DOUBLER = '''\
+import litkit
+
+
+class Doubler(litkit.LitAPI):
+    def decode_request(self, request):
+        return request["input"]
+
+    def predict(self, x):
+        return x * 2
+
+    def encode_response(self, output):
+        return {"output": output}
+'''
+
+
+def write(path: Path, source: str) -> Path:
+    path.write_text(textwrap.dedent(source))
+    return path
+
+
+def banner_line(stdout: str, label: str) -> str:
+    """The text after ``label`` on the banner line that has it, e.g. the curl after "call it:"."""
+    lines = [line.split(label, 1)[1].strip() for line in stdout.splitlines() if label in line]
+    assert len(lines) == 1, f"expected one {label!r} line in the banner:\n{stdout}"
+    return lines[0]
+
+
+def replay_curl(line: str) -> requests.Response:
+    """Send what ``curl -X POST URL -H ... -d BODY [-H ...]`` from the banner would send."""
+    words = shlex.split(line)
+    assert words[:3] == ["curl", "-X", "POST"] or words[:4] == ["curl", "-N", "-X", "POST"], line
+    url = words[words.index("POST") + 1]
+    headers = dict(words[i + 1].split(": ", 1) for i, word in enumerate(words) if word == "-H")
+    body = words[words.index("-d") + 1]
+    return requests.post(url, data=body.encode(), headers=headers, timeout=HTTP_TIMEOUT_S)
+
+
+# -- litkit serve / litkit demo -------------------------------------------------------------------
+
+
+def test_serve_a_class_from_a_file(tmp_path: Path) -> None:
+    app = write(tmp_path / "app.py", DOUBLER)
+    with running([*litkit_command(), "serve", f"{app}:Doubler", "--port", "0"], cwd=tmp_path) as server:
+        endpoint = server.wait_for_banner()
+        server.wait_for_output(r"Press Ctrl\+C to stop\.")
+        stdout = server.stdout
+        assert f"litkit: serving Doubler at {endpoint} (JSON)" in stdout
+
+        # The banner's curl line can be pasted as is.
+        curl = banner_line(stdout, "call it:")
+        assert curl.startswith(f"curl -X POST {endpoint} -H 'Content-Type: application/json' -d "), curl
+        response = replay_curl(curl)
+        assert response.status_code == 200, response.text
+        assert response.json() == {"output": 2}
+
+        response = requests.post(endpoint, json={"input": 21}, timeout=HTTP_TIMEOUT_S)
+        assert response.status_code == 200, response.text
+        assert response.json() == {"output": 42}
+
+        assert_clean_stop(server, signal.SIGTERM)
+
+
+def test_demo_streams_server_sent_events(tmp_path: Path) -> None:
+    with running([*litkit_command(), "demo", "--port", "0"], cwd=tmp_path) as server:
+        endpoint = server.wait_for_banner()
+        server.wait_for_output(r"Press Ctrl\+C to stop\.")
+        assert f"litkit: serving TokenStreamer at {endpoint} (streaming)" in server.stdout
+        assert banner_line(server.stdout, "as SSE:").endswith("-H 'Accept: text/event-stream'")
+
+        payload = {"prompt": "red green blue", "max_tokens": 4, "delay": 0}
+        headers = {"Accept": "text/event-stream"}
+        with requests.post(endpoint, json=payload, headers=headers, stream=True, timeout=HTTP_TIMEOUT_S) as response:
+            assert response.status_code == 200, response.text
+            assert response.headers["Content-Type"] == "text/event-stream"
+            text = response.text
+        events = text.split("\n\n")
+        assert events[-1] == "", f"the stream must end with a blank line: {text!r}"
+        assert all(event.startswith("data: ") for event in events[:-1]), text
+        assert events[-2] == "data: [DONE]", text
+        chunks = [json.loads(event.removeprefix("data: ")) for event in events[:-2]]
+        assert chunks == [
+            {"index": 0, "token": "red"},
+            {"index": 1, "token": "green"},
+            {"index": 2, "token": "blue"},
+            {"index": 3, "token": "red"},
+        ]
+
+        assert_clean_stop(server, signal.SIGINT)
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("missing.py:Doubler", "no such file: missing.py"),
+        ("app.py", "expected FILE.py:ClassName or module:ClassName, got 'app.py'"),
+        ("app.py:Tripler", "app.py has no attribute 'Tripler'"),
+        ("nosuchmodule:Doubler", "No module named 'nosuchmodule'"),
+    ],
+    ids=["missing-file", "no-class-part", "class-not-in-file", "missing-module"],
+)
+def test_serve_errors_are_one_clear_line(tmp_path: Path, target: str, message: str) -> None:
+    write(tmp_path / "app.py", DOUBLER)
+    with running([*litkit_command(), "serve", target, "--port", "0"], cwd=tmp_path) as process:
+        code = process.wait_for_exit()
+        assert code == 1, process.describe()
+        assert process.stderr == f"litkit: error: {message}\n", process.describe()
+        assert process.stdout == "", process.describe()
+
+
+# -- scripts that call litkit.run() ---------------------------------------------------------------
+
+
+def test_script_without_main_guard_starts_its_workers_once(tmp_path: Path) -> None:
+    # No `if __name__ == "__main__":` guard: the workers must not run this file again.
+    script = write(
+        tmp_path / "unguarded.py",
+        '''\
+        import litkit
+
+        print("unguarded.py: module body runs", flush=True)
+
+
+        class Tripler(litkit.LitAPI):
+            def predict(self, x):
+                return {"output": x["input"] * 3}
+
+
+        litkit.run(Tripler(), port=0, workers=2)
+        ''',
+    )
+    with running([sys.executable, str(script)], cwd=tmp_path) as server:
+        endpoint = server.wait_for_banner()
+        workers = server.record_children()
+        assert len(workers) == 2, f"expected 2 worker processes, got {workers}"
+        for worker in workers:
+            assert worker.ppid() == server.pid
+            assert worker.cmdline()[:3] == [sys.executable, "-m", "litkit.worker"], worker.cmdline()
+            assert worker.children() == []
+
+        response = requests.post(endpoint, json={"input": 14}, timeout=HTTP_TIMEOUT_S)
+        assert response.status_code == 200, response.text
+        assert response.json() == {"output": 42}
+
+        assert sorted(p.pid for p in server.record_children()) == sorted(w.pid for w in workers)
+        assert_clean_stop(server, signal.SIGINT)
+        assert server.stdout.count("unguarded.py: module body runs") == 1, server.describe()
+        assert server.stdout.count("litkit: serving") == 1, server.describe()
+
+
+def test_script_whose_api_uses_a_sibling_module(tmp_path: Path) -> None:
+    write(
+        tmp_path / "shouting.py",
+        '''\
+        def shout(text):
+            return text.upper() + "!"
+        ''',
+    )
+    script = write(
+        tmp_path / "uses_helper.py",
+        '''\
+        import litkit
+        from shouting import shout
+
+
+        class Shouter(litkit.LitAPI):
+            def predict(self, x):
+                return {"output": shout(x["input"])}
+
+
+        litkit.run(Shouter(), port=0)
+        ''',
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()  # run from another folder: the script's own folder is what makes the import work
+    with running([sys.executable, str(script)], cwd=elsewhere) as server:
+        endpoint = server.wait_for_banner()
+        response = requests.post(endpoint, json={"input": "hello"}, timeout=HTTP_TIMEOUT_S)
+        assert response.status_code == 200, response.text
+        assert response.json() == {"output": "HELLO!"}
+        assert_clean_stop(server, signal.SIGINT)
+

@@ -1,0 +1,72 @@
+"""The scripts in examples/ work as their docstrings say: run, call over HTTP, Ctrl+C, nothing left."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import requests
+
+from helpers import HTTP_TIMEOUT_S, assert_clean_stop, running
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def test_echo_example_answers_and_stops_on_ctrl_c() -> None:
+    with running([sys.executable, str(EXAMPLES / "echo.py"), "--port", "0"]) as server:
+        endpoint = server.wait_for_banner()
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/predict", endpoint)
+        assert server.record_children(), "the server runs its API in a worker process"
+
+        for value in ("hello", 42, [1, {"nested": None}]):
+            response = requests.post(endpoint, json={"input": value}, timeout=HTTP_TIMEOUT_S)
+            assert response.status_code == 200, response.text
+            assert response.headers["Content-Type"] == "application/json"
+            assert response.json() == {"output": value}
+
+        response = requests.post(endpoint, json={"text": "no input field"}, timeout=HTTP_TIMEOUT_S)
+        assert response.status_code == 422
+        assert '"input"' in response.json()["error"]
+
+        assert_clean_stop(server)
+
+
+def test_stream_tokens_example_streams_in_order_and_stops_on_ctrl_c() -> None:
+    with running([sys.executable, str(EXAMPLES / "stream_tokens.py"), "--port", "0"]) as server:
+        endpoint = server.wait_for_banner()
+        server.record_children()
+        payload = {"prompt": "one two three", "max_tokens": 5}
+        expected = [{"token": word} for word in ["one", "two", "three", "one", "two"]]
+
+        # NDJSON, the default: one JSON object per line.
+        with requests.post(endpoint, json=payload, stream=True, timeout=HTTP_TIMEOUT_S) as response:
+            assert response.status_code == 200, response.text
+            assert response.headers["Content-Type"] == "application/x-ndjson"
+            lines = [line for line in response.iter_lines() if line]
+        assert [json.loads(line) for line in lines] == expected
+        server.wait_for_output(r"generation stopped after 5 of 5 tokens")
+
+        # SSE when asked for: "data: <json>" events, then "data: [DONE]".
+        headers = {"Accept": "text/event-stream"}
+        with requests.post(endpoint, json=payload, headers=headers, stream=True, timeout=HTTP_TIMEOUT_S) as response:
+            assert response.status_code == 200, response.text
+            assert response.headers["Content-Type"] == "text/event-stream"
+            events = [line.decode() for line in response.iter_lines() if line]
+        assert events == [f"data: {json.dumps(chunk, separators=(',', ':'))}" for chunk in expected] + ["data: [DONE]"]
+
+        # A client that leaves mid-stream stops the generation: its finally block reports it.
+        long_request = {"prompt": "tick", "max_tokens": 1000}
+        with requests.post(endpoint, json=long_request, stream=True, timeout=HTTP_TIMEOUT_S) as response:
+            lines = response.iter_lines()
+            assert [json.loads(next(lines)) for _ in range(2)] == [{"token": "tick"}] * 2
+        made = int(server.wait_for_output(r"generation stopped after (\d+) of 1000 tokens", timeout=10)[1])
+        assert 2 <= made < 1000
+
+        # The worker is free again for the next request.
+        response = requests.post(endpoint, json={"prompt": "again", "max_tokens": 1}, timeout=HTTP_TIMEOUT_S)
+        assert response.status_code == 200
+        assert response.text == '{"token":"again"}\n'
+
+        assert_clean_stop(server)
