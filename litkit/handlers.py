@@ -16,10 +16,11 @@ import logging
 import re
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import tornado.web
-from tornado.iostream import StreamClosedError
+from tornado.http1connection import HTTP1Connection
+from tornado.iostream import PipeIOStream, StreamClosedError
 
 from .pool import Job, JobDropped, QueueFull
 from .protocol import FrameParser, Kind
@@ -135,7 +136,11 @@ class PredictHandler(JSONHandler):
         if length is not None and length.isdigit() and int(length) > limit:
             raise self._too_large(int(length))
         # Bound chunked uploads too; the handler refuses with 413 before this connection limit trips.
-        self.request.connection.set_max_body_size(limit + _READ_SIZE)
+        self._connection.set_max_body_size(limit + _READ_SIZE)
+
+    @property
+    def _connection(self) -> HTTP1Connection:
+        return cast(HTTP1Connection, self.request.connection)
 
     def _too_large(self, size: int) -> tornado.web.HTTPError:
         return self.error(
@@ -175,22 +180,21 @@ class PredictHandler(JSONHandler):
                 # asyncio's clock is time.monotonic(), the one _arrived was read from.
                 self._timeout_handle = asyncio.get_running_loop().call_at(self._arrived + state.timeout, self._on_timeout)
             try:
-                await job.assigned
+                pipe = await job.assigned
             except JobDropped:
                 return
-            await self._relay(job)
+            await self._relay(job, pipe)
         finally:
             state.active.discard(self)
             self._clear_timeout()
 
     # -- relaying the worker's frames -------------------------------------------------------------
 
-    async def _relay(self, job: Job) -> None:
-        assert job.pipe is not None
+    async def _relay(self, job: Job, pipe: PipeIOStream) -> None:
         parser = FrameParser()
         while not self._gone:
             try:
-                data = await job.pipe.read_bytes(_READ_SIZE, partial=True)
+                data = await pipe.read_bytes(_READ_SIZE, partial=True)
             except StreamClosedError:
                 if not self._gone:  # end of file with no final frame: the worker died
                     self._worker_died(job)
@@ -230,7 +234,7 @@ class PredictHandler(JSONHandler):
                 return True
             elif kind == Kind.ERROR:
                 report = json.loads(payload)
-                self._answer_error(report["status"], report["error"], report.get("traceback"))
+                self._answer_error(job, report["status"], report["error"], report.get("traceback"))
                 return True
         return False
 
@@ -246,7 +250,7 @@ class PredictHandler(JSONHandler):
         self.set_header("Content-Type", "text/event-stream" if self._sse else "application/x-ndjson")
         self.set_header("Cache-Control", "no-cache")
         self.set_header("X-Accel-Buffering", "no")
-        self.request.connection.stream.set_nodelay(True)  # type: ignore[attr-defined]
+        self._connection.stream.set_nodelay(True)
 
     def _format_chunk(self, payload: bytes) -> bytes:
         if not self._sse:
@@ -255,10 +259,9 @@ class PredictHandler(JSONHandler):
             return b"data: " + payload + b"\n\n"
         return b"".join(b"data: " + line + b"\n" for line in payload.split(b"\n")) + b"\n"
 
-    def _answer_error(self, status: int, message: str, traceback_text: str | None = None) -> None:
-        assert self._job is not None
+    def _answer_error(self, job: Job, status: int, message: str, traceback_text: str | None = None) -> None:
         self._clear_timeout()
-        self.state.tracker.finish(self._job.record, "failed", message)
+        self.state.tracker.finish(job.record, "failed", message)
         if traceback_text:
             logger.error("request %s failed in a hook:\n%s", self.request_id, traceback_text.rstrip())
         self._end_with_error(status, message)
@@ -275,7 +278,7 @@ class PredictHandler(JSONHandler):
     def _worker_died(self, job: Job) -> None:
         worker = job.worker
         who = f"worker {worker.id} (pid {worker.pid})" if worker is not None else "the worker"
-        self._answer_error(500, f"{who} died while handling this request; it is being replaced")
+        self._answer_error(job, 500, f"{who} died while handling this request; it is being replaced")
 
     # -- ending early: disconnect, timeout, stop --------------------------------------------------
 
@@ -306,7 +309,7 @@ class PredictHandler(JSONHandler):
         if self._gone:
             return
         self.cancel("cancelled: the server stopped", "cancelled")
-        if self._finished or self.request.connection.stream.closed():  # type: ignore[attr-defined]
+        if self._finished or self._connection.stream.closed():
             return
         self._end_with_error(503, "the server stopped before this request finished")
 

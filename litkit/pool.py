@@ -50,14 +50,14 @@ class JobDropped(LitkitError):
 class Job:
     """One request on its way through the pool.
 
-    ``assigned`` resolves once a worker has taken the job; from then on ``pipe`` is the read end of
-    its response pipe, owned by the job: closing it is how a running request is cancelled.
+    ``assigned`` resolves, once a worker has taken the job, to ``pipe``: the read end of its response
+    pipe, owned by the job. Closing it is how a running request is cancelled.
     """
 
     def __init__(self, record: RequestRecord, body: bytes) -> None:
         self.record = record
         self.body = body
-        self.assigned: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.assigned: asyncio.Future[PipeIOStream] = asyncio.get_running_loop().create_future()
         self.pipe: PipeIOStream | None = None
         self.worker: WorkerProcess | None = None
         self.dropped = False
@@ -129,13 +129,11 @@ class WorkerPool:
         Raises:
             WorkerStartError: a worker reported a failure, died, or was silent past ``start_timeout``.
         """
-        for worker in self.workers:
-            self._spawn(worker)
+        readiness = [(worker, self._spawn(worker)) for worker in self.workers]
         deadline = time.monotonic() + self._start_timeout
-        for worker in self.workers:
-            assert worker.ready is not None  # set by _spawn
+        for worker, ready in readiness:
             try:
-                await asyncio.wait_for(asyncio.shield(worker.ready), max(0.0, deadline - time.monotonic()))
+                await asyncio.wait_for(asyncio.shield(ready), max(0.0, deadline - time.monotonic()))
             except asyncio.TimeoutError:
                 raise WorkerStartError(
                     worker.id,
@@ -215,15 +213,17 @@ class WorkerPool:
             self._assign(worker, job)
 
     def _assign(self, worker: WorkerProcess, job: Job) -> None:
-        assert worker.control is not None
+        control = worker.control
+        if control is None:
+            raise RuntimeError(f"worker {worker.id} is idle without a control socket")
         read_fd, write_fd = os.pipe()
         head, body = encode_request(job.id, job.body)
         try:
             # The control stream's write buffer is empty here: the worker read its previous message
             # whole before it reported DONE or READY. So this small send cannot interleave.
-            socket.send_fds(worker.control.socket, [head], [write_fd])
+            socket.send_fds(control.socket, [head], [write_fd])
             if body:
-                worker.control.write(body)
+                control.write(body)
         except OSError:
             os.close(read_fd)
             self._queue.appendleft(job)
@@ -236,12 +236,12 @@ class WorkerPool:
         worker.job = job
         worker.state = "busy"
         self._tracker.start(job.record)
-        job.assigned.set_result(None)
+        job.assigned.set_result(job.pipe)
 
     # -- one worker -------------------------------------------------------------------------------
 
-    def _spawn(self, worker: WorkerProcess) -> None:
-        """Start a fresh interpreter for ``worker`` and send it INIT."""
+    def _spawn(self, worker: WorkerProcess) -> asyncio.Future[None]:
+        """Start a fresh interpreter for ``worker`` and send it INIT; return its READY future."""
         if not sys.executable:
             raise WorkerStartError(worker.id, "sys.executable is empty, so litkit cannot start a Python worker")
         server_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -263,11 +263,13 @@ class WorkerPool:
         finally:
             worker_end.close()
         worker.state = "starting"
-        worker.ready = asyncio.get_running_loop().create_future()
-        worker.control = IOStream(server_end)
+        ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        worker.ready = ready
+        control = worker.control = IOStream(server_end)
         init = {"sys_path": list(sys.path), "api": self._api_bytes, "stream": self._stream, "device": self._device}
-        worker.control.write(encode_frame(Kind.INIT, pickle.dumps(init)))
-        self._run_in_background(self._read_control(worker, worker.control))
+        control.write(encode_frame(Kind.INIT, pickle.dumps(init)))
+        self._run_in_background(self._read_control(worker, control))
+        return ready
 
     async def _read_control(self, worker: WorkerProcess, control: IOStream) -> None:
         parser = FrameParser()
@@ -342,7 +344,7 @@ def _succeed(future: asyncio.Future[None] | None) -> None:
         future.set_result(None)
 
 
-def _fail(future: asyncio.Future[None] | None, error: BaseException) -> None:
+def _fail(future: asyncio.Future[Any] | None, error: BaseException) -> None:
     if future is not None and not future.done():
         future.set_exception(error)
         future.exception()  # mark retrieved: nobody may be waiting, and that is fine

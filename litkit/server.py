@@ -16,6 +16,7 @@ import logging
 import signal
 import socket
 import threading
+import time
 from typing import Any, Callable, Iterator, TypeVar
 
 import cloudpickle
@@ -263,7 +264,15 @@ class Server:
             loop.call_soon_threadsafe(call)
         except RuntimeError:  # the loop closed between the check and the call
             return function()
-        return result.result(timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return result.result(0.05)
+            except concurrent.futures.TimeoutError:
+                if self._finished.is_set():  # the loop ended before it ran the call
+                    return function()
+                if time.monotonic() > deadline:
+                    raise
 
 
 # -- serve() and run() ----------------------------------------------------------------------------
@@ -355,7 +364,11 @@ def _raise_keyboard_interrupt_on_sigterm() -> Callable[[], None]:
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, on_sigterm)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+
+    def restore() -> None:
+        signal.signal(signal.SIGTERM, previous)
+
+    return restore
 
 
 def _check_arguments(

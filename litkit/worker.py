@@ -76,12 +76,12 @@ class Worker:
     def __init__(self, control: socket.socket, worker_id: int) -> None:
         self.control = control
         self.worker_id = worker_id
-        self.api: LitAPI | None = None
         self.stream = False
 
     def run(self) -> int:
         _watch_for_server_exit(self.control)
-        if not self._start():
+        api = self._start()
+        if api is None:
             return 1
         while True:
             try:
@@ -91,14 +91,15 @@ class Worker:
             if kind != Kind.REQUEST or len(fds) != 1:
                 raise RuntimeError(f"protocol error: expected REQUEST with one fd, got {kind!r} with {len(fds)} fds")
             request_id, body = decode_request(payload)
-            self._handle(body, ResponseChannel(fds[0]))
+            os.set_inheritable(fds[0], False)  # SCM_RIGHTS descriptors arrive inheritable
+            self._handle(api, body, ResponseChannel(fds[0]))
             try:
                 send_message(self.control, Kind.DONE, request_id.encode())
             except OSError:
                 return 0
 
-    def _start(self) -> bool:
-        """Receive INIT, load the API, run setup; report READY or START_FAILED."""
+    def _start(self) -> LitAPI | None:
+        """Receive INIT, load the API, run setup; report READY (and return the API) or START_FAILED."""
         kind, payload, _fds = recv_message(self.control)
         if kind != Kind.INIT:
             raise RuntimeError(f"protocol error: expected INIT, got {kind!r}")
@@ -106,10 +107,10 @@ class Worker:
         sys.path[:] = init["sys_path"]
         try:
             stage = "loading the API object (cloudpickle.loads)"
-            self.api = cloudpickle.loads(init["api"])
+            api = cloudpickle.loads(init["api"])
             self.stream = init["stream"]
-            stage = f"{type(self.api).__name__}.setup({init['device']!r})"
-            self.api.setup(init["device"])
+            stage = f"{type(api).__name__}.setup({init['device']!r})"
+            api.setup(init["device"])
         except BaseException as error:  # noqa: BLE001 - every failure must reach the server
             report = {
                 "reason": f"{stage} raised {type(error).__name__}: {error}",
@@ -119,24 +120,22 @@ class Worker:
                 send_message(self.control, Kind.START_FAILED, json.dumps(report).encode())
             except OSError:
                 pass  # the server stopped waiting (another worker failed first): just exit
-            return False
+            return None
         send_message(self.control, Kind.READY, json.dumps({"pid": os.getpid()}).encode())
-        return True
+        return api
 
-    def _handle(self, body: bytes, channel: ResponseChannel) -> None:
+    def _handle(self, api: LitAPI, body: bytes, channel: ResponseChannel) -> None:
         _set_current(channel)
         try:
             if not channel.is_cancelled():  # the client may have left while this was in transit
-                self._run_hooks(body, channel)
+                self._run_hooks(api, body, channel)
         except ClientGone:
             pass  # cancelled: the generators were closed on the way out
         finally:
             _set_current(None)
             channel.close()
 
-    def _run_hooks(self, body: bytes, channel: ResponseChannel) -> None:
-        api = self.api
-        assert api is not None  # set by _start before any request
+    def _run_hooks(self, api: LitAPI, body: bytes, channel: ResponseChannel) -> None:
         try:
             try:
                 request = json.loads(body)
