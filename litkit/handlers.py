@@ -192,16 +192,21 @@ class PredictHandler(JSONHandler):
 
     async def _relay(self, job: Job, pipe: PipeIOStream) -> None:
         parser = FrameParser()
+        data = b""
         while not self._gone:
-            try:
-                data = await pipe.read_bytes(_READ_SIZE, partial=True)
-            except StreamClosedError:
-                if not self._gone:  # end of file with no final frame: the worker died
-                    self._worker_died(job)
-                return
-            if self._gone:  # cancelled while this read was completing
-                return
-            if self._handle_frames(job, parser.feed(data)):
+            # Until the first chunk is out, take one frame at a time: a fast generator can fill the
+            # pipe before the first read, and the first chunk must not wait for the rest to be parsed.
+            frames = parser.feed(data, limit=None if self._headers_sent else 1)
+            data = b""
+            if not frames:
+                try:
+                    data = await pipe.read_bytes(_READ_SIZE, partial=True)
+                except StreamClosedError:
+                    if not self._gone:  # end of file with no final frame: the worker died
+                        self._worker_died(job)
+                    return
+                continue
+            if self._handle_frames(job, frames):
                 job.close_pipe()
                 return
             if self._headers_sent:

@@ -64,6 +64,9 @@ class Kind(enum.IntEnum):
     END = 23
 
 
+_KINDS = {kind.value: kind for kind in Kind}  # a dict lookup is much cheaper than Kind(value)
+
+
 class ChannelClosed(EOFError):
     """The other end of a control socket or pipe closed (cleanly or because its process died)."""
 
@@ -81,19 +84,22 @@ class FrameParser:
     def __init__(self) -> None:
         self._buffer = bytearray()
 
-    def feed(self, data: bytes) -> list[tuple[Kind, bytes]]:
-        """Add bytes; return every frame now complete, in order."""
+    def feed(self, data: bytes, limit: int | None = None) -> list[tuple[Kind, bytes]]:
+        """Add bytes; return the frames now complete, in order, at most ``limit`` of them.
+
+        Frames past the limit stay buffered: ``feed(b"")`` returns them later.
+        """
         buffer = self._buffer
         buffer += data
-        frames = []
+        frames: list[tuple[Kind, bytes]] = []
         offset = 0
         end = len(buffer)
-        while end - offset >= HEADER.size:
+        while end - offset >= HEADER.size and (limit is None or len(frames) < limit):
             kind, length = HEADER.unpack_from(buffer, offset)
             start = offset + HEADER.size
             if end - start < length:
                 break
-            frames.append((Kind(kind), bytes(buffer[start : start + length])))
+            frames.append((_KINDS[kind], bytes(buffer[start : start + length])))
             offset = start + length
         if offset:
             del buffer[:offset]
