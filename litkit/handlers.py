@@ -131,6 +131,7 @@ class PredictHandler(JSONHandler):
         self._headers_sent = False
         self._gone = False  # the client left, or the request was answered by a timeout or a stop
         self._timeout_handle: asyncio.TimerHandle | None = None
+        self._sse = "text/event-stream" in self.request.headers.get("Accept", "")
         limit = self.state.max_body_size
         length = self.request.headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > limit:
@@ -159,8 +160,8 @@ class PredictHandler(JSONHandler):
         self._body.append(chunk)
 
     async def post(self) -> None:
-        if self._finished:
-            return
+        if self._finished or self._connection.stream.closed():
+            return  # answered already (413), or the client left as its body arrived: nothing to run
         state = self.state
         if state.stopping:
             raise self.error(503, "the server is stopping")
@@ -242,10 +243,6 @@ class PredictHandler(JSONHandler):
                 self._answer_error(job, report["status"], report["error"], report.get("traceback"))
                 return True
         return False
-
-    @property
-    def _sse(self) -> bool:
-        return "text/event-stream" in self.request.headers.get("Accept", "")
 
     def _start_stream(self) -> None:
         if self._headers_sent:
