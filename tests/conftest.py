@@ -65,6 +65,17 @@ class Events:
         return wait_until(lambda: (lambda found: found if len(found) >= count else None)(self.named(event)), deadline_s, f"{count} {event!r} event(s)")
 
 
+@pytest.fixture(autouse=True)
+def _no_server_outlives_its_test() -> Iterator[None]:
+    """A test that fails half-way must not leave its server running into the next test."""
+    yield
+    if litkit_threads():
+        from litkit.server import _stop_all
+
+        _stop_all()
+        pytest.fail(f"a test left a litkit server running: {litkit_threads()}")
+
+
 @pytest.fixture
 def events(tmp_path: Path) -> Events:
     return Events(tmp_path / "events.jsonl")
