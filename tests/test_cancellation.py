@@ -128,3 +128,13 @@ def test_cancelled_is_false_outside_a_request():
     import litkit
 
     assert litkit.cancelled() is False
+
+
+def test_timeout_turns_cancelled_true_in_a_non_streaming_hook(serve, events):
+    server = serve(apis.SlowUntilCancelled(events.path), timeout=0.2)
+    response = requests.post(server.url + "/predict", json={}, timeout=10)
+    assert response.status_code == 504
+    started = events.wait_for("started")[0]
+    saw = events.wait_for("saw_cancelled")[0]
+    assert 0.15 < saw["t"] - started["t"] < 0.5
+    wait_until(lambda: server.status()["counts"]["timed_out"] == 1, message="timed_out count 1")
