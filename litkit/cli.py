@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+import inspect
 import json
 import os
 import shlex
@@ -53,26 +54,29 @@ def load_api(target: str) -> Any:
     return obj() if isinstance(obj, type) else obj
 
 
-def _add_serve_options(parser: argparse.ArgumentParser, default_port: int) -> None:
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
-    parser.add_argument("--port", type=int, default=default_port, help=f"TCP port, 0 for any free one (default: {default_port})")
-    parser.add_argument("--workers", type=int, default=1, help="worker processes (default: 1)")
-    parser.add_argument("--timeout", type=float, default=None, help="seconds to the first response byte before 504")
-    parser.add_argument("--max-queue", type=int, default=1024, help="requests that may wait for a worker (default: 1024)")
-    parser.add_argument("--max-body-size", type=int, default=16 * 1024 * 1024, help="largest request body in bytes")
-    parser.add_argument("--start-timeout", type=float, default=60.0, help="seconds a worker may take to start")
+# serve() options offered as flags; their defaults are read from serve() itself, never repeated.
+_SERVE_FLAGS = {
+    "host": (str, "address to listen on"),
+    "port": (int, "TCP port, 0 for any free one"),
+    "workers": (int, "worker processes"),
+    "timeout": (float, "seconds to the first response byte before 504"),
+    "max_queue": (int, "requests that may wait for a worker"),
+    "max_body_size": (int, "largest request body in bytes"),
+    "start_timeout": (float, "seconds a worker may take to start"),
+}
+
+
+def _add_serve_options(parser: argparse.ArgumentParser, flags: dict[str, tuple[type, str]]) -> None:
+    from .server import serve
+
+    defaults = inspect.signature(serve).parameters
+    for name, (kind, text) in flags.items():
+        default = defaults[name].default
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=default, help=f"{text} (default: {default})")
 
 
 def _serve_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {
-        "host": args.host,
-        "port": args.port,
-        "workers": args.workers,
-        "timeout": args.timeout,
-        "max_queue": args.max_queue,
-        "max_body_size": args.max_body_size,
-        "start_timeout": args.start_timeout,
-    }
+    return {name: getattr(args, name) for name in _SERVE_FLAGS}
 
 
 def _curl(url: str, body: Any, stream: bool) -> str:
@@ -85,10 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     serve_parser = commands.add_parser("serve", help="serve a LitAPI class from a file or module")
     serve_parser.add_argument("target", help="path/to/file.py:ClassName or package.module:ClassName")
-    serve_parser.add_argument("--api-path", default="/predict", help="path of the predict endpoint")
-    _add_serve_options(serve_parser, 8000)
+    _add_serve_options(serve_parser, {"api_path": (str, "path of the predict endpoint"), **_SERVE_FLAGS})
     demo_parser = commands.add_parser("demo", help="serve the built-in streaming demo and show how to call it")
-    _add_serve_options(demo_parser, 8000)
+    _add_serve_options(demo_parser, _SERVE_FLAGS)
     args = parser.parse_args(argv)
 
     from .errors import LitkitError
