@@ -83,8 +83,6 @@ class Server:
         self._sockets = sockets
         self.url = url
         self.port = port
-        self.api_path = state.api_path
-        self.stream_mode = state.stream
         self.state = "starting"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_requested: asyncio.Event | None = None
@@ -95,6 +93,15 @@ class Server:
         self._client: Client | None = None
 
     # -- the public surface -----------------------------------------------------------------------
+
+    @property
+    def api_path(self) -> str:
+        return self._serving.api_path
+
+    @property
+    def stream_mode(self) -> bool:
+        """True when the endpoint streams (``predict`` is a generator function)."""
+        return self._serving.stream
 
     def status(self) -> dict[str, Any]:
         """A snapshot: url, state, workers, request counts, and the 100 most recent requests (newest first)."""
@@ -387,10 +394,9 @@ def _check_arguments(
     _check_int("max_body_size", max_body_size, 1, 2**32 - 2**21)
     if not isinstance(api_path, str) or not api_path.startswith("/") or api_path in ("/health", "/info"):
         raise ValueError(f"api_path must be a path starting with '/' other than /health and /info, got {api_path!r}")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0):
-        raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
-    if isinstance(start_timeout, bool) or not isinstance(start_timeout, (int, float)) or not start_timeout > 0:
-        raise ValueError(f"start_timeout must be a positive number of seconds, got {start_timeout!r}")
+    if timeout is not None:
+        _check_seconds("timeout", timeout, " or None")
+    _check_seconds("start_timeout", start_timeout)
     generator = is_streaming_api(api)
     if stream is None:
         return generator
@@ -404,6 +410,11 @@ def _check_arguments(
 def _check_int(name: str, value: Any, low: int, high: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
         raise ValueError(f"{name} must be an int from {low} to {high}, got {value!r}")
+
+
+def _check_seconds(name: str, value: Any, alternative: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a positive number of seconds{alternative}, got {value!r}")
 
 
 def _pickle_api(api: LitAPI) -> bytes:
