@@ -34,7 +34,7 @@ class Client:
 
     def health(self, timeout: float | None = 10.0) -> dict[str, Any]:
         """GET /health: ``{"status": "ok"}`` when every worker is ready (a 503 answer is returned too)."""
-        status, _headers, body = self._request("GET", "/health", None, {}, timeout)
+        _status, _headers, body = self._request("GET", "/health", None, {}, timeout)
         return json.loads(body)
 
     def predict(self, payload: Any, path: str = "/predict", timeout: float | None = 60.0) -> Any:
