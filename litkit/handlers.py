@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import tornado.web
 from tornado.http1connection import HTTP1Connection
-from tornado.iostream import PipeIOStream, StreamClosedError
+from tornado.iostream import StreamClosedError
 
+from .channels import PipeClosed, PipeReader
 from .pool import Job, JobDropped, QueueFull
 from .protocol import FrameParser, Kind
 
@@ -34,7 +35,8 @@ logger = logging.getLogger("litkit.server")
 access_logger = logging.getLogger("litkit.access")
 
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-_READ_SIZE = 256 * 1024
+# Headroom past max_body_size for the connection's own limit, so the handler answers 413 first.
+_BODY_LIMIT_SLACK = 256 * 1024
 
 
 def make_application(state: ServingState) -> tornado.web.Application:
@@ -137,7 +139,7 @@ class PredictHandler(JSONHandler):
         if length is not None and length.isdigit() and int(length) > limit:
             raise self._too_large(int(length))
         # Bound chunked uploads too; the handler refuses with 413 before this connection limit trips.
-        self._connection.set_max_body_size(limit + _READ_SIZE)
+        self._connection.set_max_body_size(limit + _BODY_LIMIT_SLACK)
 
     @property
     def _connection(self) -> HTTP1Connection:
@@ -191,7 +193,7 @@ class PredictHandler(JSONHandler):
 
     # -- relaying the worker's frames -------------------------------------------------------------
 
-    async def _relay(self, job: Job, pipe: PipeIOStream) -> None:
+    async def _relay(self, job: Job, pipe: PipeReader) -> None:
         parser = FrameParser()
         data = b""
         while not self._gone:
@@ -201,8 +203,8 @@ class PredictHandler(JSONHandler):
             data = b""
             if not frames:
                 try:
-                    data = await pipe.read_bytes(_READ_SIZE, partial=True)
-                except StreamClosedError:
+                    data = await pipe.read()
+                except PipeClosed:
                     if not self._gone:  # end of file with no final frame: the worker died
                         self._worker_died(job)
                     return

@@ -21,10 +21,9 @@ import sys
 import time
 from typing import Any
 
-from tornado.iostream import IOStream, PipeIOStream, StreamClosedError
-
+from .channels import ControlChannel, PipeReader
 from .errors import LitkitError, WorkerStartError
-from .protocol import FrameParser, Kind, encode_frame, encode_request
+from .protocol import Kind, encode_frame, encode_request
 from .tracking import RequestRecord, RequestTracker
 
 __all__ = ["Job", "JobDropped", "QueueFull", "WorkerPool"]
@@ -37,6 +36,9 @@ KILL_GRACE_S = 1.0
 # A worker that dies is replaced; one that keeps failing to start is retried with back-off, then left down.
 MAX_START_ATTEMPTS = 5
 RESTART_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 4.0)
+# A busy worker of a non-streaming endpoint may hold this many requests beyond the one it runs, so
+# it starts the next the moment it finishes instead of waiting a round trip through the server.
+PREFETCH = 1
 
 
 class QueueFull(LitkitError):
@@ -50,15 +52,18 @@ class JobDropped(LitkitError):
 class Job:
     """One request on its way through the pool.
 
-    ``assigned`` resolves, once a worker has taken the job, to ``pipe``: the read end of its response
-    pipe, owned by the job. Closing it is how a running request is cancelled.
+    A job is queued in the server, then handed to a worker (``worker`` set; ``read_fd`` holds the
+    read end of its response pipe), then started: the worker has reached it, and ``assigned``
+    resolves to ``pipe``, the read end as a stream, owned by the job. Closing the read end is how a
+    handed-over or running request is cancelled.
     """
 
     def __init__(self, record: RequestRecord, body: bytes) -> None:
         self.record = record
         self.body = body
-        self.assigned: asyncio.Future[PipeIOStream] = asyncio.get_running_loop().create_future()
-        self.pipe: PipeIOStream | None = None
+        self.assigned: asyncio.Future[PipeReader] = asyncio.get_running_loop().create_future()
+        self.read_fd: int | None = None
+        self.pipe: PipeReader | None = None
         self.worker: WorkerProcess | None = None
         self.dropped = False
 
@@ -66,9 +71,17 @@ class Job:
     def id(self) -> str:
         return self.record.id
 
+    @property
+    def started(self) -> bool:
+        return self.pipe is not None
+
     def close_pipe(self) -> None:
-        if self.pipe is not None and not self.pipe.closed():
-            self.pipe.close()
+        if self.pipe is not None:
+            if not self.pipe.closed():
+                self.pipe.close()
+        elif self.read_fd is not None:
+            os.close(self.read_fd)
+            self.read_fd = None
 
 
 class WorkerProcess:
@@ -81,10 +94,15 @@ class WorkerProcess:
         self.handled = 0
         self.failed_starts = 0
         self.process: subprocess.Popen[bytes] | None = None
-        self.control: IOStream | None = None
-        self.job: Job | None = None
+        self.control: ControlChannel | None = None
+        self.jobs: collections.deque[Job] = collections.deque()  # handed over, in order; the first runs
         self.ready: asyncio.Future[None] | None = None
         self.last_error = ""
+
+    @property
+    def job(self) -> Job | None:
+        """The request this worker is on (or will skip, if its client left), if any."""
+        return self.jobs[0] if self.jobs else None
 
     @property
     def pid(self) -> int:
@@ -110,6 +128,7 @@ class WorkerPool:
     ) -> None:
         self._api_bytes = api_bytes
         self._stream = stream
+        self._prefetch = 0 if stream else PREFETCH  # streams are long: never queue behind one
         self._device = device
         self._max_queue = max_queue
         self._start_timeout = start_timeout
@@ -189,52 +208,79 @@ class WorkerPool:
         self._dispatch()
 
     def cancel(self, job: Job) -> None:
-        """Cancel a job: a queued one is dropped and never runs; a running one has its pipe closed,
+        """Cancel a job: a queued one is dropped and never runs; one handed to a busy worker is
+        dropped and its pipe closed, so the worker skips it; a running one has its pipe closed,
         which the worker notices at its next write (or ``litkit.cancelled()`` check)."""
-        if job.worker is None:
-            if not job.dropped:
-                job.dropped = True
-                self._queued -= 1
-                _fail(job.assigned, JobDropped(f"request {job.id} was cancelled while queued"))
-        else:
+        if job.dropped:
+            return
+        if job.started:
             job.close_pipe()
+            return
+        job.dropped = True
+        self._queued -= 1
+        job.close_pipe()  # handed to a busy worker: it skips a request whose pipe is closed
+        _fail(job.assigned, JobDropped(f"request {job.id} was cancelled while queued"))
 
     def _drop(self, job: Job) -> None:
         if not job.dropped:
             self.cancel(job)
 
     def _dispatch(self) -> None:
-        while self._idle and self._queue:
-            job = self._queue.popleft()
-            if job.dropped:
+        queue = self._queue
+        while queue:
+            if queue[0].dropped:
+                queue.popleft()
                 continue
-            self._queued -= 1
-            worker = self._idle.pop()  # the most recently freed worker: its caches are warm
-            self._assign(worker, job)
+            worker = self._free_worker()
+            if worker is None or not self._assign(worker, queue[0]):
+                return
+            queue.popleft()
 
-    def _assign(self, worker: WorkerProcess, job: Job) -> None:
+    def _free_worker(self) -> WorkerProcess | None:
+        """An idle worker (the most recently freed: its caches are warm), else one that may prefetch."""
+        if self._idle:
+            return self._idle[-1]
+        for worker in self.workers:
+            control = worker.control
+            if worker.state == "busy" and len(worker.jobs) <= self._prefetch and control is not None and not control.writing:
+                return worker
+        return None
+
+    def _assign(self, worker: WorkerProcess, job: Job) -> bool:
+        """Hand ``job`` to ``worker`` with the write end of a fresh response pipe; False if it cannot go now."""
         control = worker.control
         if control is None:
-            raise RuntimeError(f"worker {worker.id} is idle without a control socket")
+            raise RuntimeError(f"worker {worker.id} is {worker.state} without a control socket")
         read_fd, write_fd = os.pipe()
         head, body = encode_request(job.id, job.body)
         try:
-            # The control stream's write buffer is empty here: the worker read its previous message
-            # whole before it reported DONE or READY. So this small send cannot interleave.
-            socket.send_fds(control.socket, [head], [write_fd])
-            if body:
-                control.write(body)
+            sent = control.send([head, body], [write_fd])
         except OSError:
-            os.close(read_fd)
-            self._queue.appendleft(job)
-            self._queued += 1
-            return  # the worker is dying; its reader will notice and replace it
+            sent = False  # the worker is dying; its channel reports the exit and it is replaced
+            if worker in self._idle:
+                self._idle.remove(worker)
         finally:
-            os.close(write_fd)
+            os.close(write_fd)  # the worker holds its own copy now (or never will)
+        if not sent:
+            os.close(read_fd)
+            return False
+        if worker.state == "idle":
+            self._idle.remove(worker)
+            worker.state = "busy"
         job.worker = worker
-        job.pipe = PipeIOStream(read_fd)
-        worker.job = job
-        worker.state = "busy"
+        job.read_fd = read_fd
+        worker.jobs.append(job)
+        if len(worker.jobs) == 1:
+            self._start_job(job)
+        return True
+
+    def _start_job(self, job: Job) -> None:
+        """The worker has reached ``job``: hand its response pipe to the request's handler."""
+        if job.read_fd is None:
+            raise RuntimeError(f"request {job.id} has no response pipe to start with")
+        job.pipe = PipeReader(job.read_fd)
+        job.read_fd = None
+        self._queued -= 1
         self._tracker.start(job.record)
         job.assigned.set_result(job.pipe)
 
@@ -265,23 +311,18 @@ class WorkerPool:
         worker.state = "starting"
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         worker.ready = ready
-        control = worker.control = IOStream(server_end)
+        control = worker.control = ControlChannel(
+            server_end,
+            lambda kind, payload: self._on_control_message(worker, kind, payload),
+            lambda: self._on_control_closed(worker, control),
+        )
         init = {"sys_path": list(sys.path), "api": self._api_bytes, "stream": self._stream, "device": self._device}
-        control.write(encode_frame(Kind.INIT, pickle.dumps(init)))
-        self._run_in_background(self._read_control(worker, control))
+        control.send([encode_frame(Kind.INIT, pickle.dumps(init))])
         return ready
 
-    async def _read_control(self, worker: WorkerProcess, control: IOStream) -> None:
-        parser = FrameParser()
-        try:
-            while True:
-                data = await control.read_bytes(65536, partial=True)
-                for kind, payload in parser.feed(data):
-                    self._on_control_message(worker, kind, payload)
-        except StreamClosedError:
-            pass
-        if control is worker.control:  # not an old stream of a replaced process
-            await self._on_worker_exit(worker)
+    def _on_control_closed(self, worker: WorkerProcess, control: ControlChannel) -> None:
+        if control is worker.control:  # not the old channel of a replaced process
+            self._run_in_background(self._on_worker_exit(worker))
 
     def _on_control_message(self, worker: WorkerProcess, kind: Kind, payload: bytes) -> None:
         if kind == Kind.READY:
@@ -291,10 +332,19 @@ class WorkerPool:
             self._idle.append(worker)
             self._dispatch()
         elif kind == Kind.DONE:
-            worker.handled += 1
-            worker.job = None
-            worker.state = "idle"
-            self._idle.append(worker)
+            if not worker.jobs:
+                logger.error("worker %d reported DONE without a request; ignoring it", worker.id)
+                return
+            done = worker.jobs.popleft()
+            if done.started:
+                worker.handled += 1
+            if worker.jobs:
+                after = worker.jobs[0]
+                if not after.dropped:  # a dropped one the worker skips; its DONE comes next
+                    self._start_job(after)
+            else:
+                worker.state = "idle"
+                self._idle.append(worker)
             self._dispatch()
         elif kind == Kind.START_FAILED:
             report = json.loads(payload)
@@ -308,7 +358,16 @@ class WorkerPool:
         worker.state = "dead"
         if worker in self._idle:
             self._idle.remove(worker)
-        worker.job = None  # its pipe reaches end-of-file; the request's handler reports the death
+        # A started request's pipe reaches end-of-file, and its handler reports the death; the ones
+        # the worker had not reached yet go back to the front of the queue, untouched.
+        waiting = [job for job in worker.jobs if not job.started]
+        worker.jobs.clear()
+        for job in reversed(waiting):
+            job.close_pipe()
+            job.worker = None
+            if not job.dropped:
+                self._queue.appendleft(job)
+        self._dispatch()
         code = await _reap(worker.process)
         how = _describe_exit(code)
         if not worker.last_error or not was_starting:

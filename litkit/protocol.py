@@ -4,8 +4,9 @@ Two kinds of channel, both inherited or handed over as file descriptors, never a
 
 * **Control socket**: one ``AF_UNIX`` stream socket pair per worker, made by the server; the
   worker's end is inherited at spawn. Server to worker: ``INIT`` (once), then ``REQUEST`` each time
-  the worker is free. Worker to server: ``READY`` or ``START_FAILED`` (once, before
-  ``start_timeout``), then ``DONE`` after each request. The server stops a worker by closing its
+  the worker is free (for a non-streaming endpoint, also one request ahead while it is busy).
+  Worker to server: ``READY`` or ``START_FAILED`` (once, before ``start_timeout``), then ``DONE``
+  after each request, including one it skipped because its pipe was already closed. The server stops a worker by closing its
   end; the worker sees end-of-file, or a hang-up while busy, and exits. If the serving process
   dies the kernel closes its end, which is how workers notice (see ``litkit.worker``).
 

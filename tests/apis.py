@@ -64,14 +64,14 @@ class Echo(litkit.LitAPI):
         return request
 
     def predict(self, x):
+        if isinstance(x, dict) and "wait_for" in x:  # hold the worker until the test says go
+            wait_for_file(x["wait_for"])
         if isinstance(x, dict) and x.get("raise") == "http":
             raise litkit.HTTPError(422, "input must be a list")
         if isinstance(x, dict) and x.get("raise") == "value":
             raise ValueError("bad value 42")
         if isinstance(x, dict) and x.get("exit"):
             os._exit(x["exit"])
-        if isinstance(x, dict) and "wait_for" in x:  # hold the worker until the test says go
-            wait_for_file(x["wait_for"])
         if isinstance(x, dict) and x.get("modules"):
             return {"modules": sorted(m for m in ("tornado", "ipywidgets", "pytest") if m in sys.modules)}
         if isinstance(x, dict) and x.get("pid"):

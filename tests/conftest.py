@@ -136,5 +136,9 @@ class ChunkReader:
         line, _, self._pending = self._pending.partition(b"\n")
         return line
 
+    def body(self) -> bytes:
+        """The whole body of a response sent with Content-Length (a non-streaming answer)."""
+        return self.file.read(int(self.headers["content-length"]))
+
     def close(self) -> None:
         self.file.close()

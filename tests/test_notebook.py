@@ -61,7 +61,9 @@ def _live_workers(pids: list[int]) -> list[int]:
 @pytest.mark.slow
 def test_quickstart_notebook(tmp_path: Path) -> None:
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    client = NotebookClient(nb, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    # iopub_timeout: on a busy machine a cell's last output can trail its reply by seconds; nbclient
+    # would drop it after the default 4 s with only a log line.
+    client = NotebookClient(nb, timeout=60, iopub_timeout=30, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
     # TMPDIR: the notebook's marker file (under tempfile.gettempdir()) lands in this test's folder.
     # execute() shuts the kernel down before it returns, on success and on a failing cell alike.
     client.execute(env={**os.environ, "TMPDIR": str(tmp_path)})

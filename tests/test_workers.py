@@ -17,7 +17,7 @@ import requests
 
 import apis
 import litkit
-from conftest import assert_no_children, children, raw_post, wait_until
+from conftest import ChunkReader, assert_no_children, children, raw_post, wait_until
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 
@@ -103,6 +103,27 @@ def test_a_worker_that_dies_mid_request_answers_500_and_is_replaced(serve):
     wait_until(lambda: server.status()["workers"][0]["restarts"] == 1 and server.status()["workers"][0]["state"] == "idle", message="a replacement worker")
     assert server.predict({"pid": True})["pid"] != old_pid
     assert server.status()["counts"]["failed"] == 1
+
+
+def test_a_request_waiting_behind_a_crash_is_served_by_the_replacement(serve, events, tmp_path):
+    # The busy worker already holds the next request (it prefetches one); the crash must not take it along.
+    server = serve(apis.Echo(events.path), workers=1)
+    release = tmp_path / "release"
+    doomed = raw_post(server.url, json.dumps({"tag": "A", "wait_for": str(release), "exit": 3}).encode())
+    events.wait_for("request")
+    waiting = raw_post(server.url, json.dumps({"tag": "B"}).encode())
+    wait_until(lambda: server.status()["counts"]["queued"] == 1, message="B to wait for the worker")
+    release.touch()
+    crashed, served = ChunkReader(doomed), ChunkReader(waiting)
+    assert crashed.status == 500
+    assert served.status == 200
+    assert json.loads(served.body()) == {"echo": {"tag": "B"}}
+    for reader, sock in ((crashed, doomed), (served, waiting)):
+        reader.close()
+        sock.close()
+    assert [e["tag"] for e in events.named("request")] == ["A", "B"]
+    counts = server.status()["counts"]
+    assert (counts["completed"], counts["failed"], counts["queued"], counts["running"]) == (1, 1, 0, 0)
 
 
 _ORPHAN_SCRIPT = textwrap.dedent(
