@@ -14,6 +14,7 @@ import asyncio
 import json
 import logging
 import re
+import itertools
 import secrets
 import time
 from typing import TYPE_CHECKING, Any, cast
@@ -35,6 +36,9 @@ logger = logging.getLogger("litkit.server")
 access_logger = logging.getLogger("litkit.access")
 
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+# Request ids made here: a random prefix per process, then a counter (no getrandom per request).
+_ID_PREFIX = secrets.token_hex(4)
+_ID_COUNTER = itertools.count(1)
 # Headroom past max_body_size for the connection's own limit, so the handler answers 413 first.
 _BODY_LIMIT_SLACK = 256 * 1024
 
@@ -71,7 +75,7 @@ class JSONHandler(tornado.web.RequestHandler):
         request_id = getattr(self, "_request_id", None)
         if request_id is None:
             offered = self.request.headers.get("X-Request-ID", "")
-            request_id = offered if _CLIENT_REQUEST_ID.fullmatch(offered) else secrets.token_hex(8)
+            request_id = offered if _CLIENT_REQUEST_ID.fullmatch(offered) else f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
             self._request_id = request_id
         return request_id
 
