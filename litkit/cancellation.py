@@ -9,6 +9,7 @@ Stdlib only: this module is imported by worker processes.
 
 from __future__ import annotations
 
+import contextvars
 from typing import Protocol
 
 __all__ = ["cancelled"]
@@ -19,8 +20,11 @@ class _Cancellable(Protocol):
 
 
 # A module global rather than a thread-local: a hook may hand work to its own threads and those
-# threads should see the same answer. A worker runs one request at a time.
+# threads should see the same answer. A sync worker runs one request at a time.
 _current: _Cancellable | None = None
+# An async worker runs several requests on one thread: each request's task sets its own channel in
+# its own context (asyncio gives every task a copy of the context).
+_task_current: contextvars.ContextVar[_Cancellable | None] = contextvars.ContextVar("litkit_request", default=None)
 
 
 def cancelled() -> bool:
@@ -30,9 +34,16 @@ def cancelled() -> bool:
     loop early. Outside a request (in ``setup``, or in the serving process) it returns False.
     """
     current = _current
+    if current is None:
+        current = _task_current.get()
     return current is not None and current.is_cancelled()
 
 
 def _set_current(channel: _Cancellable | None) -> None:
     global _current
     _current = channel
+
+
+def _set_task_current(channel: _Cancellable) -> None:
+    """Set the current request for the running asyncio task (and the tasks it starts)."""
+    _task_current.set(channel)

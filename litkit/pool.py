@@ -4,6 +4,12 @@ replacing workers that die, and stopping them.
 Runs on the server's event-loop thread only. The queue lives here, not in the workers: a request is
 handed to a worker only when that worker is free, so a request whose client left while queued is
 simply skipped and never reaches user code.
+
+With ``max_concurrency`` above 1 (async APIs), a worker runs that many requests at once: it takes
+a job while it holds fewer, each starts at once, and its ``DONE`` frames name the request they end.
+
+With ``max_batch_size`` above 1, an idle worker gets a group: every live queued job up to that size,
+sent at once when the group is full, else when the oldest queued job has waited ``batch_timeout``.
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ import time
 from typing import Any
 
 from .channels import ControlChannel, PipeReader
+from .devices import Placement
 from .errors import LitkitError, WorkerStartError
-from .protocol import Kind, encode_frame, encode_request
+from .protocol import Kind, encode_batch, encode_frame, encode_request
 from .tracking import RequestRecord, RequestTracker
 
 __all__ = ["Job", "JobDropped", "QueueFull", "WorkerPool"]
@@ -66,6 +73,7 @@ class Job:
         self.pipe: PipeReader | None = None
         self.worker: WorkerProcess | None = None
         self.dropped = False
+        self.queued_at = 0.0  # loop time of submit(), read by batching
 
     @property
     def id(self) -> str:
@@ -87,8 +95,9 @@ class Job:
 class WorkerProcess:
     """The server's handle on one worker process."""
 
-    def __init__(self, worker_id: int) -> None:
+    def __init__(self, worker_id: int, placement: Placement) -> None:
         self.id = worker_id
+        self.placement = placement
         self.state = "starting"
         self.restarts = 0
         self.handled = 0
@@ -109,7 +118,7 @@ class WorkerProcess:
         return self.process.pid if self.process is not None else 0
 
     def snapshot(self) -> dict[str, Any]:
-        return {"id": self.id, "pid": self.pid, "state": self.state, "restarts": self.restarts, "handled": self.handled}
+        return {"id": self.id, "pid": self.pid, "state": self.state, "restarts": self.restarts, "handled": self.handled, "device": self.placement.device}
 
 
 class WorkerPool:
@@ -125,15 +134,28 @@ class WorkerPool:
         start_timeout: float,
         tracker: RequestTracker,
         device: str = "cpu",
+        placements: list[Placement] | None = None,
+        max_batch_size: int = 1,
+        batch_timeout: float = 0.0,
+        max_concurrency: int = 1,
     ) -> None:
+        """``placements`` gives each worker its device (see ``litkit.devices``); without it,
+        ``count`` workers all get ``device``."""
         self._api_bytes = api_bytes
         self._stream = stream
-        self._prefetch = 0 if stream else PREFETCH  # streams are long: never queue behind one
-        self._device = device
+        self._max_batch_size = max_batch_size
+        self._batch_timeout = batch_timeout
+        self._batch_timer: asyncio.TimerHandle | None = None
+        self._max_concurrency = max_concurrency
+        # Streams are long: never queue behind one. Batches and concurrent requests start at once.
+        self._prefetch = 0 if stream or max_batch_size > 1 or max_concurrency > 1 else PREFETCH
+        self._capacity = max_concurrency + self._prefetch  # jobs a worker may hold: running, then waiting
+        if placements is None:
+            placements = [Placement(device, None)] * count
         self._max_queue = max_queue
         self._start_timeout = start_timeout
         self._tracker = tracker
-        self.workers = [WorkerProcess(i) for i in range(count)]
+        self.workers = [WorkerProcess(i, placement) for i, placement in enumerate(placements)]
         self._idle: list[WorkerProcess] = []
         self._queue: collections.deque[Job] = collections.deque()
         self._queued = 0
@@ -176,6 +198,8 @@ class WorkerPool:
     async def stop(self) -> None:
         """Drop queued jobs, close every control socket, and make sure every process has exited."""
         self._stopping = True
+        if self._batch_timer is not None:
+            self._batch_timer.cancel()
         while self._queue:
             self._drop(self._queue.popleft())
         for task in list(self._background):
@@ -205,6 +229,8 @@ class WorkerPool:
             )
         self._queue.append(job)
         self._queued += 1
+        if self._max_batch_size > 1:
+            job.queued_at = asyncio.get_running_loop().time()
         self._dispatch()
 
     def cancel(self, job: Job) -> None:
@@ -226,6 +252,9 @@ class WorkerPool:
             self.cancel(job)
 
     def _dispatch(self) -> None:
+        if self._max_batch_size > 1:
+            self._dispatch_batches()
+            return
         queue = self._queue
         while queue:
             if queue[0].dropped:
@@ -237,12 +266,13 @@ class WorkerPool:
             queue.popleft()
 
     def _free_worker(self) -> WorkerProcess | None:
-        """An idle worker (the most recently freed: its caches are warm), else one that may prefetch."""
+        """An idle worker (the most recently freed: its caches are warm), else a busy one with room:
+        a free slot (``max_concurrency``) or room to hold a request ahead (``PREFETCH``)."""
         if self._idle:
             return self._idle[-1]
         for worker in self.workers:
             control = worker.control
-            if worker.state == "busy" and len(worker.jobs) <= self._prefetch and control is not None and not control.writing:
+            if worker.state == "busy" and len(worker.jobs) < self._capacity and control is not None and not control.writing:
                 return worker
         return None
 
@@ -270,7 +300,7 @@ class WorkerPool:
         job.worker = worker
         job.read_fd = read_fd
         worker.jobs.append(job)
-        if len(worker.jobs) == 1:
+        if len(worker.jobs) <= self._max_concurrency:  # a free slot: the worker starts it at once
             self._start_job(job)
         return True
 
@@ -284,6 +314,77 @@ class WorkerPool:
         self._tracker.start(job.record)
         job.assigned.set_result(job.pipe)
 
+    def _dispatch_batches(self) -> None:
+        """Give each idle worker a group of jobs: a full one at once, a partial one once the oldest
+        queued job has waited ``batch_timeout``."""
+        loop = asyncio.get_running_loop()
+        queue = self._queue
+        while self._idle and self._queued:
+            while queue[0].dropped:
+                queue.popleft()
+            deadline = queue[0].queued_at + self._batch_timeout
+            if self._queued < self._max_batch_size and loop.time() < deadline:
+                if self._batch_timer is None:
+                    self._batch_timer = loop.call_at(deadline, self._on_batch_timer)
+                return
+            jobs: list[Job] = []
+            while queue and len(jobs) < self._max_batch_size:
+                job = queue.popleft()
+                if not job.dropped:
+                    jobs.append(job)
+            if not self._assign_batch(self._idle[-1], jobs):
+                queue.extendleft(reversed(jobs))
+                return
+
+    def _on_batch_timer(self) -> None:
+        self._batch_timer = None
+        if not self._stopping:
+            self._dispatch()
+
+    def _assign_batch(self, worker: WorkerProcess, jobs: list[Job]) -> bool:
+        """Send ``jobs`` to idle ``worker`` as one BATCH frame with one fresh response pipe per job;
+        False if it cannot go now."""
+        control = worker.control
+        if control is None:
+            raise RuntimeError(f"worker {worker.id} is {worker.state} without a control socket")
+        pipes = [os.pipe() for _ in jobs]
+        head, bodies = encode_batch([(job.id, job.body) for job in jobs])
+        try:
+            sent = control.send([head, bodies], [write_fd for _, write_fd in pipes])
+        except OSError:
+            sent = False  # the worker is dying; its channel reports the exit and it is replaced
+            self._idle.remove(worker)
+        finally:
+            for _, write_fd in pipes:
+                os.close(write_fd)  # the worker holds its own copies now (or never will)
+        if not sent:
+            for read_fd, _ in pipes:
+                os.close(read_fd)
+            return False
+        self._idle.remove(worker)
+        worker.state = "busy"
+        for job, (read_fd, _) in zip(jobs, pipes):
+            job.worker = worker
+            job.read_fd = read_fd
+            worker.jobs.append(job)
+            self._start_job(job)
+        return True
+
+    def _on_group_done(self, worker: WorkerProcess, payload: bytes) -> None:
+        """DONE from a batching or concurrent worker: a whole batch ended, or the named request."""
+        if self._max_batch_size > 1:
+            done = list(worker.jobs)
+            worker.jobs.clear()
+        else:
+            request_id = payload.decode()
+            done = [next((job for job in worker.jobs if job.id == request_id), worker.jobs[0])]
+            worker.jobs.remove(done[0])
+        worker.handled += len(done)
+        if not worker.jobs:
+            worker.state = "idle"
+            self._idle.append(worker)
+        self._dispatch()
+
     # -- one worker -------------------------------------------------------------------------------
 
     def _spawn(self, worker: WorkerProcess) -> asyncio.Future[None]:
@@ -292,6 +393,8 @@ class WorkerPool:
             raise WorkerStartError(worker.id, "sys.executable is empty, so litkit cannot start a Python worker")
         server_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if worker.placement.visible is not None:  # set before the interpreter starts, as CUDA needs
+            env["CUDA_VISIBLE_DEVICES"] = worker.placement.visible
         command = [sys.executable, "-m", "litkit.worker", "--control-fd", str(worker_end.fileno()), "--worker-id", str(worker.id)]
         try:
             worker.process = subprocess.Popen(
@@ -316,7 +419,13 @@ class WorkerPool:
             lambda kind, payload: self._on_control_message(worker, kind, payload),
             lambda: self._on_control_closed(worker, control),
         )
-        init = {"sys_path": list(sys.path), "api": self._api_bytes, "stream": self._stream, "device": self._device}
+        init = {
+            "sys_path": list(sys.path),
+            "api": self._api_bytes,
+            "stream": self._stream,
+            "device": worker.placement.device,
+            "max_batch_size": self._max_batch_size,
+        }
         control.send([encode_frame(Kind.INIT, pickle.dumps(init))])
         return ready
 
@@ -334,6 +443,9 @@ class WorkerPool:
         elif kind == Kind.DONE:
             if not worker.jobs:
                 logger.error("worker %d reported DONE without a request; ignoring it", worker.id)
+                return
+            if self._max_batch_size > 1 or self._max_concurrency > 1:
+                self._on_group_done(worker, payload)
                 return
             done = worker.jobs.popleft()
             if done.started:

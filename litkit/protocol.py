@@ -4,9 +4,12 @@ Two kinds of channel, both inherited or handed over as file descriptors, never a
 
 * **Control socket**: one ``AF_UNIX`` stream socket pair per worker, made by the server; the
   worker's end is inherited at spawn. Server to worker: ``INIT`` (once), then ``REQUEST`` each time
-  the worker is free (for a non-streaming endpoint, also one request ahead while it is busy).
-  Worker to server: ``READY`` or ``START_FAILED`` (once, before ``start_timeout``), then ``DONE``
-  after each request, including one it skipped because its pipe was already closed. The server stops a worker by closing its
+  the worker is free (for a non-streaming endpoint, also one request ahead while it is busy), or
+  ``BATCH`` (several requests at once) when the server batches. Worker to server: ``READY`` or
+  ``START_FAILED`` (once, before ``start_timeout``), then ``DONE`` after each ``REQUEST`` (including
+  one it skipped because its pipe was already closed) or ``BATCH``. A worker serving an async API
+  with ``max_concurrency`` above 1 gets up to that many ``REQUEST`` frames before the first
+  ``DONE``, and its ``DONE`` frames may come in any order. The server stops a worker by closing its
   end; the worker sees end-of-file, or a hang-up while busy, and exits. If the serving process
   dies the kernel closes its end, which is how workers notice (see ``litkit.worker``).
 
@@ -14,11 +17,14 @@ Two kinds of channel, both inherited or handed over as file descriptors, never a
   ``REQUEST`` message (``SCM_RIGHTS``), closes its own copy at once, and keeps the read end. The
   worker writes ``CHUNK`` frames (streams) or one ``RESULT``, or an ``ERROR``, then ``END`` and
   closes it. When the client leaves, the server closes the read end: the worker's next write
-  raises ``BrokenPipeError`` and ``litkit.cancelled()`` turns True.
+  raises ``BrokenPipeError`` and ``litkit.cancelled()`` turns True. A ``BATCH`` carries one pipe
+  per request, in the order of its entries, so each request is answered and cancelled on its own.
 
 Every message is a frame: one byte of kind, four bytes of payload length (network order), the
 payload. ``REQUEST``'s payload is a two-byte id length, the request id, then the raw HTTP body,
-which the worker parses (JSON is decoded once, in the worker). ``INIT``'s payload is a stdlib
+which the worker parses (JSON is decoded once, in the worker). ``BATCH``'s payload is a two-byte
+count, then per request a two-byte id length, the id and a four-byte body length, then the bodies
+one after another. ``INIT``'s payload is a stdlib
 pickle of plain data plus the cloudpickled API bytes; it only ever travels over the inherited
 socket. Every other payload is JSON or raw bytes.
 
@@ -39,6 +45,9 @@ __all__ = [
     "FrameParser",
     "encode_request",
     "decode_request",
+    "encode_batch",
+    "decode_batch",
+    "MAX_FDS_PER_MESSAGE",
     "send_message",
     "recv_message",
     "write_all",
@@ -47,13 +56,18 @@ __all__ = [
 
 HEADER = struct.Struct("!BI")
 _ID_LENGTH = struct.Struct("!H")
+_BATCH_ENTRY = struct.Struct("!HI")  # id length, body length
 MAX_FRAME = 2**32 - 1
+# The kernel passes at most this many descriptors in one message (SCM_MAX_FD on Linux), which
+# bounds how many requests one BATCH frame can carry.
+MAX_FDS_PER_MESSAGE = 253
 
 
 class Kind(enum.IntEnum):
     # control socket, server -> worker
     INIT = 1
     REQUEST = 2
+    BATCH = 3
     # control socket, worker -> server
     READY = 10
     START_FAILED = 11
@@ -127,13 +141,43 @@ def decode_request(payload: bytes) -> tuple[str, bytes]:
     return payload[start : start + id_length].decode(), payload[start + id_length :]
 
 
+def encode_batch(requests: list[tuple[str, bytes]]) -> tuple[bytes, bytes]:
+    """Split a ``BATCH`` frame of (request id, body) pairs into (head, bodies); the head travels
+    with the pipes' fds, one per request in the same order."""
+    table = [_ID_LENGTH.pack(len(requests))]
+    for request_id, body in requests:
+        id_bytes = request_id.encode()
+        table.append(_BATCH_ENTRY.pack(len(id_bytes), len(body)) + id_bytes)
+    prefix = b"".join(table)
+    bodies = b"".join(body for _, body in requests)
+    head = HEADER.pack(Kind.BATCH, len(prefix) + len(bodies)) + prefix
+    return head, bodies
+
+
+def decode_batch(payload: bytes) -> list[tuple[str, bytes]]:
+    """The (request id, raw body) pairs of a ``BATCH`` payload, in order."""
+    (count,) = _ID_LENGTH.unpack_from(payload)
+    offset = _ID_LENGTH.size
+    entries = []
+    for _ in range(count):
+        id_length, body_length = _BATCH_ENTRY.unpack_from(payload, offset)
+        offset += _BATCH_ENTRY.size
+        entries.append((payload[offset : offset + id_length].decode(), body_length))
+        offset += id_length
+    requests = []
+    for request_id, body_length in entries:
+        requests.append((request_id, payload[offset : offset + body_length]))
+        offset += body_length
+    return requests
+
+
 def send_message(sock: socket.socket, kind: Kind, payload: bytes = b"") -> None:
     """Blocking send of one frame (worker side)."""
     sock.sendall(encode_frame(kind, payload))
 
 
-def recv_message(sock: socket.socket) -> tuple[Kind, bytes, list[int]]:
-    """Blocking receive of one frame and any file descriptors sent with it (worker side).
+def recv_message(sock: socket.socket, max_fds: int = 4) -> tuple[Kind, bytes, list[int]]:
+    """Blocking receive of one frame and up to ``max_fds`` file descriptors sent with it (worker side).
 
     Raises:
         ChannelClosed: the other end closed before a whole frame arrived.
@@ -142,7 +186,7 @@ def recv_message(sock: socket.socket) -> tuple[Kind, bytes, list[int]]:
     header = bytearray()
     while len(header) < HEADER.size:
         # Read only the header with recvmsg: descriptors ride on the frame's first bytes.
-        data, new_fds, _flags, _addr = socket.recv_fds(sock, HEADER.size - len(header), 4)
+        data, new_fds, _flags, _addr = socket.recv_fds(sock, HEADER.size - len(header), max_fds)
         fds.extend(new_fds)
         if not data:
             _close_all(fds)

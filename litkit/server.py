@@ -23,11 +23,13 @@ import cloudpickle
 import tornado.httpserver
 
 from . import __version__
-from .api import LitAPI, is_streaming_api
+from .api import LitAPI, is_async_api, is_streaming_api
 from .client import Client
+from .devices import plan_workers
 from .errors import PortInUseError, ServerStoppedError, WorkerStartError
 from .handlers import PredictHandler, make_application
 from .pool import WorkerPool
+from .protocol import MAX_FDS_PER_MESSAGE
 from .tracking import RequestTracker
 
 __all__ = ["Server", "serve", "run"]
@@ -301,6 +303,12 @@ def serve(
     max_queue: int = 1024,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     start_timeout: float = 60.0,
+    max_batch_size: int = 1,
+    batch_timeout: float = 0.0,
+    accelerator: str = "auto",
+    devices: int | list[int] | None = None,
+    workers_per_device: int | None = None,
+    max_concurrency: int = 1,
 ) -> Server:
     """Serve ``api`` over HTTP from this process and return once every worker is ready.
 
@@ -322,21 +330,46 @@ def serve(
         max_queue: requests that may wait for a free worker; past it the server answers 503.
         max_body_size: the largest request body in bytes; larger ones get 413.
         start_timeout: seconds each worker may take to load the API and run ``setup``.
+        max_batch_size: above 1, a free worker takes up to this many queued requests at once and
+            runs them through ``batch``, one ``predict`` call, and ``unbatch`` (docs/batching.md).
+        batch_timeout: seconds a partial batch may wait for more requests, counted from its
+            oldest request's arrival in the queue; 0 sends whatever is queued at once.
+        accelerator: ``"auto"`` (CUDA when a GPU is visible, else the CPU), ``"cpu"`` or ``"cuda"``
+            (docs/devices.md).
+        devices: with CUDA, which GPUs: None for all visible, a count for the first N, or a list
+            of indices among the visible GPUs.
+        workers_per_device: workers on each device; None uses ``workers``.
+        max_concurrency: requests each worker runs at once; above 1 needs ``async def predict``
+            (or an async generator), which then runs on an event loop in the worker (docs/async.md).
 
     Raises:
         TypeError: ``api`` is not a LitAPI, or cloudpickle cannot serialize it.
-        ValueError: an argument is out of range, or ``stream`` contradicts ``predict``.
+        ValueError: an argument is out of range, ``stream`` contradicts ``predict``, or the devices
+            asked for are not there (e.g. ``accelerator="cuda"`` on a machine without a GPU).
         PortInUseError: another process holds the port.
         WorkerStartError: a worker failed to start; no process is left behind.
     """
     stream = _check_arguments(api, host, port, workers, stream, api_path, timeout, max_queue, max_body_size, start_timeout)
+    _check_scheduling(api, max_batch_size, batch_timeout, max_concurrency)
+    placements = plan_workers(accelerator, devices, workers, workers_per_device)
     api_bytes = _pickle_api(api)
     if port:
         _stop_server_on_port(port)
     sockets, port = _bind(host, port)
     tracker = RequestTracker()
-    pool = WorkerPool(api_bytes, count=workers, stream=stream, max_queue=max_queue, start_timeout=start_timeout, tracker=tracker)
-    serving = ServingState(api, pool, tracker, api_path=api_path, stream=stream, timeout=timeout, max_body_size=max_body_size, workers=workers)
+    pool = WorkerPool(
+        api_bytes,
+        count=len(placements),
+        stream=stream,
+        max_queue=max_queue,
+        start_timeout=start_timeout,
+        tracker=tracker,
+        max_batch_size=max_batch_size,
+        batch_timeout=batch_timeout,
+        placements=placements,
+        max_concurrency=max_concurrency,
+    )
+    serving = ServingState(api, pool, tracker, api_path=api_path, stream=stream, timeout=timeout, max_body_size=max_body_size, workers=len(placements))
     server = Server(serving, sockets, _url(host, port), port)
     _register(server)
     server._start(start_timeout)
@@ -405,6 +438,22 @@ def _check_arguments(
     if not stream and generator:
         raise ValueError(f"stream=False but {type(api).__name__}.predict is a generator function; `return` the result instead of yielding, or pass stream=None")
     return bool(stream)
+
+
+def _check_scheduling(api: LitAPI, max_batch_size: Any, batch_timeout: Any, max_concurrency: Any) -> None:
+    """Validate the batching and concurrency options against each other and the API."""
+    _check_int("max_batch_size", max_batch_size, 1, MAX_FDS_PER_MESSAGE)
+    if isinstance(batch_timeout, bool) or not isinstance(batch_timeout, (int, float)) or not 0 <= batch_timeout < 3600:
+        raise ValueError(f"batch_timeout must be a number of seconds from 0 to 3600 (e.g. 0.01), got {batch_timeout!r}")
+    _check_int("max_concurrency", max_concurrency, 1, 10_000)
+    name = type(api).__name__
+    if max_concurrency > 1 and not is_async_api(api):
+        raise ValueError(
+            f"max_concurrency={max_concurrency} needs an async predict, but {name}.predict is a plain function; "
+            "write `async def predict` (or an async generator), or use workers= to run sync requests in parallel"
+        )
+    if max_batch_size > 1 and is_async_api(api):
+        raise ValueError(f"max_batch_size={max_batch_size} is not supported with an async predict yet; make {name}.predict a plain function, or leave max_batch_size at 1")
 
 
 def _check_int(name: str, value: Any, low: int, high: int) -> None:

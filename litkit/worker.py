@@ -28,11 +28,12 @@ from typing import Any
 
 import cloudpickle
 
-from .api import LitAPI
+from .api import LitAPI, is_async_api
+from .async_loop import AsyncRequestLoop
 from .cancellation import _set_current
-from .encoding import encode_chunk, encode_json
-from .errors import HTTPError
-from .protocol import ChannelClosed, Kind, decode_request, encode_frame, recv_message, send_message, write_all
+from .encoding import decode_body, encode_chunk, encode_error, encode_json
+from .batch import run_batch
+from .protocol import ChannelClosed, Kind, decode_batch, decode_request, encode_frame, recv_message, send_message, write_all
 
 __all__ = ["main"]
 
@@ -77,22 +78,28 @@ class Worker:
         self.control = control
         self.worker_id = worker_id
         self.stream = False
+        self.max_fds = 4
 
     def run(self) -> int:
         _watch_for_server_exit(self.control)
         api = self._start()
         if api is None:
             return 1
+        if is_async_api(api):
+            return AsyncRequestLoop(api, self.control, self.stream, ResponseChannel).run()
         while True:
             try:
-                kind, payload, fds = recv_message(self.control)
+                kind, payload, fds = recv_message(self.control, self.max_fds)
             except (ChannelClosed, ConnectionError):
                 return 0  # the server closed the control socket: stop
-            if kind != Kind.REQUEST or len(fds) != 1:
+            if kind == Kind.BATCH:
+                request_id = self._handle_batch(api, payload, fds)
+            elif kind != Kind.REQUEST or len(fds) != 1:
                 raise RuntimeError(f"protocol error: expected REQUEST with one fd, got {kind!r} with {len(fds)} fds")
-            request_id, body = decode_request(payload)
-            os.set_inheritable(fds[0], False)  # SCM_RIGHTS descriptors arrive inheritable
-            self._handle(api, body, ResponseChannel(fds[0]))
+            else:
+                request_id, body = decode_request(payload)
+                os.set_inheritable(fds[0], False)  # SCM_RIGHTS descriptors arrive inheritable
+                self._handle(api, body, ResponseChannel(fds[0]))
             try:
                 send_message(self.control, Kind.DONE, request_id.encode())
             except OSError:
@@ -109,6 +116,7 @@ class Worker:
             stage = "loading the API object (cloudpickle.loads)"
             api = cloudpickle.loads(init["api"])
             self.stream = init["stream"]
+            self.max_fds = max(self.max_fds, init.get("max_batch_size", 1))
             stage = f"{type(api).__name__}.setup({init['device']!r})"
             api.setup(init["device"])
         except BaseException as error:  # noqa: BLE001 - every failure must reach the server
@@ -124,6 +132,16 @@ class Worker:
         send_message(self.control, Kind.READY, json.dumps({"pid": os.getpid()}).encode())
         return api
 
+    def _handle_batch(self, api: LitAPI, payload: bytes, fds: list[int]) -> str:
+        """Run a BATCH frame (see ``litkit.batch``); return the id DONE reports."""
+        requests = decode_batch(payload)
+        if len(fds) != len(requests):
+            raise RuntimeError(f"protocol error: BATCH of {len(requests)} requests came with {len(fds)} fds")
+        for fd in fds:
+            os.set_inheritable(fd, False)
+        run_batch(api, [body for _, body in requests], [ResponseChannel(fd) for fd in fds], self.stream)
+        return requests[0][0]
+
     def _handle(self, api: LitAPI, body: bytes, channel: ResponseChannel) -> None:
         _set_current(channel)
         try:
@@ -137,11 +155,7 @@ class Worker:
 
     def _run_hooks(self, api: LitAPI, body: bytes, channel: ResponseChannel) -> None:
         try:
-            try:
-                request = json.loads(body)
-            except (UnicodeDecodeError, ValueError) as error:
-                raise HTTPError(400, f"request body is not valid JSON: {error}") from None
-            x = api.decode_request(request)
+            x = api.decode_request(decode_body(body))
             if self.stream:
                 self._stream(api, x, channel)
             else:
@@ -149,15 +163,8 @@ class Worker:
                 channel.send(Kind.RESULT, encode_json(api.encode_response(output)))
         except ClientGone:
             raise
-        except HTTPError as error:
-            channel.send(Kind.ERROR, json.dumps({"status": error.status, "error": error.message}).encode())
-        except Exception as error:  # noqa: BLE001 - a failing hook answers 500; the worker lives on
-            report = {
-                "status": 500,
-                "error": f"{type(error).__name__}: {error}",
-                "traceback": traceback.format_exc(),
-            }
-            channel.send(Kind.ERROR, json.dumps(report).encode())
+        except Exception as error:  # noqa: BLE001 - a failing hook answers 500 (or its HTTPError); the worker lives on
+            channel.send(Kind.ERROR, encode_error(error))
 
     def _stream(self, api: LitAPI, x: Any, channel: ResponseChannel) -> None:
         outputs = api.predict(x)

@@ -152,3 +152,150 @@ class FailingSetup(litkit.LitAPI):
 
     def predict(self, x):
         return x
+
+
+class BatchDoubler(litkit.LitAPI):
+    """Doubles ``input``; records the size of every batch predict sees.
+
+    ``{"input": x, "short": true}`` anywhere in a batch makes predict return one output too few.
+    """
+
+    def __init__(self, events=None):
+        self.events = events
+
+    def decode_request(self, request):
+        if request.get("raise") == "http":
+            raise litkit.HTTPError(422, "input must be a number")
+        return request
+
+    def predict(self, batch):
+        record(self.events, "batch", size=len(batch), tags=[x.get("tag") for x in batch])
+        if any("wait_for" in x for x in batch):  # hold the worker until the test says go
+            wait_for_file(next(x["wait_for"] for x in batch if "wait_for" in x))
+        outputs = [x.get("input", 0) * 2 for x in batch]
+        return outputs[:-1] if any(x.get("short") for x in batch) else outputs
+
+    def encode_response(self, output):
+        return {"output": output}
+
+
+class NumpyBatch(litkit.LitAPI):
+    """Decodes to numpy arrays, so the default batch() stacks them; reports the batch's shape."""
+
+    def decode_request(self, request):
+        import numpy
+
+        return numpy.asarray(request["vector"], dtype=float)
+
+    def predict(self, batch):
+        return [{"row_sum": float(row.sum()), "batch_shape": list(batch.shape), "type": type(batch).__name__} for row in batch]
+
+
+class BatchTicker(litkit.LitAPI):
+    """A batched stream: each step yields one ``{"i", "tag"}`` per request; records the finally."""
+
+    def __init__(self, events=None):
+        self.events = events
+
+    def predict(self, batch):
+        record(self.events, "batch", size=len(batch), tags=[x.get("tag") for x in batch])
+        try:
+            for i in range(max(x.get("n", 100_000) for x in batch)):
+                record(self.events, "yield", i=i)
+                yield [{"i": i, "tag": x.get("tag")} for x in batch]
+                time.sleep(batch[0].get("interval", 0.002))
+        except GeneratorExit:
+            record(self.events, "generator_exit")
+            raise
+        finally:
+            record(self.events, "finally")
+
+    def unbatch(self, output):
+        if any(item["tag"] == "short" for item in output):
+            return output[:-1]
+        return output
+
+    def encode_response(self, output):
+        for item in output:
+            yield item
+
+
+class DeviceReporter(litkit.LitAPI):
+    """Reports (and records at setup) the device setup() received and the CUDA_VISIBLE_DEVICES its worker sees."""
+
+    def __init__(self, events=None):
+        self.events = events
+
+    def setup(self, device):
+        self.device = device
+        self.visible_at_setup = os.environ.get("CUDA_VISIBLE_DEVICES")
+        record(self.events, "setup", device=device, visible=self.visible_at_setup)
+
+    def predict(self, x):
+        return {"pid": os.getpid(), "device": self.device, "visible": self.visible_at_setup}
+
+
+class AsyncSleeper(litkit.LitAPI):
+    """``async def predict``: sleeps ``delay`` seconds; records start, end and a cancellation."""
+
+    def __init__(self, events=None):
+        self.events = events
+
+    async def predict(self, x):
+        import asyncio
+
+        record(self.events, "started", tag=x.get("tag"))
+        try:
+            await asyncio.sleep(x.get("delay", 0))
+        except asyncio.CancelledError:
+            record(self.events, "cancelled_error", tag=x.get("tag"))
+            raise
+        finally:
+            record(self.events, "finally", tag=x.get("tag"))
+        if x.get("raise"):
+            raise litkit.HTTPError(418, "async hooks raise HTTPError too")
+        return {"tag": x.get("tag"), "pid": os.getpid(), "cancelled": litkit.cancelled()}
+
+
+class AsyncTicker(litkit.LitAPI):
+    """An async generator streaming ``{"i": n}`` every ``interval`` seconds; records how it ended."""
+
+    def __init__(self, events=None):
+        self.events = events
+
+    async def predict(self, x):
+        import asyncio
+
+        try:
+            for i in range(x.get("n", 100_000)):
+                record(self.events, "yield", i=i, tag=x.get("tag"))
+                yield {"i": i}
+                if x.get("interval", 0.001) is not None:  # None: never await between chunks
+                    await asyncio.sleep(x.get("interval", 0.001))
+        except GeneratorExit:
+            record(self.events, "generator_exit", tag=x.get("tag"))
+            raise
+        except asyncio.CancelledError:
+            record(self.events, "cancelled_error", tag=x.get("tag"))
+            raise
+        finally:
+            record(self.events, "finally", tag=x.get("tag"))
+
+
+class TorchDevice(litkit.LitAPI):
+    """Puts a tensor on the device setup() receives (needs torch and a GPU)."""
+
+    def setup(self, device):
+        import torch
+
+        self.tensor = torch.ones(2, device=device)
+
+    def predict(self, x):
+        import torch
+
+        return {
+            "device": str(self.tensor.device),
+            "device_count": torch.cuda.device_count(),
+            "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
+            "sum": float((self.tensor * x["k"]).sum()),
+        }

@@ -7,7 +7,19 @@ import socket
 
 import pytest
 
-from litkit.protocol import ChannelClosed, FrameParser, Kind, decode_request, encode_frame, encode_request, recv_message, send_message
+from litkit.protocol import (
+    MAX_FDS_PER_MESSAGE,
+    ChannelClosed,
+    FrameParser,
+    Kind,
+    decode_batch,
+    decode_request,
+    encode_batch,
+    encode_frame,
+    encode_request,
+    recv_message,
+    send_message,
+)
 
 
 def test_frames_parse_whatever_the_split():
@@ -39,6 +51,31 @@ def test_request_round_trip_with_its_pipe_descriptor():
     finally:
         for fd in (read_fd, write_fd):
             os.close(fd)
+        server_end.close()
+        worker_end.close()
+
+
+def test_batch_round_trip_carries_one_pipe_per_request_in_order():
+    """The largest batch the kernel can carry: every request with its own pipe, matched by position."""
+    server_end, worker_end = socket.socketpair()
+    pipes = [os.pipe() for _ in range(MAX_FDS_PER_MESSAGE)]
+    requests = [(f"req-{i}", b'{"input": %d}' % i * (i % 3)) for i in range(MAX_FDS_PER_MESSAGE)]
+    try:
+        head, bodies = encode_batch(requests)
+        socket.send_fds(server_end, [head], [write_fd for _, write_fd in pipes])
+        server_end.sendall(bodies)
+        kind, payload, fds = recv_message(worker_end, MAX_FDS_PER_MESSAGE)
+        assert kind == Kind.BATCH
+        assert decode_batch(payload) == requests
+        assert len(fds) == len(requests)
+        for i, fd in enumerate(fds):
+            os.write(fd, b"answer %d" % i)
+            os.close(fd)
+        assert [os.read(read_fd, 100) for read_fd, _ in pipes] == [b"answer %d" % i for i in range(len(pipes))]
+    finally:
+        for read_fd, write_fd in pipes:
+            os.close(read_fd)
+            os.close(write_fd)
         server_end.close()
         worker_end.close()
 

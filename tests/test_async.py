@@ -1,0 +1,131 @@
+"""Async hooks: ``async def predict`` and async generators on an event loop in the worker, up to
+``max_concurrency`` requests at once, cancelled like sync ones when the client leaves."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import time
+
+import pytest
+import requests
+
+import apis
+import litkit
+from conftest import ChunkReader, assert_no_children, raw_post, wait_until
+
+
+def _post_all(server, payloads, timeout=10.0):
+    with concurrent.futures.ThreadPoolExecutor(len(payloads)) as pool:
+        futures = [pool.submit(requests.post, server.url + "/predict", json=p, timeout=timeout) for p in payloads]
+        return [f.result() for f in futures]
+
+
+def test_one_worker_runs_max_concurrency_async_requests_at_once(serve, events):
+    server = serve(apis.AsyncSleeper(events.path), max_concurrency=4)
+    responses = _post_all(server, [{"tag": i, "delay": 0.5} for i in range(4)])
+    answers = [r.json() for r in responses]
+    assert [a["tag"] for a in answers] == [0, 1, 2, 3]
+    assert len({a["pid"] for a in answers}) == 1
+    started = [e["t"] for e in events.named("started")]
+    first_done = min(e["t"] for e in events.named("finally"))
+    assert len(started) == 4 and max(started) < first_done, "the four requests did not overlap in the worker"
+    assert server.status()["counts"]["completed"] == 4
+
+
+def test_a_worker_never_runs_more_than_max_concurrency_requests(serve, events):
+    server = serve(apis.AsyncSleeper(events.path), max_concurrency=2)
+    _post_all(server, [{"tag": i, "delay": 0.3} for i in range(3)])
+    started = sorted(e["t"] for e in events.named("started"))
+    done = sorted(e["t"] for e in events.named("finally"))
+    assert started[2] >= done[0], "a third request started while two were still running"
+    wait_until(lambda: server.status()["workers"][0]["state"] == "idle", message="the worker to be idle again")
+
+
+def test_an_async_generator_streams_ndjson_and_sse(serve):
+    server = serve(apis.AsyncTicker(), max_concurrency=2)
+    assert list(server.stream({"n": 3})) == [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert list(server.stream({"n": 2}, sse=True)) == [{"i": 0}, {"i": 1}]
+
+
+def test_a_client_leaving_cancels_its_awaiting_predict_only(serve, events):
+    server = serve(apis.AsyncSleeper(events.path), max_concurrency=2)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        other = pool.submit(requests.post, server.url + "/predict", json={"tag": "other", "delay": 0.5}, timeout=10)
+        leaving = raw_post(server.url, json.dumps({"tag": "leaver", "delay": 30}).encode())
+        wait_until(lambda: len(events.named("started")) == 2, message="both requests to start")
+        leaving.close()
+        hung_up = time.monotonic()
+        (cancelled,) = events.wait_for("cancelled_error")
+        assert cancelled["tag"] == "leaver"
+        assert cancelled["t"] - hung_up < 1.0
+        assert other.result().json()["tag"] == "other"
+    assert {e["tag"] for e in events.named("finally")} == {"leaver", "other"}
+    wait_until(lambda: server.status()["counts"]["cancelled"] == 1, message="the leaver to be counted cancelled")
+
+
+def test_a_client_leaving_an_async_stream_closes_the_generator_within_the_floor(serve, events):
+    """As for sync generators: `finally` runs within 50 ms of the hang-up, at most one more chunk is made."""
+    server = serve(apis.AsyncTicker(events.path), max_concurrency=2)
+    sock = raw_post(server.url, json.dumps({"interval": 0.001}).encode())
+    reader = ChunkReader(sock)
+    for _ in range(10):
+        reader.line()
+    reader.close()
+    sock.close()
+    hung_up = time.monotonic()
+    finally_event = events.wait_for("finally")[0]
+    assert finally_event["t"] - hung_up < 0.050, f"finally ran {1000 * (finally_event['t'] - hung_up):.1f} ms after the hang-up"
+    assert len([e for e in events.named("yield") if e["t"] > hung_up]) <= 1
+    # Awaiting when the pipe closed: CancelledError; suspended at its yield: GeneratorExit (aclose).
+    assert events.named("cancelled_error") or events.named("generator_exit")
+    wait_until(lambda: server.status()["counts"]["cancelled"] == 1, message="the stream to be counted cancelled")
+    assert list(server.stream({"n": 1})) == [{"i": 0}]
+
+
+def test_a_failed_write_reaches_the_async_generator_as_generator_exit(serve, events):
+    """With no await between yields the generator is at its yield when a write fails: aclose() it."""
+    server = serve(apis.AsyncTicker(events.path), max_concurrency=1)
+    sock = raw_post(server.url, json.dumps({"interval": None}).encode())
+    reader = ChunkReader(sock)
+    reader.line()
+    reader.close()
+    sock.close()
+    events.wait_for("finally")
+    assert events.named("generator_exit") and not events.named("cancelled_error")
+
+
+def test_a_timeout_cancels_an_async_predict(serve, events):
+    server = serve(apis.AsyncSleeper(events.path), max_concurrency=2, timeout=0.3)
+    response = requests.post(server.url + "/predict", json={"tag": "slow", "delay": 30}, timeout=10)
+    assert response.status_code == 504
+    events.wait_for("cancelled_error")
+    assert server.predict({"tag": "next"})["tag"] == "next"
+
+
+def test_async_hooks_answer_errors_like_sync_ones(serve):
+    server = serve(apis.AsyncSleeper(), max_concurrency=2)
+    response = requests.post(server.url + "/predict", json={"raise": True}, timeout=10)
+    assert response.status_code == 418
+    assert response.json()["error"] == "async hooks raise HTTPError too"
+    assert requests.post(server.url + "/predict", data=b"{", timeout=10).status_code == 400
+
+
+def test_an_async_worker_stops_cleanly_with_requests_in_flight(events):
+    server = litkit.serve(apis.AsyncSleeper(events.path), port=0, max_concurrency=3)
+    try:
+        sockets = [raw_post(server.url, json.dumps({"tag": i, "delay": 30}).encode()) for i in range(3)]
+        events.wait_for("started", 3)
+    finally:
+        server.stop()
+    assert len(events.wait_for("finally", 3)) == 3
+    for sock in sockets:
+        sock.close()
+    assert_no_children()
+
+
+def test_max_concurrency_needs_an_async_predict():
+    with pytest.raises(ValueError, match=r"max_concurrency=4 needs an async predict, but Doubler.predict is a plain function"):
+        litkit.serve(apis.Doubler(), port=0, max_concurrency=4)
+    with pytest.raises(ValueError, match="max_batch_size=4 is not supported with an async predict"):
+        litkit.serve(apis.AsyncSleeper(), port=0, max_batch_size=4)
