@@ -54,8 +54,18 @@ def load_api(target: str) -> Any:
     return obj() if isinstance(obj, type) else obj
 
 
+def _parse_devices(text: str) -> int | list[int]:
+    """``--devices 2`` is a count, ``--devices 0,2`` (or ``--devices 1,``) a list of GPU indices."""
+    try:
+        if "," in text:
+            return [int(part) for part in text.split(",") if part.strip()]
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a count such as 2 or indices such as 0,2, got {text!r}") from None
+
+
 # serve() options offered as flags; their defaults are read from serve() itself, never repeated.
-_SERVE_FLAGS = {
+_SERVE_FLAGS: dict[str, tuple[Any, str]] = {
     "host": (str, "address to listen on"),
     "port": (int, "TCP port, 0 for any free one"),
     "workers": (int, "worker processes"),
@@ -63,10 +73,16 @@ _SERVE_FLAGS = {
     "max_queue": (int, "requests that may wait for a worker"),
     "max_body_size": (int, "largest request body in bytes"),
     "start_timeout": (float, "seconds a worker may take to start"),
+    "max_batch_size": (int, "requests a worker may take at once as one batch"),
+    "batch_timeout": (float, "seconds a partial batch may wait for more requests"),
+    "accelerator": (str, "auto, cpu or cuda"),
+    "devices": (_parse_devices, "GPUs to use: a count (2) or indices (0,2)"),
+    "workers_per_device": (int, "workers on each device"),
+    "max_concurrency": (int, "requests each worker runs at once (async predict only)"),
 }
 
 
-def _add_serve_options(parser: argparse.ArgumentParser, flags: dict[str, tuple[type, str]]) -> None:
+def _add_serve_options(parser: argparse.ArgumentParser, flags: dict[str, tuple[Any, str]]) -> None:
     from .server import serve
 
     defaults = inspect.signature(serve).parameters

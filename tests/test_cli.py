@@ -196,3 +196,13 @@ def test_script_whose_api_uses_a_sibling_module(tmp_path: Path) -> None:
         assert response.json() == {"output": "HELLO!"}
         assert_clean_stop(server, signal.SIGINT)
 
+
+
+def test_devices_flag_takes_a_count_or_indices() -> None:
+    from litkit.cli import _parse_devices
+
+    assert _parse_devices("2") == 2
+    assert _parse_devices("0,2") == [0, 2]
+    assert _parse_devices("1,") == [1]
+    with pytest.raises(Exception, match="expected a count such as 2 or indices such as 0,2, got 'gpu0'"):
+        _parse_devices("gpu0")
