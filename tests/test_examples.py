@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import re
 import sys
@@ -68,5 +69,30 @@ def test_stream_tokens_example_streams_in_order_and_stops_on_ctrl_c() -> None:
         response = requests.post(endpoint, json={"prompt": "again", "max_tokens": 1}, timeout=HTTP_TIMEOUT_S)
         assert response.status_code == 200
         assert response.text == '{"token":"again"}\n'
+
+        assert_clean_stop(server)
+
+
+def test_sklearn_batched_example_classifies_iris_in_batches_and_stops_on_ctrl_c() -> None:
+    # A long batch_timeout so the concurrent requests below surely share one predict call.
+    args = [sys.executable, str(EXAMPLES / "sklearn_batched.py"), "--port", "0", "--max-batch-size", "8", "--batch-timeout", "0.5"]
+    with running(args) as server:
+        endpoint = server.wait_for_banner()
+        server.record_children()
+        samples = {"setosa": [5.1, 3.5, 1.4, 0.2], "versicolor": [7.0, 3.2, 4.7, 1.4], "virginica": [6.3, 3.3, 6.0, 2.5]}
+        payloads = [{"features": features} for features in samples.values()] * 2 + [{"features": samples["setosa"]}] * 2
+        with concurrent.futures.ThreadPoolExecutor(len(payloads)) as pool:
+            responses = list(pool.map(lambda p: requests.post(endpoint, json=p, timeout=HTTP_TIMEOUT_S), payloads))
+        answers = [r.json() for r in responses]
+        assert all(r.status_code == 200 for r in responses), answers
+        assert [a["species"] for a in answers] == (list(samples) * 2) + ["setosa"] * 2
+        for answer in answers:
+            assert set(answer["probabilities"]) == set(samples)
+            assert abs(sum(answer["probabilities"].values()) - 1.0) < 1e-3
+        server.wait_for_output(r"litkit example: predicted a batch of 8")
+
+        response = requests.post(endpoint, json={"features": [1, 2]}, timeout=HTTP_TIMEOUT_S)
+        assert response.status_code == 422
+        assert '"features"' in response.json()["error"]
 
         assert_clean_stop(server)
