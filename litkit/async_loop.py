@@ -10,7 +10,8 @@ pipe's write end (the kernel reports an error on it once the server closes the r
 task is cancelled at once, so ``CancelledError`` reaches the hook at its current ``await``. A
 write that fails (the client left between two chunks) ends the chunk loop instead, and the
 generators are closed with ``aclose()``, so ``GeneratorExit`` reaches the hook at its ``yield``.
-Either way its ``finally`` blocks run. ``litkit.cancelled()`` answers per task.
+Either way its ``finally`` blocks run. ``litkit.cancelled()`` answers per task. Pipe writes never
+block the loop: a request whose client reads slowly waits alone.
 
 Stdlib only (plus what ``litkit.worker`` passes in): this module runs in worker processes.
 """
@@ -28,7 +29,7 @@ from typing import Any, Callable, Protocol
 from .api import LitAPI
 from .cancellation import _set_task_current
 from .encoding import decode_body, encode_chunk, encode_error, encode_json
-from .protocol import ChannelClosed, Kind, decode_request, recv_message, send_message
+from .protocol import ChannelClosed, Kind, decode_request, encode_frame, recv_message, send_message
 
 __all__ = ["AsyncRequestLoop"]
 
@@ -40,8 +41,6 @@ class Channel(Protocol):
     broken: bool
 
     def is_cancelled(self) -> bool: ...
-
-    def send(self, kind: Kind, payload: bytes = b"") -> None: ...
 
     def close(self) -> None: ...
 
@@ -98,6 +97,7 @@ class AsyncRequestLoop:
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         _set_task_current(channel)
+        os.set_blocking(channel.fd, False)  # see _send
         # A pipe's write end never turns readable; the error the kernel reports once the server
         # closes the read end wakes this "reader" instead.
         loop.add_reader(channel.fd, self._on_client_gone, loop, channel, task)
@@ -131,11 +131,11 @@ class AsyncRequestLoop:
                 await self._stream(x, channel)
             else:
                 output = await _result(api.predict(x))
-                channel.send(Kind.RESULT, encode_json(await _result(api.encode_response(output))))
+                await _send(channel, Kind.RESULT, encode_json(await _result(api.encode_response(output))))
         except BrokenPipeError:
             raise
         except Exception as error:  # noqa: BLE001 - a failing hook answers 500 (or its HTTPError); the worker lives on
-            channel.send(Kind.ERROR, encode_error(error))
+            await _send(channel, Kind.ERROR, encode_error(error))
 
     async def _stream(self, x: Any, channel: Channel) -> None:
         outputs = self.api.predict(x)
@@ -143,10 +143,10 @@ class AsyncRequestLoop:
         try:
             if hasattr(chunks, "__aiter__"):
                 async for chunk in chunks:
-                    channel.send(Kind.CHUNK, encode_chunk(chunk))
+                    await _send(channel, Kind.CHUNK, encode_chunk(chunk))
             elif hasattr(chunks, "__iter__") and not isinstance(chunks, (dict, str, bytes)):
                 for chunk in chunks:
-                    channel.send(Kind.CHUNK, encode_chunk(chunk))
+                    await _send(channel, Kind.CHUNK, encode_chunk(chunk))
             else:
                 raise TypeError(
                     f"encode_response of a streaming endpoint must return an iterator or async iterator of chunks, "
@@ -156,7 +156,37 @@ class AsyncRequestLoop:
             # Close the loop, not just the write: GeneratorExit reaches user code at its yield.
             for generator in (chunks, outputs):
                 await _close(generator)
-        channel.send(Kind.END)
+        await _send(channel, Kind.END)
+
+
+async def _send(channel: Channel, kind: Kind, payload: bytes = b"") -> None:
+    """Write one frame without blocking the loop: a full pipe (a slow client) makes only this
+    request wait, never the worker's other requests.
+
+    Raises:
+        BrokenPipeError: the server closed the pipe (the client left); ``channel.broken`` is set.
+    """
+    view = memoryview(encode_frame(kind, payload))
+    while view:
+        try:
+            written = os.write(channel.fd, view)
+        except BlockingIOError:
+            await _writable(channel.fd)
+            continue
+        except BrokenPipeError:
+            channel.broken = True
+            raise
+        view = view[written:]
+
+
+async def _writable(fd: int) -> None:
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future[None] = loop.create_future()
+    loop.add_writer(fd, _resolve_once, ready)
+    try:
+        await ready
+    finally:
+        loop.remove_writer(fd)
 
 
 async def _result(value: Any) -> Any:

@@ -269,7 +269,7 @@ class AsyncTicker(litkit.LitAPI):
         try:
             for i in range(x.get("n", 100_000)):
                 record(self.events, "yield", i=i, tag=x.get("tag"))
-                yield {"i": i}
+                yield {"i": i, "pad": "x" * x["pad"]} if "pad" in x else {"i": i}
                 if x.get("interval", 0.001) is not None:  # None: never await between chunks
                     await asyncio.sleep(x.get("interval", 0.001))
         except GeneratorExit:

@@ -95,6 +95,24 @@ def test_a_failed_write_reaches_the_async_generator_as_generator_exit(serve, eve
     assert events.named("generator_exit") and not events.named("cancelled_error")
 
 
+def test_a_client_that_reads_slowly_holds_up_only_its_own_request(serve, events):
+    """Regression: blocking pipe writes stalled the worker's loop, and every other request with it."""
+    server = serve(apis.AsyncTicker(events.path), max_concurrency=2)
+    slow = raw_post(server.url, json.dumps({"tag": "slow", "interval": 0, "pad": 65536}).encode())  # never read
+
+    def stalled():
+        before = len(events.named("yield"))
+        time.sleep(0.2)
+        return before > 0 and len(events.named("yield")) == before
+
+    try:
+        wait_until(stalled, message="the slow stream to fill its pipe and wait")
+        assert list(server.stream({"n": 3, "tag": "other"}, timeout=5)) == [{"i": 0}, {"i": 1}, {"i": 2}]
+    finally:
+        slow.close()
+    wait_until(lambda: server.status()["counts"]["cancelled"] == 1, message="the slow stream to be cancelled")
+
+
 def test_a_timeout_cancels_an_async_predict(serve, events):
     server = serve(apis.AsyncSleeper(events.path), max_concurrency=2, timeout=0.3)
     response = requests.post(server.url + "/predict", json={"tag": "slow", "delay": 30}, timeout=10)
