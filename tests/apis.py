@@ -170,6 +170,8 @@ class BatchDoubler(litkit.LitAPI):
 
     def predict(self, batch):
         record(self.events, "batch", size=len(batch), tags=[x.get("tag") for x in batch])
+        if any(x.get("exit") for x in batch):
+            os._exit(3)
         if any("wait_for" in x for x in batch):  # hold the worker until the test says go
             wait_for_file(next(x["wait_for"] for x in batch if "wait_for" in x))
         outputs = [x.get("input", 0) * 2 for x in batch]

@@ -85,6 +85,16 @@ def test_a_client_that_leaves_while_queued_is_dropped_from_the_group(serve, even
     assert [sorted(b["tags"]) for b in batches] == [["holder"], ["stay1", "stay2"]]
 
 
+def test_a_worker_dying_mid_batch_answers_500_to_each_request_and_is_replaced(serve, events):
+    server = serve(apis.BatchDoubler(events.path), max_batch_size=2, batch_timeout=5.0)
+    responses = _post_all(server, [{"input": 1}, {"input": 2, "exit": True}])
+    for response in responses:
+        assert response.status_code == 500
+        assert "died while handling this request" in response.json()["error"]
+    wait_until(lambda: server.status()["workers"][0]["restarts"] == 1 and server.status()["workers"][0]["state"] == "idle", message="the replacement worker")
+    assert [r.json() for r in _post_all(server, [{"input": 3}, {"input": 4}])] == [{"output": 6}, {"output": 8}]
+
+
 def test_default_batch_stacks_numpy_arrays_and_unbatch_splits_rows(serve):
     import numpy
 
