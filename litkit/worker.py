@@ -1,5 +1,8 @@
 """The worker process: load the API, run ``setup``, then run requests one at a time.
 
+A ``BATCH`` frame (the server batches) runs as one group through ``litkit.batch``. An async API
+(``async def predict`` or an async generator) runs on ``litkit.async_loop`` instead of this loop.
+
 Started by the server as ``python -m litkit.worker --control-fd FD --worker-id N``: a fresh
 interpreter (never a fork), which imports neither the user's ``__main__`` (so a script without an
 ``if __name__ == "__main__":`` guard cannot start itself again) nor the HTTP stack (tornado) nor the
@@ -30,9 +33,9 @@ import cloudpickle
 
 from .api import LitAPI, is_async_api
 from .async_loop import AsyncRequestLoop
+from .batch import run_batch
 from .cancellation import _set_current
 from .encoding import decode_body, encode_chunk, encode_error, encode_json
-from .batch import run_batch
 from .protocol import ChannelClosed, Kind, decode_batch, decode_request, encode_frame, recv_message, send_message, write_all
 
 __all__ = ["main"]
