@@ -165,11 +165,13 @@ class _Stream:
 
 
 def _stream_batch(api: LitAPI, live: list[tuple[Channel, Any]]) -> None:
-    outputs = api.predict(api.batch([x for _, x in live]))
-    lanes = _Lanes(api, iter(outputs), len(live))
+    outputs: Any = None
+    lanes: _Lanes | None = None
     streams: list[_Stream] = []
     started = False
     try:
+        outputs = api.predict(api.batch([x for _, x in live]))
+        lanes = _Lanes(api, iter(outputs), len(live))
         for index, (channel, _) in enumerate(live):
             lane = lanes.lane(index)
             chunks = api.encode_response(lane)
@@ -187,7 +189,7 @@ def _stream_batch(api: LitAPI, live: list[tuple[Channel, Any]]) -> None:
                     lanes.leave(stream.index)
                     stream.close()
     except Exception as error:  # noqa: BLE001 - predict, unbatch or a setup step failed: every request hears why
-        payload = lanes.error or encode_error(error)
+        payload = (lanes.error if lanes is not None else None) or encode_error(error)
         unfinished = [stream.channel for stream in streams] if started else [channel for channel, _ in live]
         for channel in unfinished:
             _send(channel, Kind.ERROR, payload)
@@ -216,7 +218,7 @@ def _send(channel: Channel, kind: Kind, payload: bytes = b"") -> bool:
     """Write a frame; False if this request's client has left."""
     try:
         channel.send(kind, payload)
-    except (BrokenPipeError, OSError):
+    except OSError:  # BrokenPipeError: the server closed the pipe
         return False
     return True
 

@@ -301,3 +301,10 @@ class TorchDevice(litkit.LitAPI):
             "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
             "sum": float((self.tensor * x["k"]).sum()),
         }
+
+
+class FailingBatch(BatchTicker):
+    """A batched stream whose batch() raises."""
+
+    def batch(self, inputs):
+        raise ValueError(f"cannot batch {len(inputs)} inputs")

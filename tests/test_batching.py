@@ -155,6 +155,14 @@ def test_a_size_mismatch_in_a_batched_stream_is_a_500_that_says_so(serve, events
     assert "expected 1 outputs" in response.json()["error"] and "got 0" in response.json()["error"]
 
 
+def test_batch_raising_fails_every_request_of_the_group_and_the_worker_lives_on(serve):
+    server = serve(apis.FailingBatch(), max_batch_size=2, batch_timeout=5.0)
+    for response in _post_all(server, [{"n": 2}, {"n": 2}]):
+        assert response.status_code == 500
+        assert response.json()["error"] == "ValueError: cannot batch 2 inputs"
+    assert server.status()["workers"][0]["restarts"] == 0
+
+
 @pytest.mark.parametrize(
     "options, message",
     [
