@@ -117,8 +117,6 @@ class AsyncRequestLoop:
 
     def _on_client_gone(self, loop: asyncio.AbstractEventLoop, channel: Channel, task: asyncio.Task[None] | None) -> None:
         loop.remove_reader(channel.fd)
-        if channel.broken:
-            return  # a write failed already (or the hook saw litkit.cancelled()): it is ending on its own
         channel.broken = True
         if task is not None:
             task.cancel()
@@ -174,6 +172,9 @@ async def _send(channel: Channel, kind: Kind, payload: bytes = b"") -> None:
             await _writable(channel.fd)
             continue
         except BrokenPipeError:
+            # The chunk loop ends and closes the generators (GeneratorExit); the pipe watcher must
+            # not also cancel the task while they close.
+            asyncio.get_running_loop().remove_reader(channel.fd)
             channel.broken = True
             raise
         view = view[written:]
