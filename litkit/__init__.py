@@ -17,6 +17,9 @@ from .client import Client
 from .errors import HTTPError, LitkitError, PortInUseError, ServerStoppedError, WorkerStartError
 
 if TYPE_CHECKING:
+    from . import specs
+    from .async_client import AsyncClient
+    from .endpoints import Endpoint
     from .server import Server, run, serve
 
 __version__ = "0.1.0"
@@ -27,6 +30,9 @@ __all__ = [
     "run",
     "Server",
     "Client",
+    "AsyncClient",
+    "Endpoint",
+    "specs",
     "cancelled",
     "HTTPError",
     "WorkerStartError",
@@ -36,16 +42,18 @@ __all__ = [
     "__version__",
 ]
 
-_LAZY = {"serve", "run", "Server"}
+# name -> the module that defines it, imported on first use (workers never load the server side).
+_LAZY = {"serve": "server", "run": "server", "Server": "server", "Endpoint": "endpoints", "AsyncClient": "async_client", "specs": "specs"}
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        from . import server
+        import importlib
 
-        return getattr(server, name)
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        return module if name == _LAZY[name] else getattr(module, name)
     raise AttributeError(f"module 'litkit' has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | _LAZY)
+    return sorted(set(globals()) | set(_LAZY))

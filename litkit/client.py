@@ -1,19 +1,21 @@
 """A small blocking client for a litkit server (stdlib only): ``predict``, ``stream``, ``health``.
 
 ``Server.predict`` and ``Server.stream`` use it, so a notebook cell can call the server it just
-started. Closing a stream's iterator closes the connection, which cancels the work server-side.
+started. Closing a stream closes the connection, which cancels the work server-side.
+``litkit.AsyncClient`` (``async_client.py``) is its ``await`` twin and shares ``ChunkDecoder``.
 """
 
 from __future__ import annotations
 
+import collections
 import http.client
 import json
 import urllib.parse
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import HTTPError
 
-__all__ = ["Client"]
+__all__ = ["Client", "ChunkStream", "ChunkDecoder"]
 
 
 class Client:
@@ -45,31 +47,30 @@ class Client:
         """
         status, _headers, body = self._request("POST", path, payload, {}, timeout)
         if status >= 400:
-            raise HTTPError(status, _error_message(body))
+            raise HTTPError(status, error_message(body))
         return json.loads(body)
 
-    def stream(self, payload: Any, path: str = "/predict", sse: bool = False, timeout: float | None = 60.0) -> Iterator[Any]:
-        """POST ``payload`` and yield each chunk as it arrives: decoded JSON, or the text itself when
-        a chunk is not JSON. Closing the iterator disconnects, which stops the work on the server.
+    def stream(self, payload: Any, path: str = "/predict", sse: bool = False, timeout: float | None = 60.0) -> ChunkStream:
+        """POST ``payload`` and return a ``ChunkStream`` over the chunks as they arrive.
+
+        Iterate over it (each chunk is decoded JSON, or the text itself when a chunk is not JSON).
+        Closing it, or leaving its ``with`` block, disconnects, which stops the work on the server.
+        ``timeout`` bounds the wait for each piece of the response.
 
         Raises:
-            litkit.HTTPError: the server refused the request, or the stream ended with an error.
+            litkit.HTTPError: the server refused the request (here), or the stream ended with an
+                error (while iterating).
         """
         connection = self._connect(timeout)
         try:
             headers = {"Accept": "text/event-stream"} if sse else {}
             response = self._send(connection, "POST", path, payload, headers)
             if response.status >= 400:
-                raise HTTPError(response.status, _error_message(response.read()))
-            request_id = response.getheader("X-Request-ID", "")
-            lines = _sse_data(response) if sse else _ndjson_lines(response)
-            for line, is_error in lines:
-                value = _decode_chunk(line)
-                if is_error or _is_error_line(value, request_id):
-                    raise HTTPError(500, value.get("error", line) if isinstance(value, dict) else line)
-                yield value
-        finally:
+                raise HTTPError(response.status, error_message(response.read()))
+        except BaseException:
             connection.close()
+            raise
+        return ChunkStream(connection, response, ChunkDecoder(sse, response.getheader("X-Request-ID", "")))
 
     # -- plumbing ---------------------------------------------------------------------------------
 
@@ -94,7 +95,97 @@ class Client:
             connection.close()
 
 
-def _error_message(body: bytes) -> str:
+class ChunkStream:
+    """The chunks of one streamed response, as they arrive: an iterator and a context manager.
+
+    ``close()`` (or leaving the ``with`` block, or dropping the last reference) closes the
+    connection, which the server takes as the client leaving: it stops the work.
+    """
+
+    def __init__(self, connection: http.client.HTTPConnection, response: http.client.HTTPResponse, decoder: ChunkDecoder) -> None:
+        self._connection: http.client.HTTPConnection | None = connection
+        self._response = response
+        self._decoder = decoder
+        self._ready: collections.deque[Any] = collections.deque()
+
+    def __iter__(self) -> ChunkStream:
+        return self
+
+    def __next__(self) -> Any:
+        while not self._ready:
+            raw = b"" if self._connection is None or self._decoder.done else self._response.readline()
+            if not raw:
+                self.close()
+                raise StopIteration
+            try:
+                self._ready.extend(self._decoder.feed(raw.decode().rstrip("\n")))
+            except BaseException:
+                self.close()
+                raise
+        return self._ready.popleft()
+
+    @property
+    def closed(self) -> bool:
+        return self._connection is None
+
+    def close(self) -> None:
+        """Disconnect (idempotent)."""
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
+
+    def __enter__(self) -> ChunkStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class ChunkDecoder:
+    """Turns the lines of a streamed body (NDJSON, or SSE) into chunks; shared by both clients."""
+
+    def __init__(self, sse: bool, request_id: str) -> None:
+        self.sse = sse
+        self.request_id = request_id
+        self.done = False  # SSE's "data: [DONE]" arrived
+        self._event = "message"
+        self._data: list[str] = []
+
+    def feed(self, line: str) -> list[Any]:
+        """The chunks that ``line`` (without its newline) completes.
+
+        Raises:
+            litkit.HTTPError: the line is the server's final error report.
+        """
+        if not self.sse:
+            return [self._chunk(line, False)]
+        line = line.rstrip("\r")
+        if line.startswith("data:"):
+            self._data.append(line[5:].removeprefix(" "))
+        elif line.startswith("event:"):
+            self._event = line[6:].strip()
+        elif not line and self._data:
+            text = "\n".join(self._data)
+            is_error = self._event == "error"
+            self._event, self._data = "message", []
+            if text == "[DONE]":
+                self.done = True
+                return []
+            return [self._chunk(text, is_error)]
+        return []
+
+    def _chunk(self, text: str, is_error: bool) -> Any:
+        value = _decode_chunk(text)
+        if is_error or _is_error_line(value, self.request_id):
+            raise HTTPError(500, value.get("error", text) if isinstance(value, dict) else text)
+        return value
+
+
+def error_message(body: bytes) -> str:
+    """The ``error`` field of a litkit error body, else the body as text."""
     try:
         return str(json.loads(body)["error"])
     except (ValueError, KeyError, TypeError):
@@ -111,24 +202,3 @@ def _decode_chunk(line: str) -> Any:
 def _is_error_line(value: Any, request_id: str) -> bool:
     """The server ends a failed NDJSON stream with ``{"error": ..., "request_id": <this request>}``."""
     return isinstance(value, dict) and value.keys() == {"error", "request_id"} and value["request_id"] == request_id
-
-
-def _ndjson_lines(response: http.client.HTTPResponse) -> Iterator[tuple[str, bool]]:
-    for raw in response:
-        yield raw.decode().rstrip("\n"), False
-
-
-def _sse_data(response: http.client.HTTPResponse) -> Iterator[tuple[str, bool]]:
-    event, data = "message", []
-    for raw in response:
-        line = raw.decode().rstrip("\r\n")
-        if line.startswith("data:"):
-            data.append(line[5:].removeprefix(" "))
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif not line and data:
-            text = "\n".join(data)
-            if text == "[DONE]":
-                return
-            yield text, event == "error"
-            event, data = "message", []

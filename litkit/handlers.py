@@ -1,4 +1,4 @@
-"""Tornado request handlers: the predict endpoint (plain and streaming), health, info, and JSON errors.
+"""Tornado request handlers: each endpoint (plain and streaming), health, info, metrics, and JSON errors.
 
 The HTTP layer knows the pool and the tracker, nothing about widgets. A predict request is read
 whole (refused with 413 past ``max_body_size`` before any more is read), queued in the pool, and
@@ -24,11 +24,12 @@ from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
 
 from .channels import PipeClosed, PipeReader
+from .metrics import render_metrics
 from .pool import Job, JobDropped, QueueFull
 from .protocol import FrameParser, Kind
 
 if TYPE_CHECKING:
-    from .server import ServingState
+    from .endpoints import EndpointState, ServingState
 
 __all__ = ["make_application"]
 
@@ -43,14 +44,19 @@ _ID_COUNTER = itertools.count(1)
 _BODY_LIMIT_SLACK = 256 * 1024
 
 
-def make_application(state: ServingState) -> tornado.web.Application:
-    options = {"state": state}
+def make_application(serving: ServingState) -> tornado.web.Application:
+    options = {"state": serving}
+    routes: list[Any] = [
+        (r"/health", HealthHandler, options),
+        (r"/info", InfoHandler, options),
+        (r"/metrics", MetricsHandler, options),
+    ]
+    for endpoint in serving.endpoints:
+        routes.append((re.escape(endpoint.path), PredictHandler, {"state": endpoint}))
+        for name, path in endpoint.extra_paths.items():
+            routes.append((re.escape(path), SpecGetHandler, {"state": endpoint, "name": name}))
     return tornado.web.Application(
-        [
-            (re.escape(state.api_path), PredictHandler, options),
-            (r"/health", HealthHandler, options),
-            (r"/info", InfoHandler, options),
-        ],
+        routes,
         default_handler_class=NotFoundHandler,
         default_handler_args=options,
         log_function=_log_request,
@@ -67,7 +73,9 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
 class JSONHandler(tornado.web.RequestHandler):
     """Every answer is JSON and carries ``X-Request-ID`` (the client's, when it sent a sane one)."""
 
-    def initialize(self, state: ServingState) -> None:
+    state: Any  # the ServingState, or for an endpoint's handlers its EndpointState
+
+    def initialize(self, state: Any) -> None:
         self.state = state
 
     @property
@@ -107,27 +115,61 @@ class JSONHandler(tornado.web.RequestHandler):
 
 
 class NotFoundHandler(JSONHandler):
+    state: ServingState
+
     def prepare(self) -> None:
-        raise self.error(404, f"no endpoint at {self.request.path}; the API is at POST {self.state.api_path}")
+        endpoints = self.state.endpoints
+        where = f"the API is at POST {endpoints[0].path}" if len(endpoints) == 1 else "the endpoints are " + ", ".join(f"POST {e.path}" for e in endpoints)
+        raise self.error(404, f"no endpoint at {self.request.path}; {where}")
 
 
 class HealthHandler(JSONHandler):
+    state: ServingState
+
     def get(self) -> None:
-        pool = self.state.pool
-        if pool.ready:
+        if self.state.ready:
             self.write_json(200, {"status": "ok"})
         else:
-            self.write_json(503, {"status": "unavailable", "reason": pool.unavailable_reason()})
+            self.write_json(503, {"status": "unavailable", "reason": self.state.unavailable_reason()})
 
 
 class InfoHandler(JSONHandler):
+    state: ServingState
+
     def get(self) -> None:
         self.write_json(200, self.state.info())
+
+
+class MetricsHandler(JSONHandler):
+    """``GET /metrics``: Prometheus text exposition format."""
+
+    state: ServingState
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+        self.finish(render_metrics(self.state))
+
+
+class SpecGetHandler(JSONHandler):
+    """A GET path a spec adds, e.g. OpenAI's ``/v1/models``."""
+
+    state: EndpointState
+
+    def initialize(self, state: Any, name: str = "") -> None:  # type: ignore[override]
+        super().initialize(state)
+        self.name = name
+
+    def get(self) -> None:
+        endpoint = self.state
+        if endpoint.spec is None:
+            raise RuntimeError(f"{endpoint.path} has no spec to answer GET {self.request.path}")
+        self.write_json(200, endpoint.spec.extra_response(self.name, endpoint.model, endpoint.created))
 
 
 @tornado.web.stream_request_body
 class PredictHandler(JSONHandler):
     SUPPORTED_METHODS = ("POST",)
+    state: EndpointState
 
     def prepare(self) -> None:
         self._arrived = time.monotonic()
@@ -137,7 +179,7 @@ class PredictHandler(JSONHandler):
         self._headers_sent = False
         self._gone = False  # the client left, or the request was answered by a timeout or a stop
         self._timeout_handle: asyncio.TimerHandle | None = None
-        self._sse = "text/event-stream" in self.request.headers.get("Accept", "")
+        self._sse = self.state.always_sse or "text/event-stream" in self.request.headers.get("Accept", "")
         limit = self.state.max_body_size
         length = self.request.headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > limit:
@@ -254,6 +296,7 @@ class PredictHandler(JSONHandler):
         if self._headers_sent:
             return
         self._headers_sent = True
+        self._job.record.first_chunk_at = time.monotonic()  # type: ignore[union-attr]
         self._clear_timeout()
         self.set_header("Content-Type", "text/event-stream" if self._sse else "application/x-ndjson")
         self.set_header("Cache-Control", "no-cache")

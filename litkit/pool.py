@@ -138,10 +138,12 @@ class WorkerPool:
         max_batch_size: int = 1,
         batch_timeout: float = 0.0,
         max_concurrency: int = 1,
+        spec: bytes | None = None,
     ) -> None:
         """``placements`` gives each worker its device (see ``litkit.devices``); without it,
         ``count`` workers all get ``device``."""
         self._api_bytes = api_bytes
+        self._spec_bytes = spec
         self._stream = stream
         self._max_batch_size = max_batch_size
         self._batch_timeout = batch_timeout
@@ -425,6 +427,7 @@ class WorkerPool:
             "stream": self._stream,
             "device": worker.placement.device,
             "max_batch_size": self._max_batch_size,
+            "spec": self._spec_bytes,
         }
         control.send([encode_frame(Kind.INIT, pickle.dumps(init))])
         return ready

@@ -17,20 +17,17 @@ import signal
 import socket
 import threading
 import time
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
-import cloudpickle
 import tornado.httpserver
 
-from . import __version__
-from .api import LitAPI, is_async_api, is_streaming_api
-from .client import Client
-from .devices import plan_workers
-from .errors import PortInUseError, ServerStoppedError, WorkerStartError
-from .handlers import PredictHandler, make_application
-from .pool import WorkerPool
-from .protocol import MAX_FDS_PER_MESSAGE
-from .tracking import RequestTracker
+from .api import LitAPI
+from .client import Client, ChunkStream
+from .endpoints import DEFAULT_API_PATH, Endpoint, EndpointState, ServingState, check_int, check_seconds, plan_endpoints
+from .errors import PortInUseError, ServerStoppedError
+from .handlers import make_application
+from .specs import Spec
+from .tracking import merge_recent
 
 __all__ = ["Server", "serve", "run"]
 
@@ -41,33 +38,7 @@ T = TypeVar("T")
 DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
 # How long stop() waits for open connections to close after their requests were ended.
 _CLOSE_CONNECTIONS_S = 2.0
-
-
-class ServingState:
-    """What the handlers share: configuration, the pool, the tracker, the requests in flight."""
-
-    def __init__(self, api: LitAPI, pool: WorkerPool, tracker: RequestTracker, *, api_path: str, stream: bool, timeout: float | None, max_body_size: int, workers: int) -> None:
-        self.api_name = type(api).__qualname__
-        self.pool = pool
-        self.tracker = tracker
-        self.api_path = api_path
-        self.stream = stream
-        self.timeout = timeout
-        self.max_body_size = max_body_size
-        self.workers = workers
-        self.stopping = False
-        self.active: set[PredictHandler] = set()
-
-    def info(self) -> dict[str, Any]:
-        return {
-            "litkit_version": __version__,
-            "api": self.api_name,
-            "workers": self.workers,
-            "stream": self.stream,
-            "timeout": self.timeout,
-            "max_body_size": self.max_body_size,
-            "paths": {"predict": self.api_path, "health": "/health", "info": "/info"},
-        }
+_WATCH_INTERVAL_S = 0.5
 
 
 class Server:
@@ -75,7 +46,8 @@ class Server:
 
     Attributes:
         url: the base URL, e.g. ``"http://127.0.0.1:8000"``.
-        api_path: the path of the predict endpoint, e.g. ``"/predict"``.
+        api_path: the path of the (first) endpoint, e.g. ``"/predict"``.
+        paths: the path of every endpoint, in the order given to ``serve()``.
         state: ``"starting"``, ``"serving"``, ``"stopped"``, or ``"replaced"`` (a later ``serve()``
             on the same port stopped it).
     """
@@ -98,32 +70,46 @@ class Server:
 
     @property
     def api_path(self) -> str:
-        return self._serving.api_path
+        return self._serving.first.path
+
+    @property
+    def paths(self) -> list[str]:
+        return [endpoint.path for endpoint in self._serving.endpoints]
 
     @property
     def stream_mode(self) -> bool:
-        """True when the endpoint streams (``predict`` is a generator function)."""
-        return self._serving.stream
+        """True when the (first) endpoint streams (``predict`` is a generator function)."""
+        return self._serving.first.stream
+
+    def endpoint_info(self, path: str | None = None) -> dict[str, Any]:
+        """The configuration of the endpoint at ``path`` (default: the first): api, workers, stream, spec..."""
+        return self._serving.find(path).info()
 
     def status(self) -> dict[str, Any]:
-        """A snapshot: url, state, workers, request counts, and the 100 most recent requests (newest first)."""
+        """A snapshot: url, state, workers, request counts, the 100 most recent requests (newest first),
+        all over every endpoint, and ``endpoints``: the same for each endpoint."""
         return self._call_in_loop(self._snapshot)
 
-    def predict(self, payload: Any, timeout: float | None = 60.0) -> Any:
-        """POST ``payload`` to the endpoint and return the decoded JSON answer.
+    def predict(self, payload: Any, timeout: float | None = 60.0, path: str | None = None) -> Any:
+        """POST ``payload`` to the endpoint at ``path`` (default: the first) and return the decoded JSON answer.
 
         Raises:
             litkit.HTTPError: the server answered with an error status.
+            ValueError: the server has no endpoint at ``path``.
         """
-        return self.client.predict(payload, path=self.api_path, timeout=timeout)
+        return self.client.predict(payload, path=self._serving.find(path).path, timeout=timeout)
 
-    def stream(self, payload: Any, sse: bool = False, timeout: float | None = 60.0) -> Iterator[Any]:
+    def stream(self, payload: Any, sse: bool = False, timeout: float | None = 60.0, path: str | None = None) -> ChunkStream:
         """POST ``payload`` to a streaming endpoint and iterate over the chunks as they arrive.
 
-        Closing the iterator (or breaking out of a ``for`` loop over it and dropping it) disconnects,
-        which stops the work on the server.
+        Closing the stream (``close()``, or leaving its ``with`` block) disconnects, which stops the
+        work on the server.
+
+        Raises:
+            litkit.HTTPError: the server refused the request.
+            ValueError: the server has no endpoint at ``path``.
         """
-        return self.client.stream(payload, path=self.api_path, sse=sse, timeout=timeout)
+        return self.client.stream(payload, path=self._serving.find(path).path, sse=sse, timeout=timeout)
 
     @property
     def client(self) -> Client:
@@ -153,7 +139,10 @@ class Server:
         self.stop()
 
     def __repr__(self) -> str:
-        workers = self._serving.workers
+        endpoints = self._serving.endpoints
+        if len(endpoints) > 1:
+            return f"<litkit.Server {self.state} {self.url} ({len(endpoints)} endpoints: {', '.join(self.paths)})>"
+        workers = endpoints[0].workers
         kind = "streaming" if self.stream_mode else "JSON"
         return f"<litkit.Server {self.state} {self.url}{self.api_path} ({workers} worker{'s' * (workers != 1)}, {kind})>"
 
@@ -214,7 +203,7 @@ class Server:
         http_server.add_sockets(self._sockets)
         try:
             try:
-                await self._wait_for_start_or_stop(self._serving.pool.start())
+                await self._wait_for_start_or_stop(self._serving.start())
             except BaseException as error:
                 self._started.set_exception(error)
                 return
@@ -235,11 +224,11 @@ class Server:
 
     async def _close(self, http_server: tornado.httpserver.HTTPServer) -> None:
         serving = self._serving
-        serving.stopping = True
+        in_flight = serving.begin_stop()
         http_server.stop()  # closes the listening sockets
-        for handler in list(serving.active):
+        for handler in in_flight:
             handler.abort_for_stop()
-        await serving.pool.stop()
+        await serving.stop_workers()
         try:
             await asyncio.wait_for(http_server.close_all_connections(), _CLOSE_CONNECTIONS_S)
         except asyncio.TimeoutError:
@@ -248,13 +237,21 @@ class Server:
     # -- talking to the server thread -------------------------------------------------------------
 
     def _snapshot(self) -> dict[str, Any]:
-        serving = self._serving
+        endpoints = self._serving.endpoints
+        per_endpoint = [endpoint.snapshot() for endpoint in endpoints]
+        counts: dict[str, int] = {}
+        for endpoint in per_endpoint:
+            for state, count in endpoint["counts"].items():
+                counts[state] = counts.get(state, 0) + count
+        # Top-level keys: every endpoint together. A worker names its endpoint when there are several.
+        workers = [{**worker, "endpoint": e["path"]} if len(endpoints) > 1 else worker for e in per_endpoint for worker in e["workers"]]
         return {
             "url": self.url,
             "state": self.state,
-            "workers": serving.pool.snapshot(),
-            "counts": serving.tracker.counts(),
-            "recent": serving.tracker.recent(),
+            "workers": workers,
+            "counts": counts,
+            "recent": merge_recent([endpoint.tracker for endpoint in endpoints]),
+            "endpoints": per_endpoint,
         }
 
     def _call_in_loop(self, function: Callable[[], T], timeout: float = 5.0) -> T:
@@ -292,13 +289,13 @@ _atexit_registered = False
 
 
 def serve(
-    api: LitAPI,
+    api: LitAPI | Mapping[str, LitAPI | Endpoint],
     *,
     host: str = "127.0.0.1",
     port: int = 8000,
     workers: int = 1,
     stream: bool | None = None,
-    api_path: str = "/predict",
+    api_path: str = DEFAULT_API_PATH,
     timeout: float | None = None,
     max_queue: int = 1024,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
@@ -309,6 +306,7 @@ def serve(
     devices: int | list[int] | None = None,
     workers_per_device: int | None = None,
     max_concurrency: int = 1,
+    spec: Spec | None = None,
 ) -> Server:
     """Serve ``api`` over HTTP from this process and return once every worker is ready.
 
@@ -318,7 +316,11 @@ def serve(
     first.
 
     Args:
-        api: a ``litkit.LitAPI`` instance.
+        api: a ``litkit.LitAPI`` instance; or a dict of several endpoints on one server,
+            ``{"/embed": Embedder(), "/chat": litkit.Endpoint(Chat(), workers=2)}``, each with its own
+            workers. The options below, except ``host``, ``port``, ``api_path`` and
+            ``start_timeout``, are the defaults of every endpoint; ``litkit.Endpoint(api, **options)``
+            overrides them for one.
         host: the address to listen on; the default listens on loopback only.
         port: the TCP port; 0 picks a free one (read it from ``server.url``).
         workers: how many worker processes run the API, each one request at a time.
@@ -341,6 +343,8 @@ def serve(
         workers_per_device: workers on each device; None uses ``workers``.
         max_concurrency: requests each worker runs at once; above 1 needs ``async def predict``
             (or an async generator), which then runs on an event loop in the worker (docs/async.md).
+        spec: a protocol to speak instead of litkit's own, e.g. ``litkit.specs.OpenAIChat()``:
+            the API is then served at the spec's paths (``/v1/chat/completions``, ``/v1/models``).
 
     Raises:
         TypeError: ``api`` is not a LitAPI, or cloudpickle cannot serialize it.
@@ -349,45 +353,64 @@ def serve(
         PortInUseError: another process holds the port.
         WorkerStartError: a worker failed to start; no process is left behind.
     """
-    stream = _check_arguments(api, host, port, workers, stream, api_path, timeout, max_queue, max_body_size, start_timeout)
-    _check_scheduling(api, max_batch_size, batch_timeout, max_concurrency)
-    placements = plan_workers(accelerator, devices, workers, workers_per_device)
-    api_bytes = _pickle_api(api)
+    if not isinstance(host, str) or not host:
+        raise ValueError(f"host must be an address such as '127.0.0.1', got {host!r}")
+    check_int("port", port, 0, 65535)
+    check_seconds("start_timeout", start_timeout)
+    defaults = {
+        "workers": workers,
+        "stream": stream,
+        "timeout": timeout,
+        "max_queue": max_queue,
+        "max_body_size": max_body_size,
+        "max_batch_size": max_batch_size,
+        "batch_timeout": batch_timeout,
+        "accelerator": accelerator,
+        "devices": devices,
+        "workers_per_device": workers_per_device,
+        "max_concurrency": max_concurrency,
+        "spec": spec,
+    }
+    serving = ServingState(plan_endpoints(api, api_path, defaults, start_timeout))
     if port:
         _stop_server_on_port(port)
     sockets, port = _bind(host, port)
-    tracker = RequestTracker()
-    pool = WorkerPool(
-        api_bytes,
-        count=len(placements),
-        stream=stream,
-        max_queue=max_queue,
-        start_timeout=start_timeout,
-        tracker=tracker,
-        max_batch_size=max_batch_size,
-        batch_timeout=batch_timeout,
-        placements=placements,
-        max_concurrency=max_concurrency,
-    )
-    serving = ServingState(api, pool, tracker, api_path=api_path, stream=stream, timeout=timeout, max_body_size=max_body_size, workers=len(placements))
     server = Server(serving, sockets, _url(host, port), port)
     _register(server)
     server._start(start_timeout)
     return server
 
 
-def run(api: LitAPI, **options: Any) -> None:
+def run(api: LitAPI | Mapping[str, LitAPI | Endpoint], **options: Any) -> None:
     """Serve ``api`` and block until Ctrl+C (or SIGTERM); then stop cleanly. Takes ``serve()``'s options."""
     server = serve(api, **options)
-    block_until_interrupted(server, f"litkit: serving {type(api).__name__} at {server.url}{server.api_path} (Ctrl+C to stop)")
+    block_until_interrupted(server, banner(server, "Ctrl+C to stop"))
 
 
-def block_until_interrupted(server: Server, announcement: str) -> None:
-    """Print ``announcement``, wait for Ctrl+C or SIGTERM, then stop ``server``."""
+def banner(server: Server, note: str | None = None) -> str:
+    """One ``litkit: serving API at URL (kind)`` line per endpoint."""
+    lines = []
+    for path in server.paths:
+        info = server.endpoint_info(path)
+        kind = "OpenAI chat" if info["spec"] == "openai-chat" else "streaming" if info["stream"] else "JSON"
+        lines.append(f"litkit: serving {info['api']} at {server.url}{path} ({note or kind})")
+    return "\n".join(lines)
+
+
+def block_until_interrupted(server: Server, announcement: str, watch: Callable[[Server], Server] | None = None) -> None:
+    """Print ``announcement``, wait for Ctrl+C or SIGTERM, then stop ``server``.
+
+    ``watch``, if given, is called about twice a second with the current server and returns the
+    server to keep (e.g. a new one after a reload); the one current at the end is stopped.
+    """
     restore = _raise_keyboard_interrupt_on_sigterm()
     try:
         print(announcement, flush=True)
-        server.wait()
+        if watch is None:
+            server.wait()
+        while watch is not None:
+            time.sleep(_WATCH_INTERVAL_S)
+            server = watch(server)
     except KeyboardInterrupt:
         pass
     finally:
@@ -409,72 +432,6 @@ def _raise_keyboard_interrupt_on_sigterm() -> Callable[[], None]:
         signal.signal(signal.SIGTERM, previous)
 
     return restore
-
-
-def _check_arguments(
-    api: Any, host: Any, port: Any, workers: Any, stream: Any, api_path: Any, timeout: Any, max_queue: Any, max_body_size: Any, start_timeout: Any
-) -> bool:
-    """Validate serve()'s arguments; return the stream flag to use."""
-    if isinstance(api, type):
-        raise TypeError(f"serve() takes an API instance, got the class {api.__name__}; call it: serve({api.__name__}())")
-    if not isinstance(api, LitAPI):
-        raise TypeError(f"serve() takes a litkit.LitAPI instance, got {type(api).__name__}; define `class MyAPI(litkit.LitAPI)` with setup/decode_request/predict/encode_response")
-    if not isinstance(host, str) or not host:
-        raise ValueError(f"host must be an address such as '127.0.0.1', got {host!r}")
-    _check_int("port", port, 0, 65535)
-    _check_int("workers", workers, 1, 1024)
-    _check_int("max_queue", max_queue, 1, 10**9)
-    _check_int("max_body_size", max_body_size, 1, 2**32 - 2**21)
-    if not isinstance(api_path, str) or not api_path.startswith("/") or api_path in ("/health", "/info"):
-        raise ValueError(f"api_path must be a path starting with '/' other than /health and /info, got {api_path!r}")
-    if timeout is not None:
-        _check_seconds("timeout", timeout, " or None")
-    _check_seconds("start_timeout", start_timeout)
-    generator = is_streaming_api(api)
-    if stream is None:
-        return generator
-    if stream and not generator:
-        raise ValueError(f"stream=True but {type(api).__name__}.predict is not a generator function; make predict `yield` its chunks, or pass stream=None")
-    if not stream and generator:
-        raise ValueError(f"stream=False but {type(api).__name__}.predict is a generator function; `return` the result instead of yielding, or pass stream=None")
-    return bool(stream)
-
-
-def _check_scheduling(api: LitAPI, max_batch_size: Any, batch_timeout: Any, max_concurrency: Any) -> None:
-    """Validate the batching and concurrency options against each other and the API."""
-    _check_int("max_batch_size", max_batch_size, 1, MAX_FDS_PER_MESSAGE)
-    if isinstance(batch_timeout, bool) or not isinstance(batch_timeout, (int, float)) or not 0 <= batch_timeout < 3600:
-        raise ValueError(f"batch_timeout must be a number of seconds from 0 to 3600 (e.g. 0.01), got {batch_timeout!r}")
-    _check_int("max_concurrency", max_concurrency, 1, 10_000)
-    name = type(api).__name__
-    if max_concurrency > 1 and not is_async_api(api):
-        raise ValueError(
-            f"max_concurrency={max_concurrency} needs an async predict, but {name}.predict is a plain function; "
-            "write `async def predict` (or an async generator), or use workers= to run sync requests in parallel"
-        )
-    if max_batch_size > 1 and is_async_api(api):
-        raise ValueError(f"max_batch_size={max_batch_size} is not supported with an async predict yet; make {name}.predict a plain function, or leave max_batch_size at 1")
-
-
-def _check_int(name: str, value: Any, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{name} must be an int from {low} to {high}, got {value!r}")
-
-
-def _check_seconds(name: str, value: Any, alternative: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a positive number of seconds{alternative}, got {value!r}")
-
-
-def _pickle_api(api: LitAPI) -> bytes:
-    try:
-        return cloudpickle.dumps(api)
-    except Exception as error:
-        raise TypeError(
-            f"cannot send the {type(api).__name__} object to worker processes: cloudpickle failed with "
-            f"{type(error).__name__}: {error}. Open files, locks, sockets, threads and loaded models cannot "
-            "travel between processes; create them in setup() instead of __init__"
-        ) from error
 
 
 def _bind(host: str, port: int) -> tuple[list[socket.socket], int]:

@@ -82,6 +82,7 @@ class Worker:
         self.worker_id = worker_id
         self.stream = False
         self.max_fds = 4
+        self.spec: Any = None  # a litkit.specs.Spec, when the endpoint speaks another protocol
 
     def run(self) -> int:
         _watch_for_server_exit(self.control)
@@ -102,7 +103,7 @@ class Worker:
             else:
                 request_id, body = decode_request(payload)
                 os.set_inheritable(fds[0], False)  # SCM_RIGHTS descriptors arrive inheritable
-                self._handle(api, body, ResponseChannel(fds[0]))
+                self._handle(api, request_id, body, ResponseChannel(fds[0]))
             try:
                 send_message(self.control, Kind.DONE, request_id.encode())
             except OSError:
@@ -120,6 +121,9 @@ class Worker:
             api = cloudpickle.loads(init["api"])
             self.stream = init["stream"]
             self.max_fds = max(self.max_fds, init.get("max_batch_size", 1))
+            if init.get("spec") is not None:
+                stage = "loading the endpoint's spec (cloudpickle.loads)"
+                self.spec = cloudpickle.loads(init["spec"])
             stage = f"{type(api).__name__}.setup({init['device']!r})"
             api.setup(init["device"])
         except BaseException as error:  # noqa: BLE001 - every failure must reach the server
@@ -145,20 +149,25 @@ class Worker:
         run_batch(api, [body for _, body in requests], [ResponseChannel(fd) for fd in fds], self.stream)
         return requests[0][0]
 
-    def _handle(self, api: LitAPI, body: bytes, channel: ResponseChannel) -> None:
+    def _handle(self, api: LitAPI, request_id: str, body: bytes, channel: ResponseChannel) -> None:
         _set_current(channel)
         try:
             if not channel.is_cancelled():  # the client may have left while this was in transit
-                self._run_hooks(api, body, channel)
+                self._run_hooks(api, request_id, body, channel)
         except ClientGone:
             pass  # cancelled: the generators were closed on the way out
         finally:
             _set_current(None)
             channel.close()
 
-    def _run_hooks(self, api: LitAPI, body: bytes, channel: ResponseChannel) -> None:
+    def _run_hooks(self, api: LitAPI, request_id: str, body: bytes, channel: ResponseChannel) -> None:
         try:
-            x = api.decode_request(decode_body(body))
+            request = decode_body(body)
+            if self.spec is not None:
+                request, stream_answer = self.spec.decode_request(request)
+                self._run_spec(api, api.decode_request(request), self.spec.context(request, request_id), stream_answer, channel)
+                return
+            x = api.decode_request(request)
             if self.stream:
                 self._stream(api, x, channel)
             else:
@@ -171,6 +180,10 @@ class Worker:
 
     def _stream(self, api: LitAPI, x: Any, channel: ResponseChannel) -> None:
         outputs = api.predict(x)
+        self._send_chunks(channel, self._chunks(api, outputs), outputs)
+
+    def _chunks(self, api: LitAPI, outputs: Any) -> Any:
+        """``encode_response``'s iterator of chunks for a streaming ``predict``'s output."""
         chunks = api.encode_response(outputs)
         if isinstance(chunks, (dict, str, bytes)) or not hasattr(chunks, "__iter__"):
             _close(outputs)
@@ -178,6 +191,10 @@ class Worker:
                 f"encode_response of a streaming endpoint must return an iterator of chunks, got "
                 f"{type(chunks).__name__}; write it as a generator: `for out in output: yield {{...}}`"
             )
+        return chunks
+
+    def _send_chunks(self, channel: ResponseChannel, chunks: Any, *sources: Any) -> None:
+        """Send every chunk, then END; on the way out close ``chunks`` and the generators it reads."""
         iterator = iter(chunks)
         try:
             for chunk in iterator:
@@ -185,9 +202,27 @@ class Worker:
         finally:
             # Close the loop, not just the write: GeneratorExit reaches user code at its yield,
             # its finally blocks run, and no further chunk is computed.
-            for generator in (iterator, chunks, outputs):
+            for generator in (iterator, chunks, *sources):
                 _close(generator)
         channel.send(Kind.END)
+
+    def _run_spec(self, api: LitAPI, x: Any, context: Any, stream_answer: bool, channel: ResponseChannel) -> None:
+        """Run the hooks of an endpoint with a spec, which builds the envelope of every answer."""
+        outputs = api.predict(x)
+        chunks = self._chunks(api, outputs) if self.stream else iter([api.encode_response(outputs)])
+        if stream_answer:
+            self._send_chunks(channel, self.spec.stream(chunks, context), chunks, outputs)
+            return
+        collected = []
+        try:
+            for chunk in chunks:
+                if channel.is_cancelled():  # nobody will read the answer: stop generating
+                    raise ClientGone("the server closed this request's response pipe")
+                collected.append(chunk)
+        finally:
+            for generator in (chunks, outputs):
+                _close(generator)
+        channel.send(Kind.RESULT, encode_json(self.spec.complete(collected, context)))
 
 
 def _close(obj: Any) -> None:
