@@ -180,16 +180,24 @@ class ChunkDecoder:
     def _chunk(self, text: str, is_error: bool) -> Any:
         value = _decode_chunk(text)
         if is_error or _is_error_line(value, self.request_id):
-            raise HTTPError(500, value.get("error", text) if isinstance(value, dict) else text)
+            raise HTTPError(500, _error_text(value) if isinstance(value, dict) and "error" in value else text)
         return value
 
 
 def error_message(body: bytes) -> str:
     """The ``error`` field of a litkit error body, else the body as text."""
     try:
-        return str(json.loads(body)["error"])
+        return _error_text(json.loads(body))
     except (ValueError, KeyError, TypeError):
         return body.decode(errors="replace")
+
+
+def _error_text(value: dict[str, Any]) -> str:
+    """litkit's ``{"error": "..."}``, or a spec's ``{"error": {"message": "..."}}`` (OpenAI's)."""
+    error = value["error"]
+    if isinstance(error, dict) and "message" in error:
+        return str(error["message"])
+    return str(error)
 
 
 def _decode_chunk(line: str) -> Any:

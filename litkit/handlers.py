@@ -99,7 +99,13 @@ class JSONHandler(tornado.web.RequestHandler):
         error = kwargs.get("exc_info", (None, None, None))[1]
         message = getattr(error, "log_message", None) or self._reason
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"error": message, "request_id": self.request_id}))
+        self.finish(json.dumps(self.error_body(status_code, message)))
+
+    def error_body(self, status: int, message: str) -> dict[str, Any]:
+        spec = getattr(self.state, "spec", None)
+        if spec is not None:
+            return spec.error_body(status, message, self.request_id)  # type: ignore[no-any-return]
+        return {"error": message, "request_id": self.request_id}
 
     def log_exception(self, typ: Any, value: BaseException | None, tb: Any) -> None:
         # A refused request (404, 413, 503...) is the client's business, not a warning on the
@@ -319,7 +325,7 @@ class PredictHandler(JSONHandler):
 
     def _end_with_error(self, status: int, message: str) -> None:
         """An error status before the first chunk; a final error line or SSE event after it."""
-        error = {"error": message, "request_id": self.request_id}
+        error = self.error_body(status, message)
         if not self._headers_sent:
             self.write_json(status, error)
             return

@@ -57,6 +57,10 @@ class Spec:
         """A body that the banner's ``curl`` line can send."""
         return {}
 
+    def error_body(self, status: int, message: str, request_id: str) -> Any:
+        """The JSON of an error answer (server side)."""
+        return {"error": message, "request_id": request_id}
+
 
 class OpenAIChat(Spec):
     """OpenAI chat completions: ``POST /v1/chat/completions`` and ``GET /v1/models``.
@@ -124,6 +128,11 @@ class OpenAIChat(Spec):
 
     def example_request(self, model: str) -> Any:
         return {"model": model, "messages": [{"role": "user", "content": "Say hello"}], "stream": True}
+
+    def error_body(self, status: int, message: str, request_id: str) -> Any:
+        # OpenAI's shape, so its clients show the message (their APIError.message).
+        kind = "invalid_request_error" if status < 500 else "server_error"
+        return {"error": {"message": message, "type": kind, "code": status}, "request_id": request_id}
 
     @staticmethod
     def _chunk(context: Any, delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:

@@ -308,3 +308,34 @@ class FailingBatch(BatchTicker):
 
     def batch(self, inputs):
         raise ValueError(f"cannot batch {len(inputs)} inputs")
+
+
+class ChatWords(litkit.LitAPI):
+    """An OpenAI chat API: streams the words of the last message back, one every ``interval``
+    seconds (``max_tokens`` words when given, repeating them, then finish_reason "length"),
+    recording each yield and the finally."""
+
+    def __init__(self, events=None, interval=0.001):
+        self.events = events
+        self.interval = interval
+
+    def predict(self, request):
+        words = request["messages"][-1]["content"].split()
+        if words == ["fail"]:
+            raise ValueError("the model failed")
+        try:
+            for i in range(request.get("max_tokens") or len(words)):
+                record(self.events, "yield", i=i)
+                yield ("" if i == 0 else " ") + words[i % len(words)]
+                time.sleep(self.interval)
+            if request.get("max_tokens"):
+                yield {"content": "", "finish_reason": "length"}
+        finally:
+            record(self.events, "finally")
+
+
+class ChatOnce(litkit.LitAPI):
+    """An OpenAI chat API whose predict returns the whole reply (no generator)."""
+
+    def predict(self, request):
+        return "you said: " + request["messages"][-1]["content"]
