@@ -46,7 +46,7 @@ def load_api(target: str) -> Any:
     else:
         if "" not in sys.path and os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())
-        module = importlib.import_module(path)
+        module = importlib.reload(sys.modules[path]) if path in sys.modules else importlib.import_module(path)
     try:
         obj = getattr(module, name)
     except AttributeError:
@@ -54,9 +54,41 @@ def load_api(target: str) -> Any:
     return obj() if isinstance(obj, type) else obj
 
 
-def _parse_devices(text: str) -> int | list[int]:
+# Help for each serve() option. Every keyword-only parameter of serve() becomes a flag; its default
+# is read from serve()'s signature and its type from the annotation (_PARSERS), never repeated here.
+_SERVE_FLAGS = {
+    "host": "address to listen on",
+    "port": "TCP port, 0 for any free one",
+    "workers": "worker processes",
+    "stream": "auto: stream when predict is a generator; on/off to insist",
+    "api_path": "path of the predict endpoint",
+    "timeout": "seconds to the first response byte before 504; none for no limit",
+    "max_queue": "requests that may wait for a worker",
+    "max_body_size": "largest request body in bytes",
+    "start_timeout": "seconds a worker may take to start",
+    "max_batch_size": "requests a worker may take at once as one batch",
+    "batch_timeout": "seconds a partial batch may wait for more requests",
+    "accelerator": "auto, cpu or cuda",
+    "devices": "GPUs to use: a count (2) or indices (0,2)",
+    "workers_per_device": "workers on each device; none: as many as --workers",
+    "max_concurrency": "requests each worker runs at once (async predict only)",
+    "spec": "a protocol to speak instead of litkit's own: openai (chat completions)",
+}
+
+
+def _optional_float(text: str) -> float | None:
+    return None if text.lower() == "none" else float(text)
+
+
+def _optional_int(text: str) -> int | None:
+    return None if text.lower() == "none" else int(text)
+
+
+def _parse_devices(text: str) -> int | list[int] | None:
     """``--devices 2`` is a count, ``--devices 0,2`` (or ``--devices 1,``) a list of GPU indices."""
     try:
+        if text.lower() == "none":
+            return None
         if "," in text:
             return [int(part) for part in text.split(",") if part.strip()]
         return int(text)
@@ -64,35 +96,58 @@ def _parse_devices(text: str) -> int | list[int]:
         raise argparse.ArgumentTypeError(f"expected a count such as 2 or indices such as 0,2, got {text!r}") from None
 
 
-# serve() options offered as flags; their defaults are read from serve() itself, never repeated.
-_SERVE_FLAGS: dict[str, tuple[Any, str]] = {
-    "host": (str, "address to listen on"),
-    "port": (int, "TCP port, 0 for any free one"),
-    "workers": (int, "worker processes"),
-    "timeout": (float, "seconds to the first response byte before 504"),
-    "max_queue": (int, "requests that may wait for a worker"),
-    "max_body_size": (int, "largest request body in bytes"),
-    "start_timeout": (float, "seconds a worker may take to start"),
-    "max_batch_size": (int, "requests a worker may take at once as one batch"),
-    "batch_timeout": (float, "seconds a partial batch may wait for more requests"),
-    "accelerator": (str, "auto, cpu or cuda"),
-    "devices": (_parse_devices, "GPUs to use: a count (2) or indices (0,2)"),
-    "workers_per_device": (int, "workers on each device"),
-    "max_concurrency": (int, "requests each worker runs at once (async predict only)"),
+def _auto_bool(text: str) -> bool | None:
+    choices = {"auto": None, "on": True, "true": True, "off": False, "false": False}
+    if text.lower() not in choices:
+        raise argparse.ArgumentTypeError(f"expected auto, on or off, got {text!r}")
+    return choices[text.lower()]
+
+
+def _spec(text: str) -> Any:
+    from .specs import OpenAIChat
+
+    specs = {"none": None, "openai": OpenAIChat()}
+    if text.lower() not in specs:
+        raise argparse.ArgumentTypeError(f"expected openai or none, got {text!r}")
+    return specs[text.lower()]
+
+
+# serve()'s annotations (strings: it uses `from __future__ import annotations`) -> argparse types.
+_PARSERS: dict[str, Any] = {
+    "str": str,
+    "int": int,
+    "float": float,
+    "float | None": _optional_float,
+    "int | None": _optional_int,
+    "int | list[int] | None": _parse_devices,
+    "bool | None": _auto_bool,
+    "Spec | None": _spec,
 }
 
 
-def _add_serve_options(parser: argparse.ArgumentParser, flags: dict[str, tuple[Any, str]]) -> None:
+def serve_parameters() -> dict[str, inspect.Parameter]:
+    """serve()'s keyword-only parameters, each of which is a flag."""
     from .server import serve
 
-    defaults = inspect.signature(serve).parameters
-    for name, (kind, text) in flags.items():
-        default = defaults[name].default
-        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=default, help=f"{text} (default: {default})")
+    return {name: p for name, p in inspect.signature(serve).parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+
+
+def _add_serve_options(parser: argparse.ArgumentParser, leave_out: tuple[str, ...] = ()) -> None:
+    for name, parameter in serve_parameters().items():
+        if name in leave_out:
+            continue
+        kind = _PARSERS.get(str(parameter.annotation))
+        if kind is None:
+            raise RuntimeError(f"serve() option {name} has the type {parameter.annotation}, which the CLI cannot parse; add it to litkit.cli._PARSERS")
+        default = parameter.default
+        shown = {None: "auto" if name == "stream" else "none"}.get(default, default)
+        text = _SERVE_FLAGS.get(name, name.replace("_", " "))
+        metavar = {_auto_bool: "auto|on|off", _spec: "openai|none", _optional_float: "SECONDS|none", _optional_int: "N|none", _parse_devices: "N|I,J,..."}.get(kind)
+        parser.add_argument("--" + name.replace("_", "-"), type=kind, default=default, metavar=metavar, help=f"{text} (default: {shown})")
 
 
 def _serve_options(args: argparse.Namespace) -> dict[str, Any]:
-    return {name: getattr(args, name) for name in _SERVE_FLAGS}
+    return {name: getattr(args, name) for name in serve_parameters() if hasattr(args, name)}
 
 
 def _curl(url: str, body: Any, stream: bool) -> str:
@@ -100,43 +155,116 @@ def _curl(url: str, body: Any, stream: bool) -> str:
     return f"curl {flags}-X POST {url} -H 'Content-Type: application/json' -d {shlex.quote(json.dumps(body))}"
 
 
+def _how_to_call(server: Any, example: Any, hint: str) -> str:
+    """The banner: per endpoint a "serving" line and a ready-to-paste curl line; then health, metrics."""
+    from .server import banner
+
+    lines = []
+    for path, serving_line in zip(server.paths, banner(server).splitlines()):
+        info = server.endpoint_info(path)
+        endpoint = server.url + path
+        lines.append(serving_line)
+        if info["spec"] == "openai-chat":
+            from .specs import OpenAIChat
+
+            lines.append("  call it:  " + _curl(endpoint, OpenAIChat().example_request(info["model"]), True))
+            base = endpoint.removesuffix("/chat/completions")
+            lines.append(f"  openai:   openai.OpenAI(base_url={base!r}, api_key='unused')")
+            continue
+        lines.append("  call it:  " + _curl(endpoint, example, info["stream"]) + hint)
+        if info["stream"]:
+            lines.append("  as SSE:   " + _curl(endpoint, example, True) + " -H 'Accept: text/event-stream'")
+    lines.append(f"  health:   curl {server.url}/health")
+    lines.append(f"  metrics:  curl {server.url}/metrics")
+    return "\n".join(lines)
+
+
+class _Reloader:
+    """Watches the file of a ``litkit serve`` target; when it changes, loads the API again and
+    serves it on the same port (the old server, workers included, is stopped first)."""
+
+    def __init__(self, target: str, options: dict[str, Any], announce: Any) -> None:
+        self.target = target
+        self.path = _source_file(target)
+        self.options = options
+        self.announce = announce
+        self.stamp = _stamp(self.path)
+
+    def __call__(self, server: Any) -> Any:
+        stamp = _stamp(self.path)
+        if stamp == self.stamp:
+            return server
+        self.stamp = stamp
+        from .errors import LitkitError
+        from .server import serve
+
+        try:
+            api = load_api(self.target)
+        except Exception as error:  # noqa: BLE001 - any error in the user's file: keep serving the old code
+            print(f"litkit: reload failed, still serving the previous version: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
+            return server
+        try:
+            new = serve(api, **{**self.options, "port": server.port})
+        except (LitkitError, ValueError, TypeError, OSError) as error:
+            print(f"litkit: reload failed, nothing is served until the file is fixed: {error}", file=sys.stderr, flush=True)
+            return server
+        print("litkit: reloaded " + self.path, flush=True)
+        print(self.announce(new), flush=True)
+        return new
+
+
+def _source_file(target: str) -> str:
+    path = target.rpartition(":")[0]
+    if path.endswith(".py") or os.sep in path:
+        return os.path.abspath(path)
+    spec = importlib.util.find_spec(path)
+    if spec is None or not spec.origin:
+        raise ValueError(f"cannot find the source file of {path} to watch for --reload")
+    return spec.origin
+
+
+def _stamp(path: str) -> tuple[int, int] | None:
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None  # an editor may replace the file; the next poll sees the new one
+    return info.st_mtime_ns, info.st_size
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="litkit", description="Serve a Python model over HTTP.")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve_parser = commands.add_parser("serve", help="serve a LitAPI class from a file or module")
+    serve_parser = commands.add_parser("serve", help="serve a LitAPI class (or a dict of path: API) from a file or module")
     serve_parser.add_argument("target", help="path/to/file.py:ClassName or package.module:ClassName")
-    _add_serve_options(serve_parser, {"api_path": (str, "path of the predict endpoint"), **_SERVE_FLAGS})
+    serve_parser.add_argument("--reload", action="store_true", help="serve again, on the same port, whenever the file changes")
+    _add_serve_options(serve_parser)
     demo_parser = commands.add_parser("demo", help="serve the built-in streaming demo and show how to call it")
-    _add_serve_options(demo_parser, _SERVE_FLAGS)
+    _add_serve_options(demo_parser, leave_out=("api_path", "stream", "spec"))
     args = parser.parse_args(argv)
 
     from .errors import LitkitError
     from .server import block_until_interrupted, serve
 
+    options = _serve_options(args)
     try:
         if args.command == "demo":
             from .demo import TokenStreamer
 
             api: Any = TokenStreamer()
-            server = serve(api, **_serve_options(args))
             example: Any = {"prompt": "hello from litkit", "max_tokens": 8, "delay": 0.2}
+            hint = ""
         else:
             api = load_api(args.target)
-            server = serve(api, api_path=args.api_path, **_serve_options(args))
-            example = {"input": 1}
+            example, hint = {"input": 1}, "   (send what your decode_request expects)"
+        server = serve(api, **options)
+        watch = _Reloader(args.target, options, lambda s: _how_to_call(s, example, hint)) if getattr(args, "reload", False) else None
     except (LitkitError, ImportError, ValueError, TypeError, OSError) as error:
         print(f"litkit: error: {error}", file=sys.stderr)
         return 1
-    endpoint = server.url + server.api_path
-    lines = [f"litkit: serving {type(api).__name__} at {endpoint} ({'streaming' if server.stream_mode else 'JSON'})"]
-    lines.append("  call it:  " + _curl(endpoint, example, server.stream_mode))
-    if args.command == "serve":
-        lines[-1] += "   (send what your decode_request expects)"
-    if server.stream_mode:
-        lines.append("  as SSE:   " + _curl(endpoint, example, True) + " -H 'Accept: text/event-stream'")
-    lines.append(f"  health:   curl {server.url}/health")
-    lines.append("Press Ctrl+C to stop.")
-    block_until_interrupted(server, "\n".join(lines))
+    announcement = _how_to_call(server, example, hint)
+    if watch is not None:
+        announcement += f"\nWatching {watch.path} for changes."
+    block_until_interrupted(server, announcement + "\nPress Ctrl+C to stop.", watch)
     return 0
 
 

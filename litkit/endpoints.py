@@ -134,7 +134,9 @@ class EndpointState:
             "max_concurrency": self.max_concurrency,
             "spec": None if self.spec is None else self.spec.name,
         }
-        info.update(self.extra_paths)
+        if self.spec is not None:
+            info["model"] = self.model
+            info.update(self.extra_paths)
         return info
 
     def snapshot(self) -> dict[str, Any]:

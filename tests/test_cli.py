@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import signal
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from conftest import wait_until
 from helpers import HTTP_TIMEOUT_S, assert_clean_stop, litkit_command, running
 
 DOUBLER = '''\
@@ -206,3 +208,111 @@ def test_devices_flag_takes_a_count_or_indices() -> None:
     assert _parse_devices("1,") == [1]
     with pytest.raises(Exception, match="expected a count such as 2 or indices such as 0,2, got 'gpu0'"):
         _parse_devices("gpu0")
+
+
+# -- every serve() option as a flag, several endpoints, OpenAI, --reload ----------------------------
+
+
+def test_every_serve_option_is_a_flag_with_serves_default(capsys: pytest.CaptureFixture[str]) -> None:
+    from litkit.cli import main, serve_parameters
+
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for name, parameter in serve_parameters().items():
+        assert f"--{name.replace('_', '-')}" in text, f"serve({name}=...) has no CLI flag"
+    assert "(default: 127.0.0.1)" in text and "(default: 1024)" in text and "(default: auto)" in text
+
+
+def test_serve_flags_reach_the_server(tmp_path: Path) -> None:
+    app = write(tmp_path / "app.py", DOUBLER)
+    flags = ["--port", "0", "--workers", "2", "--api-path", "/double", "--timeout", "5", "--max-body-size", "200", "--stream", "off"]
+    with running([*litkit_command(), "serve", f"{app}:Doubler", *flags], cwd=tmp_path) as server:
+        endpoint = server.wait_for_banner()
+        assert endpoint.endswith("/double")
+        url = endpoint.removesuffix("/double")
+        info = requests.get(url + "/info", timeout=HTTP_TIMEOUT_S).json()
+        assert (info["workers"], info["timeout"], info["max_body_size"], info["stream"]) == (2, 5, 200, False)
+        assert requests.post(endpoint, json={"input": "x" * 300}, timeout=HTTP_TIMEOUT_S).status_code == 413
+        assert banner_line(server.stdout, "metrics:") == f"curl {url}/metrics"
+        assert_clean_stop(server, signal.SIGTERM)
+
+
+def test_bad_flag_values_are_one_clear_line(tmp_path: Path) -> None:
+    app = write(tmp_path / "app.py", DOUBLER)
+    with running([*litkit_command(), "serve", f"{app}:Doubler", "--stream", "maybe"], cwd=tmp_path) as process:
+        assert process.wait_for_exit() == 2
+        assert "argument --stream: expected auto, on or off, got 'maybe'" in process.stderr
+
+
+def test_serve_a_dict_of_endpoints_prints_each(tmp_path: Path) -> None:
+    app = write(tmp_path / "app.py", DOUBLER + '\n\nendpoints = {"/a": Doubler(), "/b": Doubler()}\n')
+    with running([*litkit_command(), "serve", f"{app}:endpoints", "--port", "0"], cwd=tmp_path) as server:
+        server.wait_for_output(r"Press Ctrl\+C to stop\.")
+        serving = [line for line in server.stdout.splitlines() if line.startswith("litkit: serving")]
+        assert len(serving) == 2 and serving[0].endswith("/a (JSON)") and serving[1].endswith("/b (JSON)"), server.stdout
+        for curl in [line.split("call it:", 1)[1].split("   (")[0].strip() for line in server.stdout.splitlines() if "call it:" in line]:
+            assert replay_curl(curl).json() == {"output": 2}
+        assert_clean_stop(server)
+
+
+CHAT = '''\
+import litkit
+
+
+class Chat(litkit.LitAPI):
+    def predict(self, request):
+        for word in request["messages"][-1]["content"].split():
+            yield word + " "
+'''
+
+
+def test_serve_with_the_openai_spec(tmp_path: Path) -> None:
+    import openai
+
+    app = write(tmp_path / "chat.py", CHAT)
+    with running([*litkit_command(), "serve", f"{app}:Chat", "--port", "0", "--spec", "openai"], cwd=tmp_path) as server:
+        endpoint = server.wait_for_banner()
+        server.wait_for_output(r"Press Ctrl\+C to stop\.")
+        assert endpoint.endswith("/v1/chat/completions")
+        assert "(OpenAI chat)" in server.stdout
+        base = endpoint.removesuffix("/chat/completions")
+        assert banner_line(server.stdout, "openai:") == f"openai.OpenAI(base_url='{base}', api_key='unused')"
+        response = replay_curl(banner_line(server.stdout, "call it:"))
+        assert response.status_code == 200 and response.text.endswith("data: [DONE]\n\n"), response.text
+        client = openai.OpenAI(base_url=base, api_key="unused", max_retries=0, timeout=HTTP_TIMEOUT_S)
+        reply = client.chat.completions.create(model="Chat", messages=[{"role": "user", "content": "hi there"}])
+        assert reply.choices[0].message.content == "hi there "
+        assert_clean_stop(server)
+
+
+def _edit(path: Path, source: str) -> None:
+    """Rewrite a file so that its modification time surely changes (file systems may keep 1 s)."""
+    before = path.stat().st_mtime_ns
+    path.write_text(textwrap.dedent(source))
+    os.utime(path, ns=(before + 2_000_000_000, before + 2_000_000_000))
+
+
+def test_reload_serves_the_new_code_when_the_file_changes(tmp_path: Path) -> None:
+    app = write(tmp_path / "app.py", DOUBLER)
+    with running([*litkit_command(), "serve", f"{app}:Doubler", "--port", "0", "--reload"], cwd=tmp_path) as server:
+        endpoint = server.wait_for_banner()
+        server.wait_for_output(r"Watching .*app\.py for changes\.")
+        assert requests.post(endpoint, json={"input": 5}, timeout=HTTP_TIMEOUT_S).json() == {"output": 10}
+
+        _edit(app, DOUBLER.replace("x * 2", "x * 3"))
+        server.wait_for_output(r"litkit: reloaded .*app\.py")
+
+        def answer() -> object:
+            try:
+                return requests.post(endpoint, json={"input": 5}, timeout=HTTP_TIMEOUT_S).json()
+            except requests.ConnectionError:
+                return None  # between the old server and the new one
+
+        wait_until(lambda: answer() == {"output": 15}, message="the edited code to answer on the same URL")
+
+        # A broken edit keeps the previous version serving, and says why.
+        _edit(app, "def broken(:\n")
+        wait_until(lambda: "reload failed, still serving the previous version: SyntaxError" in server.stderr, message="the reload error")
+        assert answer() == {"output": 15}
+        assert_clean_stop(server)
