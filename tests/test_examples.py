@@ -96,3 +96,59 @@ def test_sklearn_batched_example_classifies_iris_in_batches_and_stops_on_ctrl_c(
         assert '"features"' in response.json()["error"]
 
         assert_clean_stop(server)
+
+
+def test_openai_chat_example_works_with_the_openai_client_and_stops_on_close() -> None:
+    import openai
+
+    with running([sys.executable, str(EXAMPLES / "openai_chat.py"), "--port", "0"]) as server:
+        endpoint = server.wait_for_banner()
+        assert re.fullmatch(r"http://127\.0\.0\.1:\d+/v1/chat/completions", endpoint)
+        server.record_children()
+        client = openai.OpenAI(base_url=endpoint.removesuffix("/chat/completions"), api_key="unused", max_retries=0, timeout=HTTP_TIMEOUT_S)
+        assert [m.id for m in client.models.list().data] == ["tiny-chat"]
+
+        messages = [{"role": "user", "content": "hello there"}]
+        reply = client.chat.completions.create(model="tiny-chat", messages=messages)
+        assert reply.choices[0].message.content == "You said: hello there"
+        assert reply.choices[0].finish_reason == "stop"
+        server.wait_for_output(r"generation stopped after 4 tokens")
+
+        deltas = [c.choices[0].delta.content for c in client.chat.completions.create(model="tiny-chat", messages=messages, stream=True)]
+        assert "".join(d or "" for d in deltas) == "You said: hello there"
+        cut = client.chat.completions.create(model="tiny-chat", messages=messages, max_tokens=2)
+        assert (cut.choices[0].message.content, cut.choices[0].finish_reason) == ("You said:", "length")
+
+        # Closing a long stream stops the generator: its finally reports how far it got.
+        long = [{"role": "user", "content": "tick " * 1000}]
+        stream = client.chat.completions.create(model="tiny-chat", messages=long, stream=True)
+        assert [next(stream).choices[0].delta.content for _ in range(2)] == ["You", " said:"]
+        stream.close()
+        # The fourth generation's report (after 4, 4 and 2 tokens); uncancelled it would run to 256.
+        made = int(server.wait_for_output(r"(?:generation stopped after \d+ tokens[\s\S]*?){3}generation stopped after (\d+) tokens", timeout=10)[1])
+        assert 2 <= made < 256
+
+        assert_clean_stop(server)
+
+
+def test_two_endpoints_example_serves_both_with_their_own_workers() -> None:
+    with running([sys.executable, str(EXAMPLES / "two_endpoints.py"), "--port", "0"]) as server:
+        server.wait_for_banner()
+        lines = server.wait_for_output(r"(?m)^litkit: serving Embedder at (http://\S+)/embed \(.*\)\nlitkit: serving Chat at \1/chat \(.*\)$")
+        url = lines[1]
+        server.record_children()
+
+        response = requests.post(url + "/embed", json={"text": "red fox"}, timeout=HTTP_TIMEOUT_S)
+        assert response.status_code == 200, response.text
+        embedding = response.json()
+        assert embedding["dimensions"] == 8 and abs(sum(v * v for v in embedding["embedding"]) - 1) < 1e-4
+        assert requests.post(url + "/embed", json={"text": "x" * 5000}, timeout=HTTP_TIMEOUT_S).status_code == 413
+
+        with requests.post(url + "/chat", json={"prompt": "hi there"}, stream=True, timeout=HTTP_TIMEOUT_S) as response:
+            assert response.headers["Content-Type"] == "application/x-ndjson"
+            assert [json.loads(line) for line in response.iter_lines() if line] == [{"token": "hi"}, {"token": "there"}]
+
+        info = requests.get(url + "/info", timeout=HTTP_TIMEOUT_S).json()
+        assert [(e["path"], e["workers"]) for e in info["endpoints"]] == [("/embed", 2), ("/chat", 1)]
+        assert len(server.record_children()) == 3
+        assert_clean_stop(server)
