@@ -168,10 +168,6 @@ class ServingState:
         raise ValueError(f"no endpoint at {path!r}; this server has {', '.join(e.path for e in self.endpoints)}")
 
     @property
-    def stopping(self) -> bool:
-        return self.first.stopping
-
-    @property
     def ready(self) -> bool:
         return all(endpoint.pool.ready for endpoint in self.endpoints)
 

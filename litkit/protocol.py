@@ -25,7 +25,7 @@ payload. ``REQUEST``'s payload is a two-byte id length, the request id, then the
 which the worker parses (JSON is decoded once, in the worker). ``BATCH``'s payload is a two-byte
 count, then per request a two-byte id length, the id and a four-byte body length, then the bodies
 one after another. ``INIT``'s payload is a stdlib
-pickle of plain data plus the cloudpickled API bytes; it only ever travels over the inherited
+pickle of plain data plus the cloudpickled API (and spec) bytes; it only ever travels over the inherited
 socket. Every other payload is JSON or raw bytes.
 
 Stdlib only: this module is imported by worker processes.

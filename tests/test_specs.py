@@ -126,3 +126,14 @@ def test_spec_arguments_are_checked():
         litkit.serve(apis.ChatWords(), spec="openai", port=0)
     with pytest.raises(ValueError, match="model must be a non-empty str or None"):
         litkit.specs.OpenAIChat(model="")
+
+
+def test_the_spec_module_does_not_load_the_server_side():
+    """Workers load the spec to wrap every answer: it must stay stdlib-only like the worker."""
+    import subprocess
+    import sys
+
+    code = "import sys, litkit.specs, litkit.worker; print(sorted(m for m in ('tornado', 'ipywidgets', 'litkit.server', 'litkit.endpoints') if m in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
