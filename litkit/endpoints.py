@@ -191,9 +191,10 @@ class ServingState:
             for task in tasks:
                 task.cancel()
             await asyncio.wait(tasks)
-        for task in tasks:
-            if not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+            # Retrieve every outcome (also when this start is itself cancelled by a stop).
+            failures = [error for task in tasks if not task.cancelled() and (error := task.exception()) is not None]
+        if failures:
+            raise failures[0]
 
     def begin_stop(self) -> list[PredictHandler]:
         """Refuse new requests; return the handlers still in flight."""
