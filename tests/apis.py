@@ -313,7 +313,7 @@ class FailingBatch(BatchTicker):
 class ChatWords(litkit.LitAPI):
     """An OpenAI chat API: streams the words of the last message back, one every ``interval``
     seconds (``max_tokens`` words when given, repeating them, then finish_reason "length"),
-    recording each yield and the finally."""
+    recording each yield and the finally. The word "fail" raises ValueError when its turn comes."""
 
     def __init__(self, events=None, interval=0.001):
         self.events = events
@@ -321,10 +321,10 @@ class ChatWords(litkit.LitAPI):
 
     def predict(self, request):
         words = request["messages"][-1]["content"].split()
-        if words == ["fail"]:
-            raise ValueError("the model failed")
         try:
             for i in range(request.get("max_tokens") or len(words)):
+                if words[i % len(words)] == "fail":
+                    raise ValueError("the model failed")
                 record(self.events, "yield", i=i)
                 yield ("" if i == 0 else " ") + words[i % len(words)]
                 time.sleep(self.interval)

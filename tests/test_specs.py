@@ -103,6 +103,12 @@ def test_bad_requests_and_failures_reach_the_openai_client_with_their_message(se
         client.chat.completions.create(model="m", messages=[{"role": "user", "content": "fail"}])
     with pytest.raises(openai.InternalServerError, match="ValueError: the model failed"):
         list(client.chat.completions.create(model="m", messages=[{"role": "user", "content": "fail"}], stream=True))
+    # After the first chunk the status is sent already: the stream ends with an error event.
+    stream = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "ok fail"}], stream=True)
+    assert next(stream).choices[0].delta.content == "ok"
+    with pytest.raises(openai.APIError, match="ValueError: the model failed"):
+        next(stream)
+    stream.close()
     # litkit's own client reads the same error shape.
     with pytest.raises(litkit.HTTPError, match="messages must be a non-empty list"):
         server.predict({"model": "m", "messages": []})
