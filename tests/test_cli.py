@@ -315,4 +315,9 @@ def test_reload_serves_the_new_code_when_the_file_changes(tmp_path: Path) -> Non
         _edit(app, "def broken(:\n")
         wait_until(lambda: "reload failed, still serving the previous version: SyntaxError" in server.stderr, message="the reload error")
         assert answer() == {"output": 15}
+
+        # Fixing the file serves the fixed code.
+        _edit(app, DOUBLER.replace("x * 2", "x * 4"))
+        wait_until(lambda: answer() == {"output": 20}, message="the fixed code to answer")
+        wait_until(lambda: server.stdout.count("litkit: reloaded") == 2, message="the second reload's banner")
         assert_clean_stop(server)
