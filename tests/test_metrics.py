@@ -38,6 +38,8 @@ def test_metrics_count_requests_by_path_and_outcome(serve, events):
     events.wait_for("finally", count=2)
     wait_until(lambda: server.status()["counts"]["cancelled"] == 1, message="the stream to be counted cancelled")
 
+    # A worker reports DONE on its control socket after the answer went out: wait for the count.
+    wait_until(lambda: value(scrape(server), "litkit_worker_requests_handled_total", path="/echo", worker="0") == 4, message="4 requests handled by /echo's worker")
     samples = scrape(server)
     assert value(samples, "litkit_requests_total", path="/echo", outcome="completed") == 3
     assert value(samples, "litkit_requests_total", path="/echo", outcome="failed") == 1
@@ -60,7 +62,6 @@ def test_metrics_count_requests_by_path_and_outcome(serve, events):
 
     assert value(samples, "litkit_workers", path="/echo", state="idle") == 1
     assert value(samples, "litkit_workers", path="/tick", state="busy") + value(samples, "litkit_workers", path="/tick", state="idle") == 1
-    assert value(samples, "litkit_worker_requests_handled_total", path="/echo", worker="0") == 4
     assert value(samples, "litkit_queue_depth", path="/echo") == 0
 
 
