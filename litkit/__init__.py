@@ -3,8 +3,9 @@
 ``litkit.serve(api)`` returns at once with an HTTP endpoint up; the API runs in spawned worker
 processes; streams stop when their client leaves. See the README for a tour.
 
-The server side (``serve``, ``run``, ``Server``) is imported on first use, so that worker processes,
-which import this package, never load the HTTP stack.
+The server side (``serve``, ``run``, ``Server``, ``Endpoint``), the clients (``Client``,
+``AsyncClient``) and ``specs`` are imported on first use, so that worker processes, which import
+this package, never load the HTTP stack.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from typing import TYPE_CHECKING, Any
 
 from .api import LitAPI
 from .cancellation import cancelled
-from .client import Client
 from .errors import HTTPError, LitkitError, PortInUseError, ServerStoppedError, WorkerStartError
 
 if TYPE_CHECKING:
     from . import specs
     from .async_client import AsyncClient
+    from .client import Client
     from .endpoints import Endpoint
     from .server import Server, run, serve
 
@@ -43,7 +44,15 @@ __all__ = [
 ]
 
 # name -> the module that defines it, imported on first use (workers never load the server side).
-_LAZY = {"serve": "server", "run": "server", "Server": "server", "Endpoint": "endpoints", "AsyncClient": "async_client", "specs": "specs"}
+_LAZY = {
+    "serve": "server",
+    "run": "server",
+    "Server": "server",
+    "Endpoint": "endpoints",
+    "Client": "client",
+    "AsyncClient": "async_client",
+    "specs": "specs",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -135,11 +135,13 @@ def test_spec_arguments_are_checked():
 
 
 def test_the_spec_module_does_not_load_the_server_side():
-    """Workers load the spec to wrap every answer: it must stay stdlib-only like the worker."""
+    """Workers load the spec to wrap every answer: it must stay stdlib-only like the worker, and
+    neither loads the clients (the package imports them lazily)."""
     import subprocess
     import sys
 
-    code = "import sys, litkit.specs, litkit.worker; print(sorted(m for m in ('tornado', 'ipywidgets', 'litkit.server', 'litkit.endpoints') if m in sys.modules))"
+    heavy = ("tornado", "ipywidgets", "litkit.server", "litkit.endpoints", "litkit.client", "litkit.async_client", "http.client")
+    code = f"import sys, litkit.specs, litkit.worker; print(sorted(m for m in {heavy!r} if m in sys.modules))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
