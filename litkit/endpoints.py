@@ -235,24 +235,24 @@ def plan_endpoints(api: Any, api_path: str, defaults: dict[str, Any], start_time
             raise ValueError("api_path applies to serve(api) only; with a dict of endpoints the keys are the paths")
         if defaults["spec"] is not None:
             raise ValueError("with a dict of endpoints pass spec per endpoint: {'/': litkit.Endpoint(api, spec=...)}")
-        entries = [(path, value.api if isinstance(value, Endpoint) else value, value.options if isinstance(value, Endpoint) else {}, f"endpoint path {path!r}") for path, value in api.items()]
-    elif isinstance(api, Endpoint):
-        entries = [(api_path, api.api, api.options, "api_path")]
+        entries = [(path, _as_endpoint(value), f"endpoint path {path!r}") for path, value in api.items()]
     else:
         if defaults["spec"] is not None and api_path != DEFAULT_API_PATH:
             raise ValueError(
                 f"with spec=... the API is served at the spec's paths ({defaults['spec'].path}); to put them "
                 f"under a prefix, serve({{{api_path!r}: litkit.Endpoint(api, spec=...)}})"
             )
-        entries = [(api_path, api, {}, "api_path")]
+        entries = [(api_path, _as_endpoint(api), "api_path")]
     endpoints = []
     seen: set[str] = set()
-    for path, endpoint_api, overrides, label in entries:
-        options = _check_options(endpoint_api, {**defaults, **overrides})
+    for path, endpoint, label in entries:
+        endpoint_api = endpoint.api
+        options = _check_options(endpoint_api, {**defaults, **endpoint.options})
+        _check_path(path, label)
         if options["spec"] is not None:
             # A spec's paths are fixed (clients expect them); a dict key puts them under a prefix.
             path = ("" if label == "api_path" else path.rstrip("/")) + options["spec"].path
-        _check_path(path, label)
+            _check_path(path, label)
         state = EndpointState(path, endpoint_api, options, start_timeout)
         for taken in (state.path, *state.extra_paths.values()):
             if taken in seen:
@@ -260,6 +260,10 @@ def plan_endpoints(api: Any, api_path: str, defaults: dict[str, Any], start_time
             seen.add(taken)
         endpoints.append(state)
     return endpoints
+
+
+def _as_endpoint(value: Any) -> Endpoint:
+    return value if isinstance(value, Endpoint) else Endpoint(value)
 
 
 def _check_path(path: Any, label: str) -> None:
