@@ -23,7 +23,7 @@ import tornado.httpserver
 
 from .api import LitAPI
 from .client import Client, ChunkStream
-from .endpoints import DEFAULT_API_PATH, Endpoint, EndpointState, ServingState, check_int, check_seconds, plan_endpoints
+from .endpoints import DEFAULT_API_PATH, Endpoint, ServingState, check_int, check_seconds, plan_endpoints
 from .errors import PortInUseError, ServerStoppedError
 from .handlers import make_application
 from .specs import Spec
