@@ -23,7 +23,7 @@ import tornado.httpserver
 
 from .api import LitAPI
 from .client import Client, ChunkStream
-from .endpoints import DEFAULT_API_PATH, Endpoint, ServingState, check_int, check_seconds, plan_endpoints
+from .endpoints import DEFAULT_API_PATH, ENDPOINT_OPTIONS, Endpoint, ServingState, check_int, check_seconds, plan_endpoints
 from .errors import PortInUseError, ServerStoppedError
 from .handlers import make_application
 from .specs import Spec
@@ -353,24 +353,13 @@ def serve(
         PortInUseError: another process holds the port.
         WorkerStartError: a worker failed to start; no process is left behind.
     """
+    # Every per-endpoint option, by name, as given here: the defaults of each endpoint.
+    arguments = dict(locals())
+    defaults = {name: arguments[name] for name in ENDPOINT_OPTIONS}
     if not isinstance(host, str) or not host:
         raise ValueError(f"host must be an address such as '127.0.0.1', got {host!r}")
     check_int("port", port, 0, 65535)
     check_seconds("start_timeout", start_timeout)
-    defaults = {
-        "workers": workers,
-        "stream": stream,
-        "timeout": timeout,
-        "max_queue": max_queue,
-        "max_body_size": max_body_size,
-        "max_batch_size": max_batch_size,
-        "batch_timeout": batch_timeout,
-        "accelerator": accelerator,
-        "devices": devices,
-        "workers_per_device": workers_per_device,
-        "max_concurrency": max_concurrency,
-        "spec": spec,
-    }
     serving = ServingState(plan_endpoints(api, api_path, defaults, start_timeout))
     if port:
         _stop_server_on_port(port)

@@ -120,3 +120,14 @@ def test_one_endpoint_failing_to_start_stops_them_all(tmp_path):
         litkit.serve({"/ok": litkit.Endpoint(apis.Echo(), workers=2), "/broken": apis.FailingSetup()}, port=0)
     assert not litkit_threads()
     assert_no_children()
+
+
+def test_every_per_endpoint_option_is_a_serve_option_and_reaches_the_endpoint(serve):
+    import inspect
+
+    from litkit.endpoints import ENDPOINT_OPTIONS
+
+    assert set(ENDPOINT_OPTIONS) <= set(inspect.signature(litkit.serve).parameters)
+    server = serve({"/a": litkit.Endpoint(apis.Doubler(), workers=2, max_queue=5, timeout=3), "/b": apis.Doubler()}, timeout=7, accelerator="cpu")
+    a, b = server.endpoint_info("/a"), server.endpoint_info("/b")
+    assert (a["workers"], a["timeout"], b["workers"], b["timeout"]) == (2, 3, 1, 7)
