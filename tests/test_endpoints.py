@@ -131,3 +131,35 @@ def test_every_per_endpoint_option_is_a_serve_option_and_reaches_the_endpoint(se
     server = serve({"/a": litkit.Endpoint(apis.Doubler(), workers=2, max_queue=5, timeout=3), "/b": apis.Doubler()}, timeout=7, accelerator="cpu")
     a, b = server.endpoint_info("/a"), server.endpoint_info("/b")
     assert (a["workers"], a["timeout"], b["workers"], b["timeout"]) == (2, 3, 1, 7)
+
+
+def test_batching_and_async_concurrency_are_per_endpoint(serve, tmp_path):
+    """issue-6a's scheduling options set per endpoint: /batch groups requests, /async overlaps them,
+    /plain does neither."""
+    from conftest import Events
+
+    batch_events, async_events = Events(tmp_path / "batch.jsonl"), Events(tmp_path / "async.jsonl")
+    server = serve({
+        "/batch": litkit.Endpoint(apis.BatchDoubler(batch_events.path), max_batch_size=4, batch_timeout=0.5),
+        "/async": litkit.Endpoint(apis.AsyncSleeper(async_events.path), max_concurrency=4),
+        "/plain": apis.Doubler(),
+    })
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        batched = [pool.submit(server.predict, {"input": i, "tag": i}, 10, "/batch") for i in range(4)]
+        overlapped = [pool.submit(server.predict, {"tag": i, "delay": 0.3}, 10, "/async") for i in range(4)]
+        assert [f.result() for f in batched] == [{"output": 2 * i} for i in range(4)]
+        assert sorted(f.result()["tag"] for f in overlapped) == [0, 1, 2, 3]
+    assert max(e["size"] for e in batch_events.named("batch")) > 1, "requests to /batch were grouped"
+    starts_before_first_end = [e for e in async_events.named("started") if e["t"] < async_events.named("finally")[0]["t"]]
+    assert len(starts_before_first_end) > 1, "one /async worker ran requests at the same time"
+    assert server.predict({"input": 3}, path="/plain") == {"output": 6}
+    info = {e["path"]: e for e in server.status()["endpoints"]}
+    assert (info["/batch"]["max_batch_size"], info["/async"]["max_concurrency"], info["/plain"]["max_batch_size"]) == (4, 4, 1)
+
+
+def test_a_spec_refuses_batching_and_async_apis():
+    with pytest.raises(ValueError, match=r"spec=OpenAIChat\(\) works with a plain \(sync\) predict without batching for now"):
+        litkit.serve(apis.ChatWords(), spec=litkit.specs.OpenAIChat(), max_batch_size=2, port=0)
+    with pytest.raises(ValueError, match=r"make AsyncSleeper.predict a plain function"):
+        litkit.serve(apis.AsyncSleeper(), spec=litkit.specs.OpenAIChat(), port=0)
+    assert not litkit_threads()
