@@ -20,6 +20,7 @@ import cloudpickle
 from . import __version__
 from .api import LitAPI, is_async_api, is_streaming_api
 from .devices import plan_workers
+from .logs import WorkerLog
 from .pool import WorkerPool
 from .protocol import MAX_FDS_PER_MESSAGE
 from .specs import Spec
@@ -110,6 +111,7 @@ class EndpointState:
             placements=placements,
             max_concurrency=options["max_concurrency"],
             spec=spec_bytes,
+            log=WorkerLog(path),
         )
         self.stopping = False
         self.active: set[PredictHandler] = set()

@@ -321,6 +321,9 @@ class PredictHandler(JSONHandler):
         self.state.tracker.finish(job.record, "failed", message)
         if traceback_text:
             logger.error("request %s failed in a hook:\n%s", self.request_id, traceback_text.rstrip())
+            # Into the dashboard's log panel too; the logger line above already reported it.
+            worker_id = job.worker.id if job.worker is not None else -1
+            self.state.pool.log.add(worker_id, "traceback", f"request {self.request_id} failed:\n{traceback_text.rstrip()}", to_logger=False)
         self._end_with_error(status, message)
 
     def _end_with_error(self, status: int, message: str) -> None:
@@ -363,12 +366,17 @@ class PredictHandler(JSONHandler):
 
     def abort_for_stop(self) -> None:
         """The server is stopping: cancel the work and end the response if the client is still there."""
+        self.abort("cancelled: the server stopped", "the server stopped before this request finished")
+
+    def abort(self, reason: str, message: str) -> None:
+        """Cancel from the server's side (a stop, ``Server.cancel``): the work stops exactly as on a
+        disconnect, and a client still there gets a 503, or a final error line if streaming began."""
         if self._gone:
             return
-        self.cancel("cancelled: the server stopped", "cancelled")
+        self.cancel(reason, "cancelled")
         if self._finished or self._connection.stream.closed():
             return
-        self._end_with_error(503, "the server stopped before this request finished")
+        self._end_with_error(503, message)
 
     def _clear_timeout(self) -> None:
         if self._timeout_handle is not None:

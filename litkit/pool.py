@@ -27,9 +27,10 @@ import sys
 import time
 from typing import Any
 
-from .channels import ControlChannel, PipeReader
+from .channels import ControlChannel, PipeClosed, PipeReader
 from .devices import Placement
 from .errors import LitkitError, WorkerStartError
+from .logs import LineSplitter, WorkerLog
 from .protocol import Kind, encode_batch, encode_frame, encode_request
 from .tracking import RequestRecord, RequestTracker
 
@@ -46,6 +47,8 @@ RESTART_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 4.0)
 # A busy worker of a non-streaming endpoint may hold this many requests beyond the one it runs, so
 # it starts the next the moment it finishes instead of waiting a round trip through the server.
 PREFETCH = 1
+# After a worker exits, how long its stdout/stderr may stay open (held by a process it started).
+OUTPUT_DRAIN_S = 0.5
 
 
 class QueueFull(LitkitError):
@@ -133,6 +136,7 @@ class WorkerPool:
         max_queue: int,
         start_timeout: float,
         tracker: RequestTracker,
+        log: WorkerLog | None = None,
         device: str = "cpu",
         placements: list[Placement] | None = None,
         max_batch_size: int = 1,
@@ -157,12 +161,14 @@ class WorkerPool:
         self._max_queue = max_queue
         self._start_timeout = start_timeout
         self._tracker = tracker
+        self.log = log if log is not None else WorkerLog()
         self.workers = [WorkerProcess(i, placement) for i, placement in enumerate(placements)]
         self._idle: list[WorkerProcess] = []
         self._queue: collections.deque[Job] = collections.deque()
         self._queued = 0
         self._stopping = False
         self._background: set[asyncio.Task[Any]] = set()
+        self._output_readers: set[asyncio.Task[None]] = set()
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -212,6 +218,16 @@ class WorkerPool:
         await asyncio.gather(*(_reap(w.process) for w in self.workers if w.process is not None))
         for worker in self.workers:
             worker.state = "dead"
+        await self._finish_output_readers()
+
+    async def _finish_output_readers(self) -> None:
+        """Let the output readers take the last lines of exited workers, then close what is left."""
+        readers = list(self._output_readers)
+        if readers:
+            await asyncio.wait(readers, timeout=OUTPUT_DRAIN_S)
+        for task in readers:
+            task.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [worker.snapshot() for worker in self.workers]
@@ -403,6 +419,9 @@ class WorkerPool:
                 command,
                 pass_fds=[worker_end.fileno()],
                 stdin=subprocess.DEVNULL,
+                # What user code prints is read back here, line by line, into the log.
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 env=env,
                 # Own session: Ctrl+C in a terminal or a kernel interrupt reaches the server only,
                 # which then stops its workers in order.
@@ -413,6 +432,13 @@ class WorkerPool:
             raise WorkerStartError(worker.id, f"could not start {sys.executable}: {error}") from error
         finally:
             worker_end.close()
+        for name, pipe in (("stdout", worker.process.stdout), ("stderr", worker.process.stderr)):
+            if pipe is not None:
+                fd = os.dup(pipe.fileno())  # the reader owns its own descriptor; Popen's file is closed
+                pipe.close()
+                task = asyncio.ensure_future(self._read_output(worker.id, name, PipeReader(fd)))
+                self._output_readers.add(task)
+                task.add_done_callback(self._output_readers.discard)
         worker.state = "starting"
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         worker.ready = ready
@@ -506,6 +532,19 @@ class WorkerPool:
         except WorkerStartError as error:
             worker.last_error = error.reason
             logger.error("%s", error)
+
+    async def _read_output(self, worker_id: int, name: str, pipe: PipeReader) -> None:
+        splitter = LineSplitter()
+        try:
+            while True:
+                for line in splitter.feed(await pipe.read()):
+                    self.log.add(worker_id, name, line)
+        except PipeClosed:
+            pass
+        finally:
+            for line in splitter.flush():
+                self.log.add(worker_id, name, line)
+            pipe.close()
 
     def _run_in_background(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)

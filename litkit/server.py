@@ -15,6 +15,7 @@ import errno
 import logging
 import signal
 import socket
+import sys
 import threading
 import time
 from typing import Any, Callable, Mapping, TypeVar
@@ -27,7 +28,10 @@ from .endpoints import DEFAULT_API_PATH, ENDPOINT_OPTIONS, Endpoint, ServingStat
 from .errors import PortInUseError, ServerStoppedError
 from .handlers import make_application
 from .specs import Spec
-from .tracking import merge_recent
+from .links import public_url
+from .logs import merge_logs
+from .notebook import current_cell, in_jupyter_kernel
+from .tracking import merge_recent, merge_stats
 
 __all__ = ["Server", "serve", "run"]
 
@@ -43,6 +47,9 @@ _WATCH_INTERVAL_S = 0.5
 
 class Server:
     """A running litkit server. Made by ``litkit.serve()``; use it, then ``stop()`` it.
+
+    In Jupyter, ``display(server)`` (or ``serve(...)`` as a cell's last expression) shows the live
+    dashboard, ``server.widget``; elsewhere the server shows as one line of text.
 
     Attributes:
         url: the base URL, e.g. ``"http://127.0.0.1:8000"``.
@@ -65,6 +72,8 @@ class Server:
         self._finished = threading.Event()  # set when the server thread is done
         self._lock = threading.Lock()
         self._client: Client | None = None
+        self._dashboard: Any = None  # litkit.dashboard.Dashboard, made on first use of .widget
+        self._cell: tuple[str, str] | None = None  # (cell id, execution id) of the notebook cell that served it
 
     # -- the public surface -----------------------------------------------------------------------
 
@@ -85,10 +94,53 @@ class Server:
         """The configuration of the endpoint at ``path`` (default: the first): api, workers, stream, spec..."""
         return self._serving.find(path).info()
 
+    @property
+    def public_url(self) -> str:
+        """The base URL a browser should use: ``url``, or its proxied form where ``LITKIT_PROXY_URL``
+        or JupyterHub's ``JUPYTERHUB_SERVICE_PREFIX`` is set (see ``litkit.links.public_url``)."""
+        return public_url(self.url, self.port)
+
     def status(self) -> dict[str, Any]:
-        """A snapshot: url, state, workers, request counts, the 100 most recent requests (newest first),
-        all over every endpoint, and ``endpoints``: the same for each endpoint."""
+        """A snapshot: url, state, workers, request counts, the 100 most recent requests (newest
+        first), throughput and latency over the last minute (``stats``), the workers' last output
+        lines (``logs``, oldest first), all over every endpoint, and ``endpoints``: per endpoint."""
         return self._call_in_loop(self._snapshot)
+
+    def cancel(self, request_id: str, reason: str = "cancelled by Server.cancel()") -> bool:
+        """Cancel a queued or running request exactly as if its client had disconnected.
+
+        A queued request is dropped and never runs; a running one has its pipe closed, so the
+        worker closes its generators (their ``finally`` blocks run) at the next chunk. The request
+        is counted ``cancelled`` with ``reason`` as its error, and a client still connected gets a
+        503 (or, mid-stream, a final error line) and its stream ends. Thread-safe.
+
+        Returns:
+            True if a queued or running request had that id; False if none (it may have finished).
+        """
+        if not isinstance(request_id, str):
+            raise TypeError(f"request_id must be a str (an id from status()['recent']), got {type(request_id).__name__}")
+        return self._call_in_loop(lambda: self._cancel_in_loop(request_id, str(reason)))
+
+    @property
+    def widget(self) -> Any:
+        """The live dashboard of this server, an ipywidgets widget (made on first use).
+
+        It refreshes from ``status()`` at most 5 times a second on its own thread, until the
+        server stops; then it keeps the final figures. It works without a frontend too.
+        """
+        with self._lock:
+            if self._dashboard is None:
+                from .dashboard import Dashboard  # ipywidgets only when a dashboard is asked for
+
+                self._dashboard = Dashboard(
+                    self.status,
+                    title=self._serving.first.api_name,
+                    endpoint=self.public_url + self.api_path,
+                    link=self.public_url + "/info",
+                    cancel=self.cancel,
+                    stop=self.stop,
+                )
+            return self._dashboard
 
     def predict(self, payload: Any, timeout: float | None = 60.0, path: str | None = None) -> Any:
         """POST ``payload`` to the endpoint at ``path`` (default: the first) and return the decoded JSON answer.
@@ -141,10 +193,18 @@ class Server:
     def __repr__(self) -> str:
         endpoints = self._serving.endpoints
         if len(endpoints) > 1:
-            return f"<litkit.Server {self.state} {self.url} ({len(endpoints)} endpoints: {', '.join(self.paths)})>"
+            return f"<litkit.Server {self.state} {self.public_url} ({len(endpoints)} endpoints: {', '.join(self.paths)})>"
         workers = endpoints[0].workers
         kind = "streaming" if self.stream_mode else "JSON"
-        return f"<litkit.Server {self.state} {self.url}{self.api_path} ({workers} worker{'s' * (workers != 1)}, {kind})>"
+        return f"<litkit.Server {self.state} {self.public_url}{self.api_path} ({workers} worker{'s' * (workers != 1)}, {kind})>"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """In a Jupyter kernel: the dashboard widget (with this text repr as fallback)."""
+        if not in_jupyter_kernel():
+            return {"text/plain": repr(self)}
+        bundle = dict(self.widget._repr_mimebundle_())
+        bundle["text/plain"] = repr(self)
+        return bundle
 
     # -- start and stop ---------------------------------------------------------------------------
 
@@ -173,6 +233,9 @@ class Server:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 logger.error("the litkit server thread did not stop within %.1fs", timeout)
+        dashboard = self._dashboard
+        if dashboard is not None:
+            dashboard.finish()
 
     def _thread_main(self) -> None:
         loop = asyncio.new_event_loop()
@@ -233,12 +296,15 @@ class Server:
             await asyncio.wait_for(http_server.close_all_connections(), _CLOSE_CONNECTIONS_S)
         except asyncio.TimeoutError:
             logger.warning("some client connections did not close within %.1fs", _CLOSE_CONNECTIONS_S)
+        for endpoint in serving.endpoints:
+            endpoint.tracker.stop_clock()  # the final figures stay as they are now
 
     # -- talking to the server thread -------------------------------------------------------------
 
     def _snapshot(self) -> dict[str, Any]:
         endpoints = self._serving.endpoints
         per_endpoint = [endpoint.snapshot() for endpoint in endpoints]
+        trackers = [endpoint.tracker for endpoint in endpoints]
         counts: dict[str, int] = {}
         for endpoint in per_endpoint:
             for state, count in endpoint["counts"].items():
@@ -250,9 +316,23 @@ class Server:
             "state": self.state,
             "workers": workers,
             "counts": counts,
-            "recent": merge_recent([endpoint.tracker for endpoint in endpoints]),
+            "recent": merge_recent(trackers),
+            "stats": merge_stats(trackers),
+            "logs": merge_logs([endpoint.pool.log for endpoint in endpoints]),
+            "api": endpoints[0].api_name,
             "endpoints": per_endpoint,
         }
+
+    def _cancel_in_loop(self, request_id: str, reason: str) -> bool:
+        found = False
+        for endpoint in self._serving.endpoints:
+            recorded = reason.replace("{", "{{").replace("}", "}}")  # the handler fills in {chunks}
+            if endpoint.stream:
+                recorded += " after {chunks} chunks"
+            for handler in [handler for handler in endpoint.active if handler.request_id == request_id]:
+                handler.abort(recorded, f"request {request_id} was {reason}")
+                found = True
+        return found
 
     def _call_in_loop(self, function: Callable[[], T], timeout: float = 5.0) -> T:
         loop = self._loop
@@ -313,7 +393,7 @@ def serve(
     The server runs on its own thread; the workers are fresh Python processes that receive the API
     object through cloudpickle, so a class defined in a notebook cell or a script's ``__main__``
     works. Calling ``serve()`` again with a port this process already serves stops the old server
-    first.
+    first; so does re-running, in Jupyter, the cell that started a server (whatever its port).
 
     Args:
         api: a ``litkit.LitAPI`` instance; or a dict of several endpoints on one server,
@@ -361,10 +441,13 @@ def serve(
     check_int("port", port, 0, 65535)
     check_seconds("start_timeout", start_timeout)
     serving = ServingState(plan_endpoints(api, api_path, defaults, start_timeout))
+    cell = current_cell()
+    _stop_servers_of_earlier_runs(cell)
     if port:
         _stop_server_on_port(port)
     sockets, port = _bind(host, port)
     server = Server(serving, sockets, _url(host, port), port)
+    server._cell = cell
     _register(server)
     server._start(start_timeout)
     return server
@@ -393,19 +476,33 @@ def block_until_interrupted(server: Server, announcement: str, watch: Callable[[
     server to keep (e.g. a new one after a reload); the one current at the end is stopped.
     """
     restore = _raise_keyboard_interrupt_on_sigterm()
+    _echo_worker_output(server)
     try:
         print(announcement, flush=True)
         if watch is None:
             server.wait()
         while watch is not None:
             time.sleep(_WATCH_INTERVAL_S)
-            server = watch(server)
+            current, server = server, watch(server)
+            if server is not current:
+                _echo_worker_output(server)
     except KeyboardInterrupt:
         pass
     finally:
         restore()
         server.stop()
         print("litkit: stopped", flush=True)
+
+
+def _echo_worker_output(server: Server) -> None:
+    """A script or the litkit command owns its terminal: what the workers print shows there, as is."""
+    for endpoint in server._serving.endpoints:
+        endpoint.pool.log.listeners.append(_print_line)
+
+
+def _print_line(worker_id: int, stream: str, line: str) -> None:
+    if stream in ("stdout", "stderr"):
+        print(line, file=sys.stdout if stream == "stdout" else sys.stderr, flush=True)
 
 
 def _raise_keyboard_interrupt_on_sigterm() -> Callable[[], None]:
@@ -472,6 +569,17 @@ def _stop_server_on_port(port: int) -> None:
         old = _servers_by_port.get(port)
     if old is not None:
         logger.info("port %d is served by an earlier litkit server in this process; stopping it first", port)
+        old._shutdown("replaced", 10.0)
+
+
+def _stop_servers_of_earlier_runs(cell: tuple[str, str] | None) -> None:
+    """Re-running a notebook cell replaces the servers its earlier runs started (not those of this run)."""
+    if cell is None:
+        return
+    with _registry_lock:
+        earlier = [s for s in _servers_by_port.values() if s._cell is not None and s._cell[0] == cell[0] and s._cell[1] != cell[1]]
+    for old in earlier:
+        logger.info("this cell started %s in an earlier run; stopping it first", old.url)
         old._shutdown("replaced", 10.0)
 
 

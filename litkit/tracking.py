@@ -1,4 +1,5 @@
-"""Book-keeping of requests: their states, the counts, and the recent list that ``status()`` shows.
+"""Book-keeping of requests: their states, the counts, the recent list, and the last minute's
+throughput and latency percentiles, all of which ``status()`` shows.
 
 Only the server's event-loop thread mutates these objects; ``Server.status()`` asks that thread for
 a snapshot, so nothing here needs a lock.
@@ -13,10 +14,13 @@ import math
 import time
 from typing import Any
 
-__all__ = ["RequestRecord", "RequestTracker", "Histogram", "TERMINAL_STATES", "merge_recent"]
+__all__ = ["RequestRecord", "RequestTracker", "Histogram", "TERMINAL_STATES", "merge_recent", "merge_stats"]
 
 TERMINAL_STATES = ("completed", "failed", "cancelled", "timed_out")
 RECENT_LIMIT = 100
+STATS_WINDOW_S = 60.0
+# Latency samples kept for the percentiles; past it the oldest in the window are dropped first.
+STATS_SAMPLES = 4096
 # Upper bounds in seconds of the latency histograms (Prometheus style: each counts values <= bound).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
 
@@ -63,14 +67,17 @@ class RequestRecord:
     def done(self) -> bool:
         return self.state in TERMINAL_STATES
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, now: float) -> dict[str, Any]:
         duration = None if self.finished is None else round(self.finished - self.arrived, 6)
+        first_chunk = None if self.first_chunk_at is None else round(self.first_chunk_at - self.arrived, 6)
         return {
             "id": self.id,
             "path": self.path,
             "state": self.state,
             "chunks": self.chunks,
             "duration_s": duration,
+            "elapsed_s": duration if duration is not None else round(now - self.arrived, 3),
+            "first_chunk_s": first_chunk,
             "error": self.error,
         }
 
@@ -91,6 +98,12 @@ class RequestTracker:
         self._chunks_of_finished = 0
         self.latency = Histogram()
         self.first_chunk = Histogram()
+        self._created = time.monotonic()
+        # (finished, duration) of completed requests, oldest first, at most STATS_SAMPLES of them,
+        # and [whole second, completions] for the throughput; both trimmed to the stats window.
+        self._completions: collections.deque[tuple[float, float]] = collections.deque(maxlen=STATS_SAMPLES)
+        self._per_second: collections.deque[list[int]] = collections.deque()
+        self._stopped_at: float | None = None
 
     def admit(self, request_id: str, path: str) -> RequestRecord:
         record = RequestRecord(request_id, path)
@@ -123,6 +136,13 @@ class RequestTracker:
             self.latency.observe(record.finished - record.arrived)
         if record.chunks and record.first_chunk_at is not None:
             self.first_chunk.observe(record.first_chunk_at - record.arrived)
+        if state == "completed":
+            self._completions.append((record.finished, record.finished - record.arrived))
+            second = int(record.finished)
+            if self._per_second and self._per_second[-1][0] == second:
+                self._per_second[-1][1] += 1
+            else:
+                self._per_second.append([second, 1])
         return True
 
     def counts(self) -> dict[str, int]:
@@ -132,18 +152,70 @@ class RequestTracker:
         """Chunks sent to clients so far, streams in progress included."""
         return self._chunks_of_finished + sum(record.chunks for record in self._in_flight)
 
+    def stop_clock(self) -> None:
+        """The server stopped: from now on ``recent()`` and ``stats()`` show the figures as they were."""
+        if self._stopped_at is None:
+            self._stopped_at = time.monotonic()
+
+    def now(self) -> float:
+        """``time.monotonic()``, or the moment the server stopped."""
+        return self._stopped_at if self._stopped_at is not None else time.monotonic()
+
     def recent(self) -> list[dict[str, Any]]:
         """Newest first."""
-        return [record.snapshot() for record in reversed(self._recent)]
+        now = self.now()
+        return [record.snapshot(now) for record in reversed(self._recent)]
 
     def records(self) -> list[RequestRecord]:
         """The recent records, oldest first."""
         return list(self._recent)
+
+    def stats(self) -> dict[str, Any]:
+        """Throughput and latency of the requests completed within the last ``STATS_WINDOW_S``.
+
+        ``throughput`` is completions per second over the window (or over the time since the
+        tracker started, when that is shorter); ``p50_s`` and ``p95_s`` are arrival-to-finish
+        latencies (None before any request completed), from at most ``STATS_SAMPLES`` samples.
+        """
+        return merge_stats([self])
+
+    def _trim(self, horizon: float) -> None:
+        while self._completions and self._completions[0][0] < horizon:
+            self._completions.popleft()
+        while self._per_second and self._per_second[0][0] < int(horizon):
+            self._per_second.popleft()
 
 
 def merge_recent(trackers: list[RequestTracker]) -> list[dict[str, Any]]:
     """The newest ``RECENT_LIMIT`` requests of several trackers, newest first."""
     if len(trackers) == 1:
         return trackers[0].recent()
+    now = min(tracker.now() for tracker in trackers)
     records = heapq.merge(*(tracker.records() for tracker in trackers), key=lambda record: record.arrived)
-    return [record.snapshot() for record in reversed(list(records)[-RECENT_LIMIT:])]
+    return [record.snapshot(now) for record in reversed(list(records)[-RECENT_LIMIT:])]
+
+
+def merge_stats(trackers: list[RequestTracker]) -> dict[str, Any]:
+    """``RequestTracker.stats()`` over the requests of several trackers together."""
+    now = min(tracker.now() for tracker in trackers)
+    horizon = now - STATS_WINDOW_S
+    for tracker in trackers:
+        tracker._trim(horizon)
+    completed = sum(count for tracker in trackers for _, count in tracker._per_second)
+    window = min(STATS_WINDOW_S, max(now - min(tracker._created for tracker in trackers), 1e-3))
+    durations = sorted(duration for tracker in trackers for _, duration in tracker._completions)
+    return {
+        "window_s": round(window, 3),
+        "completed": completed,
+        "throughput": round(completed / window, 3),
+        "p50_s": _percentile(durations, 0.50),
+        "p95_s": _percentile(durations, 0.95),
+    }
+
+
+def _percentile(sorted_values: list[float], fraction: float) -> float | None:
+    """Nearest-rank percentile of an ascending list; None for an empty one."""
+    if not sorted_values:
+        return None
+    rank = max(1, math.ceil(fraction * len(sorted_values)))
+    return round(sorted_values[rank - 1], 6)

@@ -76,6 +76,16 @@ class Echo(litkit.LitAPI):
             return {"modules": sorted(m for m in ("tornado", "ipywidgets", "pytest") if m in sys.modules)}
         if isinstance(x, dict) and x.get("pid"):
             return {"pid": os.getpid()}
+        if isinstance(x, dict) and "print" in x:  # what user code prints, on either stream, even bytes
+            for line in x["print"]:
+                print(line)
+            for line in x.get("stderr", []):
+                print(line, file=sys.stderr)
+            if x.get("junk"):
+                os.write(1, bytes(range(256)) + b"\n")
+            if x.get("flood"):
+                os.write(2, b"x" * x["flood"])  # no newline at all
+            sys.stdout.flush()
         return {"echo": x}
 
 

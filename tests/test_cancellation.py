@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
 import requests
 
 import apis
@@ -138,3 +139,62 @@ def test_timeout_turns_cancelled_true_in_a_non_streaming_hook(serve, events):
     saw = events.wait_for("saw_cancelled")[0]
     assert 0.15 < saw["t"] - started["t"] < 0.5
     wait_until(lambda: server.status()["counts"]["timed_out"] == 1, message="timed_out count 1")
+
+
+def test_server_cancel_ends_a_running_stream_like_a_disconnect(serve, events):
+    """Server.cancel (the dashboard's Cancel button) closes the generator and ends the client's stream."""
+    server = serve(apis.Ticker(events.path))
+    sock = raw_post(server.url, json.dumps({"interval": 0.005}).encode(), {"X-Request-ID": "to-cancel"})
+    reader = ChunkReader(sock)
+    assert reader.status == 200
+    for _ in range(3):
+        reader.line()
+    assert server.cancel("to-cancel", "cancelled from the dashboard") is True
+    finally_event = events.wait_for("finally")[0]
+    assert events.named("generator_exit"), "GeneratorExit never reached the user's generator"
+    lines = []
+    try:
+        while True:
+            lines.append(reader.line())
+    except EOFError:
+        pass  # the chunked body ended: the client's stream is over
+    finally:
+        reader.close()
+        sock.close()
+    last = json.loads(lines[-1])
+    assert last == {"error": "request to-cancel was cancelled from the dashboard", "request_id": "to-cancel"}
+    assert len([e for e in events.named("yield") if e["t"] > finally_event["t"]]) == 0
+    record = server.status()["recent"][0]
+    assert record["state"] == "cancelled"
+    assert record["error"] == f"cancelled from the dashboard after {record['chunks']} chunks"
+    assert server.status()["counts"]["cancelled"] == 1
+    assert server.cancel("to-cancel") is False  # already over
+
+
+def test_server_cancel_drops_a_queued_request(serve, events, tmp_path):
+    server = serve(apis.Echo(events.path))
+    gate = tmp_path / "go"
+    busy = raw_post(server.url, json.dumps({"wait_for": str(gate)}).encode())
+    try:
+        wait_until(lambda: server.status()["counts"]["running"] == 1, message="the first request to hold the worker")
+        waiting = raw_post(server.url, json.dumps({"tag": "queued"}).encode(), {"X-Request-ID": "in-queue"})
+        try:
+            wait_until(lambda: server.status()["counts"]["queued"] == 1, message="one queued request")
+            assert server.cancel("in-queue") is True
+            assert ChunkReader(waiting).status == 503
+        finally:
+            waiting.close()
+        gate.touch()
+        assert ChunkReader(busy).status == 200
+    finally:
+        busy.close()
+    wait_until(lambda: server.status()["counts"]["completed"] == 1, message="the first request to complete")
+    assert events.named("request") == [], "the cancelled request reached a worker"
+    record = next(r for r in server.status()["recent"] if r["id"] == "in-queue")
+    assert (record["state"], record["error"]) == ("cancelled", "cancelled by Server.cancel()")
+
+
+def test_server_cancel_rejects_a_non_string_id(serve):
+    server = serve(apis.Echo())
+    with pytest.raises(TypeError, match="request_id must be a str"):
+        server.cancel(3)

@@ -321,3 +321,29 @@ def test_reload_serves_the_new_code_when_the_file_changes(tmp_path: Path) -> Non
         wait_until(lambda: answer() == {"output": 20}, message="the fixed code to answer")
         wait_until(lambda: server.stdout.count("litkit: reloaded") == 2, message="the second reload's banner")
         assert_clean_stop(server)
+
+
+def test_what_workers_print_shows_on_the_command_s_terminal(tmp_path: Path) -> None:
+    """Workers' stdout and stderr are captured for the dashboard; the litkit command echoes them."""
+    app = write(
+        tmp_path / "app.py",
+        """\
+        import sys
+
+        import litkit
+
+
+        class Talker(litkit.LitAPI):
+            def predict(self, x):
+                print(f"predict got {x}")
+                print("a warning from predict", file=sys.stderr)
+                return x
+        """,
+    )
+    with running([*litkit_command(), "serve", f"{app}:Talker", "--port", "0"], cwd=tmp_path) as server:
+        endpoint = server.wait_for_banner()
+        response = requests.post(endpoint, json=7, timeout=HTTP_TIMEOUT_S)
+        assert response.status_code == 200, response.text
+        server.wait_for_output(r"predict got 7")
+        assert_clean_stop(server, signal.SIGTERM)
+        assert "a warning from predict" in server.stderr, server.describe()

@@ -193,8 +193,14 @@ def test_status_snapshot_schema(serve):
     assert status["counts"] == {"queued": 0, "running": 0, "completed": 3, "failed": 0, "cancelled": 0, "timed_out": 0}
     assert len(status["recent"]) == 3
     newest = status["recent"][0]
-    assert set(newest) == {"id", "path", "state", "chunks", "duration_s", "error"}
+    assert set(newest) == {"id", "path", "state", "chunks", "duration_s", "elapsed_s", "first_chunk_s", "error"}
     assert newest["state"] == "completed" and newest["path"] == "/predict" and newest["duration_s"] >= 0
+    assert newest["elapsed_s"] == newest["duration_s"] and newest["first_chunk_s"] is None  # no stream, no chunks
+    stats = status["stats"]
+    assert set(stats) == {"window_s", "completed", "throughput", "p50_s", "p95_s"}
+    assert stats["completed"] == 3 and stats["throughput"] > 0
+    assert 0 <= stats["p50_s"] <= stats["p95_s"] <= max(entry["duration_s"] for entry in status["recent"])
+    assert status["logs"] == [] and status["api"] == "Doubler"
 
 
 def test_recent_keeps_the_newest_100(serve):

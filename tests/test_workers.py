@@ -47,6 +47,16 @@ def test_importing_the_worker_side_loads_no_http_or_widget_stack():
     assert output.strip() == "[]"
 
 
+def test_importing_the_server_side_loads_no_widget_stack():
+    """ipywidgets loads only when a dashboard is asked for (server.widget, or display in Jupyter)."""
+    code = (
+        "import sys, litkit, litkit.server, litkit.logs, litkit.links, litkit.formatting, litkit.cli\n"
+        "print(sorted(m for m in ('ipywidgets', 'litkit.dashboard', 'IPython') if m in sys.modules))"
+    )
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30, check=True).stdout
+    assert output.strip() == "[]"
+
+
 def test_setup_raising_is_a_worker_start_error_with_the_traceback():
     started = time.monotonic()
     with pytest.raises(litkit.WorkerStartError) as raised:

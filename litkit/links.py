@@ -1,0 +1,33 @@
+"""The URL a browser should use for a server, where the notebook's browser cannot reach the
+kernel's loopback (JupyterHub, a remote kernel behind a proxy).
+
+Standard library only: ``Server.__repr__`` and the dashboard both use it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+__all__ = ["public_url"]
+
+
+def public_url(url: str, port: int, environ: Mapping[str, str] | None = None) -> str:
+    """The base URL to show for a server listening at ``url`` on ``port``, without a trailing slash.
+
+    In order:
+
+    - ``LITKIT_PROXY_URL``: a template in which ``{port}`` is replaced by the port, e.g.
+      ``https://hub.example.org/user/ada/proxy/{port}``;
+    - ``JUPYTERHUB_SERVICE_PREFIX`` (set by JupyterHub in every single-user server): the path of
+      jupyter-server-proxy's route, ``<prefix>proxy/<port>``, relative to the hub's own address;
+    - else ``url`` itself.
+    """
+    environ = os.environ if environ is None else environ
+    template = environ.get("LITKIT_PROXY_URL", "").strip()
+    if template:
+        return template.replace("{port}", str(port)).rstrip("/")
+    prefix = environ.get("JUPYTERHUB_SERVICE_PREFIX", "").strip()
+    if prefix:
+        return "/" + prefix.strip("/") + f"/proxy/{port}"
+    return url
