@@ -1,0 +1,188 @@
+"""Text and HTML for the dashboard, made from ``Server.status()`` snapshots.
+
+Pure functions of plain data, standard library only, so they are tested without a kernel and the
+dashboard widget only has to put the strings where they go. Every value from outside (request ids,
+paths, errors, what workers print) is HTML-escaped.
+"""
+
+from __future__ import annotations
+
+import html
+from typing import Any
+
+__all__ = [
+    "COUNT_LABELS",
+    "describe_request",
+    "format_seconds",
+    "render_counts",
+    "render_header",
+    "render_logs",
+    "render_requests",
+    "render_stats",
+    "render_workers",
+    "running_requests",
+]
+
+COUNT_LABELS = (
+    ("queued", "queued"),
+    ("running", "running"),
+    ("completed", "completed"),
+    ("failed", "failed"),
+    ("cancelled", "cancelled"),
+    ("timed_out", "timed out"),
+)
+_STATE_COLOURS = {
+    "starting": "#b26b00",
+    "serving": "#1a7f37",
+    "stopped": "#6e7781",
+    "replaced": "#6e7781",
+    "idle": "#1a7f37",
+    "busy": "#0969da",
+    "dead": "#cf222e",
+    "queued": "#6e7781",
+    "running": "#0969da",
+    "completed": "#1a7f37",
+    "failed": "#cf222e",
+    "cancelled": "#b26b00",
+    "timed_out": "#cf222e",
+}
+_TABLE = 'style="border-collapse:collapse;font-size:12px;margin:2px 0"'
+_CELL = 'style="padding:1px 8px;text-align:left;border-bottom:1px solid #eaeef2"'
+
+
+def format_seconds(seconds: float | None) -> str:
+    """``"—"``, ``"850 µs"``, ``"12.3 ms"``, ``"1.24 s"`` or ``"2 min 5 s"``."""
+    if seconds is None:
+        return "—"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.1f} ms"
+    if seconds < 120:
+        return f"{seconds:.2f} s"
+    return f"{int(seconds // 60)} min {int(seconds % 60)} s"
+
+
+def _plural(count: int, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def describe_request(entry: dict[str, Any]) -> str:
+    """One line about a request: the error or reason it ended with, or how far it got.
+
+    A cancelled stream reads like "client left after 12 chunks" (the reason the server recorded).
+    """
+    state = entry.get("state")
+    chunks = int(entry.get("chunks") or 0)
+    error = entry.get("error")
+    if state == "queued":
+        return "waiting for a worker"
+    if state == "running":
+        return f"streaming: {_plural(chunks, 'chunk')} sent" if chunks else "running"
+    if error:
+        return str(error)
+    if state == "completed":
+        return _plural(chunks, "chunk") if chunks else "answered"
+    return str(state)
+
+
+def _badge(state: str) -> str:
+    colour = _STATE_COLOURS.get(state, "#24292f")
+    return f'<span class="litkit-state" data-state="{html.escape(state)}" style="color:{colour};font-weight:600">{html.escape(state)}</span>'
+
+
+def render_header(title: str, state: str, endpoint: str, link: str) -> str:
+    """The first line: the API's name, the endpoint as a link, the server's state."""
+    return (
+        '<div class="litkit-header" style="font-size:13px">'
+        f"<b>litkit</b> · {html.escape(title)} · "
+        f'<a class="litkit-url" href="{html.escape(link)}" target="_blank" rel="noopener">'
+        f"<code>POST {html.escape(endpoint)}</code></a> · {_badge(state)}</div>"
+    )
+
+
+def render_counts(counts: dict[str, int]) -> str:
+    """The request counts, each in a ``span`` with ``data-count`` naming the state."""
+    cells = [
+        f'<span class="litkit-count" data-count="{key}" style="margin-right:14px">{label} '
+        f'<b class="litkit-count-value">{int(counts.get(key, 0))}</b></span>'
+        for key, label in COUNT_LABELS
+    ]
+    return '<div class="litkit-counts" style="font-size:13px">' + "".join(cells) + "</div>"
+
+
+def render_stats(stats: dict[str, Any] | None) -> str:
+    """Throughput and p50/p95 latency over the last minute."""
+    stats = stats or {}
+    window = float(stats.get("window_s") or 0.0)
+    throughput = float(stats.get("throughput") or 0.0)
+    return (
+        f'<div class="litkit-stats" style="font-size:12px;color:#57606a">last {window:.0f} s: '
+        f'<b class="litkit-throughput">{throughput:.1f} req/s</b> · '
+        f"p50 {format_seconds(stats.get('p50_s'))} · p95 {format_seconds(stats.get('p95_s'))}</div>"
+    )
+
+
+def _table(headers: list[str], rows: list[list[str]], css_class: str) -> str:
+    head = "".join(f"<th {_CELL}>{h}</th>" for h in headers)
+    body = "".join("<tr>" + "".join(f"<td {_CELL}>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f'<table class="{css_class}" {_TABLE}><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+def render_workers(workers: list[dict[str, Any]]) -> str:
+    """One row per worker: id, pid, state, requests handled, restarts."""
+    rows = [
+        [str(int(w.get("id", 0))), str(int(w.get("pid", 0)) or "—"), _badge(str(w.get("state", "?"))), str(int(w.get("handled", 0))), str(int(w.get("restarts", 0)))]
+        for w in workers
+    ]
+    return _table(["worker", "pid", "state", "handled", "restarts"], rows, "litkit-workers")
+
+
+def render_requests(recent: list[dict[str, Any]], limit: int = 15) -> str:
+    """The newest ``limit`` requests: id, path, state, chunks sent, duration, error or detail."""
+    rows = []
+    for entry in recent[:limit]:
+        duration = entry.get("duration_s")
+        if duration is None:
+            duration = entry.get("elapsed_s")
+        rows.append(
+            [
+                f"<code>{html.escape(str(entry.get('id', '')))}</code>",
+                html.escape(str(entry.get("path", ""))),
+                _badge(str(entry.get("state", "?"))),
+                str(int(entry.get("chunks") or 0)),
+                format_seconds(duration),
+                f'<span class="litkit-detail">{html.escape(describe_request(entry))}</span>',
+            ]
+        )
+    more = len(recent) - limit
+    note = f'<div style="font-size:11px;color:#57606a">and {more} older in status()["recent"]</div>' if more > 0 else ""
+    if not rows:
+        return '<div class="litkit-requests" style="font-size:12px;color:#57606a">no requests yet</div>'
+    return _table(["request", "path", "state", "chunks", "duration", "detail"], rows, "litkit-requests") + note
+
+
+def render_logs(lines: list[dict[str, Any]], limit: int = 20) -> str:
+    """The last ``limit`` lines workers printed (stderr and tracebacks in red), oldest first."""
+    shown = lines[-limit:]
+    if not shown:
+        return '<pre class="litkit-logs" style="font-size:11px;color:#57606a;margin:0">no worker output yet</pre>'
+    rendered = []
+    for line in shown:
+        stream = str(line.get("stream", "stdout"))
+        colour = "#24292f" if stream == "stdout" else "#cf222e"
+        rendered.append(f'<span style="color:{colour}">[worker {int(line.get("worker", -1))}] {html.escape(str(line.get("text", "")))}</span>')
+    return (
+        '<pre class="litkit-logs" style="font-size:11px;margin:0;max-height:16em;overflow:auto;'
+        'white-space:pre-wrap;word-break:break-all">' + "\n".join(rendered) + "</pre>"
+    )
+
+
+def running_requests(recent: list[dict[str, Any]], min_age_s: float = 0.0) -> list[tuple[str, str]]:
+    """(request id, one line of text) for each queued or running request at least ``min_age_s``
+    old, oldest first."""
+    live = [entry for entry in recent if entry.get("state") in ("queued", "running") and float(entry.get("elapsed_s") or 0.0) >= min_age_s]
+    return [
+        (str(entry["id"]), f"{entry['id']} · {entry.get('path', '')} · {describe_request(entry)} · {format_seconds(entry.get('elapsed_s'))}")
+        for entry in reversed(live)
+    ]
