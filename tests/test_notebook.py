@@ -1,4 +1,4 @@
-"""The quickstart notebook, run top to bottom in a real Jupyter kernel, shows what it promises."""
+"""The notebooks, run top to bottom in a real Jupyter kernel, show what they promise."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ import psutil
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "quickstart.ipynb"
+NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOK = NOTEBOOKS / "quickstart.ipynb"
+WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
+WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WORKERS_GONE_S = 10.0
 
 
@@ -100,3 +103,90 @@ def test_quickstart_notebook(tmp_path: Path) -> None:
     while (live := _live_workers(worker_pids)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert live == [], f"litkit worker processes still running {WORKERS_GONE_S:g}s after the notebook ended: {live}"
+
+
+def _count(counts_html: str, key: str) -> int:
+    found = re.search(rf'data-count="{key}"[^>]*>[^<]*<b class="litkit-count-value">(\d+)</b>', counts_html)
+    assert found is not None, f"no {key} count in {counts_html!r}"
+    return int(found.group(1))
+
+
+@pytest.mark.slow
+def test_dashboard_notebook_saves_the_final_figures_in_its_widget_state(tmp_path: Path) -> None:
+    nb = nbformat.read(NOTEBOOKS / "dashboard.ipynb", as_version=4)
+    client = NotebookClient(nb, timeout=60, kernel_name="python3", store_widget_state=True, resources={"metadata": {"path": str(tmp_path)}})
+    client.execute(env=dict(os.environ))
+
+    errors = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs if o.output_type == "error"]
+    assert errors == [], "\n".join(f"{e.ename}: {e.evalue}" for e in errors)
+    lines = _stdout_lines(nb)
+    assert json.loads(_value(lines, "clients")) == {"complete": 96, "left early": 24}
+    counts = json.loads(_value(lines, "counts"))
+    assert counts == {"queued": 0, "running": 0, "completed": 96, "failed": 0, "cancelled": 24, "timed_out": 0}
+    assert _value(lines, "state") == "stopped"
+
+    # `server` as a cell's last expression displayed the widget.
+    views = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs if WIDGET_VIEW in o.get("data", {})]
+    assert len(views) == 1
+    # The saved widget state holds the figures the dashboard showed when the server stopped.
+    state = nb.metadata["widgets"][WIDGET_STATE]["state"]
+    values = [model["state"].get("value", "") for model in state.values() if model["model_name"] == "HTMLModel"]
+    counts_html = [v for v in values if "litkit-counts" in v]
+    header_html = [v for v in values if "litkit-header" in v]
+    assert len(counts_html) == 1 and len(header_html) == 1
+    assert {key: _count(counts_html[0], key) for key in counts} == counts
+    assert 'data-state="stopped"' in header_html[0]
+    requests_html = next(v for v in values if "litkit-requests" in v)
+    assert "client left after 2 chunks" in requests_html
+    logs_html = next(v for v in values if "litkit-logs" in v)
+    assert "model loaded" in logs_html or "client left: stopped after" in logs_html
+    dashboard = next(model for model in state.values() if "litkit-dashboard" in model["state"].get("_dom_classes", []))
+    assert dashboard["model_name"] == "VBoxModel"
+
+
+def _run_cell(client: Any, code: str, cell_id: str) -> str:
+    """Execute ``code`` as JupyterLab does (``cellId`` in the request's metadata); return its stdout."""
+    content = {"code": code, "silent": False, "store_history": True, "user_expressions": {}, "allow_stdin": False, "stop_on_error": True}
+    message = client.session.msg("execute_request", content, metadata={"cellId": cell_id})
+    client.shell_channel.send(message)
+    stdout, errors = [], []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        output = client.get_iopub_msg(timeout=60)
+        if output["parent_header"].get("msg_id") != message["header"]["msg_id"]:
+            continue
+        kind, body = output["msg_type"], output["content"]
+        if kind == "stream" and body["name"] == "stdout":
+            stdout.append(body["text"])
+        elif kind == "error":
+            errors.append(f"{body['ename']}: {body['evalue']}")
+        elif kind == "status" and body["execution_state"] == "idle":
+            break
+    assert errors == [], errors
+    return "".join(stdout)
+
+
+@pytest.mark.slow
+def test_rerunning_the_serving_cell_replaces_its_earlier_server(tmp_path: Path) -> None:
+    """Re-running the cell that served marks the old server (and its widget) replaced, whatever the
+    port; two servers started by one run of a cell both stay."""
+    from jupyter_client.manager import start_new_kernel
+
+    manager, client = start_new_kernel(kernel_name="python3", cwd=str(tmp_path), env=dict(os.environ), startup_timeout=60)
+    try:
+        _run_cell(client, "import litkit\nclass A(litkit.LitAPI):\n    def predict(self, x):\n        return x\nruns = []", "define")
+        serving = "runs.append([litkit.serve(A(), port=0), litkit.serve(A(), port=0)])\nfor s in runs[-1]:\n    s.widget"
+        _run_cell(client, serving, "serve")
+        _run_cell(client, serving, "serve")
+        report = (
+            "import json\n"
+            "print(json.dumps([[s.state for s in run] for run in runs]))\n"
+            "print(all('data-state=\"replaced\"' in s.widget._sections['header'].value for s in runs[0]))\n"
+            "for s in runs[-1]:\n    s.stop()"
+        )
+        lines = _run_cell(client, report, "report").splitlines()
+        assert json.loads(lines[0]) == [["replaced", "replaced"], ["serving", "serving"]]
+        assert lines[1] == "True"
+    finally:
+        client.stop_channels()
+        manager.shutdown_kernel(now=False)
