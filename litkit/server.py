@@ -132,10 +132,12 @@ class Server:
             if self._dashboard is None:
                 from .dashboard import Dashboard  # ipywidgets only when a dashboard is asked for
 
+                endpoints = self._serving.endpoints
                 self._dashboard = Dashboard(
                     self.status,
-                    title=self._serving.first.api_name,
-                    endpoint=self.public_url + self.api_path,
+                    title=", ".join(dict.fromkeys(endpoint.api_name for endpoint in endpoints)),
+                    # One endpoint: its URL. Several: the server's, with their paths after it.
+                    endpoint=self.public_url + (self.api_path if len(endpoints) == 1 else " " + " ".join(self.paths)),
                     link=self.public_url + "/info",
                     cancel=self.cancel,
                     stop=self.stop,

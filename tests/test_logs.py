@@ -106,3 +106,5 @@ def test_several_endpoints_share_one_log_panel_and_cancel(serve, events):
     stream.close()
     status = server.status()
     assert status["counts"]["cancelled"] == 1 and status["stats"]["completed"] == 1
+    header = server.widget._sections["header"].value
+    assert "Echo, Ticker" in header and f"POST {server.url} /echo /ticks" in header
