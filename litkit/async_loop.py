@@ -28,7 +28,7 @@ from typing import Any, Callable, Protocol
 
 from .api import LitAPI
 from .cancellation import _set_task_current
-from .encoding import decode_body, encode_chunk, encode_error, encode_json
+from .encoding import decode_body, encode_chunk, encode_decode_error, encode_error, encode_json
 from .protocol import ChannelClosed, Kind, decode_request, encode_frame, recv_message, send_message
 
 __all__ = ["AsyncRequestLoop"]
@@ -125,6 +125,12 @@ class AsyncRequestLoop:
         api = self.api
         try:
             x = await _result(api.decode_request(decode_body(body)))
+        except BrokenPipeError:
+            raise
+        except Exception as error:  # noqa: BLE001 - decode_request failing means the body is not what it expects
+            await _send(channel, Kind.ERROR, encode_decode_error(error))
+            return
+        try:
             if self.stream:
                 await self._stream(x, channel)
             else:

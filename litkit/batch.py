@@ -23,7 +23,7 @@ from typing import Any, Iterator, Protocol
 
 from .api import LitAPI
 from .cancellation import _set_current
-from .encoding import decode_body, encode_chunk, encode_error, encode_json
+from .encoding import decode_body, encode_chunk, encode_decode_error, encode_error, encode_json
 from .errors import HTTPError
 from .protocol import Kind
 
@@ -74,8 +74,8 @@ def _decode_each(api: LitAPI, bodies: list[bytes], channels: list[Channel]) -> l
             continue
         try:
             live.append((channel, api.decode_request(decode_body(body))))
-        except Exception as error:  # noqa: BLE001 - this request fails, the others go on
-            _send(channel, Kind.ERROR, encode_error(error))
+        except Exception as error:  # noqa: BLE001 - this request fails (400: its body), the others go on
+            _send(channel, Kind.ERROR, encode_decode_error(error))
     return live
 
 

@@ -9,21 +9,35 @@ from typing import Any
 
 from .errors import HTTPError
 
-__all__ = ["decode_body", "encode_json", "encode_chunk", "encode_error"]
+__all__ = ["decode_body", "encode_json", "encode_chunk", "encode_error", "encode_decode_error"]
 
 _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def decode_body(body: bytes) -> Any:
-    """The parsed JSON of a request body.
+    """The parsed JSON of a request body, strictly: UTF-8, no NaN or Infinity, no number too large
+    for a float, no nesting past the interpreter's recursion limit.
 
     Raises:
-        HTTPError: 400, the body is not valid JSON (or not UTF-8).
+        HTTPError: 400 saying what is wrong with the body.
     """
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, ValueError) as error:
+        return json.loads(body, parse_float=_finite_float, parse_constant=_reject_constant)
+    except RecursionError:
+        raise HTTPError(400, "request body is not valid JSON: it nests too deeply; send at most a few hundred levels") from None
+    except (UnicodeDecodeError, ValueError) as error:  # a too-long integer literal is a ValueError too
         raise HTTPError(400, f"request body is not valid JSON: {error}") from None
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"the number {text[:40]}{'...' if len(text) > 40 else ''} is too large for a float")
+    return value
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value; send finite numbers only")
 
 
 def encode_json(value: Any, hook: str = "encode_response") -> bytes:
@@ -50,12 +64,18 @@ def encode_chunk(value: Any) -> bytes:
     return encode_json(value, hook="encode_response (stream chunk)")
 
 
-def encode_error(error: BaseException) -> bytes:
-    """The ``ERROR`` payload for an exception a hook raised: its status (``HTTPError``) or 500.
+def encode_error(error: BaseException, status: int = 500, prefix: str = "") -> bytes:
+    """The ``ERROR`` payload for an exception a hook raised: its status (``HTTPError``), else
+    ``status`` (500) with ``prefix`` before the error's type and message.
 
-    Call it inside the ``except`` block, so a 500 carries the traceback for the server's log.
+    Call it inside the ``except`` block, so the report carries the traceback for the server's log.
     """
     if isinstance(error, HTTPError):
         return json.dumps({"status": error.status, "error": error.message}).encode()
-    report = {"status": 500, "error": f"{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
+    report = {"status": status, "error": f"{prefix}{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
     return json.dumps(report).encode()
+
+
+def encode_decode_error(error: BaseException) -> bytes:
+    """The ``ERROR`` payload when ``decode_request`` raises: the body is not what it expects, a 400."""
+    return encode_error(error, 400, "decode_request could not use this request body: ")

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Mapping
 import cloudpickle
 
 from . import __version__
+from .access import AccessPolicy
 from .api import LitAPI, is_async_api, is_streaming_api
 from .devices import plan_workers
 from .logs import WorkerLog
@@ -46,6 +47,7 @@ ENDPOINT_OPTIONS = (
     "workers_per_device",
     "max_concurrency",
     "spec",
+    "cancel_grace",
 )
 RESERVED_PATHS = ("/health", "/info", "/metrics")
 DEFAULT_API_PATH = "/predict"
@@ -57,7 +59,8 @@ class Endpoint:
     ``litkit.Endpoint(Chat(), workers=2, timeout=30)`` takes any of ``serve()``'s per-endpoint
     keyword arguments (``ENDPOINT_OPTIONS``): ``workers``, ``stream``, ``timeout``, ``max_queue``,
     ``max_body_size``, ``max_batch_size``, ``batch_timeout``, ``accelerator``, ``devices``,
-    ``workers_per_device``, ``max_concurrency``, ``spec``. Those not given are taken from ``serve()``.
+    ``workers_per_device``, ``max_concurrency``, ``spec``, ``cancel_grace``. Those not given are taken
+    from ``serve()``.
 
     Raises:
         TypeError: an option that is not per-endpoint.
@@ -112,6 +115,7 @@ class EndpointState:
             max_concurrency=options["max_concurrency"],
             spec=spec_bytes,
             log=WorkerLog(path),
+            cancel_grace=options["cancel_grace"],
         )
         self.stopping = False
         self.active: set[PredictHandler] = set()
@@ -146,11 +150,14 @@ class EndpointState:
 
 
 class ServingState:
-    """Every endpoint of one server, in the order given; the first is the default one."""
+    """Every endpoint of one server, in the order given; the first is the default one; and what
+    applies to the whole server: who may call it (``access``) and ``client_timeout``."""
 
-    def __init__(self, endpoints: list[EndpointState]) -> None:
+    def __init__(self, endpoints: list[EndpointState], *, access: AccessPolicy | None = None, client_timeout: float = 60.0) -> None:
         self.endpoints = endpoints
         self.max_body_size = max(endpoint.max_body_size for endpoint in endpoints)
+        self.access = access if access is not None else AccessPolicy(None, (), loopback_only=True)
+        self.client_timeout = client_timeout
 
     @property
     def first(self) -> EndpointState:
@@ -169,16 +176,15 @@ class ServingState:
                 return endpoint
         raise ValueError(f"no endpoint at {path!r}; this server has {', '.join(e.path for e in self.endpoints)}")
 
-    @property
-    def ready(self) -> bool:
-        return all(endpoint.pool.ready for endpoint in self.endpoints)
-
-    def unavailable_reason(self) -> str:
+    def health(self) -> tuple[bool, str | None]:
+        """(ok, reason): what ``/health`` and ``status()["health"]`` report."""
+        if any(endpoint.stopping for endpoint in self.endpoints):
+            return False, "the server is stopping"
         for endpoint in self.endpoints:
-            if not endpoint.pool.ready:
-                reason = endpoint.pool.unavailable_reason()
-                return reason if len(self.endpoints) == 1 else f"{endpoint.path}: {reason}"
-        return ""
+            ok, reason = endpoint.pool.health()
+            if not ok:
+                return False, reason if len(self.endpoints) == 1 else f"{endpoint.path}: {reason}"
+        return True, None
 
     async def start(self) -> None:
         """Start every endpoint's workers at once; the first failure cancels the other starts.
@@ -286,6 +292,7 @@ def _check_options(api: Any, options: dict[str, Any]) -> dict[str, Any]:
     if options["timeout"] is not None:
         check_seconds("timeout", options["timeout"], " or None")
     _check_scheduling(api, options["max_batch_size"], options["batch_timeout"], options["max_concurrency"])
+    check_seconds("cancel_grace", options["cancel_grace"])
     spec = options["spec"]
     if spec is not None:
         if not isinstance(spec, Spec):

@@ -4,8 +4,13 @@ The HTTP layer knows the pool and the tracker, nothing about widgets. A predict 
 whole (refused with 413 past ``max_body_size`` before any more is read), queued in the pool, and
 relayed from its response pipe: a ``RESULT`` becomes the JSON body; ``CHUNK`` frames go out as
 NDJSON lines or SSE events, flushed as soon as they arrive (chunks that arrive together go out in
-one write). A client that leaves, or a ``timeout`` that passes before the first response byte,
-cancels the job.
+one write). A client that leaves, a ``timeout`` that passes before the first response byte, or a
+client that stops reading for ``client_timeout``, cancels the job.
+
+Buffering is bounded: the relay reads the next frames from the pipe only once the previous ones
+were written to the socket, so a client that stops reading stops its worker at a full pipe.
+
+Every request first passes the access checks (``litkit.access``): Host, Origin, API key.
 """
 
 from __future__ import annotations
@@ -23,9 +28,10 @@ import tornado.web
 from tornado.http1connection import HTTP1Connection
 from tornado.iostream import StreamClosedError
 
+from .access import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_MAX_AGE_S, AccessDenied
 from .channels import PipeClosed, PipeReader
 from .metrics import render_metrics
-from .pool import Job, JobDropped, QueueFull
+from .pool import Job, JobDropped, NoWorkers, QueueFull
 from .protocol import FrameParser, Kind
 
 if TYPE_CHECKING:
@@ -42,19 +48,22 @@ _ID_PREFIX = secrets.token_hex(4)
 _ID_COUNTER = itertools.count(1)
 # Headroom past max_body_size for the connection's own limit, so the handler answers 413 first.
 _BODY_LIMIT_SLACK = 256 * 1024
+# Request line and headers larger than this get 431; Tornado closes connections whose headers
+# pass MAX_HEADER_BYTES (server.py) before reading them whole.
+HEADER_LIMIT = 32 * 1024
 
 
 def make_application(serving: ServingState) -> tornado.web.Application:
-    options = {"state": serving}
+    options = {"state": serving, "serving": serving}
     routes: list[Any] = [
         (r"/health", HealthHandler, options),
         (r"/info", InfoHandler, options),
         (r"/metrics", MetricsHandler, options),
     ]
     for endpoint in serving.endpoints:
-        routes.append((re.escape(endpoint.path), PredictHandler, {"state": endpoint}))
+        routes.append((re.escape(endpoint.path), PredictHandler, {"state": endpoint, "serving": serving}))
         for name, path in endpoint.extra_paths.items():
-            routes.append((re.escape(path), SpecGetHandler, {"state": endpoint, "name": name}))
+            routes.append((re.escape(path), SpecGetHandler, {"state": endpoint, "serving": serving, "name": name}))
     return tornado.web.Application(
         routes,
         default_handler_class=NotFoundHandler,
@@ -71,12 +80,54 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
 
 
 class JSONHandler(tornado.web.RequestHandler):
-    """Every answer is JSON and carries ``X-Request-ID`` (the client's, when it sent a sane one)."""
+    """Every answer is JSON and carries ``X-Request-ID`` (the client's, when it sent a sane one).
+
+    ``prepare`` runs the access checks before anything else (the body of a streamed-body handler
+    is not read yet): Host, then Origin, then, unless the handler is ``open`` or this is a CORS
+    preflight, the API key.
+    """
 
     state: Any  # the ServingState, or for an endpoint's handlers its EndpointState
+    open = False  # True: no API key needed (health)
 
-    def initialize(self, state: Any) -> None:
+    def initialize(self, state: Any, serving: ServingState) -> None:
         self.state = state
+        self.serving = serving
+
+    def prepare(self) -> None:
+        request = self.request
+        policy = self.serving.access
+        host = request.headers.get("Host", "")
+        try:
+            policy.check_host(host)
+            self._cors_origin = policy.allowed_origin(request.headers.get("Origin"), host)
+            self._set_cors_headers()
+            if request.method == "OPTIONS":
+                return  # a preflight carries no credentials; options() answers it
+            if not self.open:
+                policy.check_key(request.headers)
+        except AccessDenied as denied:
+            raise self.error(denied.status, denied.message) from None
+        size = len(request.method or "") + len(request.uri or "") + sum(len(k) + len(v) + 4 for k, v in request.headers.get_all())
+        if size > HEADER_LIMIT:
+            raise self.error(431, f"request headers of {size} bytes exceed {HEADER_LIMIT} bytes; send smaller headers")
+
+    def _set_cors_headers(self) -> None:
+        origin = getattr(self, "_cors_origin", None)
+        if origin is not None:
+            self.set_header("Access-Control-Allow-Origin", origin)
+            self.set_header("Access-Control-Expose-Headers", "X-Request-ID")
+            self.add_header("Vary", "Origin")
+
+    def options(self, *args: Any) -> None:
+        """A CORS preflight from an allowed origin (prepare refused the others)."""
+        if getattr(self, "_cors_origin", None) is None:
+            raise self.error(400, "OPTIONS is only answered as a CORS preflight from an allowed Origin")
+        self.set_header("Access-Control-Allow-Methods", CORS_ALLOW_METHODS)
+        self.set_header("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS)
+        self.set_header("Access-Control-Max-Age", str(CORS_MAX_AGE_S))
+        self.set_status(204)
+        self.finish()
 
     @property
     def request_id(self) -> str:
@@ -98,6 +149,10 @@ class JSONHandler(tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         error = kwargs.get("exc_info", (None, None, None))[1]
         message = getattr(error, "log_message", None) or self._reason
+        # send_error cleared the headers: an allowed page may read the error too.
+        self._set_cors_headers()
+        if status_code == 401:
+            self.set_header("WWW-Authenticate", 'Bearer realm="litkit"')
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(self.error_body(status_code, message)))
 
@@ -124,6 +179,7 @@ class NotFoundHandler(JSONHandler):
     state: ServingState
 
     def prepare(self) -> None:
+        super().prepare()
         endpoints = self.state.endpoints
         where = f"the API is at POST {endpoints[0].path}" if len(endpoints) == 1 else "the endpoints are " + ", ".join(f"POST {e.path}" for e in endpoints)
         raise self.error(404, f"no endpoint at {self.request.path}; {where}")
@@ -131,12 +187,14 @@ class NotFoundHandler(JSONHandler):
 
 class HealthHandler(JSONHandler):
     state: ServingState
+    open = True
 
     def get(self) -> None:
-        if self.state.ready:
+        ok, reason = self.state.health()
+        if ok:
             self.write_json(200, {"status": "ok"})
         else:
-            self.write_json(503, {"status": "unavailable", "reason": self.state.unavailable_reason()})
+            self.write_json(503, {"status": "unavailable", "reason": reason})
 
 
 class InfoHandler(JSONHandler):
@@ -161,8 +219,8 @@ class SpecGetHandler(JSONHandler):
 
     state: EndpointState
 
-    def initialize(self, state: Any, name: str = "") -> None:  # type: ignore[override]
-        super().initialize(state)
+    def initialize(self, state: Any, serving: ServingState, name: str = "") -> None:  # type: ignore[override]
+        super().initialize(state, serving)
         self.name = name
 
     def get(self) -> None:
@@ -174,7 +232,7 @@ class SpecGetHandler(JSONHandler):
 
 @tornado.web.stream_request_body
 class PredictHandler(JSONHandler):
-    SUPPORTED_METHODS = ("POST",)
+    SUPPORTED_METHODS = ("POST", "OPTIONS")
     state: EndpointState
 
     def prepare(self) -> None:
@@ -186,6 +244,7 @@ class PredictHandler(JSONHandler):
         self._gone = False  # the client left, or the request was answered by a timeout or a stop
         self._timeout_handle: asyncio.TimerHandle | None = None
         self._sse = self.state.always_sse or "text/event-stream" in self.request.headers.get("Accept", "")
+        super().prepare()  # the access checks, once this handler can answer a hang-up
         limit = self.state.max_body_size
         length = self.request.headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > limit:
@@ -218,14 +277,14 @@ class PredictHandler(JSONHandler):
             return  # answered already (413), or the client left as its body arrived: nothing to run
         state = self.state
         if state.stopping:
-            raise self.error(503, "the server is stopping")
+            raise self.error(503, "the server is stopping; it takes no new requests")
         record = state.tracker.admit(self.request_id, self.request.path)
         record.arrived = self._arrived
         job = Job(record, b"".join(self._body))
         self._body.clear()
         try:
             state.pool.submit(job)
-        except QueueFull as error:
+        except (QueueFull, NoWorkers) as error:
             state.tracker.finish(record, "failed", str(error))
             raise self.error(503, str(error)) from None
         self._job = job
@@ -236,6 +295,9 @@ class PredictHandler(JSONHandler):
                 self._timeout_handle = asyncio.get_running_loop().call_at(self._arrived + state.timeout, self._on_timeout)
             try:
                 pipe = await job.assigned
+            except NoWorkers as error:
+                _consume_error(self._answer_error(job, 503, str(error)))
+                return
             except JobDropped:
                 return
             await self._relay(job, pipe)
@@ -261,18 +323,35 @@ class PredictHandler(JSONHandler):
                         self._worker_died(job)
                     return
                 continue
-            if self._handle_frames(job, frames):
+            written = self._handle_frames(job, frames)
+            if written is not None:
                 job.close_pipe()
+                await self._within_write_deadline(written)
                 return
-            if self._headers_sent:
-                try:
-                    await self.flush()
-                except StreamClosedError:
-                    self.cancel("client left after {chunks} chunks", "cancelled")
-                    return
+            if self._headers_sent and not await self._within_write_deadline(self.flush()):
+                return
 
-    def _handle_frames(self, job: Job, frames: list[tuple[Kind, bytes]]) -> bool:
-        """Write what the frames say; True once the response is complete."""
+    async def _within_write_deadline(self, written: asyncio.Future[None]) -> bool:
+        """Wait until ``written`` (a flush or finish) is on the wire; False if the client left or
+        read nothing for ``client_timeout`` seconds, in which case the request is cancelled and the
+        connection closed (what it would have buffered is dropped)."""
+        client_timeout = self.serving.client_timeout
+        if not written.done():  # usually done already: the socket took the bytes at once
+            await asyncio.wait({written}, timeout=client_timeout)
+        if not written.done():
+            _consume_error(written)
+            self.cancel(f"client read nothing for client_timeout={client_timeout:g}s after {{chunks}} chunks", "cancelled")
+            self._connection.stream.close()
+            return False
+        try:
+            written.result()
+        except StreamClosedError:
+            self.cancel("client left after {chunks} chunks", "cancelled")
+            return False
+        return True
+
+    def _handle_frames(self, job: Job, frames: list[tuple[Kind, bytes]]) -> asyncio.Future[None] | None:
+        """Write what the frames say; once the response is complete, the future of its last write."""
         record = job.record
         for kind, payload in frames:
             if kind == Kind.CHUNK:
@@ -283,20 +362,17 @@ class PredictHandler(JSONHandler):
                 self._clear_timeout()
                 self.state.tracker.finish(record, "completed")
                 self.set_header("Content-Type", "application/json")
-                self.finish(payload)
-                return True
+                return self.finish(payload)
             elif kind == Kind.END:
                 self._start_stream()
                 self.state.tracker.finish(record, "completed")
                 if self._sse:
                     self.write(b"data: [DONE]\n\n")
-                self.finish()
-                return True
+                return self.finish()
             elif kind == Kind.ERROR:
                 report = json.loads(payload)
-                self._answer_error(job, report["status"], report["error"], report.get("traceback"))
-                return True
-        return False
+                return self._answer_error(job, report["status"], report["error"], report.get("traceback"))
+        return None
 
     def _start_stream(self) -> None:
         if self._headers_sent:
@@ -316,29 +392,32 @@ class PredictHandler(JSONHandler):
             return b"data: " + payload + b"\n\n"
         return b"".join(b"data: " + line + b"\n" for line in payload.split(b"\n")) + b"\n"
 
-    def _answer_error(self, job: Job, status: int, message: str, traceback_text: str | None = None) -> None:
+    def _answer_error(self, job: Job, status: int, message: str, traceback_text: str | None = None) -> asyncio.Future[None]:
         self._clear_timeout()
         self.state.tracker.finish(job.record, "failed", message)
         if traceback_text:
-            logger.error("request %s failed in a hook:\n%s", self.request_id, traceback_text.rstrip())
+            # A client's bad input (4xx from decode_request) is not the operator's alarm.
+            level = logging.ERROR if status >= 500 else logging.INFO
+            logger.log(level, "request %s failed in a hook:\n%s", self.request_id, traceback_text.rstrip())
             # Into the dashboard's log panel too; the logger line above already reported it.
             worker_id = job.worker.id if job.worker is not None else -1
             self.state.pool.log.add(worker_id, "traceback", f"request {self.request_id} failed:\n{traceback_text.rstrip()}", to_logger=False)
-        self._end_with_error(status, message)
+        return self._end_with_error(status, message)
 
-    def _end_with_error(self, status: int, message: str) -> None:
+    def _end_with_error(self, status: int, message: str) -> asyncio.Future[None]:
         """An error status before the first chunk; a final error line or SSE event after it."""
         error = self.error_body(status, message)
         if not self._headers_sent:
-            self.write_json(status, error)
-            return
+            self.set_status(status)
+            self.set_header("Content-Type", "application/json")
+            return self.finish(json.dumps(error))
         body = json.dumps(error).encode()
-        self.finish(b"event: error\ndata: " + body + b"\n\n" if self._sse else body + b"\n")
+        return self.finish(b"event: error\ndata: " + body + b"\n\n" if self._sse else body + b"\n")
 
     def _worker_died(self, job: Job) -> None:
         worker = job.worker
         who = f"worker {worker.id} (pid {worker.pid})" if worker is not None else "the worker"
-        self._answer_error(job, 500, f"{who} died while handling this request; it is being replaced")
+        _consume_error(self._answer_error(job, 500, f"{who} died while handling this request; it is being replaced"))
 
     # -- ending early: disconnect, timeout, stop --------------------------------------------------
 
@@ -352,7 +431,7 @@ class PredictHandler(JSONHandler):
             return
         message = f"no response within timeout={self.state.timeout:g}s"
         self.cancel(message, "timed_out")
-        self._end_with_error(504, message + "; serve with a larger timeout if this is expected")
+        _consume_error(self._end_with_error(504, message + "; serve with a larger timeout if this is expected"))
 
     def cancel(self, reason: str, state: str = "cancelled") -> None:
         """End this request early: count it, and stop its work (dropped if queued, pipe closed if running)."""
@@ -376,9 +455,19 @@ class PredictHandler(JSONHandler):
         self.cancel(reason, "cancelled")
         if self._finished or self._connection.stream.closed():
             return
-        self._end_with_error(503, message)
+        _consume_error(self._end_with_error(503, message))
 
     def _clear_timeout(self) -> None:
         if self._timeout_handle is not None:
             self._timeout_handle.cancel()
             self._timeout_handle = None
+
+
+def _consume_error(future: asyncio.Future[Any]) -> None:
+    """Mark a write's outcome as seen: a client that left makes it fail, which is no news."""
+
+    def consume(done: asyncio.Future[Any]) -> None:
+        if not done.cancelled():
+            done.exception()
+
+    future.add_done_callback(consume)

@@ -34,7 +34,7 @@ from .logs import LineSplitter, WorkerLog
 from .protocol import Kind, encode_batch, encode_frame, encode_request
 from .tracking import RequestRecord, RequestTracker
 
-__all__ = ["Job", "JobDropped", "QueueFull", "WorkerPool"]
+__all__ = ["Job", "JobDropped", "NoWorkers", "QueueFull", "WorkerPool"]
 
 logger = logging.getLogger("litkit.pool")
 
@@ -57,6 +57,10 @@ class QueueFull(LitkitError):
 
 class JobDropped(LitkitError):
     """A queued job was cancelled before any worker took it."""
+
+
+class NoWorkers(LitkitError):
+    """Every worker is down for good (each failed to start MAX_START_ATTEMPTS times in a row)."""
 
 
 class Job:
@@ -110,6 +114,8 @@ class WorkerProcess:
         self.jobs: collections.deque[Job] = collections.deque()  # handed over, in order; the first runs
         self.ready: asyncio.Future[None] | None = None
         self.last_error = ""
+        self.given_up = False  # failed to start MAX_START_ATTEMPTS times in a row: left down
+        self.killed = 0  # times killed because a cancelled request did not stop within cancel_grace
 
     @property
     def job(self) -> Job | None:
@@ -121,7 +127,7 @@ class WorkerProcess:
         return self.process.pid if self.process is not None else 0
 
     def snapshot(self) -> dict[str, Any]:
-        return {"id": self.id, "pid": self.pid, "state": self.state, "restarts": self.restarts, "handled": self.handled, "device": self.placement.device}
+        return {"id": self.id, "pid": self.pid, "state": self.state, "restarts": self.restarts, "handled": self.handled, "device": self.placement.device, "killed": self.killed}
 
 
 class WorkerPool:
@@ -143,11 +149,13 @@ class WorkerPool:
         batch_timeout: float = 0.0,
         max_concurrency: int = 1,
         spec: bytes | None = None,
+        cancel_grace: float = 5.0,
     ) -> None:
         """``placements`` gives each worker its device (see ``litkit.devices``); without it,
         ``count`` workers all get ``device``."""
         self._api_bytes = api_bytes
         self._spec_bytes = spec
+        self._cancel_grace = cancel_grace
         self._stream = stream
         self._max_batch_size = max_batch_size
         self._batch_timeout = batch_timeout
@@ -167,6 +175,7 @@ class WorkerPool:
         self._queue: collections.deque[Job] = collections.deque()
         self._queued = 0
         self._stopping = False
+        self._started = False  # every worker reported READY once
         self._background: set[asyncio.Task[Any]] = set()
         self._output_readers: set[asyncio.Task[None]] = set()
 
@@ -189,19 +198,23 @@ class WorkerPool:
                     f"no READY within start_timeout={self._start_timeout:g}s; if setup() is slow "
                     "(e.g. loading a large model), pass a larger start_timeout to serve()",
                 ) from None
+        self._started = True
 
-    @property
-    def ready(self) -> bool:
-        """True when every worker has finished starting and none is down."""
-        return not self._stopping and all(w.state in ("idle", "busy") for w in self.workers)
-
-    def unavailable_reason(self) -> str:
+    def health(self) -> tuple[bool, str | None]:
+        """(ok, reason): not ok while the first start is under way, while stopping, and once a
+        worker was left down after failing to start again and again. A worker being replaced
+        after a crash does not count: requests wait for it in the queue."""
         if self._stopping:
-            return "the server is stopping"
+            return False, "the server is stopping"
         for worker in self.workers:
-            if worker.state == "dead":
-                return f"worker {worker.id} is down: {worker.last_error or 'it exited'}"
-        return "workers are starting"
+            if worker.given_up:
+                return False, (
+                    f"worker {worker.id} is down after {worker.failed_starts} failed starts in a row: "
+                    f"{worker.last_error}; fix the cause and serve again"
+                )
+        if not self._started:
+            return False, "workers are starting"
+        return True, None
 
     async def stop(self) -> None:
         """Drop queued jobs, close every control socket, and make sure every process has exited."""
@@ -209,7 +222,7 @@ class WorkerPool:
         if self._batch_timer is not None:
             self._batch_timer.cancel()
         while self._queue:
-            self._drop(self._queue.popleft())
+            self._drop(self._queue.popleft(), JobDropped("the server is stopping"))
         for task in list(self._background):
             task.cancel()
         for worker in self.workers:
@@ -239,7 +252,10 @@ class WorkerPool:
 
         Raises:
             QueueFull: ``max_queue`` jobs are already waiting.
+            NoWorkers: every worker is down for good.
         """
+        if all(worker.given_up for worker in self.workers):
+            raise NoWorkers(self.health()[1] or "every worker is down")
         if self._queued >= self._max_queue:
             raise QueueFull(
                 f"the queue already holds max_queue={self._max_queue} requests; retry later, "
@@ -254,20 +270,36 @@ class WorkerPool:
     def cancel(self, job: Job) -> None:
         """Cancel a job: a queued one is dropped and never runs; one handed to a busy worker is
         dropped and its pipe closed, so the worker skips it; a running one has its pipe closed,
-        which the worker notices at its next write (or ``litkit.cancelled()`` check)."""
+        which the worker notices at its next write (or ``litkit.cancelled()`` check). A worker
+        still on a started request ``cancel_grace`` seconds later (a hook that neither yields nor
+        checks ``litkit.cancelled()``) is killed and replaced."""
+        self._drop(job, JobDropped(f"request {job.id} was cancelled while queued"))
+
+    def _drop(self, job: Job, error: LitkitError) -> None:
         if job.dropped:
             return
         if job.started:
-            job.close_pipe()
+            if job.pipe is not None and not job.pipe.closed():
+                job.close_pipe()
+                asyncio.get_running_loop().call_later(self._cancel_grace, self._kill_if_still_running, job)
             return
         job.dropped = True
         self._queued -= 1
         job.close_pipe()  # handed to a busy worker: it skips a request whose pipe is closed
-        _fail(job.assigned, JobDropped(f"request {job.id} was cancelled while queued"))
+        _fail(job.assigned, error)
 
-    def _drop(self, job: Job) -> None:
-        if not job.dropped:
-            self.cancel(job)
+    def _kill_if_still_running(self, job: Job) -> None:
+        worker = job.worker
+        process = worker.process if worker is not None else None
+        if self._stopping or worker is None or job not in worker.jobs or process is None or process.poll() is not None:
+            return
+        logger.warning(
+            "worker %d (pid %d) still runs request %s %gs after it was cancelled (cancel_grace); "
+            "killing it. A hook that loops for long should check litkit.cancelled()",
+            worker.id, process.pid, job.id, self._cancel_grace,
+        )
+        worker.killed += 1
+        process.kill()  # Popen.kill: the process is not reaped yet, so its pid cannot be reused
 
     def _dispatch(self) -> None:
         if self._max_batch_size > 1:
@@ -520,6 +552,8 @@ class WorkerPool:
             worker.failed_starts += 1
             if worker.failed_starts >= MAX_START_ATTEMPTS:
                 logger.error("worker %d failed to start %d times in a row; leaving it down: %s", worker.id, worker.failed_starts, worker.last_error)
+                worker.given_up = True
+                self._fail_queue_if_no_worker_left()
                 return
         else:
             logger.warning("worker %d (pid %d) %s; starting a replacement", worker.id, worker.pid, how)
@@ -545,6 +579,12 @@ class WorkerPool:
             for line in splitter.flush():
                 self.log.add(worker_id, name, line)
             pipe.close()
+
+    def _fail_queue_if_no_worker_left(self) -> None:
+        if all(worker.given_up for worker in self.workers):
+            error = NoWorkers(self.health()[1] or "every worker is down")
+            while self._queue:
+                self._drop(self._queue.popleft(), error)
 
     def _run_in_background(self, coroutine: Any) -> None:
         task = asyncio.ensure_future(coroutine)

@@ -35,7 +35,7 @@ from .api import LitAPI, is_async_api
 from .async_loop import AsyncRequestLoop
 from .batch import run_batch
 from .cancellation import _set_current
-from .encoding import decode_body, encode_chunk, encode_error, encode_json
+from .encoding import decode_body, encode_chunk, encode_decode_error, encode_error, encode_json
 from .protocol import ChannelClosed, Kind, decode_batch, decode_request, encode_frame, recv_message, send_message, write_all
 
 __all__ = ["main"]
@@ -136,7 +136,10 @@ class Worker:
             except OSError:
                 pass  # the server stopped waiting (another worker failed first): just exit
             return None
-        send_message(self.control, Kind.READY, json.dumps({"pid": os.getpid()}).encode())
+        try:
+            send_message(self.control, Kind.READY, json.dumps({"pid": os.getpid()}).encode())
+        except OSError:
+            return None  # the server went away while this worker started: just exit
         return api
 
     def _handle_batch(self, api: LitAPI, payload: bytes, fds: list[int]) -> str:
@@ -165,9 +168,16 @@ class Worker:
             request = decode_body(body)
             if self.spec is not None:
                 request, stream_answer = self.spec.decode_request(request)
-                self._run_spec(api, api.decode_request(request), self.spec.context(request, request_id), stream_answer, channel)
-                return
             x = api.decode_request(request)
+        except ClientGone:
+            raise
+        except Exception as error:  # noqa: BLE001 - decode_request failing means the body is not what it expects
+            channel.send(Kind.ERROR, encode_decode_error(error))
+            return
+        try:
+            if self.spec is not None:
+                self._run_spec(api, x, self.spec.context(request, request_id), stream_answer, channel)
+                return
             if self.stream:
                 self._stream(api, x, channel)
             else:
@@ -262,6 +272,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker-id", type=int, required=True)
     args = parser.parse_args(argv)
     control = socket.socket(fileno=args.control_fd)
+    os.set_inheritable(args.control_fd, False)  # a subprocess started by a hook must not hold it open
     try:
         return Worker(control, args.worker_id).run()
     finally:
