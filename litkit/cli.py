@@ -73,6 +73,10 @@ _SERVE_FLAGS = {
     "workers_per_device": "workers on each device; none: as many as --workers",
     "max_concurrency": "requests each worker runs at once (async predict only)",
     "spec": "a protocol to speak instead of litkit's own: openai (chat completions)",
+    "api_key": "key callers must send; auto generates one (required off loopback)",
+    "cors_origins": "comma-separated web origins whose pages may call the server",
+    "cancel_grace": "seconds a cancelled request's worker may keep running before it is killed",
+    "client_timeout": "seconds a client may take to send its request or read a response part",
 }
 
 
@@ -103,6 +107,14 @@ def _auto_bool(text: str) -> bool | None:
     return choices[text.lower()]
 
 
+def _optional_str(text: str) -> str | None:
+    return None if text.lower() == "none" else text
+
+
+def _origins(text: str) -> list[str]:
+    return [origin for origin in text.split(",") if origin]
+
+
 def _spec(text: str) -> Any:
     from .specs import OpenAIChat
 
@@ -122,6 +134,8 @@ _PARSERS: dict[str, Any] = {
     "int | list[int] | None": _parse_devices,
     "bool | None": _auto_bool,
     "Spec | None": _spec,
+    "str | None": _optional_str,
+    "Sequence[str]": _origins,
 }
 
 
@@ -142,7 +156,7 @@ def _add_serve_options(parser: argparse.ArgumentParser, leave_out: tuple[str, ..
         default = parameter.default
         shown = {None: "auto" if name == "stream" else "none"}.get(default, default)
         text = _SERVE_FLAGS.get(name, name.replace("_", " "))
-        metavar = {_auto_bool: "auto|on|off", _spec: "openai|none", _optional_float: "SECONDS|none", _optional_int: "N|none", _parse_devices: "N|I,J,..."}.get(kind)
+        metavar = {_auto_bool: "auto|on|off", _spec: "openai|none", _optional_float: "SECONDS|none", _optional_int: "N|none", _parse_devices: "N|I,J,...", _optional_str: "KEY|auto|none", _origins: "ORIGIN,..."}.get(kind)
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=default, metavar=metavar, help=f"{text} (default: {shown})")
 
 
@@ -150,16 +164,20 @@ def _serve_options(args: argparse.Namespace) -> dict[str, Any]:
     return {name: getattr(args, name) for name in serve_parameters() if hasattr(args, name)}
 
 
-def _curl(url: str, body: Any, stream: bool) -> str:
+def _curl(url: str, body: Any, stream: bool, api_key: str | None = None) -> str:
     flags = "-N " if stream else ""
-    return f"curl {flags}-X POST {url} -H 'Content-Type: application/json' -d {shlex.quote(json.dumps(body))}"
+    auth = f" -H {shlex.quote('Authorization: Bearer ' + api_key)}" if api_key else ""
+    return f"curl {flags}-X POST {url}{auth} -H 'Content-Type: application/json' -d {shlex.quote(json.dumps(body))}"
 
 
 def _how_to_call(server: Any, example: Any, hint: str) -> str:
     """The banner: per endpoint a "serving" line and a ready-to-paste curl line; then health, metrics."""
     from .server import banner
 
+    key = server.api_key
     lines = []
+    if key:
+        lines.append(f"litkit: api key:  {key}   (send it as 'Authorization: Bearer KEY' or 'X-API-Key: KEY')")
     for path, serving_line in zip(server.paths, banner(server).splitlines()):
         info = server.endpoint_info(path)
         endpoint = server.url + path
@@ -167,13 +185,13 @@ def _how_to_call(server: Any, example: Any, hint: str) -> str:
         if info["spec"] == "openai-chat":
             from .specs import OpenAIChat
 
-            lines.append("  call it:  " + _curl(endpoint, OpenAIChat().example_request(info["model"]), True))
+            lines.append("  call it:  " + _curl(endpoint, OpenAIChat().example_request(info["model"]), True, key))
             base = endpoint.removesuffix("/chat/completions")
-            lines.append(f"  openai:   openai.OpenAI(base_url={base!r}, api_key='unused')")
+            lines.append(f"  openai:   openai.OpenAI(base_url={base!r}, api_key={key or 'unused'!r})")
             continue
-        lines.append("  call it:  " + _curl(endpoint, example, info["stream"]) + hint)
+        lines.append("  call it:  " + _curl(endpoint, example, info["stream"], key) + hint)
         if info["stream"]:
-            lines.append("  as SSE:   " + _curl(endpoint, example, True) + " -H 'Accept: text/event-stream'")
+            lines.append("  as SSE:   " + _curl(endpoint, example, True, key) + " -H 'Accept: text/event-stream'")
     lines.append(f"  health:   curl {server.url}/health")
     lines.append(f"  metrics:  curl {server.url}/metrics")
     return "\n".join(lines)

@@ -349,3 +349,92 @@ class ChatOnce(litkit.LitAPI):
 
     def predict(self, request):
         return "you said: " + request["messages"][-1]["content"]
+
+
+class Crasher(litkit.LitAPI):
+    """Dies mid-request the way native code or an operator kills a process; else echoes.
+
+    ``{"crash": "exit"}``: os._exit; ``"segv"``: a segfault in native code (ctypes reads address 0);
+    ``"sigkill"``: kill -9 of itself. ``{"crash": ..., "after": n}`` on a streaming server dies
+    after yielding n chunks. Setup fails once the file ``fail_setup_if`` exists.
+    """
+
+    def __init__(self, fail_setup_if=None):
+        self.fail_setup_if = fail_setup_if
+
+    def setup(self, device):
+        if self.fail_setup_if and os.path.exists(self.fail_setup_if):
+            raise RuntimeError("the model file is corrupt")
+
+    def predict(self, x):
+        if isinstance(x, dict) and "crash" in x:
+            crash(x["crash"])
+        return {"echo": x, "pid": os.getpid()}
+
+
+class StreamCrasher(litkit.LitAPI):
+    """Streams ``{"i": n}``; dies (see ``crash``) after ``after`` chunks when asked to."""
+
+    def predict(self, x):
+        for i in range(x.get("n", 10)):
+            if x.get("after") == i:
+                crash(x["crash"])
+            yield {"i": i}
+            time.sleep(x.get("interval", 0.0))
+
+
+def crash(how):
+    import ctypes
+    import signal
+
+    sys.stdout.flush()
+    if how == "exit":
+        os._exit(3)
+    if how == "segv":
+        ctypes.string_at(0)
+    if how == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise ValueError(f"unknown crash {how!r}")
+
+
+class Runaway(litkit.LitAPI):
+    """A predict that neither yields nor checks litkit.cancelled() for ``seconds`` (a stuck native call)."""
+
+    def __init__(self, events=None):
+        self.events = events
+
+    def predict(self, x):
+        record(self.events, "started", tag=x.get("tag"))
+        if x.get("seconds"):
+            deadline = time.monotonic() + x["seconds"]
+            while time.monotonic() < deadline:
+                time.sleep(0.01)
+        return {"done": x.get("tag"), "pid": os.getpid()}
+
+
+class Noisy(litkit.LitAPI):
+    """Every hook floods stdout and stderr, at the Python level and straight into fds 1 and 2."""
+
+    def setup(self, device):
+        print("setup says hello " * 1000)
+        os.write(2, b"\x00\xff\xfe binary junk on stderr \x01\x02\x03" * 100)
+
+    def decode_request(self, request):
+        print("decode " * 10_000)  # about 70 kB per request
+        sys.stderr.write("stderr from decode_request\n" * 1000)
+        return request
+
+    def predict(self, x):
+        junk = bytes(range(256)) * 64
+        os.write(1, junk)  # raw bytes, including what looks like frame headers, into fd 1
+        os.write(2, junk)
+        sys.stdout.write("\x1b[31mred\x1b[0m\r\n" * 100)
+        for i in range(x["n"]):
+            print(f"chunk {i}", flush=True)
+            os.write(1, b"\x17\x00\x00\x00\x05hello")  # a fake CHUNK frame header, then bytes
+            yield {"i": i, "tag": x["tag"]}
+
+    def encode_response(self, output):
+        for chunk in output:
+            sys.stderr.write(f"encoding {chunk}\n")
+            yield chunk
