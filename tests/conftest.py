@@ -113,8 +113,10 @@ def raw_post(url: str, body: bytes, headers: dict[str, str] | None = None, path:
 class ChunkReader:
     """Reads a chunked HTTP response off a raw socket, line by line of the decoded body."""
 
-    def __init__(self, sock: socket.socket) -> None:
-        self.file = sock.makefile("rb")
+    def __init__(self, sock: socket.socket | Any) -> None:
+        # A file already made from the socket carries on where the previous response ended
+        # (pipelined responses), without losing what it read ahead.
+        self.file = sock if hasattr(sock, "readline") else sock.makefile("rb")
         self.status_line = self.file.readline().decode()
         self.headers: dict[str, str] = {}
         while (line := self.file.readline()) not in (b"\r\n", b""):
