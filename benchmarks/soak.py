@@ -1,0 +1,164 @@
+"""Soak: streams cut by their clients mid-way, mixed with completed requests, then a check that
+every request is accounted for and that the serving process's fds, threads and RSS are back at
+their baseline.
+
+    python benchmarks/soak.py [--completed 20000] [--cut 20000] [--concurrency 32] [--workers 2]
+
+The load runs in a separate process (``python benchmarks/soak.py --client URL ...``), an asyncio
+HTTP/1.1 client on raw sockets, so it neither shares the server's GIL nor adds threads or fds to
+the process being measured. ``tests/test_soak.py`` runs the same thing at 1,000 + 1,000.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import psutil
+
+import litkit
+
+HERE = os.path.abspath(__file__)
+REQUEST_TIMEOUT_S = 30.0  # per request, in the client: a hang is reported, not waited for
+
+
+class Churn(litkit.LitAPI):
+    """Streams ``{"i": n}`` chunks, ``n`` of them, as fast as it can."""
+
+    def predict(self, x):
+        for i in range(x["n"]):
+            yield {"i": i}
+
+
+# -- the serving process's resources --------------------------------------------------------------
+
+
+def resources() -> dict[str, int]:
+    """Open fds, OS threads, Python threads and RSS (bytes) of this process."""
+    process = psutil.Process()
+    return {
+        "fds": process.num_fds(),
+        "os_threads": process.num_threads(),
+        "threads": threading.active_count(),
+        "rss": process.memory_info().rss,
+    }
+
+
+def wait_for_idle(server: litkit.Server, expected_done: int, deadline_s: float = 30.0) -> dict[str, Any]:
+    """Wait until every request is in a final state and every worker is idle; return status()."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        status = server.status()
+        counts = status["counts"]
+        done = sum(counts[state] for state in ("completed", "failed", "cancelled", "timed_out"))
+        if done >= expected_done and all(w["state"] == "idle" for w in status["workers"]):
+            return status
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"not idle after {deadline_s}s: {counts}, workers {status['workers']}")
+        time.sleep(0.01)
+
+
+def run_client(url: str, completed: int, cut: int, concurrency: int, timeout_s: float = 600.0) -> dict[str, Any]:
+    """Run the load in a child process and return its report."""
+    command = [sys.executable, HERE, "--client", url, "--completed", str(completed), "--cut", str(cut), "--concurrency", str(concurrency)]
+    output = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=True).stdout
+    return json.loads(output)
+
+
+# -- the client process ---------------------------------------------------------------------------
+
+
+async def _one(host: str, port: int, path: str, cut: bool) -> str:
+    """One request: read the whole stream, or (cut) its first chunk and hang up. Returns the outcome."""
+    reader, writer = await asyncio.open_connection(host, port)  # a numeric host: no resolver thread
+    try:
+        body = json.dumps({"n": 100_000 if cut else 5}).encode()
+        writer.write(b"POST %s HTTP/1.1\r\nHost: %s:%d\r\nContent-Length: %d\r\n\r\n%s" % (path.encode(), host.encode(), port, len(body), body))
+        head = await reader.readuntil(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        if status != 200:
+            return f"status {status}"
+        if cut:
+            await reader.readuntil(b"}\n")  # the first chunk's JSON, then hang up mid-stream
+            return "cut"
+        data = await reader.readuntil(b"\r\n0\r\n\r\n")
+        return "completed" if data.count(b'{"i":') == 5 else "short"
+    finally:
+        writer.close()
+
+
+async def _load(url: str, completed: int, cut: int, concurrency: int) -> dict[str, Any]:
+    host, port = url.removeprefix("http://").split("/")[0].rsplit(":", 1)
+    plan = [True] * cut + [False] * completed
+    random.Random(0).shuffle(plan)
+    outcomes: dict[str, int] = {}
+    queue = iter(plan)
+
+    async def run() -> None:
+        for is_cut in queue:
+            try:
+                outcome = await asyncio.wait_for(_one(host, int(port), "/predict", is_cut), REQUEST_TIMEOUT_S)
+            except asyncio.TimeoutError:
+                outcome = "no answer within %gs" % REQUEST_TIMEOUT_S
+            except (OSError, asyncio.IncompleteReadError) as error:
+                outcome = type(error).__name__
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+
+    started = time.monotonic()
+    await asyncio.gather(*(run() for _ in range(concurrency)))
+    return {"outcomes": outcomes, "seconds": time.monotonic() - started}
+
+
+# -- the soak -------------------------------------------------------------------------------------
+
+
+def soak(completed: int, cut: int, concurrency: int, workers: int) -> dict[str, Any]:
+    server = litkit.serve(Churn(), port=0, workers=workers)
+    try:
+        run_client(server.url, 100, 100, concurrency)  # warm-up: allocator pools, code paths, caches
+        warm = wait_for_idle(server, 200)
+        before = resources()
+        load = run_client(server.url, completed, cut, concurrency)
+        status = wait_for_idle(server, 200 + completed + cut)
+        deadline = time.monotonic() + 10
+        while resources()["fds"] > before["fds"] and time.monotonic() < deadline:
+            time.sleep(0.01)  # connections the clients closed last may still be closing
+        after = resources()
+        counts = {state: status["counts"][state] - warm["counts"][state] for state in status["counts"]}
+        return {"load": load, "counts": counts, "workers": status["workers"], "before": before, "after": after}
+    finally:
+        server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--client", metavar="URL", help="(internal) run the load against URL and print its report")
+    parser.add_argument("--completed", type=int, default=20_000)
+    parser.add_argument("--cut", type=int, default=20_000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    if args.client:
+        print(json.dumps(asyncio.run(_load(args.client, args.completed, args.cut, args.concurrency))))
+        return
+    report = soak(args.completed, args.cut, args.concurrency, args.workers)
+    before, after = report["before"], report["after"]
+    print(f"{args.completed} completed + {args.cut} cut streams, concurrency {args.concurrency}, {args.workers} workers: {report['load']['seconds']:.1f}s")
+    print(f"client outcomes: {report['load']['outcomes']}")
+    print(f"server counts:   {report['counts']}")
+    print(f"workers:         {[(w['state'], w['handled'], w['restarts']) for w in report['workers']]}")
+    for key in ("fds", "os_threads", "threads"):
+        print(f"{key:15}  {before[key]} -> {after[key]}")
+    print(f"rss              {before['rss'] / 2**20:.1f} MiB -> {after['rss'] / 2**20:.1f} MiB ({(after['rss'] - before['rss']) / 2**20:+.1f} MiB)")
+
+
+if __name__ == "__main__":
+    main()
