@@ -86,14 +86,18 @@ def crash_figures(server: litkit.Server, how: str) -> tuple[float, float]:
 
 def grace_kill_figure(server: litkit.Server) -> float:
     """Seconds from a client's hang-up to the kill of a worker that ignores cancellation."""
-    killed = server.status()["workers"][0]["killed"]
+
+    def killed() -> int:
+        return sum(w["killed"] for w in server.status()["workers"])
+
+    before = killed()
     sock = _post(server.url, {"seconds": 60})
     _wait(lambda: server.status()["counts"]["running"] == 1)
     sock.close()
     hung_up = time.monotonic()
-    _wait(lambda: server.status()["workers"][0]["killed"] > killed)
+    _wait(lambda: killed() > before)
     seconds = time.monotonic() - hung_up
-    _wait(lambda: server.status()["workers"][0]["state"] == "idle")
+    _wait(lambda: all(w["state"] == "idle" for w in server.status()["workers"]))
     return seconds
 
 
