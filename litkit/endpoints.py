@@ -71,7 +71,7 @@ class Endpoint:
         if unknown:
             raise TypeError(
                 f"Endpoint() got {', '.join(unknown)}, which is not a per-endpoint option; "
-                f"use one of {', '.join(ENDPOINT_OPTIONS)} (host, port and start_timeout go to serve())"
+                f"use one of {', '.join(ENDPOINT_OPTIONS)} (host, port, start_timeout, api_key, cors_origins and client_timeout go to serve())"
             )
         self.api = api
         self.options = options

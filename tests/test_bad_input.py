@@ -98,6 +98,25 @@ def test_a_body_decode_request_cannot_use_is_400_saying_why(serve, body):
     assert server.status()["counts"]["failed"] == 1
 
 
+class AsyncStrict(litkit.LitAPI):
+    def decode_request(self, request):
+        return request["input"]
+
+    async def predict(self, x):
+        return {"output": x}
+
+
+@pytest.mark.parametrize(("api", "options"), [(apis.BatchDoubler(), {"max_batch_size": 4, "batch_timeout": 0.01}), (AsyncStrict(), {"max_concurrency": 4})], ids=["batched", "async"])
+def test_decode_request_failing_is_400_on_batched_and_async_endpoints_too(serve, api, options):
+    server = serve(api, **options)
+    response = requests.post(server.url + "/predict", json=[1, 2], timeout=10)
+    assert response.status_code == 400
+    assert response.json()["error"].startswith("decode_request could not use this request body: ")
+    bad_json = requests.post(server.url + "/predict", data=b'{"input": NaN}', timeout=10)
+    assert bad_json.status_code == 400 and "NaN is not a JSON value" in bad_json.json()["error"]
+    assert server.predict({"input": 2})["output"] in (2, 4)
+
+
 # -- sizes ----------------------------------------------------------------------------------------
 
 
