@@ -11,7 +11,11 @@ Three independent checks, each answering one attack:
   ``Origin`` header is refused unless that origin is the server's own or is in ``cors_origins``.
 * **Host** (loopback only): DNS rebinding, where a foreign site's name is made to resolve to
   127.0.0.1 so the browser treats the server as same-origin. Such requests carry the foreign name
-  in ``Host``; a loopback server answers only ``localhost`` and loopback addresses.
+  in ``Host``; a loopback server answers only ``localhost`` and loopback addresses, plus the host
+  of ``LITKIT_PROXY_URL`` when set. Inside a JupyterHub single-user server
+  (``JUPYTERHUB_SERVICE_PREFIX`` set) the check is off: jupyter-server-proxy forwards the hub's
+  own name in ``Host``, and the browser is not on the server's machine, so its loopback cannot be
+  rebound to the server.
 
 Server side only; imported by the handlers.
 """
@@ -21,10 +25,12 @@ from __future__ import annotations
 import hmac
 import ipaddress
 import secrets
+import os
 import socket
+import urllib.parse
 from typing import Iterable, Mapping
 
-__all__ = ["AccessPolicy", "AccessDenied", "is_loopback_host", "make_api_key", "check_api_key", "check_cors_origins"]
+__all__ = ["AccessPolicy", "AccessDenied", "is_loopback_host", "make_api_key", "check_api_key", "check_cors_origins", "proxied_hosts"]
 
 MIN_KEY_LENGTH = 16
 # Headers a browser page may send cross-origin once its origin is allowed.
@@ -83,6 +89,19 @@ def is_loopback_host(host: str) -> bool:
     return bool(addresses) and all(ipaddress.ip_address(str(address[4][0]).split("%")[0]).is_loopback for address in addresses)
 
 
+def proxied_hosts(environ: Mapping[str, str] | None = None) -> frozenset[str] | None:
+    """Host names a notebook proxy forwards besides loopback ones: the host of ``LITKIT_PROXY_URL``;
+    None (any name) inside a JupyterHub single-user server; else none."""
+    environ = os.environ if environ is None else environ
+    template = environ.get("LITKIT_PROXY_URL", "").strip()
+    if template:
+        name = urllib.parse.urlsplit(template.replace("{port}", "0")).hostname
+        return frozenset([name.lower()] if name else [])
+    if environ.get("JUPYTERHUB_SERVICE_PREFIX", "").strip():
+        return None
+    return frozenset()
+
+
 def _is_loopback_name(name: str) -> bool:
     """A Host header's name part that cannot be a rebound foreign name: localhost or a loopback IP."""
     name = name.lower()
@@ -108,20 +127,27 @@ class AccessPolicy:
         api_key: the key callers must send, or None for none.
         cors_origins: browser origins allowed besides the server's own; ``"*"`` allows any.
         loopback_only: the server listens on loopback only, so ``Host`` must be a loopback name.
+        proxied_hosts: other names ``Host`` may carry on loopback (a notebook proxy's), or None for
+            any (see ``proxied_hosts()``).
     """
 
-    def __init__(self, api_key: str | None, cors_origins: Iterable[str], loopback_only: bool) -> None:
+    def __init__(self, api_key: str | None, cors_origins: Iterable[str], loopback_only: bool, proxied_hosts: frozenset[str] | None = frozenset()) -> None:
         self.api_key = api_key
         self._key_bytes = api_key.encode() if api_key is not None else None
         self.cors_origins = frozenset(cors_origins)
         self.loopback_only = loopback_only
+        self.proxied_hosts = proxied_hosts
 
     def check_host(self, host_header: str) -> None:
-        if self.loopback_only and not _is_loopback_name(_split_host(host_header)):
+        if not self.loopback_only or self.proxied_hosts is None:
+            return
+        name = _split_host(host_header)
+        if not _is_loopback_name(name) and name.lower() not in self.proxied_hosts:
             raise AccessDenied(
                 403,
                 f"Host {host_header!r} is not a loopback name; this server listens on loopback only, so "
-                "call it as localhost or 127.0.0.1 (a foreign name here is a DNS-rebinding attempt)",
+                "call it as localhost or 127.0.0.1 (a foreign name here is a DNS-rebinding attempt); "
+                "behind a notebook proxy, set LITKIT_PROXY_URL to the proxy's URL",
             )
 
     def allowed_origin(self, origin: str | None, host_header: str) -> str | None:

@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import tornado.httpserver
 
-from .access import AccessPolicy, check_api_key, check_cors_origins, is_loopback_host, make_api_key
+from .access import AccessPolicy, check_api_key, check_cors_origins, is_loopback_host, make_api_key, proxied_hosts
 from .api import LitAPI
 from .client import Client, ChunkStream
 from .endpoints import DEFAULT_API_PATH, ENDPOINT_OPTIONS, Endpoint, ServingState, check_int, check_seconds, plan_endpoints
@@ -588,7 +588,7 @@ def _access_policy(host: str, api_key: str | None, cors_origins: Any) -> AccessP
             "api_key='auto' (read the key from server.api_key) or api_key='<a secret of 16+ characters>'; "
             "or keep the default host='127.0.0.1'"
         )
-    return AccessPolicy(api_key, origins, loopback_only=loopback)
+    return AccessPolicy(api_key, origins, loopback_only=loopback, proxied_hosts=proxied_hosts())
 
 
 def _bind(host: str, port: int) -> tuple[list[socket.socket], int]:

@@ -132,6 +132,21 @@ def test_on_loopback_a_foreign_host_name_is_refused(serve, events):
         assert post(server, {"Host": host}, body={"x": 1}).status_code == 200, host
 
 
+def test_behind_a_notebook_proxy_its_host_name_is_served(serve, monkeypatch):
+    """jupyter-server-proxy forwards the browser's Host (the hub's name) to the loopback server."""
+    monkeypatch.setenv("LITKIT_PROXY_URL", "https://lab.example.org/user/ada/proxy/{port}")
+    server = serve(apis.Echo())
+    assert post(server, {"Host": "lab.example.org"}, body={"x": 1}).status_code == 200
+    assert post(server, {"Host": "rebind.evil.example"}, body={"x": 1}).status_code == 403
+    assert post(server, {"Host": "lab.example.org", "Origin": "https://lab.example.org"}, body={"x": 1}).status_code == 200
+    server.stop()
+    monkeypatch.delenv("LITKIT_PROXY_URL")
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/ada/")
+    hub = serve(apis.Echo())  # in a JupyterHub single-user server the browser is on another machine
+    assert post(hub, {"Host": "hub.example.org"}, body={"x": 1}).status_code == 200
+    assert post(hub, {"Host": "hub.example.org", "Origin": "https://evil.example"}, body={"x": 1}).status_code == 403
+
+
 def test_off_loopback_any_host_name_is_served(serve):
     server = serve(apis.Echo(), host="0.0.0.0", api_key=KEY)
     assert post(server, {"Host": "my-laptop.lan:1234", "X-API-Key": KEY}, body={"x": 1}).status_code == 200
