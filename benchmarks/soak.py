@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import random
@@ -125,6 +126,7 @@ def soak(completed: int, cut: int, concurrency: int, workers: int) -> dict[str, 
     try:
         run_client(server.url, 100, 100, concurrency)  # warm-up: allocator pools, code paths, caches
         warm = wait_for_idle(server, 200)
+        gc.collect()  # objects left by earlier work (e.g. other tests) close their fds now, not mid-soak
         before = resources()
         load = run_client(server.url, completed, cut, concurrency)
         status = wait_for_idle(server, 200 + completed + cut)

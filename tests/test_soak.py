@@ -30,7 +30,8 @@ def test_1000_cut_streams_and_1000_completed_leave_nothing_behind():
     assert report["counts"] == {"queued": 0, "running": 0, "completed": 1000, "failed": 0, "cancelled": 1000, "timed_out": 0}
     assert all(w["state"] == "idle" and w["restarts"] == 0 for w in report["workers"])
     before, after = report["before"], report["after"]
-    assert after["fds"] == before["fds"]
+    # At most the baseline: in a full test run an earlier test's leftover object may close an fd meanwhile.
+    assert after["fds"] <= before["fds"]
     assert (after["threads"], after["os_threads"]) == (before["threads"], before["os_threads"])
     assert after["rss"] - before["rss"] < RSS_MARGIN, f"RSS grew by {(after['rss'] - before['rss']) / 2**20:.1f} MiB"
     assert_no_children()
