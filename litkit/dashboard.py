@@ -27,6 +27,7 @@ import ipywidgets as widgets
 from .formatting import (
     render_counts,
     render_header,
+    render_health,
     render_logs,
     render_requests,
     render_stats,
@@ -52,7 +53,7 @@ Status = Callable[[], dict[str, Any]]
 
 
 class Dashboard(widgets.VBox):
-    """A server's live view: header with the link and state, counts, throughput and latency,
+    """A server's live view: header with the link, state and API key, health, counts, throughput and latency,
     workers, recent requests, a Cancel button per live request, the workers' last output, Stop.
 
     Args:
@@ -63,6 +64,10 @@ class Dashboard(widgets.VBox):
         stop: stops the server; None hides the Stop button.
         interval: seconds between refreshes (at least 0.05).
         start: start the refresh thread now (``refresh()`` can also be called by hand).
+        api_key: the key callers must send, shown in the header; None shows none.
+
+    Unhealthy servers (``status()["health"]["ok"]`` False, e.g. a worker left down after failing
+    to start) get a red line with the reason under the header.
     """
 
     def __init__(
@@ -76,6 +81,7 @@ class Dashboard(widgets.VBox):
         stop: Callable[[], Any] | None = None,
         interval: float = DEFAULT_INTERVAL_S,
         start: bool = True,
+        api_key: str | None = None,
     ) -> None:
         # close() (which ipywidgets also calls from __del__) needs these even if __init__ fails.
         self._halt = threading.Event()
@@ -89,6 +95,7 @@ class Dashboard(widgets.VBox):
         self._title = title
         self._endpoint = endpoint
         self._link = link
+        self._api_key = api_key
         self._cancel = cancel
         self._stop = stop
         self._interval = float(interval)
@@ -97,7 +104,7 @@ class Dashboard(widgets.VBox):
         self.updates = 0  # refreshes that changed something on screen
         self.state = "starting"
 
-        self._sections = {name: widgets.HTML() for name in ("header", "counts", "stats", "workers", "requests", "logs")}
+        self._sections = {name: widgets.HTML() for name in ("header", "health", "counts", "stats", "workers", "requests", "logs")}
         self._stop_button = widgets.Button(description="Stop server", button_style="danger", icon="stop", tooltip="stop the server and its workers")
         self._stop_button.add_class("litkit-stop")
         self._stop_button.on_click(self._on_stop)
@@ -106,6 +113,7 @@ class Dashboard(widgets.VBox):
         header = widgets.HBox([self._sections["header"], self._stop_button] if stop is not None else [self._sections["header"]])
         self.children = (
                 header,
+                self._sections["health"],
                 self._sections["counts"],
                 self._sections["stats"],
                 self._sections["workers"],
@@ -134,7 +142,9 @@ class Dashboard(widgets.VBox):
         state = str(snapshot.get("state", "?"))
         recent = list(snapshot.get("recent", []))
         sections = {
-            "header": render_header(self._title, state, self._endpoint, self._link),
+            "header": render_header(self._title, state, self._endpoint, self._link, self._api_key),
+            # Once the server has ended its health only says so; the state badge shows that already.
+            "health": render_health(snapshot.get("health") if state not in _FINAL_STATES else None),
             "counts": render_counts(snapshot.get("counts", {})),
             "stats": render_stats(snapshot.get("stats")),
             "workers": render_workers(snapshot.get("workers", [])),

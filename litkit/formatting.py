@@ -91,14 +91,24 @@ def _badge(state: str) -> str:
     return f'<span class="litkit-state" data-state="{html.escape(state)}" style="color:{colour};font-weight:600">{html.escape(state)}</span>'
 
 
-def render_header(title: str, state: str, endpoint: str, link: str) -> str:
-    """The first line: the API's name, the endpoint as a link, the server's state."""
+def render_header(title: str, state: str, endpoint: str, link: str, api_key: str | None = None) -> str:
+    """The first line: the API's name, the endpoint as a link, the server's state, and the API key
+    callers must send, if the server has one."""
+    key = f' · key <code class="litkit-api-key">{html.escape(api_key)}</code>' if api_key else ""
     return (
         '<div class="litkit-header" style="font-size:13px">'
         f"<b>litkit</b> · {html.escape(title)} · "
         f'<a class="litkit-url" href="{html.escape(link)}" target="_blank" rel="noopener">'
-        f"<code>POST {html.escape(endpoint)}</code></a> · {_badge(state)}</div>"
+        f"<code>POST {html.escape(endpoint)}</code></a> · {_badge(state)}{key}</div>"
     )
+
+
+def render_health(health: dict[str, Any] | None) -> str:
+    """Nothing while healthy; else why ``/health`` answers 503 (e.g. a worker left down)."""
+    if not health or health.get("ok", True):
+        return ""
+    reason = str(health.get("reason") or "unavailable")
+    return f'<div class="litkit-health" style="font-size:12px;color:#cf222e"><b>unhealthy</b>: {html.escape(reason)}</div>'
 
 
 def render_counts(counts: dict[str, int]) -> str:

@@ -151,6 +151,7 @@ class Server:
                     link=self.public_url + "/info",
                     cancel=self.cancel,
                     stop=self.stop,
+                    api_key=self.api_key,
                 )
             return self._dashboard
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import comm
 import pytest
+import requests
 from comm import DummyComm
 
 import apis
@@ -290,3 +291,22 @@ def test_repr_shows_the_proxied_url(serve, monkeypatch):
     assert f"/user/ada/proxy/{server.port}/predict" in repr(server)
     monkeypatch.setenv("LITKIT_PROXY_URL", "https://lab.example.org/proxy/{port}/")
     assert server.public_url == f"https://lab.example.org/proxy/{server.port}"
+
+
+def test_shows_why_the_server_is_unhealthy_and_its_api_key(serve, frontend, tmp_path, monkeypatch):
+    """A worker left down after failing to start: /health's reason is on the dashboard too."""
+    import litkit.pool
+
+    monkeypatch.setattr(litkit.pool, "RESTART_BACKOFF_S", (0.01, 0.01, 0.01, 0.01, 0.01))
+    corrupt = tmp_path / "corrupt"
+    server = serve(apis.Crasher(fail_setup_if=str(corrupt)), api_key="auto")
+    dashboard = server.widget
+    assert f'<code class="litkit-api-key">{server.api_key}</code>' in dashboard._sections["header"].value
+    assert dashboard._sections["health"].value == ""
+    corrupt.touch()
+    assert requests.post(server.url + "/predict", json={"crash": "exit"}, headers={"X-API-Key": server.api_key}, timeout=10).status_code == 500
+    wait_until(lambda: "model file is corrupt" in dashboard._sections["health"].value, message="the dashboard to show the reason")
+    assert "unhealthy" in dashboard._sections["health"].value
+    assert "worker 0 is down after 5 failed starts in a row" in dashboard._sections["health"].value
+    server.stop()
+    assert dashboard._sections["health"].value == ""  # stopped: the state badge says it

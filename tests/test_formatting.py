@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from litkit.formatting import describe_request, format_seconds, render_logs, render_requests, running_requests
+from litkit.formatting import describe_request, format_seconds, render_health, render_logs, render_requests, running_requests
 
 
 def entry(**fields):
@@ -40,3 +40,9 @@ def test_request_table_is_bounded():
 def test_running_requests_are_oldest_first():
     recent = [entry(id="new", state="queued"), entry(id="done"), entry(id="old", state="running", chunks=2)]
     assert [request_id for request_id, _ in running_requests(recent)] == ["old", "new"]
+
+
+def test_health_line_only_when_unhealthy_and_escaped():
+    assert render_health(None) == "" and render_health({"ok": True, "reason": None}) == ""
+    line = render_health({"ok": False, "reason": "worker 0 is down: <boom>"})
+    assert "unhealthy" in line and "&lt;boom&gt;" in line and "<boom>" not in line
