@@ -512,7 +512,8 @@ def serve(
 def run(api: LitAPI | Mapping[str, LitAPI | Endpoint], **options: Any) -> None:
     """Serve ``api`` and block until Ctrl+C (or SIGTERM); then stop cleanly. Takes ``serve()``'s options."""
     server = serve(api, **options)
-    block_until_interrupted(server, banner(server, "Ctrl+C to stop"))
+    key = f"\nlitkit: api key:  {server.api_key}   (send it as 'Authorization: Bearer KEY')" if server.api_key else ""
+    block_until_interrupted(server, banner(server, "Ctrl+C to stop") + key)
 
 
 def banner(server: Server, note: str | None = None) -> str:

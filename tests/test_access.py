@@ -4,6 +4,7 @@ Host names, and no listening socket but the HTTP port."""
 from __future__ import annotations
 
 import os
+import sys
 
 import psutil
 import pytest
@@ -70,6 +71,22 @@ def test_the_cli_prints_the_generated_key_and_curl_sends_it(tmp_path):
         assert requests.post(endpoint, json={"prompt": "a b", "delay": 0}, timeout=10).status_code == 401
         answer = requests.post(endpoint, json={"prompt": "a b", "delay": 0}, headers={"Authorization": f"Bearer {key}"}, timeout=10)
         assert answer.status_code == 200
+        assert_clean_stop(server)
+
+
+def test_run_prints_the_generated_key(tmp_path):
+    script = tmp_path / "app.py"
+    script.write_text(
+        "import litkit\n"
+        "class Echo(litkit.LitAPI):\n"
+        "    def predict(self, x):\n"
+        "        return x\n"
+        "litkit.run(Echo(), port=0, host='0.0.0.0', api_key='auto')\n"
+    )
+    with running([sys.executable, str(script)]) as server:
+        endpoint = server.wait_for_banner()
+        key = server.wait_for_output(r"api key:  (\S+)")[1]
+        assert requests.post(endpoint, json={"x": 1}, headers={"X-API-Key": key}, timeout=10).json() == {"x": 1}
         assert_clean_stop(server)
 
 
