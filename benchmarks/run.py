@@ -33,7 +33,7 @@ import scenarios  # noqa: E402
 from scenarios import Settings  # noqa: E402
 from systems import SYSTEMS, System  # noqa: E402
 
-QUICK = Settings(duration=1, warmup=0, concurrencies=(1, 8), two_worker_concurrencies=(8,), stream_trials=1, cancel_trials=1, cancel_stream_s=1.0, queued_tick=0.2, startup_workers=2)
+QUICK = Settings(duration=1, warmup=0, concurrencies=(1, 8), two_worker_concurrencies=(8,), stream_trials=1, idle_first_chunk_trials=1, cancel_trials=1, cancel_stream_s=1.0, queued_tick=0.2, startup_workers=2)
 
 
 def main(argv: list[str] | None = None) -> int:
