@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import re
 import shutil
@@ -40,7 +41,7 @@ def wrk_version() -> str:
 def wrk(url: str, concurrency: int, duration: int) -> dict[str, float]:
     """POST ``{"input": 1}`` at ``url`` over ``concurrency`` keep-alive connections for ``duration`` s.
 
-    Returns rps, p50_ms, p99_ms and errors (socket errors plus non-2xx answers).
+    Returns rps, p50_ms, p99_ms, errors (socket errors plus non-2xx answers) and requests.
     """
     if duration < 1:
         raise LoadError(f"wrk runs for whole seconds, at least 1; got duration={duration}")
@@ -64,7 +65,14 @@ def parse_wrk(output: str) -> dict[str, float]:
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", output))
     non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", output)
     errors += int(non_2xx.group(1)) if non_2xx else 0
-    return {"rps": float(rps.group(1)), "p50_ms": latency("50"), "p99_ms": latency("99"), "errors": float(errors)}
+    requests = re.search(r"(\d+) requests in", output)
+    return {
+        "rps": float(rps.group(1)),
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "errors": float(errors),
+        "requests": float(requests.group(1)) if requests else math.nan,
+    }
 
 
 @dataclass

@@ -27,11 +27,15 @@ class Figure:
 SECTIONS: list[tuple[str, str, list[Figure]]] = [
     (
         "Echo, one worker",
-        "wrk, `{{\"input\": 1}}` in, `{{\"output\": 1}}` out, keep-alive.",
+        "wrk, `{{\"input\": 1}}` in, `{{\"output\": 1}}` out, keep-alive. CPU per request: user + system "
+        "time of the system's processes (psutil) over the concurrency-8 measurement, divided by the "
+        "requests wrk counted; it moves far less with the machine's load than req/s does.",
         [
             *(Figure(f"echo_c{c}_rps", f"req/s, concurrency {c}") for c in (1, 8, 64)),
             *(Figure(f"echo_c{c}_p50_ms", f"p50 latency (ms), concurrency {c}", 2) for c in (1, 8, 64)),
             *(Figure(f"echo_c{c}_p99_ms", f"p99 latency (ms), concurrency {c}", 2) for c in (1, 8, 64)),
+            Figure("cpu_total_us", "CPU per request at concurrency 8, all processes (us)"),
+            Figure("cpu_server_us", "CPU per request at concurrency 8, serving process (us)"),
             Figure("echo_errors", "errors (socket errors + non-2xx), all concurrencies", 0, ratio=False),
         ],
     ),
@@ -92,6 +96,8 @@ SECTIONS: list[tuple[str, str, list[Figure]]] = [
             Figure("worker_uss_mib", "largest other process USS (MiB; litkit: the worker)", 1),
             Figure("worker_rss_mib", "largest other process RSS (MiB)", 1),
             Figure("total_uss_mib", "all processes USS (MiB)", 1),
+            Figure("many_worker_uss_mib", "{startup_workers} workers: largest other process USS (MiB)", 1),
+            Figure("many_total_uss_mib", "{startup_workers} workers: all processes USS (MiB)", 1),
             Figure("processes", "processes", 0, ratio=False),
         ],
     ),

@@ -15,6 +15,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+import psutil
+
 import load
 from load import LoadError, StreamClient
 from servers import RunningApp
@@ -50,12 +52,32 @@ def echo(system: System, settings: Settings) -> dict[str, float]:
         _warm_up(app, settings)
         errors = 0.0
         for concurrency in settings.concurrencies:
+            before = _cpu_seconds(app)
             result = load.wrk(app.url, concurrency, settings.duration)
+            if concurrency == 8:
+                # CPU time per request barely moves with the machine's load, unlike req/s.
+                after = _cpu_seconds(app)
+                server = after.get("server", 0.0) - before.get("server", 0.0)
+                total = sum(after.values()) - sum(before.values())
+                figures["cpu_server_us"] = 1e6 * server / result["requests"]
+                figures["cpu_total_us"] = 1e6 * total / result["requests"]
             errors += result["errors"]
             for key in ("rps", "p50_ms", "p99_ms"):
                 figures[f"echo_c{concurrency}_{key}"] = result[key]
         figures["echo_errors"] = errors
     return figures
+
+
+def _cpu_seconds(app: RunningApp) -> dict[str, float]:
+    """User + system CPU seconds so far: ``server`` for the app's own process, then by pid."""
+    seconds = {}
+    for index, process in enumerate(app.processes()):
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue
+        seconds["server" if index == 0 else str(process.pid)] = times.user + times.system
+    return seconds
 
 
 def _warm_up(app: RunningApp, settings: Settings) -> None:
@@ -87,7 +109,12 @@ def echo_two_workers(system: System, settings: Settings) -> dict[str, float]:
 def startup_many(system: System, settings: Settings) -> dict[str, float]:
     """Start-up with ``settings.startup_workers`` workers: to first 200, and litkit's ``serve()``."""
     with RunningApp(system, "echo", workers=settings.startup_workers) as app:
-        return {"ready_many_s": app.ready_s, "serve_many_s": app.serve_s if app.serve_s is not None else NAN}
+        figures = {"ready_many_s": app.ready_s, "serve_many_s": app.serve_s if app.serve_s is not None else NAN}
+        time.sleep(0.5)
+        memory = _memory(app)
+        figures["many_worker_uss_mib"] = memory["worker_uss_mib"]
+        figures["many_total_uss_mib"] = memory["total_uss_mib"]
+        return figures
 
 
 def widget(system: System, settings: Settings, shown: bool) -> dict[str, float]:
