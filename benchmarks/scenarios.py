@@ -32,7 +32,7 @@ class Settings:
     concurrencies: tuple[int, ...] = (1, 8, 64)
     two_worker_concurrencies: tuple[int, ...] = (8, 64)
     stream_chunks: int = 10_000
-    stream_trials: int = 3  # per run; the run reports their median
+    stream_trials: int = 5  # per run, 0.1 s apart; the run reports their median
     idle_first_chunk_trials: int = 5  # per run, 20 ms each; the run reports their median
     cancel_trials: int = 3  # per run and per tick; the run reports their median
     cancel_stream_s: float = 1.0  # an uncancelled stream in the cancellation scenario lasts this long
@@ -148,6 +148,7 @@ async def _stream(app: RunningApp, settings: Settings) -> dict[str, float]:
         await client.request({"n": 100})  # warm the connection and the worker
         rates, firsts = [], []
         for _ in range(settings.stream_trials):
+            await asyncio.sleep(0.1)  # back to back, the previous stream's tail still costs the next one's first chunk
             result = await client.request({"n": settings.stream_chunks})
             if result.status != 200 or result.lines != settings.stream_chunks or result.first_line_s is None:
                 raise LoadError(f"{app.system.name}: the stream answered {result.status} with {result.lines} of {settings.stream_chunks} lines")
