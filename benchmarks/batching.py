@@ -3,10 +3,11 @@ pass, a vectorised scikit-learn model): throughput and latency with and without 
 
 Run on demand (not part of the test suite):
 
-    python benchmarks/batching.py [--call-ms 5] [--concurrency 32] [--total 2000]
+    python benchmarks/batching.py [--call-ms 5] [--concurrency 32] [--duration 3]
 
 The model sleeps ``--call-ms`` per ``predict`` call whatever the batch size. One worker; the load
-generator of ``benchmarks/core.py`` (its own process, keep-alive connections).
+generator is wrk, as for echo in ``benchmarks/run.py`` (``load.wrk``: keep-alive connections,
+``{"input": 1}`` bodies).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import argparse
 import time
 
 import litkit
-from core import load
+from load import wrk
 
 
 class PerCallCost(litkit.LitAPI):
@@ -35,16 +36,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--call-ms", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=32)
-    parser.add_argument("--total", type=int, default=2000)
+    parser.add_argument("--duration", type=int, default=3, help="seconds of wrk per setting (whole seconds)")
     args = parser.parse_args()
-    print(f"model: {args.call_ms:g} ms per predict call; {args.concurrency} clients, {args.total} requests, one worker")
+    print(f"model: {args.call_ms:g} ms per predict call; {args.concurrency} clients, {args.duration} s each, one worker")
     print("| max_batch_size | batch_timeout | req/s | p50 ms | p99 ms |")
     print("|---|---|---|---|---|")
     for size, timeout in ((1, 0.0), (8, 0.0), (16, 0.0), (16, 0.005), (32, 0.005)):
         api = PerCallCost(args.call_ms / 1000, batched=size > 1)
         with litkit.serve(api, port=0, max_batch_size=size, batch_timeout=timeout) as server:
-            load(server, args.concurrency, 200)  # warm up
-            result = load(server, args.concurrency, args.total)
+            url = server.url + server.api_path
+            wrk(url, args.concurrency, 1)  # warm up
+            result = wrk(url, args.concurrency, args.duration)
         print(f"| {size} | {timeout:g} | {result['rps']:.0f} | {result['p50_ms']:.1f} | {result['p99_ms']:.1f} |")
 
 
