@@ -73,13 +73,16 @@ SECTIONS: list[tuple[str, str, list[Figure]]] = [
     ),
     (
         "Abandoned queued request",
-        "One worker. A runs ({queued_tick:g} s x 2); B arrives, waits in the queue, its client leaves "
+        "One worker; a streaming endpoint (`tokens`) and a plain one (`work`, the same sleeps in one "
+        "answer). A runs ({queued_tick:g} s x 2); B arrives, waits in the queue, its client leaves "
         "after 100 ms; C follows. \"ran\" counts the runs in which B started at all; C's wait counts "
         "from A's `finally` to C's answer (0 when C was answered before A ended: FastAPI runs requests "
         "side by side on its thread pool, so nothing queues there).",
         [
-            Figure("queued_ran", "abandoned request ran (runs out of all)", 0, ratio=False),
-            Figure("queued_next_wait_s", "next request (C) waited after A ended (s)", 3),
+            Figure("queued_ran", "stream: abandoned request ran (runs out of all)", 0, ratio=False),
+            Figure("queued_next_wait_s", "stream: next request (C) waited after A ended (s)", 3),
+            Figure("plain_queued_ran", "plain answer: abandoned request ran (runs out of all)", 0, ratio=False),
+            Figure("plain_queued_next_wait_s", "plain answer: next request (C) waited after A ended (s)", 3),
         ],
     ),
     (
@@ -126,7 +129,7 @@ def _spread(values: list[float], figure: Figure) -> str:
     values = [v for v in values if not math.isnan(v)]
     if not values:
         return "n/a"
-    if figure.key == "queued_ran":
+    if figure.key.endswith("queued_ran"):
         return f"{sum(values):.0f} of {len(values)}"
     if len(values) == 1:
         return f"**{_number(values[0], figure.digits)}**"
@@ -172,7 +175,8 @@ FLOORS = [
     _floor("time to first chunk within 1 ms of raw Tornado's", lambda m: (m("litkit", "stream_ttfc_ms") <= m("tornado", "stream_ttfc_ms") + 1, f"{m('litkit', 'stream_ttfc_ms'):.2f} vs {m('tornado', 'stream_ttfc_ms'):.2f} ms")),
     _floor("cancellation at 1 ms/token: <= 1 token after the hang-up", lambda m: (m("litkit", "cancel1_after") <= 1, f"{m('litkit', 'cancel1_after'):.0f} token(s)")),
     _floor("cancellation at 1 ms/token: `finally` within 50 ms", lambda m: (m("litkit", "cancel1_finally_ms") <= 50, f"{m('litkit', 'cancel1_finally_ms'):.2f} ms")),
-    _floor("the abandoned queued request never runs", lambda m: (m("litkit", "queued_ran") == 0, "ran" if m("litkit", "queued_ran") else "never ran")),
+    _floor("the abandoned queued request never runs (stream)", lambda m: (m("litkit", "queued_ran") == 0, "ran" if m("litkit", "queued_ran") else "never ran")),
+    _floor("the abandoned queued request never runs (plain answer)", lambda m: (m("litkit", "plain_queued_ran") == 0, "ran" if m("litkit", "plain_queued_ran") else "never ran")),
     _floor("`serve()` with one worker ready in <= 0.6 s", lambda m: (m("litkit", "serve_s") <= 0.6, f"{m('litkit', 'serve_s'):.3f} s")),
     _floor("an idle worker uses <= 20 MiB USS", lambda m: (m("litkit", "worker_uss_mib") <= 20, f"{m('litkit', 'worker_uss_mib'):.1f} MiB")),
     _floor("the dashboard costs <= 5% of echo throughput", lambda m: (m("litkit", "widget_shown_rps") >= 0.95 * m("litkit", "widget_hidden_rps"), f"{100 * (1 - m('litkit', 'widget_shown_rps') / m('litkit', 'widget_hidden_rps')):.1f}% cost")),

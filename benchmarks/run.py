@@ -99,6 +99,7 @@ def measure(systems: list[System], settings: Settings, runs: int) -> tuple[repor
             record(system, "echo x2", lambda: scenarios.echo_two_workers(system, settings))
             record(system, "start-up", lambda: scenarios.startup_many(system, settings))
             record(system, "tokens", lambda: scenarios.tokens(system, settings, run))
+            record(system, "queued", lambda: scenarios.queued_plain(system, settings, run))
         if widget_ready:
             litkit = SYSTEMS["litkit"]
             for shown in (run % 2 == 0, run % 2 == 1):

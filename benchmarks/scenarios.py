@@ -138,8 +138,16 @@ async def _tokens(app: RunningApp, events: str, settings: Settings, run: int) ->
     figures.update(await _stream(app, settings))
     for tick_ms in (1, 20):
         figures.update(await _cancellation(app, events, settings, tick_ms, run))
-    figures.update(await _queued(app, events, settings, run))
+    figures.update(await _queued(app, events, settings, run, "queued"))
     return figures
+
+
+def queued_plain(system: System, settings: Settings, run: int) -> dict[str, float]:
+    """The abandoned queued request again, on a non-streaming endpoint (``work``)."""
+    with tempfile.TemporaryDirectory() as folder:
+        events = os.path.join(folder, "events")
+        with RunningApp(system, "work", events=events) as app:
+            return asyncio.run(_queued(app, events, settings, run, "plain_queued"))
 
 
 async def _stream(app: RunningApp, settings: Settings) -> dict[str, float]:
@@ -197,22 +205,26 @@ async def _cancellation(app: RunningApp, events: str, settings: Settings, tick_m
     }
 
 
-async def _queued(app: RunningApp, events: str, settings: Settings, run: int) -> dict[str, float]:
+async def _queued(app: RunningApp, events: str, settings: Settings, run: int, prefix: str) -> dict[str, float]:
     """A runs; B queues behind it and its client leaves after 100 ms; C comes next. Does B run?"""
     tick = settings.queued_tick
     running, abandoned, following = (StreamClient("127.0.0.1", app.port) for _ in range(3))
-    tags = [f"queued{run}-{name}" for name in "ABC"]
+    tags = [f"{prefix}{run}-{name}" for name in "ABC"]
+
+    def job(tag: str, ticks: int) -> dict:
+        return {"n": ticks, "tick": tick, "tag": tag} if app.app == "tokens" else {"seconds": ticks * tick, "tag": tag}
+
     try:
-        first = asyncio.create_task(running.request({"n": 2, "tick": tick, "tag": tags[0]}))
+        first = asyncio.create_task(running.request(job(tags[0], 2)))
         if await _wait_for_event(events, "start", tags[0], settings.wait_s) is None:
             raise LoadError(f"{app.system.name}: the first request of the queued scenario never started")
-        second = asyncio.create_task(abandoned.request({"n": 2, "tick": tick, "tag": tags[1]}))
+        second = asyncio.create_task(abandoned.request(job(tags[1], 2)))
         await asyncio.sleep(0.1)
         second.cancel()
         abandoned.hang_up()
         await asyncio.gather(second, return_exceptions=True)
         await asyncio.sleep(0.05)
-        third = await following.request({"n": 1, "tag": tags[2]})
+        third = await following.request(job(tags[2], 0) if app.app == "work" else {"n": 1, "tag": tags[2]})
         served = time.monotonic()
         await first
         if third.status != 200:
@@ -226,7 +238,7 @@ async def _queued(app: RunningApp, events: str, settings: Settings, run: int) ->
     ended = [at for kind, _, at in _events(events, tags[0]) if kind == "finally"]
     ran = any(kind == "start" for kind, _, _ in _events(events, tags[1]))
     # C answered before A ended means C never queued (a thread pool runs both at once): no wait.
-    return {"queued_ran": 1.0 if ran else 0.0, "queued_next_wait_s": max(0.0, served - ended[0]) if ended else NAN}
+    return {f"{prefix}_ran": 1.0 if ran else 0.0, f"{prefix}_next_wait_s": max(0.0, served - ended[0]) if ended else NAN}
 
 
 def _events(path: str, tag: str) -> list[tuple[str, str, float]]:

@@ -15,7 +15,7 @@ import psutil
 
 from systems import System
 
-PROBES = {"echo": {"input": 1}, "tokens": {"n": 1}}
+PROBES = {"echo": {"input": 1}, "tokens": {"n": 1}, "work": {"seconds": 0}}
 
 
 class ServerError(RuntimeError):

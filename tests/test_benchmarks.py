@@ -63,7 +63,7 @@ def test_quick_run_measures_every_scenario_on_litkit_and_raw_tornado(tmp_path: P
     figures = json.loads(raw.read_text())["results"]
     for system in ("litkit", "tornado"):
         for key in ("echo_c1_rps", "echo_c8_p50_ms", "echo2w_c8_rps", "stream_chunks_per_s", "stream_ttfc_ms",
-                    "cancel1_after", "cancel20_finally_ms", "queued_ran", "ready_s", "ready_many_s", "server_uss_mib"):
+                    "cancel1_after", "cancel20_finally_ms", "queued_ran", "plain_queued_ran", "ready_s", "ready_many_s", "server_uss_mib"):
             assert len(figures[system][key]) == 1 and figures[system][key][0] >= 0, (system, key, figures[system].get(key))
     assert figures["litkit"]["serve_s"][0] > 0 and figures["litkit"]["worker_uss_mib"][0] > 0
     assert figures["litkit"]["echo_errors"] == [0.0]

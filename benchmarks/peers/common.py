@@ -4,9 +4,11 @@ Each app (litkit, LitServe, FastAPI, raw Tornado) serves one of two workloads on
 
 - ``echo``: a JSON body ``{"input": 1}`` in, ``{"output": 1}`` out;
 - ``tokens``: a stream of NDJSON lines ``{"output": i}``, one per token, for a body
-  ``{"n": N, "tick": seconds, "tag": "A"}``; the generator sleeps ``tick`` after each token.
+  ``{"n": N, "tick": seconds, "tag": "A"}``; the generator sleeps ``tick`` after each token;
+- ``work``: a plain (non-streaming) answer ``{"output": tag}`` after sleeping ``seconds``, for a
+  body ``{"seconds": s, "tag": "A"}``.
 
-When a ``tokens`` request carries a ``tag``, the generator appends ``start``/``yield``/``finally``
+When a ``tokens`` or ``work`` request carries a ``tag``, it appends ``start``/``yield``/``finally``
 events with ``time.monotonic()`` (one clock for every process on Linux) to the file named by
 ``BENCH_EVENTS``, so the harness can count tokens produced after a client hung up without trusting
 the server under test. This module is imported by the peers' own virtual environments: keep it
@@ -26,7 +28,7 @@ EVENTS_VARIABLE = "BENCH_EVENTS"
 def parse_arguments(description: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--app", choices=("echo", "tokens"), default="echo")
+    parser.add_argument("--app", choices=("echo", "tokens", "work"), default="echo")
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--widget", choices=("none", "hidden", "shown"), default="none", help="litkit only")
     return parser.parse_args()
@@ -62,3 +64,16 @@ def tokens(request: dict) -> Iterator[int]:
                 time.sleep(tick)
     finally:
         record("finally", tag)
+
+
+def work(request: dict) -> dict:
+    """The ``work`` workload: sleep ``seconds``, logging start and finally when tagged."""
+    tag = request.get("tag")
+    if tag is not None:
+        record("start", tag)
+    try:
+        time.sleep(float(request.get("seconds", 0.0)))
+    finally:
+        if tag is not None:
+            record("finally", tag)
+    return {"output": tag}

@@ -2,8 +2,8 @@
 
     benchmarks/.venvs/fastapi/bin/python benchmarks/peers/fastapi_app.py --port 8000 --app echo
 
-Written as a FastAPI user would: a plain ``def`` endpoint taking a dict for ``echo`` (FastAPI runs
-it in its thread pool), a ``StreamingResponse`` over a plain generator for ``tokens``. uvicorn runs
+Written as a FastAPI user would: a plain ``def`` endpoint taking a dict for ``echo`` and ``work``
+(FastAPI runs it in its thread pool, so requests run side by side: nothing queues), a ``StreamingResponse`` over a plain generator for ``tokens``. uvicorn runs
 with its standard extras (uvloop, httptools), access log off; ``--workers N`` uses uvicorn's own
 multi-process mode.
 """
@@ -27,8 +27,11 @@ app = FastAPI()
 
 @app.post("/predict")
 def predict(request: dict):
-    if os.environ.get("BENCH_APP", "echo") == "echo":
+    app_name = os.environ.get("BENCH_APP", "echo")
+    if app_name == "echo":
         return {"output": request["input"]}
+    if app_name == "work":
+        return common.work(request)
     return StreamingResponse(
         (json.dumps({"output": token}) + "\n" for token in common.tokens(request)), media_type="application/x-ndjson"
     )

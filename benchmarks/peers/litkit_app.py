@@ -46,9 +46,14 @@ class Tokens(litkit.LitAPI):
             yield {"output": token}
 
 
+class Work(litkit.LitAPI):
+    def predict(self, x):
+        return common.work(x)
+
+
 def main() -> None:
     arguments = common.parse_arguments(__doc__.splitlines()[0])
-    api = Echo() if arguments.app == "echo" else Tokens()
+    api = {"echo": Echo, "tokens": Tokens, "work": Work}[arguments.app]()
     started = time.perf_counter()
     server = litkit.serve(api, port=arguments.port, workers=arguments.workers)
     serve_s = time.perf_counter() - started

@@ -48,9 +48,23 @@ class Tokens(ls.LitAPI):
             yield {"output": token}
 
 
+class Work(ls.LitAPI):
+    def setup(self, device):
+        pass
+
+    def decode_request(self, request):
+        return request
+
+    def predict(self, x):
+        return common.work(x)
+
+    def encode_response(self, output):
+        return output
+
+
 def main() -> None:
     arguments = common.parse_arguments(__doc__.splitlines()[0])
-    api = Echo() if arguments.app == "echo" else Tokens(stream=True)
+    api = {"echo": Echo, "tokens": lambda: Tokens(stream=True), "work": Work}[arguments.app]()
     server = ls.LitServer(api, accelerator="cpu", workers_per_device=arguments.workers, timeout=False)
     server.run(host="127.0.0.1", port=arguments.port, num_api_servers=1, log_level="warning", generate_client_file=False)
 

@@ -32,6 +32,12 @@ class EchoHandler(tornado.web.RequestHandler):
         self.write(json.dumps({"output": json.loads(self.request.body)["input"]}))
 
 
+class WorkHandler(tornado.web.RequestHandler):
+    def post(self) -> None:
+        self.set_header("Content-Type", "application/json")
+        self.write(json.dumps(common.work(json.loads(self.request.body))))
+
+
 class TokensHandler(tornado.web.RequestHandler):
     async def post(self) -> None:
         self.set_header("Content-Type", "application/x-ndjson")
@@ -53,7 +59,7 @@ def main() -> None:
         tornado.process.fork_processes(arguments.workers, max_restarts=0)
 
     async def serve() -> None:
-        handler = EchoHandler if arguments.app == "echo" else TokensHandler
+        handler = {"echo": EchoHandler, "tokens": TokensHandler, "work": WorkHandler}[arguments.app]
         server = tornado.httpserver.HTTPServer(tornado.web.Application([(r"/predict", handler)]))
         server.add_sockets(sockets)
         await asyncio.Event().wait()
