@@ -29,7 +29,9 @@ SECTIONS: list[tuple[str, str, list[Figure]]] = [
         "Echo, one worker",
         "wrk, `{{\"input\": 1}}` in, `{{\"output\": 1}}` out, keep-alive. CPU per request: user + system "
         "time of the system's processes (psutil) over the concurrency-8 measurement, divided by the "
-        "requests wrk counted; it moves far less with the machine's load than req/s does.",
+        "requests wrk counted; it moves far less with the machine's load than req/s does. LitServe's "
+        "serving process is a launcher: its uvicorn API server and its inference worker are child "
+        "processes, counted under all processes.",
         [
             *(Figure(f"echo_c{c}_rps", f"req/s, concurrency {c}") for c in (1, 8, 64)),
             *(Figure(f"echo_c{c}_p50_ms", f"p50 latency (ms), concurrency {c}", 2) for c in (1, 8, 64)),

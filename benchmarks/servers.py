@@ -129,7 +129,7 @@ class RunningApp:
         return rows
 
     def stop(self) -> None:
-        """SIGTERM the app, SIGKILL whatever of its process tree is left after 5 s (by pid)."""
+        """SIGTERM the app; SIGKILL, by pid, whatever of its process tree is left after 5 s."""
         if self._process is None:
             return
         try:
@@ -138,23 +138,13 @@ class RunningApp:
             tree = []
         if self._process.poll() is None:
             self._process.send_signal(signal.SIGTERM)
+        _, alive = psutil.wait_procs(tree, timeout=5)
+        for process in alive:
             try:
-                self._process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-        for process in tree:
-            try:
-                process.wait(timeout=0 if process.pid != self._process.pid else 0.1)
-            except psutil.TimeoutExpired:
-                try:
-                    process.kill()
-                except psutil.NoSuchProcess:
-                    pass
+                process.kill()
             except psutil.NoSuchProcess:
                 pass
-        try:
-            self._process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+        psutil.wait_procs(alive, timeout=5)
+        self._process.wait(timeout=5)  # reap it
         self._process = None
         self._output.close()
