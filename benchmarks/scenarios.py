@@ -120,6 +120,8 @@ def startup_many(system: System, settings: Settings) -> dict[str, float]:
 def widget(system: System, settings: Settings, shown: bool) -> dict[str, float]:
     """Echo throughput at concurrency 8 with litkit's dashboard widget created (shown) or not."""
     with RunningApp(system, "echo", widget="shown" if shown else "hidden") as app:
+        if app.widget_state != ("shown" if shown else "hidden"):
+            raise LoadError(f"the litkit app reported widget={app.widget_state!r}, not the one asked for")
         _warm_up(app, settings)
         key = "widget_shown_rps" if shown else "widget_hidden_rps"
         return {key: load.wrk(app.url, 8, settings.duration)["rps"]}

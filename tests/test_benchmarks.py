@@ -67,6 +67,8 @@ def test_quick_run_measures_every_scenario_on_litkit_and_raw_tornado(tmp_path: P
             assert len(figures[system][key]) == 1 and figures[system][key][0] >= 0, (system, key, figures[system].get(key))
     assert figures["litkit"]["serve_s"][0] > 0 and figures["litkit"]["worker_uss_mib"][0] > 0
     assert figures["litkit"]["echo_errors"] == [0.0]
+    if "widget_shown_rps" in figures["litkit"]:  # once server.widget exists
+        assert figures["litkit"]["widget_shown_rps"][0] > 0 and figures["litkit"]["widget_hidden_rps"][0] > 0
     text = out.read_text()
     assert "hand-written history" in text
     assert "| figure | litkit | raw Tornado | litkit / raw Tornado |" in text
