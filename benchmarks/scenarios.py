@@ -118,13 +118,16 @@ def startup_many(system: System, settings: Settings) -> dict[str, float]:
 
 
 def widget(system: System, settings: Settings, shown: bool) -> dict[str, float]:
-    """Echo throughput at concurrency 8 with litkit's dashboard widget created (shown) or not."""
+    """Echo at concurrency 8 with litkit's dashboard widget created (shown) or not: req/s, CPU/request."""
     with RunningApp(system, "echo", widget="shown" if shown else "hidden") as app:
         if app.widget_state != ("shown" if shown else "hidden"):
             raise LoadError(f"the litkit app reported widget={app.widget_state!r}, not the one asked for")
         _warm_up(app, settings)
-        key = "widget_shown_rps" if shown else "widget_hidden_rps"
-        return {key: load.wrk(app.url, 8, settings.duration)["rps"]}
+        state = "shown" if shown else "hidden"
+        before = _cpu_seconds(app)
+        result = load.wrk(app.url, 8, settings.duration)
+        spent = sum(_cpu_seconds(app).values()) - sum(before.values())
+        return {f"widget_{state}_rps": result["rps"], f"widget_{state}_cpu_us": 1e6 * spent / result["requests"]}
 
 
 def tokens(system: System, settings: Settings, run: int) -> dict[str, float]:
