@@ -22,6 +22,7 @@ Server side only; imported by the handlers.
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import secrets
@@ -102,6 +103,7 @@ def proxied_hosts(environ: Mapping[str, str] | None = None) -> frozenset[str] | 
     return frozenset()
 
 
+@functools.lru_cache(maxsize=256)  # on every request's path; clients send the same few names
 def _is_loopback_name(name: str) -> bool:
     """A Host header's name part that cannot be a rebound foreign name: localhost or a loopback IP."""
     name = name.lower()
