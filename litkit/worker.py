@@ -32,7 +32,6 @@ from typing import Any
 import cloudpickle
 
 from .api import LitAPI, is_async_api
-from .async_loop import AsyncRequestLoop
 from .batch import run_batch
 from .cancellation import _set_current
 from .encoding import decode_body, encode_chunk, encode_decode_error, encode_error, encode_json
@@ -90,6 +89,9 @@ class Worker:
         if api is None:
             return 1
         if is_async_api(api):
+            # Imported here: asyncio costs every worker about 2 MiB and 20-50 ms of start-up.
+            from .async_loop import AsyncRequestLoop
+
             return AsyncRequestLoop(api, self.control, self.stream, ResponseChannel).run()
         while True:
             try:

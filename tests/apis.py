@@ -73,7 +73,7 @@ class Echo(litkit.LitAPI):
         if isinstance(x, dict) and x.get("exit"):
             os._exit(x["exit"])
         if isinstance(x, dict) and x.get("modules"):
-            return {"modules": sorted(m for m in ("tornado", "ipywidgets", "pytest") if m in sys.modules)}
+            return {"modules": sorted(m for m in ("tornado", "ipywidgets", "pytest", "asyncio") if m in sys.modules)}
         if isinstance(x, dict) and x.get("pid"):
             return {"pid": os.getpid()}
         if isinstance(x, dict) and "print" in x:  # what user code prints, on either stream, even bytes

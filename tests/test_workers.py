@@ -37,6 +37,7 @@ def test_setup_runs_once_in_each_spawned_worker(serve, events):
 
 
 def test_worker_imports_neither_tornado_nor_ipywidgets(serve):
+    # Nor asyncio, for a plain (sync) API: it would cost every worker memory and start-up time.
     server = serve(apis.Echo())
     assert server.predict({"modules": True}) == {"modules": []}
 
