@@ -105,8 +105,10 @@ class RunningApp:
         raise ServerError(f"{self.system.name} served but printed no serve_s line within {timeout} s:\n{self.output()[-3000:]}")
 
     def output(self) -> str:
-        self._output.seek(0)
-        return self._output.read()
+        # pread, not seek and read: the app writes through the same open file, so they share one
+        # offset, and a seek here made the app's next line land over earlier output.
+        fd = self._output.fileno()
+        return os.pread(fd, os.fstat(fd).st_size, 0).decode(errors="replace")
 
     def processes(self) -> list[psutil.Process]:
         """The app's process first, then every process it spawned."""
