@@ -11,10 +11,9 @@ import asyncio
 import collections
 import json
 import ssl
-import urllib.parse
 from typing import Any
 
-from .client import ChunkDecoder, error_message
+from .client import ChunkDecoder, error_message, parse_server_url
 from .errors import HTTPError
 
 __all__ = ["AsyncClient", "AsyncChunkStream"]
@@ -28,13 +27,7 @@ class AsyncClient:
     """
 
     def __init__(self, url: str, api_key: str | None = None) -> None:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"url must look like 'http://127.0.0.1:8000', got {url!r}")
-        self.url = url.rstrip("/")
-        self._parts = parts
-        self._prefix = parts.path.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.url, self._parts, self._prefix, self._headers = parse_server_url(url, api_key)
 
     async def health(self, timeout: float | None = 10.0) -> dict[str, Any]:
         """GET /health: ``{"status": "ok"}`` when every worker is ready (a 503 answer is returned too)."""

@@ -27,7 +27,7 @@ from .encoding import decode_body, encode_chunk, encode_decode_error, encode_err
 from .errors import HTTPError
 from .protocol import Kind
 
-__all__ = ["run_batch"]
+__all__ = ["close_generator", "run_batch"]
 
 
 class Channel(Protocol):
@@ -161,7 +161,7 @@ class _Stream:
 
     def close(self) -> None:
         for generator in (self.iterator, self.chunks, self.lane):
-            _close(generator)
+            close_generator(generator)
 
 
 def _stream_batch(api: LitAPI, live: list[tuple[Channel, Any]]) -> None:
@@ -196,7 +196,7 @@ def _stream_batch(api: LitAPI, live: list[tuple[Channel, Any]]) -> None:
     finally:
         for stream in streams:
             stream.close()
-        _close(outputs)  # every client has left, or the stream ended: GeneratorExit reaches predict
+        close_generator(outputs)  # every client has left, or the stream ended: GeneratorExit reaches predict
 
 
 def _step(stream: _Stream, lanes: _Lanes) -> bool:
@@ -223,7 +223,9 @@ def _send(channel: Channel, kind: Kind, payload: bytes = b"") -> bool:
     return True
 
 
-def _close(obj: Any) -> None:
+def close_generator(obj: Any) -> None:
+    """``close()`` a generator or iterator, if it has one: GeneratorExit reaches user code at its
+    ``yield`` and its ``finally`` runs. An error there is printed (it lands in the worker's log)."""
     close = getattr(obj, "close", None)
     if close is None:
         return

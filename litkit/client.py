@@ -18,6 +18,20 @@ from .errors import HTTPError
 __all__ = ["Client", "ChunkStream", "ChunkDecoder"]
 
 
+def parse_server_url(url: str, api_key: str | None) -> tuple[str, urllib.parse.SplitResult, str, dict[str, str]]:
+    """What both clients keep of a server URL and key: the URL, its parts, its path prefix, the
+    headers every request carries.
+
+    Raises:
+        ValueError: ``url`` is not an http:// or https:// URL.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"url must look like 'http://127.0.0.1:8000', got {url!r}")
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    return url.rstrip("/"), parts, parts.path.rstrip("/"), headers
+
+
 class Client:
     """Talk to a litkit server at ``url`` (e.g. ``"http://127.0.0.1:8000"``).
 
@@ -26,13 +40,7 @@ class Client:
     """
 
     def __init__(self, url: str, api_key: str | None = None) -> None:
-        parts = urllib.parse.urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"url must look like 'http://127.0.0.1:8000', got {url!r}")
-        self.url = url.rstrip("/")
-        self._parts = parts
-        self._prefix = parts.path.rstrip("/")
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.url, self._parts, self._prefix, self._headers = parse_server_url(url, api_key)
 
     def health(self, timeout: float | None = 10.0) -> dict[str, Any]:
         """GET /health: ``{"status": "ok"}`` when every worker is ready (a 503 answer is returned too)."""

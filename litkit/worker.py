@@ -32,7 +32,7 @@ from typing import Any
 import cloudpickle
 
 from .api import LitAPI, is_async_api
-from .batch import run_batch
+from .batch import close_generator, run_batch
 from .cancellation import _set_current
 from .encoding import decode_body, encode_chunk, encode_decode_error, encode_error, encode_json
 from .protocol import ChannelClosed, Kind, decode_batch, decode_request, encode_frame, recv_message, send_message, write_all
@@ -198,7 +198,7 @@ class Worker:
         """``encode_response``'s iterator of chunks for a streaming ``predict``'s output."""
         chunks = api.encode_response(outputs)
         if isinstance(chunks, (dict, str, bytes)) or not hasattr(chunks, "__iter__"):
-            _close(outputs)
+            close_generator(outputs)
             raise TypeError(
                 f"encode_response of a streaming endpoint must return an iterator of chunks, got "
                 f"{type(chunks).__name__}; write it as a generator: `for out in output: yield {{...}}`"
@@ -215,7 +215,7 @@ class Worker:
             # Close the loop, not just the write: GeneratorExit reaches user code at its yield,
             # its finally blocks run, and no further chunk is computed.
             for generator in (iterator, chunks, *sources):
-                _close(generator)
+                close_generator(generator)
         channel.send(Kind.END)
 
     def _run_spec(self, api: LitAPI, x: Any, context: Any, stream_answer: bool, channel: ResponseChannel) -> None:
@@ -233,18 +233,8 @@ class Worker:
                 collected.append(chunk)
         finally:
             for generator in (chunks, outputs):
-                _close(generator)
+                close_generator(generator)
         channel.send(Kind.RESULT, encode_json(self.spec.complete(collected, context)))
-
-
-def _close(obj: Any) -> None:
-    close = getattr(obj, "close", None)
-    if close is None:
-        return
-    try:
-        close()
-    except Exception:  # noqa: BLE001 - e.g. a generator that yields in its finally
-        traceback.print_exc()
 
 
 def _watch_for_server_exit(control: socket.socket) -> None:
