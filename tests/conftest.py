@@ -22,8 +22,9 @@ cloudpickle.register_pickle_by_value(apis)
 DEADLINE_S = 10.0
 
 
-def wait_until(condition: Callable[[], Any], deadline_s: float = DEADLINE_S, message: str = "condition") -> Any:
-    """Poll ``condition`` until it returns something truthy; fail the test past the deadline."""
+def wait_until(condition: Callable[[], Any], deadline_s: float = DEADLINE_S, message: str = "condition", interval: float = 0.005) -> Any:
+    """Poll ``condition`` every ``interval`` seconds until it returns something truthy; fail the
+    test past the deadline."""
     deadline = time.monotonic() + deadline_s
     while True:
         value = condition()
@@ -31,7 +32,7 @@ def wait_until(condition: Callable[[], Any], deadline_s: float = DEADLINE_S, mes
             return value
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {deadline_s}s waiting for {message}")
-        time.sleep(0.005)
+        time.sleep(interval)
 
 
 def children() -> list[psutil.Process]:

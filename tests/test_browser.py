@@ -28,6 +28,8 @@ import nbformat
 import psutil
 import pytest
 
+from conftest import wait_until
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 START_S = 90.0  # JupyterLab and a kernel on two busy cores
@@ -152,17 +154,6 @@ def _count(page, key: str) -> int:
     return int(text)
 
 
-def _wait_for(condition, deadline_s: float, what: str):
-    deadline = time.monotonic() + deadline_s
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {deadline_s:g}s waiting for {what}")
-        time.sleep(0.1)
-
-
 def _refuses_connections(url: str) -> bool:
     host, port = re.match(r"https?://([^:/]+):(\d+)", url).groups()  # type: ignore[union-attr]
     try:
@@ -214,7 +205,7 @@ def test_dashboard_in_jupyterlab_shows_live_counts_and_stop_stops_the_server(jup
             assert printed["cancelled"] == 24 and printed["completed"] == 96, printed
 
             # The rendered widget shows the same figures, a cancellation among them.
-            _wait_for(lambda: all(_count(page, key) == value for key, value in printed.items()), 10, f"the widget to show {printed}")
+            wait_until(lambda: all(_count(page, key) == value for key, value in printed.items()), 10, f"the widget to show {printed}", interval=0.1)
             assert page.locator('.litkit-header [data-state="serving"]').count() == 1
             assert page.locator(".litkit-requests").get_by_text("client left after 2 chunks").count() >= 1
             assert page.locator(".litkit-logs").get_by_text("client left: stopped after").count() >= 1
@@ -229,11 +220,11 @@ def test_dashboard_in_jupyterlab_shows_live_counts_and_stop_stops_the_server(jup
             page.locator(".jp-OutputArea-output", has_text="long stream started").wait_for()
             (tmp_path / GO).touch()
             cancel = page.locator(".litkit-dashboard .litkit-cancel")
-            _wait_for(lambda: cancel.count() == 1, 20, "one Cancel button (the long stream's)")
+            wait_until(lambda: cancel.count() == 1, 20, "one Cancel button (the long stream's)", interval=0.1)
             cancel.click()
-            _wait_for(lambda: _count(page, "cancelled") == 25, 20, "the cancelled count to reach 25")
+            wait_until(lambda: _count(page, "cancelled") == 25, 20, "the cancelled count to reach 25", interval=0.1)
             assert page.locator(".litkit-requests").get_by_text(re.compile(r"cancelled from the dashboard after \d+ chunks")).count() == 1
-            _wait_for(lambda: cancel.count() == 0, 10, "the Cancel row to go")
+            wait_until(lambda: cancel.count() == 0, 10, "the Cancel row to go", interval=0.1)
 
             # Stop: the server stops, its port refuses connections, the widget keeps its figures.
             url = page.locator(".litkit-url").get_attribute("href")
@@ -241,7 +232,7 @@ def test_dashboard_in_jupyterlab_shows_live_counts_and_stop_stops_the_server(jup
             assert not _refuses_connections(url)
             page.locator(".litkit-stop").click()
             page.locator('.litkit-header [data-state="stopped"]').wait_for(timeout=30_000)
-            _wait_for(lambda: _refuses_connections(url), 10, f"{url} to refuse connections")
+            wait_until(lambda: _refuses_connections(url), 10, f"{url} to refuse connections", interval=0.1)
             assert page.locator(".litkit-stop").inner_text().strip() == "Stopped"
             assert _count(page, "cancelled") == 25 and _count(page, "completed") == 96
         except BaseException:
