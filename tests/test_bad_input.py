@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import apis
 import litkit
-from conftest import ChunkReader, raw_post, wait_until
+from conftest import ChunkReader, wait_until
 
 LIMIT = 1000
 

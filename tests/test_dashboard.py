@@ -21,7 +21,6 @@ import requests
 from comm import DummyComm
 
 import apis
-import litkit
 from conftest import ChunkReader, raw_post, wait_until
 from litkit.dashboard import CANCEL_REASON, Dashboard
 
