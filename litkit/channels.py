@@ -14,6 +14,7 @@ from __future__ import annotations
 import array
 import asyncio
 import collections
+import functools
 import os
 import socket
 from typing import Callable
@@ -34,56 +35,77 @@ class PipeClosed(EOFError):
 class PipeReader:
     """The read end of one request's response pipe.
 
-    ``read()`` waits only while the pipe is empty, and the fd is watched only during that wait: a
-    handler busy writing to a slow client stops reading, the pipe fills, and the worker's writes
-    block. That bounds what a stream buffers in the server.
+    Two ways to read, one mechanism: ``read_available()`` takes what the pipe holds now, and
+    ``watch(callback)`` calls back once it holds more (the request relay reads this way, with no
+    coroutine per request); ``read()`` is the same as a coroutine. The fd is watched only while a
+    reader waits: a relay busy writing to a slow client stops reading, the pipe fills, and the
+    worker's writes block. That bounds what a stream buffers in the server.
     """
 
     def __init__(self, fd: int) -> None:
         os.set_blocking(fd, False)
         self.fd = fd
         self._loop = asyncio.get_running_loop()
-        self._waiter: asyncio.Future[None] | None = None
+        self._watching = False
+        self._waiter: asyncio.Future[None] | None = None  # read()'s, while it waits
         self._closed = False
 
     def closed(self) -> bool:
         return self._closed
 
-    async def read(self) -> bytes:
-        """The bytes the pipe holds now (waiting for some if it is empty).
+    def read_available(self) -> bytes | None:
+        """The bytes the pipe holds now; None if it is empty.
 
         Raises:
             PipeClosed: end of file (the worker closed its end or died), or ``close()`` was called.
         """
-        while True:
-            if self._closed:
-                raise PipeClosed("the response pipe was closed by the server")
-            try:
-                data = os.read(self.fd, _READ_SIZE)
-            except BlockingIOError:
-                await self._wait_readable()
-                continue
-            if not data:
-                raise PipeClosed("the worker closed the response pipe")
-            return data
-
-    async def _wait_readable(self) -> None:
-        waiter = self._waiter = self._loop.create_future()
-        self._loop.add_reader(self.fd, _wake, waiter)
+        if self._closed:
+            raise PipeClosed("the response pipe was closed by the server")
         try:
-            await waiter
-        finally:
-            self._waiter = None
-            if not self._closed:
-                self._loop.remove_reader(self.fd)
+            data = os.read(self.fd, _READ_SIZE)
+        except BlockingIOError:
+            return None
+        if not data:
+            raise PipeClosed("the worker closed the response pipe")
+        return data
+
+    def watch(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (on the loop) whenever the pipe is readable, until ``unwatch()`` or
+        ``close()``. While watching already, the first callback stays (and no syscall is made)."""
+        if not self._closed and not self._watching:
+            self._loop.add_reader(self.fd, callback)
+            self._watching = True
+
+    def unwatch(self) -> None:
+        if self._watching:
+            self._watching = False
+            self._loop.remove_reader(self.fd)
+
+    async def read(self) -> bytes:
+        """The bytes the pipe holds now, waiting for some if it is empty.
+
+        Raises:
+            PipeClosed: as for ``read_available()``; also when ``close()`` is called while waiting.
+        """
+        while True:
+            data = self.read_available()
+            if data is not None:
+                return data
+            waiter = self._waiter = self._loop.create_future()
+            self.watch(functools.partial(_wake, waiter))
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                self.unwatch()
 
     def close(self) -> None:
         """Close the read end: the worker's next write raises ``BrokenPipeError``."""
         if self._closed:
             return
+        self.unwatch()
         self._closed = True
         if self._waiter is not None:
-            self._loop.remove_reader(self.fd)
             _wake(self._waiter)
         os.close(self.fd)
 
