@@ -2,7 +2,7 @@
 
 ``serve(api)`` makes one endpoint; ``serve({"/embed": Embedder(), "/chat": Endpoint(Chat(), workers=2)})``
 makes several on one port. Each endpoint has its own ``WorkerPool`` (its own worker processes) and
-its own ``RequestTracker``; ``ServingState`` is the set of them that the handlers and ``Server``
+its own ``RequestTracker``; ``ServingState`` is the set of them that the HTTP layer and ``Server``
 share. Options given to ``serve()`` are the defaults of every endpoint; an ``Endpoint`` overrides
 them for its path.
 
@@ -28,7 +28,7 @@ from .specs import Spec
 from .tracking import RequestTracker
 
 if TYPE_CHECKING:
-    from .handlers import PredictHandler
+    from .relay import EndpointRequest
 
 __all__ = ["Endpoint", "EndpointState", "ServingState", "ENDPOINT_OPTIONS", "RESERVED_PATHS", "plan_endpoints"]
 
@@ -118,7 +118,7 @@ class EndpointState:
             cancel_grace=options["cancel_grace"],
         )
         self.stopping = False
-        self.active: set[PredictHandler] = set()
+        self.active: set[EndpointRequest] = set()
 
     @property
     def extra_paths(self) -> dict[str, str]:
@@ -204,13 +204,13 @@ class ServingState:
         if failures:
             raise failures[0]
 
-    def begin_stop(self) -> list[PredictHandler]:
-        """Refuse new requests; return the handlers still in flight."""
-        handlers: list[PredictHandler] = []
+    def begin_stop(self) -> list[EndpointRequest]:
+        """Refuse new requests; return the requests still in flight."""
+        in_flight: list[EndpointRequest] = []
         for endpoint in self.endpoints:
             endpoint.stopping = True
-            handlers.extend(endpoint.active)
-        return handlers
+            in_flight.extend(endpoint.active)
+        return in_flight
 
     async def stop_workers(self) -> None:
         await asyncio.gather(*(endpoint.pool.stop() for endpoint in self.endpoints))

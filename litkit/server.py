@@ -3,7 +3,7 @@ event loop, in the calling process, in front of a pool of spawned workers.
 
 ``serve()`` returns once every worker is ready, so the next line of a notebook cell can call the
 endpoint with any blocking client. The server thread owns every server object (pool, tracker,
-handlers); other threads talk to it only through ``loop.call_soon_threadsafe``.
+requests in flight); other threads talk to it only through ``loop.call_soon_threadsafe``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from .api import LitAPI
 from .client import Client, ChunkStream
 from .endpoints import DEFAULT_API_PATH, ENDPOINT_OPTIONS, Endpoint, ServingState, check_int, check_seconds, plan_endpoints
 from .errors import PortInUseError, ServerStoppedError
-from .handlers import make_application
+from .routing import make_router
 from .specs import Spec
 from .links import public_url
 from .logs import merge_logs
@@ -42,7 +42,7 @@ T = TypeVar("T")
 
 DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
 # Tornado closes a connection whose request line and headers pass this before reading them whole;
-# the handlers answer 431 past handlers.HEADER_LIMIT, which is smaller.
+# litkit answers 431 past relay.HEADER_LIMIT, which is smaller.
 MAX_HEADER_BYTES = 64 * 1024
 # How long stop() waits for open connections to close after their requests were ended.
 _CLOSE_CONNECTIONS_S = 2.0
@@ -282,18 +282,18 @@ class Server:
         self._loop = asyncio.get_running_loop()
         if self.state in ("stopped", "replaced"):  # stop() came before the loop existed
             self._stop_requested.set()
-        client_timeout = self._serving.client_timeout
+        router = make_router(self._serving)
         http_server = tornado.httpserver.HTTPServer(
-            make_application(self._serving),
-            # The handler enforces max_body_size with a 413; this only bounds what Tornado buffers.
+            router,
+            # The relay enforces max_body_size with a 413; this only bounds what Tornado buffers.
             max_body_size=self._serving.max_body_size + 1024 * 1024,
             max_header_size=MAX_HEADER_BYTES,
-            # Deadlines for slow or silent clients: the whole request line and headers (this is
-            # also how long an idle keep-alive connection stays open), and the whole body.
-            idle_connection_timeout=client_timeout,
-            body_timeout=client_timeout,
+            # No idle_connection_timeout or body_timeout: the router's ClientDeadlines apply
+            # client_timeout to the request line and headers (an idle keep-alive connection
+            # waits there too) and to the body.
         )
         http_server.add_sockets(self._sockets)
+        router.deadlines.start()
         try:
             try:
                 await self._wait_for_start_or_stop(self._serving.start())
@@ -304,6 +304,7 @@ class Server:
             await self._stop_requested.wait()
             await self._drain()
         finally:
+            router.deadlines.stop()
             await self._close(http_server)
 
     async def _wait_for_start_or_stop(self, start: Any) -> None:
@@ -328,8 +329,8 @@ class Server:
         serving = self._serving
         in_flight = serving.begin_stop()
         http_server.stop()  # closes the listening sockets
-        for handler in in_flight:
-            handler.abort_for_stop()
+        for request in in_flight:
+            request.abort_for_stop()
         await serving.stop_workers()
         try:
             await asyncio.wait_for(http_server.close_all_connections(), _CLOSE_CONNECTIONS_S)
@@ -366,11 +367,11 @@ class Server:
     def _cancel_in_loop(self, request_id: str, reason: str) -> bool:
         found = False
         for endpoint in self._serving.endpoints:
-            recorded = reason.replace("{", "{{").replace("}", "}}")  # the handler fills in {chunks}
+            recorded = reason.replace("{", "{{").replace("}", "}}")  # the request fills in {chunks}
             if endpoint.stream:
                 recorded += " after {chunks} chunks"
-            for handler in [handler for handler in endpoint.active if handler.request_id == request_id]:
-                handler.abort(recorded, f"request {request_id} was {reason}")
+            for request in [request for request in endpoint.active if request.request_id == request_id]:
+                request.abort(recorded, f"request {request_id} was {reason}")
                 found = True
         return found
 
