@@ -81,6 +81,7 @@ class Job:
         self.worker: WorkerProcess | None = None
         self.dropped = False
         self.queued_at = 0.0  # loop time of submit(), read by batching
+        self.grace_timer: asyncio.TimerHandle | None = None  # armed when a started job is cancelled
 
     @property
     def id(self) -> str:
@@ -89,6 +90,12 @@ class Job:
     @property
     def started(self) -> bool:
         return self.pipe is not None
+
+    def ended(self) -> None:
+        """The worker is done with this job: disarm its ``cancel_grace`` timer, which holds the job."""
+        if self.grace_timer is not None:
+            self.grace_timer.cancel()
+            self.grace_timer = None
 
     def close_pipe(self) -> None:
         if self.pipe is not None:
@@ -281,7 +288,7 @@ class WorkerPool:
         if job.started:
             if job.pipe is not None and not job.pipe.closed():
                 job.close_pipe()
-                asyncio.get_running_loop().call_later(self._cancel_grace, self._kill_if_still_running, job)
+                job.grace_timer = asyncio.get_running_loop().call_later(self._cancel_grace, self._kill_if_still_running, job)
             return
         job.dropped = True
         self._queued -= 1
@@ -289,6 +296,7 @@ class WorkerPool:
         _fail(job.assigned, error)
 
     def _kill_if_still_running(self, job: Job) -> None:
+        job.grace_timer = None
         worker = job.worker
         process = worker.process if worker is not None else None
         if self._stopping or worker is None or job not in worker.jobs or process is None or process.poll() is not None:
@@ -429,6 +437,8 @@ class WorkerPool:
             request_id = payload.decode()
             done = [next((job for job in worker.jobs if job.id == request_id), worker.jobs[0])]
             worker.jobs.remove(done[0])
+        for job in done:
+            job.ended()
         worker.handled += len(done)
         if not worker.jobs:
             worker.state = "idle"
@@ -509,6 +519,7 @@ class WorkerPool:
                 self._on_group_done(worker, payload)
                 return
             done = worker.jobs.popleft()
+            done.ended()
             if done.started:
                 worker.handled += 1
             if worker.jobs:
@@ -534,6 +545,8 @@ class WorkerPool:
         # A started request's pipe reaches end-of-file, and its handler reports the death; the ones
         # the worker had not reached yet go back to the front of the queue, untouched.
         waiting = [job for job in worker.jobs if not job.started]
+        for job in worker.jobs:
+            job.ended()
         worker.jobs.clear()
         for job in reversed(waiting):
             job.close_pipe()
