@@ -17,9 +17,9 @@ from conftest import assert_no_children
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
 import soak  # noqa: E402
 
-# Measured (benchmarks/soak.py, docs/reliability.md): RSS +2.1 to +3.3 MiB after 1,000 + 1,000 and
-# +7.3 MiB after 10,000 + 10,000, while the Python heap (tracemalloc) grows by a few KB per 1,000
-# requests: allocator arenas, not a leak. A leak of one 4 KiB buffer per request would add 8 MiB here.
+# Measured (benchmarks/soak.py, docs/reliability.md): RSS +0.5 to +3.7 MiB after 1,000 + 1,000, read
+# after malloc_trim and a warm-up at the same concurrency, with Python's allocated block count flat:
+# pymalloc arenas, not a leak. A leak of one 4 KiB buffer per request would add 8 MiB here.
 RSS_MARGIN = 6 * 2**20
 
 
