@@ -29,7 +29,7 @@ from typing import Any, Callable, Protocol
 from .api import LitAPI
 from .cancellation import _set_task_current
 from .encoding import decode_body, encode_chunk, encode_decode_error, encode_error, encode_json
-from .protocol import ChannelClosed, Kind, decode_request, encode_frame, recv_message, send_message
+from .protocol import ChannelClosed, Kind, MessageReader, ProtocolError, decode_request, encode_frame, send_message
 
 __all__ = ["AsyncRequestLoop"]
 
@@ -48,9 +48,12 @@ class Channel(Protocol):
 class AsyncRequestLoop:
     """Runs requests for an async API as concurrent tasks until the control socket closes."""
 
-    def __init__(self, api: LitAPI, control: socket.socket, stream: bool, open_channel: Callable[[int], Channel]) -> None:
+    def __init__(
+        self, api: LitAPI, control: socket.socket, messages: MessageReader, stream: bool, open_channel: Callable[[int], Channel]
+    ) -> None:
         self.api = api
-        self.control = control
+        self.control = control  # the reader thread reads it through ``messages``; tasks send DONE on it
+        self.messages = messages
         self.stream = stream
         self.open_channel = open_channel
         self._tasks: set[asyncio.Task[None]] = set()
@@ -73,10 +76,9 @@ class AsyncRequestLoop:
         """Reader thread: blocking reads of the control socket, each message handed to the loop."""
         try:
             while True:
-                kind, payload, fds = recv_message(self.control)
+                kind, payload, fds = self.messages.recv()
                 if kind != Kind.REQUEST or len(fds) != 1:
-                    raise RuntimeError(f"protocol error: expected REQUEST with one fd, got {kind!r} with {len(fds)} fds")
-                os.set_inheritable(fds[0], False)  # SCM_RIGHTS descriptors arrive inheritable
+                    raise ProtocolError(f"protocol error: expected REQUEST with one fd, got {kind!r} with {len(fds)} fds")
                 loop.call_soon_threadsafe(self._start, payload, fds[0])
         except (ChannelClosed, ConnectionError):
             pass  # the server closed the control socket: stop

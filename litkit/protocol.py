@@ -33,6 +33,8 @@ Stdlib only: this module is imported by worker processes.
 
 from __future__ import annotations
 
+import array
+import collections
 import enum
 import os
 import socket
@@ -49,7 +51,8 @@ __all__ = [
     "decode_batch",
     "MAX_FDS_PER_MESSAGE",
     "send_message",
-    "recv_message",
+    "MessageReader",
+    "ProtocolError",
     "write_all",
     "ChannelClosed",
 ]
@@ -61,6 +64,9 @@ MAX_FRAME = 2**32 - 1
 # The kernel passes at most this many descriptors in one message (SCM_MAX_FD on Linux), which
 # bounds how many requests one BATCH frame can carry.
 MAX_FDS_PER_MESSAGE = 253
+_FD = array.array("i")  # a descriptor's C type, as SCM_RIGHTS carries it
+# Received descriptors start close-on-exec (Linux); 0 where the platform lacks the flag.
+_CMSG_CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
 
 
 class Kind(enum.IntEnum):
@@ -176,33 +182,135 @@ def send_message(sock: socket.socket, kind: Kind, payload: bytes = b"") -> None:
     sock.sendall(encode_frame(kind, payload))
 
 
-def recv_message(sock: socket.socket, max_fds: int = 4) -> tuple[Kind, bytes, list[int]]:
-    """Blocking receive of one frame and up to ``max_fds`` file descriptors sent with it (worker side).
+class ProtocolError(RuntimeError):
+    """The other end broke the wire protocol: a frame without its descriptors, or too many of them."""
 
-    Raises:
-        ChannelClosed: the other end closed before a whole frame arrived.
+
+class MessageReader:
+    """Blocking, buffered reader of the frames (and descriptors) arriving on a control socket (worker side).
+
+    One ``recvmsg`` takes whatever the socket holds, header and payload together, sometimes the
+    start of the next frame too, where reading the header then the payload took two calls. The
+    descriptors that come with the bytes wait in a queue until their frame is complete: a
+    ``REQUEST`` takes one, a ``BATCH`` one per request, any other frame none. The kernel hands
+    descriptors over with the bytes that carry them (the server sends each frame and its descriptors
+    in one ``sendmsg``) and ends a read right after such bytes, so a frame's descriptors are always
+    here by the time its first byte is; if they are not, the other end broke the protocol.
+
+    Descriptors are received with ``MSG_CMSG_CLOEXEC``: close-on-exec from the start, so a
+    subprocess a hook starts never holds a request's pipe open (no ``os.set_inheritable`` call).
+
+    Not thread-safe: one thread reads.
     """
-    fds: list[int] = []
-    header = bytearray()
-    while len(header) < HEADER.size:
-        # Read only the header with recvmsg: descriptors ride on the frame's first bytes.
-        data, new_fds, _flags, _addr = socket.recv_fds(sock, HEADER.size - len(header), max_fds)
-        fds.extend(new_fds)
-        if not data:
-            _close_all(fds)
-            raise ChannelClosed("control socket closed")
-        header += data
-    kind, length = HEADER.unpack(header)
-    payload = bytearray(length)
-    view = memoryview(payload)
-    received = 0
-    while received < length:
-        n = sock.recv_into(view[received:], length - received)
+
+    def __init__(self, sock: socket.socket, buffer_size: int = 64 * 1024, max_fds: int = MAX_FDS_PER_MESSAGE) -> None:
+        """
+        Args:
+            sock: a blocking stream socket.
+            buffer_size: bytes one read takes at most; a larger frame's payload is read straight
+                into a buffer of its own size.
+            max_fds: descriptors one read can take; more raise ``ProtocolError``.
+        """
+        self._sock = sock
+        self._buffer = bytearray(buffer_size)
+        self._view = memoryview(self._buffer)
+        self._start = 0  # the unread bytes are self._buffer[self._start : self._end]
+        self._end = 0
+        self._fds: collections.deque[int] = collections.deque()
+        self._max_fds = max_fds
+        self._ancillary_size = socket.CMSG_SPACE(max_fds * _FD.itemsize)
+
+    def recv(self) -> tuple[Kind, bytes, list[int]]:
+        """The next frame: its kind, its payload, and the descriptors that came with it.
+
+        Raises:
+            ChannelClosed: the other end closed before a whole frame arrived (the descriptors
+                still held are closed).
+            ProtocolError: a frame came without its descriptors, or with more than ``max_fds``.
+        """
+        while self._end - self._start < HEADER.size:
+            self._fill()
+        kind, length = HEADER.unpack_from(self._buffer, self._start)
+        if kind not in _KINDS:
+            self.close()
+            raise ProtocolError(
+                f"protocol error: unknown frame kind {kind} on the control socket; the server and its "
+                "workers must run the same litkit version"
+            )
+        if HEADER.size + length <= len(self._buffer):
+            while self._end - self._start < HEADER.size + length:
+                self._fill()
+            payload_start = self._start + HEADER.size
+            self._start = payload_start + length
+            payload = bytes(self._view[payload_start : self._start])
+            if self._start == self._end:
+                self._start = self._end = 0
+        else:
+            payload = self._recv_large(length)
+        return _KINDS[kind], payload, self._take_fds(kind, payload)
+
+    def _fill(self) -> None:
+        """Read what the socket holds (blocking until something does) after the unread bytes."""
+        if self._start:
+            unread = self._end - self._start
+            self._view[:unread] = self._view[self._start : self._end]
+            self._start, self._end = 0, unread
+        self._end += self._recv_into(self._view[self._end :])
+
+    def _recv_large(self, length: int) -> bytes:
+        """A payload larger than the buffer: what is buffered, then the rest read in place."""
+        payload = bytearray(length)
+        view = memoryview(payload)
+        # The buffer holds the header and the start of the payload, nothing past it.
+        payload_start = self._start + HEADER.size
+        received = self._end - payload_start
+        view[:received] = self._view[payload_start : self._end]
+        while received < length:
+            received += self._recv_into(view[received:])
+        self._start = self._end = 0
+        return bytes(payload)
+
+    def _recv_into(self, view: memoryview) -> int:
+        """One ``recvmsg`` into ``view``; queue the descriptors that came along; the byte count."""
+        n, ancillary, flags, _address = self._sock.recvmsg_into([view], self._ancillary_size, _CMSG_CLOEXEC)
+        for level, kind, data in ancillary:
+            if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+                fds = array.array("i")
+                fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+                self._fds.extend(fds)
+        if flags & socket.MSG_CTRUNC:
+            self.close()
+            raise ProtocolError(
+                f"protocol error: a message carried more than the {self._max_fds} descriptors this reader "
+                f"takes at once (the kernel closed the rest); send fewer per message or raise max_fds"
+            )
         if n == 0:
-            _close_all(fds)
-            raise ChannelClosed("control socket closed in the middle of a frame")
-        received += n
-    return Kind(kind), bytes(payload), fds
+            self.close()
+            if self._end > self._start:
+                raise ChannelClosed("control socket closed in the middle of a frame")
+            raise ChannelClosed("control socket closed")
+        return n
+
+    def _take_fds(self, kind: int, payload: bytes) -> list[int]:
+        if kind == Kind.REQUEST:
+            wanted = 1
+        elif kind == Kind.BATCH:
+            (wanted,) = _ID_LENGTH.unpack_from(payload)
+        else:
+            return []
+        if len(self._fds) < wanted:
+            held = len(self._fds)
+            self.close()
+            raise ProtocolError(
+                f"protocol error: a {_KINDS[kind].name} frame needs {wanted} descriptor(s) sent with its "
+                f"first byte, but {held} arrived; the server must send each frame and its pipes in one sendmsg"
+            )
+        return [self._fds.popleft() for _ in range(wanted)]
+
+    def close(self) -> None:
+        """Close the descriptors received but not yet handed out (the socket stays open)."""
+        while self._fds:
+            os.close(self._fds.popleft())
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -211,8 +319,3 @@ def write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
-
-
-def _close_all(fds: list[int]) -> None:
-    for fd in fds:
-        os.close(fd)

@@ -35,7 +35,7 @@ from .api import LitAPI, is_async_api
 from .batch import close_generator, run_batch
 from .cancellation import _set_current
 from .encoding import decode_body, encode_chunk, encode_decode_error, encode_error, encode_json
-from .protocol import ChannelClosed, Kind, decode_batch, decode_request, encode_frame, recv_message, send_message, write_all
+from .protocol import ChannelClosed, Kind, MessageReader, ProtocolError, decode_batch, decode_request, encode_frame, send_message, write_all
 
 __all__ = ["main"]
 
@@ -58,8 +58,10 @@ class ResponseChannel:
         self._poller.register(fd, 0)
 
     def is_cancelled(self) -> bool:
-        if not self.broken and self._poller.poll(0):
-            self.broken = True
+        if not self.broken:
+            events = self._poller.poll(0)
+            if events:
+                self.broken = True
         return self.broken
 
     def send(self, kind: Kind, payload: bytes = b"") -> None:
@@ -78,9 +80,9 @@ class Worker:
 
     def __init__(self, control: socket.socket, worker_id: int) -> None:
         self.control = control
+        self.messages = MessageReader(control)
         self.worker_id = worker_id
         self.stream = False
-        self.max_fds = 4
         self.spec: Any = None  # a litkit.specs.Spec, when the endpoint speaks another protocol
 
     def run(self) -> int:
@@ -92,19 +94,18 @@ class Worker:
             # Imported here: asyncio costs every worker about 2 MiB and 20-50 ms of start-up.
             from .async_loop import AsyncRequestLoop
 
-            return AsyncRequestLoop(api, self.control, self.stream, ResponseChannel).run()
+            return AsyncRequestLoop(api, self.control, self.messages, self.stream, ResponseChannel).run()
         while True:
             try:
-                kind, payload, fds = recv_message(self.control, self.max_fds)
+                kind, payload, fds = self.messages.recv()
             except (ChannelClosed, ConnectionError):
                 return 0  # the server closed the control socket: stop
             if kind == Kind.BATCH:
                 request_id = self._handle_batch(api, payload, fds)
             elif kind != Kind.REQUEST or len(fds) != 1:
-                raise RuntimeError(f"protocol error: expected REQUEST with one fd, got {kind!r} with {len(fds)} fds")
+                raise ProtocolError(f"protocol error: expected REQUEST with one fd, got {kind!r} with {len(fds)} fds")
             else:
                 request_id, body = decode_request(payload)
-                os.set_inheritable(fds[0], False)  # SCM_RIGHTS descriptors arrive inheritable
                 self._handle(api, request_id, body, ResponseChannel(fds[0]))
             try:
                 send_message(self.control, Kind.DONE, request_id.encode())
@@ -113,16 +114,15 @@ class Worker:
 
     def _start(self) -> LitAPI | None:
         """Receive INIT, load the API, run setup; report READY (and return the API) or START_FAILED."""
-        kind, payload, _fds = recv_message(self.control)
+        kind, payload, _fds = self.messages.recv()
         if kind != Kind.INIT:
-            raise RuntimeError(f"protocol error: expected INIT, got {kind!r}")
+            raise ProtocolError(f"protocol error: expected INIT, got {kind!r}")
         init = pickle.loads(payload)
         sys.path[:] = init["sys_path"]
         try:
             stage = "loading the API object (cloudpickle.loads)"
             api = cloudpickle.loads(init["api"])
             self.stream = init["stream"]
-            self.max_fds = max(self.max_fds, init.get("max_batch_size", 1))
             if init.get("spec") is not None:
                 stage = "loading the endpoint's spec (cloudpickle.loads)"
                 self.spec = cloudpickle.loads(init["spec"])
@@ -148,9 +148,7 @@ class Worker:
         """Run a BATCH frame (see ``litkit.batch``); return the id DONE reports."""
         requests = decode_batch(payload)
         if len(fds) != len(requests):
-            raise RuntimeError(f"protocol error: BATCH of {len(requests)} requests came with {len(fds)} fds")
-        for fd in fds:
-            os.set_inheritable(fd, False)
+            raise ProtocolError(f"protocol error: BATCH of {len(requests)} requests came with {len(fds)} fds")
         run_batch(api, [body for _, body in requests], [ResponseChannel(fd) for fd in fds], self.stream)
         return requests[0][0]
 

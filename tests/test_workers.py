@@ -183,3 +183,50 @@ def test_workers_exit_within_2s_when_the_serving_process_is_killed(tmp_path, eve
         process.kill()
         process.wait(10)
         process.stdout.close()
+
+
+_LIST_HELD_FDS = (
+    "import json, os\n"
+    "held = []\n"
+    "for name in os.listdir('/proc/self/fd'):\n"
+    "    try:\n"
+    "        held.append(os.readlink(f'/proc/self/fd/{name}') if int(name) > 2 else '')\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "print(json.dumps([target for target in held if target.startswith(('pipe:', 'socket:'))]))\n"
+)
+
+
+class _SpawnsChild(litkit.LitAPI):
+    """predict starts a subprocess with close_fds=False and returns the pipes and sockets it holds."""
+
+    def predict(self, x):
+        import json
+        import subprocess
+        import sys
+
+        child = subprocess.run([sys.executable, "-c", x["code"]], close_fds=False, capture_output=True, text=True, timeout=30, check=True)
+        return {"held": json.loads(child.stdout)}
+
+
+class _SpawnsChildBatched(_SpawnsChild):
+    def predict(self, batch):
+        return [super(_SpawnsChildBatched, self).predict(x) for x in batch]
+
+
+class _SpawnsChildAsync(_SpawnsChild):
+    async def predict(self, x):
+        return _SpawnsChild.predict(self, x)
+
+
+@pytest.mark.parametrize(
+    "api, options",
+    [(_SpawnsChild(), {}), (_SpawnsChildBatched(), {"max_batch_size": 2, "batch_timeout": 0.01}), (_SpawnsChildAsync(), {})],
+    ids=["sync", "batched", "async"],
+)
+def test_a_hooks_subprocess_holds_neither_the_response_pipe_nor_the_control_socket(serve, api, options):
+    """Descriptors a worker receives are close-on-exec (MSG_CMSG_CLOEXEC): a child a hook starts,
+    even with close_fds=False, cannot keep a request's pipe open after the worker closes it."""
+    server = serve(api, **options)
+    assert server.predict({"code": _LIST_HELD_FDS}) == {"held": []}
+
