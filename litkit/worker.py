@@ -59,7 +59,14 @@ class ResponseChannel:
 
     def is_cancelled(self) -> bool:
         if not self.broken:
-            events = self._poller.poll(0)
+            try:
+                events = self._poller.poll(0)
+            except RuntimeError:
+                # "concurrent poll() invocation": a hook's own thread is asking at this very moment
+                # (one poll object serves one caller at a time); ask with a poller of our own.
+                poller = select.poll()
+                poller.register(self.fd, 0)
+                events = poller.poll(0)
             if events:
                 self.broken = True
         return self.broken

@@ -230,3 +230,33 @@ def test_a_hooks_subprocess_holds_neither_the_response_pipe_nor_the_control_sock
     server = serve(api, **options)
     assert server.predict({"code": _LIST_HELD_FDS}) == {"held": []}
 
+
+def test_a_hooks_threads_may_ask_cancelled_at_the_same_time():
+    """Regression: each request's channel polls one ``select.poll`` object, and two threads polling
+    it at once made ``litkit.cancelled()`` raise RuntimeError("concurrent poll() invocation")."""
+    from litkit.cancellation import _set_current
+    from litkit.worker import ResponseChannel
+
+    read_fd, write_fd = os.pipe()
+    channel = ResponseChannel(write_fd)
+    answers: list[object] = []
+
+    def ask() -> None:
+        try:
+            answers.extend({litkit.cancelled() for _ in range(20_000)})
+        except Exception as error:  # noqa: BLE001 - collected for the assertion below
+            answers.append(error)
+
+    _set_current(channel)
+    try:
+        threads = [threading.Thread(target=ask) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert answers == [False] * 4
+        os.close(read_fd)  # the server closes its end: every thread sees it
+        assert litkit.cancelled()
+    finally:
+        _set_current(None)
+        channel.close()
