@@ -66,7 +66,9 @@ MAX_FRAME = 2**32 - 1
 MAX_FDS_PER_MESSAGE = 253
 _FD = array.array("i")  # a descriptor's C type, as SCM_RIGHTS carries it
 # Received descriptors start close-on-exec (Linux); 0 where the platform lacks the flag.
-_CMSG_CLOEXEC = getattr(socket, "MSG_CMSG_CLOEXEC", 0)
+_CMSG_CLOEXEC = int(getattr(socket, "MSG_CMSG_CLOEXEC", 0))
+# A plain int: ``flags & socket.MSG_CTRUNC`` goes through enum.Flag and costs a microsecond per read.
+_CTRUNC = int(socket.MSG_CTRUNC)
 
 
 class Kind(enum.IntEnum):
@@ -278,7 +280,7 @@ class MessageReader:
                 fds = array.array("i")
                 fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
                 self._fds.extend(fds)
-        if flags & socket.MSG_CTRUNC:
+        if flags & _CTRUNC:
             self.close()
             raise ProtocolError(
                 f"protocol error: a message carried more than the {self._max_fds} descriptors this reader "
@@ -315,7 +317,10 @@ class MessageReader:
 
 def write_all(fd: int, data: bytes) -> None:
     """Write every byte to a blocking fd (a pipe may accept a large write in pieces)."""
-    view = memoryview(data)
+    written = os.write(fd, data)
+    if written == len(data):
+        return  # the usual case: no memoryview to build
+    view = memoryview(data)[written:]
     while view:
         written = os.write(fd, view)
         view = view[written:]
