@@ -22,7 +22,10 @@ def decode_body(body: bytes) -> Any:
         HTTPError: 400 saying what is wrong with the body.
     """
     try:
-        return json.loads(body, parse_float=_finite_float, parse_constant=_reject_constant)
+        # What json.loads does with bytes (detect UTF-8/16/32, skip a UTF-8 BOM), then one shared
+        # decoder: json.loads(body, parse_float=...) builds a new JSONDecoder on every call, about
+        # half the cost of decoding a small body.
+        return _decoder.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
     except RecursionError:
         raise HTTPError(400, "request body is not valid JSON: it nests too deeply; send at most a few hundred levels") from None
     except (UnicodeDecodeError, ValueError) as error:  # a too-long integer literal is a ValueError too
@@ -38,6 +41,9 @@ def _finite_float(text: str) -> float:
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value; send finite numbers only")
+
+
+_decoder = json.JSONDecoder(parse_float=_finite_float, parse_constant=_reject_constant)
 
 
 def encode_json(value: Any, hook: str = "encode_response") -> bytes:
