@@ -15,7 +15,8 @@ Two kinds of channel, both inherited or handed over as file descriptors, never a
 
 * **Response pipe**: one ``os.pipe()`` per request. The server sends the write end with the
   ``REQUEST`` message (``SCM_RIGHTS``), closes its own copy at once, and keeps the read end. The
-  worker writes ``CHUNK`` frames (streams) or one ``RESULT``, or an ``ERROR``, then ``END`` and
+  worker receives it close-on-exec (``MSG_CMSG_CLOEXEC``, see ``MessageReader``), so a subprocess
+  a hook starts never holds it open. The worker writes ``CHUNK`` frames (streams) or one ``RESULT``, or an ``ERROR``, then ``END`` and
   closes it. When the client leaves, the server closes the read end: the worker's next write
   raises ``BrokenPipeError`` and ``litkit.cancelled()`` turns True. A ``BATCH`` carries one pipe
   per request, in the order of its entries, so each request is answered and cancelled on its own.
