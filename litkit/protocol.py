@@ -186,14 +186,15 @@ def send_message(sock: socket.socket, kind: Kind, payload: bytes = b"") -> None:
 
 
 class ProtocolError(RuntimeError):
-    """The other end broke the wire protocol: a frame without its descriptors, or too many of them."""
+    """The other end broke the wire protocol: a frame of unknown kind, without its descriptors, or with too many."""
 
 
 class MessageReader:
     """Blocking, buffered reader of the frames (and descriptors) arriving on a control socket (worker side).
 
-    One ``recvmsg`` takes whatever the socket holds, header and payload together, sometimes the
-    start of the next frame too, where reading the header then the payload took two calls. The
+    One ``recvmsg`` takes whatever the socket holds, header and payload together (sometimes the
+    start of the next frame too): one system call per frame, not one for the header and one for
+    the payload. The
     descriptors that come with the bytes wait in a queue until their frame is complete: a
     ``REQUEST`` takes one, a ``BATCH`` one per request, any other frame none. The kernel hands
     descriptors over with the bytes that carry them (the server sends each frame and its descriptors
@@ -229,7 +230,8 @@ class MessageReader:
         Raises:
             ChannelClosed: the other end closed before a whole frame arrived (the descriptors
                 still held are closed).
-            ProtocolError: a frame came without its descriptors, or with more than ``max_fds``.
+            ProtocolError: a frame of unknown kind, or without its descriptors, or a read that
+                brought more than ``max_fds`` (all the descriptors held are closed).
         """
         while self._end - self._start < HEADER.size:
             self._fill()
@@ -285,7 +287,7 @@ class MessageReader:
             self.close()
             raise ProtocolError(
                 f"protocol error: a message carried more than the {self._max_fds} descriptors this reader "
-                f"takes at once (the kernel closed the rest); send fewer per message or raise max_fds"
+                "takes at once (the kernel closed the rest); send fewer per message or raise max_fds"
             )
         if n == 0:
             self.close()
