@@ -292,6 +292,9 @@ class Server:
             # client_timeout to the request line and headers (an idle keep-alive connection
             # waits there too) and to the body.
         )
+        # HTTPServer turns a missing idle_connection_timeout into a one-hour header timeout,
+        # which wraps every request's header read in gen.with_timeout (a timer and futures).
+        http_server.conn_params.header_timeout = None
         http_server.add_sockets(self._sockets)
         router.deadlines.start()
         try:
