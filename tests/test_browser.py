@@ -207,7 +207,10 @@ def test_dashboard_in_jupyterlab_shows_live_counts_and_stop_stops_the_server(jup
             # The rendered widget shows the same figures, a cancellation among them.
             wait_until(lambda: all(_count(page, key) == value for key, value in printed.items()), 10, f"the widget to show {printed}", interval=0.1)
             assert page.locator('.litkit-header [data-state="serving"]').count() == 1
-            assert page.locator(".litkit-requests").get_by_text("client left after 2 chunks").count() >= 1
+            # Two chunks were read before each hang-up; the server may have sent more before it saw
+            # the hang-up (the client threads share the kernel's GIL with the server thread).
+            left = page.locator(".litkit-requests").get_by_text(re.compile(r"client left after \d+ chunks"))
+            assert left.count() >= 1 and int(re.search(r"after (\d+)", left.first.inner_text()).group(1)) >= 2
             assert page.locator(".litkit-logs").get_by_text("client left: stopped after").count() >= 1
             dashboard = page.locator(".litkit-dashboard")
             dashboard.scroll_into_view_if_needed()

@@ -137,7 +137,9 @@ def test_dashboard_notebook_saves_the_final_figures_in_its_widget_state(tmp_path
     assert {key: _count(counts_html[0], key) for key in counts} == counts
     assert 'data-state="stopped"' in header_html[0]
     requests_html = next(v for v in values if "litkit-requests" in v)
-    assert "client left after 2 chunks" in requests_html
+    # Two chunks were read before each hang-up; the server may have sent more before it saw it.
+    assert all(int(chunks) >= 2 for chunks in re.findall(r"client left after (\d+) chunks", requests_html))
+    assert re.search(r"client left after \d+ chunks", requests_html)
     logs_html = next(v for v in values if "litkit-logs" in v)
     assert "model loaded" in logs_html or "client left: stopped after" in logs_html
     dashboard = next(model for model in state.values() if "litkit-dashboard" in model["state"].get("_dom_classes", []))
