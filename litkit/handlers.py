@@ -56,12 +56,12 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
 class JSONHandler(tornado.web.RequestHandler):
     """Every answer is JSON and carries ``X-Request-ID`` (the client's, when it sent a sane one).
 
-    ``prepare`` runs the access checks before anything else (the body of a streamed-body handler
-    is not read yet): Host, then Origin, then, unless the handler is ``open`` or this is a CORS
-    preflight, the API key.
+    ``prepare`` runs the access checks before anything else, in the order ``litkit.relay`` runs
+    them for the endpoints: Host, then Origin, then, unless the handler is ``open`` or this is a
+    CORS preflight, the API key.
     """
 
-    state: Any  # the ServingState, or for an endpoint's handlers its EndpointState
+    state: Any  # the ServingState, or for a spec's GET paths its EndpointState
     open = False  # True: no API key needed (health)
 
     def initialize(self, state: Any, serving: ServingState) -> None:
