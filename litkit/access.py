@@ -17,7 +17,8 @@ Three independent checks, each answering one attack:
   own name in ``Host``, and the browser is not on the server's machine, so its loopback cannot be
   rebound to the server.
 
-Server side only; imported by the handlers.
+Server side only; imported by the HTTP layer (``litkit.relay`` and ``litkit.handlers``), which both
+send the answer headers defined here.
 """
 
 from __future__ import annotations
@@ -31,13 +32,25 @@ import socket
 import urllib.parse
 from typing import Iterable, Mapping
 
-__all__ = ["AccessPolicy", "AccessDenied", "is_loopback_host", "make_api_key", "check_api_key", "check_cors_origins", "proxied_hosts"]
+__all__ = [
+    "AccessPolicy", "AccessDenied", "is_loopback_host", "make_api_key", "check_api_key", "check_cors_origins",
+    "proxied_hosts", "cors_headers", "PREFLIGHT_HEADERS", "PREFLIGHT_REFUSED", "KEY_CHALLENGE",
+]
 
 MIN_KEY_LENGTH = 16
 # Headers a browser page may send cross-origin once its origin is allowed.
 CORS_ALLOW_HEADERS = "Authorization, X-API-Key, Content-Type, Accept, X-Request-ID"
 CORS_ALLOW_METHODS = "GET, POST, OPTIONS"
 CORS_MAX_AGE_S = 600
+# What an answer to an allowed CORS preflight carries besides cors_headers().
+PREFLIGHT_HEADERS = (
+    ("Access-Control-Allow-Methods", CORS_ALLOW_METHODS),
+    ("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS),
+    ("Access-Control-Max-Age", str(CORS_MAX_AGE_S)),
+)
+PREFLIGHT_REFUSED = "OPTIONS is only answered as a CORS preflight from an allowed Origin"
+# The WWW-Authenticate value of a 401.
+KEY_CHALLENGE = 'Bearer realm="litkit"'
 
 
 class AccessDenied(Exception):
@@ -47,6 +60,15 @@ class AccessDenied(Exception):
         super().__init__(status, message)
         self.status = status
         self.message = message
+
+
+def cors_headers(origin: str) -> tuple[tuple[str, str], ...]:
+    """The headers that let a page of the allowed ``origin`` read an answer (its request id too)."""
+    return (
+        ("Access-Control-Allow-Origin", origin),
+        ("Access-Control-Expose-Headers", "X-Request-ID"),
+        ("Vary", "Origin"),
+    )
 
 
 def make_api_key() -> str:

@@ -15,14 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 import tornado.web
 
-from .access import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_MAX_AGE_S, AccessDenied
+from .access import KEY_CHALLENGE, PREFLIGHT_HEADERS, PREFLIGHT_REFUSED, AccessDenied, cors_headers
 from .metrics import render_metrics
-from .relay import HEADER_LIMIT, error_body, headers_size, new_request_id
+from .relay import error_body, new_request_id, oversized_headers
 
 if TYPE_CHECKING:
     from .endpoints import EndpointState, ServingState
 
-__all__ = ["make_application", "HEADER_LIMIT"]
+__all__ = ["make_application"]
 
 access_logger = logging.getLogger("litkit.access")
 
@@ -82,24 +82,22 @@ class JSONHandler(tornado.web.RequestHandler):
                 policy.check_key(request.headers)
         except AccessDenied as denied:
             raise self.error(denied.status, denied.message) from None
-        size = headers_size(request.method or "", request.uri or "", request.headers)
-        if size > HEADER_LIMIT:
-            raise self.error(431, f"request headers of {size} bytes exceed {HEADER_LIMIT} bytes; send smaller headers")
+        too_large = oversized_headers(request.method or "", request.uri or "", request.headers)
+        if too_large is not None:
+            raise self.error(431, too_large)
 
     def _set_cors_headers(self) -> None:
         origin = getattr(self, "_cors_origin", None)
         if origin is not None:
-            self.set_header("Access-Control-Allow-Origin", origin)
-            self.set_header("Access-Control-Expose-Headers", "X-Request-ID")
-            self.add_header("Vary", "Origin")
+            for name, value in cors_headers(origin):
+                self.set_header(name, value)
 
     def options(self, *args: Any) -> None:
         """A CORS preflight from an allowed origin (prepare refused the others)."""
         if getattr(self, "_cors_origin", None) is None:
-            raise self.error(400, "OPTIONS is only answered as a CORS preflight from an allowed Origin")
-        self.set_header("Access-Control-Allow-Methods", CORS_ALLOW_METHODS)
-        self.set_header("Access-Control-Allow-Headers", CORS_ALLOW_HEADERS)
-        self.set_header("Access-Control-Max-Age", str(CORS_MAX_AGE_S))
+            raise self.error(400, PREFLIGHT_REFUSED)
+        for name, value in PREFLIGHT_HEADERS:
+            self.set_header(name, value)
         self.set_status(204)
         self.finish()
 
@@ -124,7 +122,7 @@ class JSONHandler(tornado.web.RequestHandler):
         # send_error cleared the headers: an allowed page may read the error too.
         self._set_cors_headers()
         if status_code == 401:
-            self.set_header("WWW-Authenticate", 'Bearer realm="litkit"')
+            self.set_header("WWW-Authenticate", KEY_CHALLENGE)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(self.error_body(status_code, message)))
 

@@ -42,7 +42,7 @@ from tornado import httputil
 from tornado.http1connection import HTTP1Connection
 from tornado.httputil import HTTPHeaders, RequestStartLine, ResponseStartLine
 
-from .access import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS, CORS_MAX_AGE_S, AccessDenied
+from .access import KEY_CHALLENGE, PREFLIGHT_HEADERS, PREFLIGHT_REFUSED, AccessDenied, cors_headers
 from .channels import PipeClosed, PipeReader
 from .pool import Job, JobDropped, NoWorkers, QueueFull
 from .protocol import FrameParser, Kind
@@ -50,7 +50,7 @@ from .protocol import FrameParser, Kind
 if TYPE_CHECKING:
     from .endpoints import EndpointState, ServingState
 
-__all__ = ["EndpointRoute", "EndpointRequest", "HEADER_LIMIT", "new_request_id", "error_body", "headers_size"]
+__all__ = ["EndpointRoute", "EndpointRequest", "HEADER_LIMIT", "new_request_id", "error_body", "oversized_headers"]
 
 logger = logging.getLogger("litkit.server")
 access_logger = logging.getLogger("litkit.access")
@@ -82,9 +82,12 @@ def error_body(endpoint: Any, status: int, message: str, request_id: str) -> dic
     return {"error": message, "request_id": request_id}
 
 
-def headers_size(method: str, uri: str, headers: HTTPHeaders) -> int:
-    """The bytes of a request line and headers, as the 431 limit counts them."""
-    return len(method) + len(uri) + sum(len(name) + len(value) + 4 for name, value in headers.get_all())
+def oversized_headers(method: str, uri: str, headers: HTTPHeaders) -> str | None:
+    """The 431 message when a request line and headers pass ``HEADER_LIMIT`` bytes, else None."""
+    size = len(method) + len(uri) + sum(len(name) + len(value) + 4 for name, value in headers.get_all())
+    if size <= HEADER_LIMIT:
+        return None
+    return f"request headers of {size} bytes exceed {HEADER_LIMIT} bytes; send smaller headers"
 
 
 class _HTTPDate:
@@ -174,9 +177,9 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         except AccessDenied as denied:
             self._refuse(denied.status, denied.message)
             return None
-        size = headers_size(method, self._uri, headers)
-        if size > HEADER_LIMIT:
-            self._refuse(431, f"request headers of {size} bytes exceed {HEADER_LIMIT} bytes; send smaller headers")
+        too_large = oversized_headers(method, self._uri, headers)
+        if too_large is not None:
+            self._refuse(431, too_large)
             return None
         limit = self.endpoint.max_body_size
         length = headers.get("Content-Length")
@@ -386,11 +389,9 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
             headers["Content-Type"] = content_type
         headers["Date"] = _http_date.now()
         headers["X-Request-ID"] = self.request_id
-        origin = self._cors_origin
-        if origin is not None:
-            headers["Access-Control-Allow-Origin"] = origin
-            headers["Access-Control-Expose-Headers"] = "X-Request-ID"
-            headers["Vary"] = "Origin"
+        if self._cors_origin is not None:
+            for name, value in cors_headers(self._cors_origin):
+                headers[name] = value
         return headers
 
     def _respond(self, status: int, body: bytes, headers: HTTPHeaders | None = None) -> None:
@@ -423,7 +424,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         if headers is None:
             headers = self._headers("application/json")
         if status == 401:
-            headers["WWW-Authenticate"] = 'Bearer realm="litkit"'
+            headers["WWW-Authenticate"] = KEY_CHALLENGE
         elif status == 405:
             headers["Allow"] = ", ".join(_METHODS)
         self._respond(status, json.dumps(error_body(self.endpoint, status, message, self.request_id)).encode(), headers)
@@ -438,12 +439,11 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
     def _answer_preflight(self) -> None:
         """A CORS preflight from an allowed origin (the Origin check refused the others)."""
         if self._cors_origin is None:
-            self._refuse(400, "OPTIONS is only answered as a CORS preflight from an allowed Origin")
+            self._refuse(400, PREFLIGHT_REFUSED)
             return
         headers = self._headers(None)
-        headers["Access-Control-Allow-Methods"] = CORS_ALLOW_METHODS
-        headers["Access-Control-Allow-Headers"] = CORS_ALLOW_HEADERS
-        headers["Access-Control-Max-Age"] = str(CORS_MAX_AGE_S)
+        for name, value in PREFLIGHT_HEADERS:
+            headers[name] = value
         self._status = 204
         self._connection.write_headers(ResponseStartLine("HTTP/1.1", 204, "No Content"), headers)
         self._complete()
