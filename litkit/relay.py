@@ -112,11 +112,13 @@ class EndpointRoute(httputil.HTTPServerConnectionDelegate):
     """The routing target of one endpoint's path: a fresh ``EndpointRequest`` for each request."""
 
     def __init__(self, endpoint: EndpointState, serving: ServingState) -> None:
+        """Made on the server's loop, which every request of the endpoint then uses."""
         self.endpoint = endpoint
         self.serving = serving
+        self.loop = asyncio.get_running_loop()
 
     def start_request(self, server_conn: object, request_conn: httputil.HTTPConnection) -> EndpointRequest:
-        return EndpointRequest(self.endpoint, self.serving, cast(HTTP1Connection, request_conn))
+        return EndpointRequest(self.endpoint, self.serving, cast(HTTP1Connection, request_conn), self.loop)
 
 
 class EndpointRequest(httputil.HTTPMessageDelegate):
@@ -129,7 +131,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         "_finished", "_gone", "_released", "_loop", "_timeout_handle", "_write_deadline",
     )
 
-    def __init__(self, endpoint: EndpointState, serving: ServingState, connection: HTTP1Connection) -> None:
+    def __init__(self, endpoint: EndpointState, serving: ServingState, connection: HTTP1Connection, loop: asyncio.AbstractEventLoop) -> None:
         self.endpoint = endpoint
         self.serving = serving
         self._connection = connection
@@ -149,7 +151,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         self._finished = False  # the whole answer written (or the connection is gone)
         self._gone = False  # cancelled: the client left, a timeout, a stop or Server.cancel
         self._released = False
-        self._loop = asyncio.get_running_loop()
+        self._loop = loop
         self._timeout_handle: asyncio.TimerHandle | None = None
         self._write_deadline: asyncio.TimerHandle | None = None
 
