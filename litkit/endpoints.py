@@ -151,13 +151,22 @@ class EndpointState:
 
 class ServingState:
     """Every endpoint of one server, in the order given; the first is the default one; and what
-    applies to the whole server: who may call it (``access``) and ``client_timeout``."""
+    applies to the whole server: who may call it (``access``), ``client_timeout``, and the time
+    slice its thread and workers run with (``slice_ms``, see ``litkit.timeslice``; 0: the kernel's)."""
 
-    def __init__(self, endpoints: list[EndpointState], *, access: AccessPolicy | None = None, client_timeout: float = 60.0) -> None:
+    def __init__(
+        self,
+        endpoints: list[EndpointState],
+        *,
+        access: AccessPolicy | None = None,
+        client_timeout: float = 60.0,
+        slice_ms: float = 0.0,
+    ) -> None:
         self.endpoints = endpoints
         self.max_body_size = max(endpoint.max_body_size for endpoint in endpoints)
         self.access = access if access is not None else AccessPolicy(None, (), loopback_only=True)
         self.client_timeout = client_timeout
+        self.slice_ms = slice_ms
 
     @property
     def first(self) -> EndpointState:

@@ -32,6 +32,7 @@ from .specs import Spec
 from .links import public_url
 from .logs import merge_logs
 from .notebook import current_cell, in_jupyter_kernel
+from .timeslice import lengthen_slice, slice_ms_from_environment
 from .tracking import merge_recent, merge_stats
 
 __all__ = ["Server", "serve", "run"]
@@ -263,6 +264,8 @@ class Server:
             dashboard.finish()
 
     def _thread_main(self) -> None:
+        # Before the workers are spawned from this thread: they inherit the slice.
+        lengthen_slice(self._serving.slice_ms)
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         try:
@@ -486,8 +489,9 @@ def serve(
 
     Raises:
         TypeError: ``api`` is not a LitAPI, or cloudpickle cannot serialize it.
-        ValueError: an argument is out of range, ``stream`` contradicts ``predict``, or the devices
-            asked for are not there (e.g. ``accelerator="cuda"`` on a machine without a GPU).
+        ValueError: an argument is out of range, ``stream`` contradicts ``predict``, the devices
+            asked for are not there (e.g. ``accelerator="cuda"`` on a machine without a GPU), or
+            ``LITKIT_SLICE_MS`` is not a valid time slice.
         PortInUseError: another process holds the port.
         WorkerStartError: a worker failed to start; no process is left behind.
     """
@@ -500,7 +504,10 @@ def serve(
     check_seconds("start_timeout", start_timeout)
     check_seconds("client_timeout", client_timeout)
     access = _access_policy(host, api_key, cors_origins)
-    serving = ServingState(plan_endpoints(api, api_path, defaults, start_timeout), access=access, client_timeout=client_timeout)
+    slice_ms = slice_ms_from_environment()
+    serving = ServingState(
+        plan_endpoints(api, api_path, defaults, start_timeout), access=access, client_timeout=client_timeout, slice_ms=slice_ms
+    )
     cell = current_cell()
     _stop_servers_of_earlier_runs(cell)
     if port:
