@@ -21,7 +21,8 @@ if TYPE_CHECKING:
     from .async_client import AsyncClient
     from .client import Client
     from .endpoints import Endpoint
-    from .server import Server, run, serve
+    from .server import Server, serve
+    from .terminal import run
 
 __version__ = "0.1.0"
 
@@ -46,7 +47,7 @@ __all__ = [
 # name -> the module that defines it, imported on first use (workers never load the server side).
 _LAZY = {
     "serve": "server",
-    "run": "server",
+    "run": "terminal",
     "Server": "server",
     "Endpoint": "endpoints",
     "Client": "client",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
-__all__ = ["public_url"]
+__all__ = ["local_url", "public_url"]
 
 
 def public_url(url: str, port: int, environ: Mapping[str, str] | None = None) -> str:
@@ -31,3 +31,14 @@ def public_url(url: str, port: int, environ: Mapping[str, str] | None = None) ->
     if prefix:
         return "/" + prefix.strip("/") + f"/proxy/{port}"
     return url
+
+
+def local_url(host: str, port: int) -> str:
+    """The base URL of a server listening on ``host``: a wildcard address becomes loopback."""
+    if host in ("0.0.0.0", ""):
+        host = "127.0.0.1"
+    elif host == "::":
+        host = "::1"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"

@@ -20,9 +20,6 @@ import json
 import logging
 import os
 import pickle
-import signal
-import socket
-import subprocess
 import sys
 import time
 from typing import Any
@@ -30,17 +27,16 @@ from typing import Any
 from .channels import ControlChannel, PipeClosed, PipeReader
 from .devices import Placement
 from .errors import LitkitError, WorkerStartError
+from .jobs import Job, JobDropped, NoWorkers, QueueFull
 from .logs import LineSplitter, WorkerLog
+from .processes import WorkerProcess, describe_exit, launch, reap
 from .protocol import Kind, encode_batch, encode_frame, encode_request
-from .tracking import RequestRecord, RequestTracker
+from .tracking import RequestTracker
 
-__all__ = ["Job", "JobDropped", "NoWorkers", "QueueFull", "WorkerPool"]
+__all__ = ["WorkerPool"]
 
 logger = logging.getLogger("litkit.pool")
 
-# After the control socket closes, how long a worker may take to exit before SIGTERM, then SIGKILL.
-STOP_GRACE_S = 2.0
-KILL_GRACE_S = 1.0
 # A worker that dies is replaced; one that keeps failing to start is retried with back-off, then left down.
 MAX_START_ATTEMPTS = 5
 RESTART_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 4.0)
@@ -49,92 +45,6 @@ RESTART_BACKOFF_S = (0.1, 0.5, 1.0, 2.0, 4.0)
 PREFETCH = 1
 # After a worker exits, how long its stdout/stderr may stay open (held by a process it started).
 OUTPUT_DRAIN_S = 0.5
-
-
-class QueueFull(LitkitError):
-    """The queue holds ``max_queue`` requests already."""
-
-
-class JobDropped(LitkitError):
-    """A queued job was cancelled before any worker took it."""
-
-
-class NoWorkers(LitkitError):
-    """Every worker is down for good (each failed to start MAX_START_ATTEMPTS times in a row)."""
-
-
-class Job:
-    """One request on its way through the pool.
-
-    A job is queued in the server, then handed to a worker (``worker`` set; ``read_fd`` holds the
-    read end of its response pipe), then started: the worker has reached it, and ``assigned``
-    resolves to ``pipe``, the read end as a stream, owned by the job. Closing the read end is how a
-    handed-over or running request is cancelled.
-    """
-
-    def __init__(self, record: RequestRecord, body: bytes) -> None:
-        self.record = record
-        self.body = body
-        self.assigned: asyncio.Future[PipeReader] = asyncio.get_running_loop().create_future()
-        self.read_fd: int | None = None
-        self.pipe: PipeReader | None = None
-        self.worker: WorkerProcess | None = None
-        self.dropped = False
-        self.queued_at = 0.0  # loop time of submit(), read by batching
-        self.grace_timer: asyncio.TimerHandle | None = None  # armed when a started job is cancelled
-
-    @property
-    def id(self) -> str:
-        return self.record.id
-
-    @property
-    def started(self) -> bool:
-        return self.pipe is not None
-
-    def ended(self) -> None:
-        """The worker is done with this job: disarm its ``cancel_grace`` timer, which holds the job."""
-        if self.grace_timer is not None:
-            self.grace_timer.cancel()
-            self.grace_timer = None
-
-    def close_pipe(self) -> None:
-        if self.pipe is not None:
-            if not self.pipe.closed():
-                self.pipe.close()
-        elif self.read_fd is not None:
-            os.close(self.read_fd)
-            self.read_fd = None
-
-
-class WorkerProcess:
-    """The server's handle on one worker process."""
-
-    def __init__(self, worker_id: int, placement: Placement) -> None:
-        self.id = worker_id
-        self.placement = placement
-        self.state = "starting"
-        self.restarts = 0
-        self.handled = 0
-        self.failed_starts = 0
-        self.process: subprocess.Popen[bytes] | None = None
-        self.control: ControlChannel | None = None
-        self.jobs: collections.deque[Job] = collections.deque()  # handed over, in order; the first runs
-        self.ready: asyncio.Future[None] | None = None
-        self.last_error = ""
-        self.given_up = False  # failed to start MAX_START_ATTEMPTS times in a row: left down
-        self.killed = 0  # times killed because a cancelled request did not stop within cancel_grace
-
-    @property
-    def job(self) -> Job | None:
-        """The request this worker is on (or will skip, if its client left), if any."""
-        return self.jobs[0] if self.jobs else None
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid if self.process is not None else 0
-
-    def snapshot(self) -> dict[str, Any]:
-        return {"id": self.id, "pid": self.pid, "state": self.state, "restarts": self.restarts, "handled": self.handled, "device": self.placement.device, "killed": self.killed}
 
 
 class WorkerPool:
@@ -235,7 +145,7 @@ class WorkerPool:
         for worker in self.workers:
             if worker.control is not None:
                 worker.control.close()
-        await asyncio.gather(*(_reap(w.process) for w in self.workers if w.process is not None))
+        await asyncio.gather(*(reap(w.process) for w in self.workers if w.process is not None))
         for worker in self.workers:
             worker.state = "dead"
         await self._finish_output_readers()
@@ -449,31 +359,7 @@ class WorkerPool:
 
     def _spawn(self, worker: WorkerProcess) -> asyncio.Future[None]:
         """Start a fresh interpreter for ``worker`` and send it INIT; return its READY future."""
-        if not sys.executable:
-            raise WorkerStartError(worker.id, "sys.executable is empty, so litkit cannot start a Python worker")
-        server_end, worker_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        if worker.placement.visible is not None:  # set before the interpreter starts, as CUDA needs
-            env["CUDA_VISIBLE_DEVICES"] = worker.placement.visible
-        command = [sys.executable, "-m", "litkit.worker", "--control-fd", str(worker_end.fileno()), "--worker-id", str(worker.id)]
-        try:
-            worker.process = subprocess.Popen(
-                command,
-                pass_fds=[worker_end.fileno()],
-                stdin=subprocess.DEVNULL,
-                # What user code prints is read back here, line by line, into the log.
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=env,
-                # Own session: Ctrl+C in a terminal or a kernel interrupt reaches the server only,
-                # which then stops its workers in order.
-                start_new_session=True,
-            )
-        except OSError as error:
-            server_end.close()
-            raise WorkerStartError(worker.id, f"could not start {sys.executable}: {error}") from error
-        finally:
-            worker_end.close()
+        worker.process, server_end = launch(worker.id, worker.placement)
         for name, pipe in (("stdout", worker.process.stdout), ("stderr", worker.process.stderr)):
             if pipe is not None:
                 fd = os.dup(pipe.fileno())  # the reader owns its own descriptor; Popen's file is closed
@@ -554,8 +440,8 @@ class WorkerPool:
             if not job.dropped:
                 self._queue.appendleft(job)
         self._dispatch()
-        code = await _reap(worker.process)
-        how = _describe_exit(code)
+        code = await reap(worker.process)
+        how = describe_exit(code)
         if not worker.last_error or not was_starting:
             worker.last_error = f"process {worker.pid} {how}"
         _fail(worker.ready, WorkerStartError(worker.id, f"the worker process {how} before it was ready"))
@@ -614,30 +500,3 @@ def _fail(future: asyncio.Future[Any] | None, error: BaseException) -> None:
     if future is not None and not future.done():
         future.set_exception(error)
         future.exception()  # mark retrieved: nobody may be waiting, and that is fine
-
-
-def _describe_exit(code: int | None) -> str:
-    if code is None:
-        return "stopped answering"
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
-
-
-async def _reap(process: subprocess.Popen[bytes] | None) -> int | None:
-    """Wait for a process to exit; SIGTERM it after STOP_GRACE_S and SIGKILL after KILL_GRACE_S more."""
-    if process is None:
-        return None
-    for grace, escalate in ((STOP_GRACE_S, process.terminate), (KILL_GRACE_S, process.kill), (KILL_GRACE_S, None)):
-        deadline = time.monotonic() + grace
-        while process.poll() is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.005)
-        if process.returncode is not None:
-            return process.returncode
-        if escalate is not None:
-            escalate()
-    logger.error("worker process %d did not exit after SIGKILL", process.pid)
-    return None

@@ -44,7 +44,7 @@ from tornado.httputil import HTTPHeaders, RequestStartLine, ResponseStartLine
 
 from .access import KEY_CHALLENGE, PREFLIGHT_HEADERS, PREFLIGHT_REFUSED, AccessDenied, cors_headers
 from .channels import PipeClosed, PipeReader
-from .pool import Job, JobDropped, NoWorkers, QueueFull
+from .jobs import Job, JobDropped, NoWorkers, QueueFull
 from .protocol import FrameParser, Kind
 
 if TYPE_CHECKING:

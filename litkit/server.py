@@ -1,5 +1,5 @@
-"""``serve()``, ``run()`` and the ``Server`` they return: a Tornado server on its own thread and
-event loop, in the calling process, in front of a pool of spawned workers.
+"""``serve()`` and the ``Server`` it returns: a Tornado server on its own thread and event loop,
+in the calling process, in front of a pool of spawned workers (``litkit.terminal`` has ``run()``).
 
 ``serve()`` returns once every worker is ready, so the next line of a notebook cell can call the
 endpoint with any blocking client. The server thread owns every server object (pool, tracker,
@@ -9,33 +9,31 @@ requests in flight); other threads talk to it only through ``loop.call_soon_thre
 from __future__ import annotations
 
 import asyncio
-import atexit
 import concurrent.futures
-import errno
 import logging
-import signal
 import socket
-import sys
 import threading
 import time
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 import tornado.httpserver
 
+from . import registry
 from .access import AccessPolicy, check_api_key, check_cors_origins, is_loopback_host, make_api_key, proxied_hosts
 from .api import LitAPI
 from .client import Client, ChunkStream
 from .endpoints import DEFAULT_API_PATH, ENDPOINT_OPTIONS, Endpoint, ServingState, check_int, check_seconds, plan_endpoints
-from .errors import PortInUseError, ServerStoppedError
+from .errors import ServerStoppedError
 from .routing import make_router
 from .specs import Spec
-from .links import public_url
+from .links import local_url, public_url
+from .listening import listen
 from .logs import merge_logs
 from .notebook import current_cell, in_jupyter_kernel
 from .timeslice import lengthen_slice, slice_ms_from_environment
 from .tracking import merge_recent, merge_stats
 
-__all__ = ["Server", "serve", "run"]
+__all__ = ["Server", "serve"]
 
 logger = logging.getLogger("litkit.server")
 
@@ -47,7 +45,6 @@ DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
 MAX_HEADER_BYTES = 64 * 1024
 # How long stop() waits for open connections to close after their requests were ended.
 _CLOSE_CONNECTIONS_S = 2.0
-_WATCH_INTERVAL_S = 0.5
 
 
 class Server:
@@ -248,7 +245,7 @@ class Server:
         with self._lock:
             if self.state not in ("stopped", "replaced"):
                 self.state = final_state
-            _unregister(self)
+            registry.unregister(self)
             loop, stop_requested = self._loop, self._stop_requested
             if loop is not None and stop_requested is not None and self._thread.is_alive():
                 try:
@@ -408,11 +405,8 @@ class Server:
                     raise
 
 
-# -- serve() and run() ----------------------------------------------------------------------------
+# -- serve() ----------------------------------------------------------------------------------
 
-_registry_lock = threading.Lock()
-_servers_by_port: dict[int, Server] = {}
-_atexit_registered = False
 
 
 def serve(
@@ -509,83 +503,15 @@ def serve(
         plan_endpoints(api, api_path, defaults, start_timeout), access=access, client_timeout=client_timeout, slice_ms=slice_ms
     )
     cell = current_cell()
-    _stop_servers_of_earlier_runs(cell)
+    registry.stop_servers_of_earlier_runs(cell)
     if port:
-        _stop_server_on_port(port)
-    sockets, port = _bind(host, port)
-    server = Server(serving, sockets, _url(host, port), port)
+        registry.stop_server_on_port(port)
+    sockets, port = listen(host, port)
+    server = Server(serving, sockets, local_url(host, port), port)
     server._cell = cell
-    _register(server)
+    registry.register(server)
     server._start(start_timeout)
     return server
-
-
-def run(api: LitAPI | Mapping[str, LitAPI | Endpoint], **options: Any) -> None:
-    """Serve ``api`` and block until Ctrl+C (or SIGTERM); then stop cleanly. Takes ``serve()``'s options."""
-    server = serve(api, **options)
-    key = f"\nlitkit: api key:  {server.api_key}   (send it as 'Authorization: Bearer KEY')" if server.api_key else ""
-    block_until_interrupted(server, banner(server, "Ctrl+C to stop") + key)
-
-
-def banner(server: Server, note: str | None = None) -> str:
-    """One ``litkit: serving API at URL (kind)`` line per endpoint."""
-    lines = []
-    for path in server.paths:
-        info = server.endpoint_info(path)
-        kind = "OpenAI chat" if info["spec"] == "openai-chat" else "streaming" if info["stream"] else "JSON"
-        lines.append(f"litkit: serving {info['api']} at {server.url}{path} ({note or kind})")
-    return "\n".join(lines)
-
-
-def block_until_interrupted(server: Server, announcement: str, watch: Callable[[Server], Server] | None = None) -> None:
-    """Print ``announcement``, wait for Ctrl+C or SIGTERM, then stop ``server``.
-
-    ``watch``, if given, is called about twice a second with the current server and returns the
-    server to keep (e.g. a new one after a reload); the one current at the end is stopped.
-    """
-    restore = _raise_keyboard_interrupt_on_sigterm()
-    _echo_worker_output(server)
-    try:
-        print(announcement, flush=True)
-        if watch is None:
-            server.wait()
-        while watch is not None:
-            time.sleep(_WATCH_INTERVAL_S)
-            current, server = server, watch(server)
-            if server is not current:
-                _echo_worker_output(server)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        restore()
-        server.stop()
-        print("litkit: stopped", flush=True)
-
-
-def _echo_worker_output(server: Server) -> None:
-    """A script or the litkit command owns its terminal: what the workers print shows there, as is."""
-    for endpoint in server._serving.endpoints:
-        endpoint.pool.log.listeners.append(_print_line)
-
-
-def _print_line(worker_id: int, stream: str, line: str) -> None:
-    if stream in ("stdout", "stderr"):
-        print(line, file=sys.stdout if stream == "stdout" else sys.stderr, flush=True)
-
-
-def _raise_keyboard_interrupt_on_sigterm() -> Callable[[], None]:
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def on_sigterm(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
-
-    def restore() -> None:
-        signal.signal(signal.SIGTERM, previous)
-
-    return restore
 
 
 def _access_policy(host: str, api_key: str | None, cors_origins: Any) -> AccessPolicy:
@@ -602,88 +528,3 @@ def _access_policy(host: str, api_key: str | None, cors_origins: Any) -> AccessP
             "or keep the default host='127.0.0.1'"
         )
     return AccessPolicy(api_key, origins, loopback_only=loopback, proxied_hosts=proxied_hosts())
-
-
-def _bind(host: str, port: int) -> tuple[list[socket.socket], int]:
-    """Listening sockets for every address ``host`` resolves to, all on one port.
-
-    Our own loop rather than ``tornado.netutil.bind_sockets``, which leaves the failed socket
-    unclosed when the port is taken.
-    """
-    try:
-        addresses = socket.getaddrinfo(host, port, socket.AF_UNSPEC, socket.SOCK_STREAM, 0, socket.AI_PASSIVE)
-    except socket.gaierror as error:
-        raise ValueError(f"host {host!r} is not an address this machine can listen on ({error})") from error
-    sockets: list[socket.socket] = []
-    try:
-        for family, kind, proto, _name, address in dict.fromkeys(addresses):
-            sock = socket.socket(family, kind, proto)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            if port == 0 and len(sockets) > 1:  # every address on the port the first one got
-                address = (address[0], sockets[0].getsockname()[1], *address[2:])
-            sock.bind(address)
-            sock.setblocking(False)
-            sock.listen(128)
-    except OSError as error:
-        for sock in sockets:
-            sock.close()
-        if error.errno == errno.EADDRINUSE:
-            raise PortInUseError(host, port) from error
-        if error.errno == errno.EACCES:
-            raise PermissionError(f"not allowed to listen on port {port}; ports below 1024 need privileges, use a higher port or port=0") from error
-        raise
-    return sockets, sockets[0].getsockname()[1]
-
-
-def _url(host: str, port: int) -> str:
-    if host in ("0.0.0.0", ""):
-        host = "127.0.0.1"
-    elif host == "::":
-        host = "::1"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
-
-
-def _stop_server_on_port(port: int) -> None:
-    with _registry_lock:
-        old = _servers_by_port.get(port)
-    if old is not None:
-        logger.info("port %d is served by an earlier litkit server in this process; stopping it first", port)
-        old._shutdown("replaced", 10.0)
-
-
-def _stop_servers_of_earlier_runs(cell: tuple[str, str] | None) -> None:
-    """Re-running a notebook cell replaces the servers its earlier runs started (not those of this run)."""
-    if cell is None:
-        return
-    with _registry_lock:
-        earlier = [s for s in _servers_by_port.values() if s._cell is not None and s._cell[0] == cell[0] and s._cell[1] != cell[1]]
-    for old in earlier:
-        logger.info("this cell started %s in an earlier run; stopping it first", old.url)
-        old._shutdown("replaced", 10.0)
-
-
-def _register(server: Server) -> None:
-    global _atexit_registered
-    with _registry_lock:
-        _servers_by_port[server.port] = server
-        if not _atexit_registered:
-            atexit.register(_stop_all)
-            _atexit_registered = True
-
-
-def _unregister(server: Server) -> None:
-    with _registry_lock:
-        if _servers_by_port.get(server.port) is server:
-            del _servers_by_port[server.port]
-
-
-def _stop_all() -> None:
-    with _registry_lock:
-        servers = list(_servers_by_port.values())
-    for server in servers:
-        server.stop()
