@@ -1,5 +1,6 @@
-"""The worker pool, seen from the server: spawning, the READY handshake, pull-based dispatch,
-replacing workers that die, and stopping them.
+"""The worker pool, seen from the server: starting workers (the process itself:
+``litkit.processes``), the READY handshake, pull-based dispatch, replacing workers that die, and
+stopping them.
 
 Runs on the server's event-loop thread only. The queue lives here, not in the workers: a request is
 handed to a worker only when that worker is free, so a request whose client left while queued is
