@@ -152,7 +152,7 @@ class EndpointState:
 class ServingState:
     """Every endpoint of one server, in the order given; the first is the default one; and what
     applies to the whole server: who may call it (``access``), ``client_timeout``, and the time
-    slice its thread and workers run with (``slice_ms``, see ``litkit.timeslice``; 0: the kernel's)."""
+    slice of its thread and streaming workers (``slice_ms``, see ``litkit.timeslice``; 0: the kernel's)."""
 
     def __init__(
         self,

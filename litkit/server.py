@@ -261,8 +261,7 @@ class Server:
             dashboard.finish()
 
     def _thread_main(self) -> None:
-        # Before the workers are spawned from this thread: they inherit the slice.
-        lengthen_slice(self._serving.slice_ms)
+        lengthen_slice(self._serving.slice_ms)  # not passed on to the workers it spawns
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         try:
@@ -498,7 +497,7 @@ def serve(
     check_seconds("start_timeout", start_timeout)
     check_seconds("client_timeout", client_timeout)
     access = _access_policy(host, api_key, cors_origins)
-    slice_ms = slice_ms_from_environment()
+    slice_ms = slice_ms_from_environment()  # a bad LITKIT_SLICE_MS fails here, not in each worker
     serving = ServingState(
         plan_endpoints(api, api_path, defaults, start_timeout), access=access, client_timeout=client_timeout, slice_ms=slice_ms
     )

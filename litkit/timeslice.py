@@ -1,19 +1,20 @@
-"""A longer scheduler time slice for litkit's busy threads, so the tasks they serve preempt them.
+"""Longer scheduler time slices for the server thread and for a worker while it streams, so the
+client reading a stream (and any other task that wakes) preempts them instead of waiting.
 
 Linux's EEVDF scheduler (6.6 and later) lets a running task finish its time slice before a task
-that wakes up with the same slice gets the CPU. On a small machine that is felt: while a worker
+that wakes with the same slice gets the CPU. On a small machine that is felt: while a worker
 yields tokens flat out and the server thread relays them, both cores are busy, and the client
 that should read the first token (a notebook cell, a script, a browser) waits up to a whole
 slice, 1.4 ms on 2 cores and up to 3 ms on larger machines, each time it wakes. A task with a
 *shorter* slice than the running one preempts it at once (Linux 6.12 and later let a task choose
 its slice with ``sched_setattr``).
 
-So the server thread and the workers run with a slice longer than the kernel's default
-(``SLICE_MS``): every task that keeps the default slice preempts them when it wakes, and they
-still get their full share of the CPU. The server thread applies it to itself before it spawns
-the workers; threads and processes it starts inherit it. ``LITKIT_SLICE_MS`` sets another length;
-``0`` keeps the kernel's default. On other systems, older kernels and real-time policies this does
-nothing.
+So the server thread, and a worker while it streams, run with a slice longer than the kernel's
+default (``SLICE_MS``). The cost: a task with a longer slice that wakes up waits its turn more
+often. So the workers start with the kernel's slice (the server thread's is not inherited), and
+a worker takes its own back when a stream ends, before it waits for the next request.
+``LITKIT_SLICE_MS`` sets another length; ``0`` keeps the kernel's. On other systems, older
+kernels and real-time policies this does nothing. Worker side: standard library only.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ _SYSCALLS = {
     "s390x": (345, 346),
 }
 _SCHED_OTHER = 0
+_RESET_ON_FORK = 0x01  # SCHED_FLAG_RESET_ON_FORK
 
 
 class _SchedAttr(ctypes.Structure):
@@ -84,27 +86,58 @@ def current_slice_ms(thread_id: int = 0) -> float | None:
 
 
 def lengthen_slice(slice_ms: float) -> bool:
-    """Give the calling thread a time slice of at least ``slice_ms``; whether it now has one.
-
-    A thread whose slice is already as long, or that runs under a policy other than the default
-    (``SCHED_OTHER``), is left as it is. Never raises: a scheduling hint must not stop a server.
-    """
-    if slice_ms <= 0:
+    """Give the calling thread a time slice of ``slice_ms`` if that is longer than its own, kept
+    from the threads and processes it starts (they begin with the kernel's); whether it has one."""
+    own = current_slice_ms()
+    if not slice_ms or own is None:
         return False
+    return own >= slice_ms or set_slice_ms(slice_ms, inherited=False)
+
+
+def set_slice_ms(slice_ms: float, inherited: bool = True) -> bool:
+    """Set the calling thread's time slice to ``slice_ms``; whether it was set. Never raises.
+
+    ``inherited=False``: the threads and processes it starts get the kernel's default slice
+    (``SCHED_FLAG_RESET_ON_FORK``), not this one.
+    """
     attr = _get_attr()
     if attr is None or attr.sched_policy != _SCHED_OTHER or not attr.sched_runtime:
         return False  # not Linux, another policy, or a kernel before 6.12 (no slice to read)
-    wanted = int(slice_ms * 1e6)
-    if attr.sched_runtime >= wanted:
-        return True
     attr.size = ctypes.sizeof(_SchedAttr)
-    attr.sched_flags = 0
-    attr.sched_runtime = wanted
+    attr.sched_flags = 0 if inherited else _RESET_ON_FORK
+    attr.sched_runtime = int(slice_ms * 1e6)
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.syscall(_SYSCALLS[platform.machine()][0], 0, ctypes.byref(attr), 0) != 0:
         logger.debug("sched_setattr(slice=%s ms) failed: %s", slice_ms, os.strerror(ctypes.get_errno()))
         return False
     return True
+
+
+class StreamSlice:
+    """``with stream_slice:`` runs a stream with the longer slice, then restores the thread's own."""
+
+    def __init__(self, slice_ms: float, own_ms: float) -> None:
+        self.slice_ms = slice_ms
+        self.own_ms = own_ms
+
+    @classmethod
+    def for_this_thread(cls, environ: Mapping[str, str] | None = None) -> StreamSlice | None:
+        """The slice to stream with (``LITKIT_SLICE_MS``, else ``SLICE_MS``); None where it is off,
+        cannot be set, or would not be longer than the thread's own."""
+        try:
+            wanted = slice_ms_from_environment(environ)
+        except ValueError:
+            return None  # serve() reported it; a worker restarted after the variable changed runs on
+        own = current_slice_ms()
+        if not wanted or own is None or own >= wanted:
+            return None
+        return cls(wanted, own)
+
+    def __enter__(self) -> None:
+        set_slice_ms(self.slice_ms)
+
+    def __exit__(self, *exc_info: object) -> None:
+        set_slice_ms(self.own_ms)
 
 
 def _get_attr(thread_id: int = 0) -> _SchedAttr | None:

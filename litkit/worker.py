@@ -27,7 +27,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
@@ -36,6 +36,9 @@ from .batch import close_generator, run_batch
 from .cancellation import _set_current
 from .encoding import decode_body, encode_chunk, encode_decode_error, encode_error, encode_json
 from .protocol import ChannelClosed, Kind, MessageReader, ProtocolError, decode_batch, decode_request, encode_frame, send_message, write_all
+
+if TYPE_CHECKING:
+    from .timeslice import StreamSlice
 
 __all__ = ["main"]
 
@@ -91,6 +94,7 @@ class Worker:
         self.worker_id = worker_id
         self.stream = False
         self.spec: Any = None  # a litkit.specs.Spec, when the endpoint speaks another protocol
+        self.stream_slice: StreamSlice | None = None  # the slice to stream with (litkit.timeslice)
 
     def run(self) -> int:
         _watch_for_server_exit(self.control)
@@ -145,6 +149,10 @@ class Worker:
             except OSError:
                 pass  # the server stopped waiting (another worker failed first): just exit
             return None
+        if self.stream:
+            from .timeslice import StreamSlice  # ctypes: only a streaming worker loads it
+
+            self.stream_slice = StreamSlice.for_this_thread()
         try:
             send_message(self.control, Kind.READY, json.dumps({"pid": os.getpid()}).encode())
         except OSError:
@@ -212,6 +220,14 @@ class Worker:
 
     def _send_chunks(self, channel: ResponseChannel, chunks: Any, *sources: Any) -> None:
         """Send every chunk, then END; on the way out close ``chunks`` and the generators it reads."""
+        if self.stream_slice is None:
+            self._send_each_chunk(channel, chunks, sources)
+        else:
+            with self.stream_slice:  # the client reading this stream preempts us (litkit.timeslice)
+                self._send_each_chunk(channel, chunks, sources)
+        channel.send(Kind.END)
+
+    def _send_each_chunk(self, channel: ResponseChannel, chunks: Any, sources: tuple[Any, ...]) -> None:
         iterator = iter(chunks)
         try:
             for chunk in iterator:
@@ -221,7 +237,6 @@ class Worker:
             # its finally blocks run, and no further chunk is computed.
             for generator in (iterator, chunks, *sources):
                 close_generator(generator)
-        channel.send(Kind.END)
 
     def _run_spec(self, api: LitAPI, x: Any, context: Any, stream_answer: bool, channel: ResponseChannel) -> None:
         """Run the hooks of an endpoint with a spec, which builds the envelope of every answer."""

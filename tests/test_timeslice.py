@@ -8,6 +8,7 @@ import threading
 import pytest
 
 import apis
+from conftest import wait_until
 import litkit
 from litkit import timeslice
 
@@ -35,26 +36,46 @@ def test_serve_refuses_a_bad_litkit_slice_ms_before_starting_anything(monkeypatc
         litkit.serve(apis.Echo(), port=0)
 
 
+def worker_pid(server):
+    (pid,) = {worker["pid"] for worker in server.status()["workers"]}
+    return pid
+
+
 @kernel_slices
-def test_the_server_thread_and_its_workers_get_the_longer_slice_and_the_caller_keeps_its_own(serve):
-    before = timeslice.current_slice_ms()
+def test_the_server_thread_has_the_longer_slice_its_workers_start_with_the_kernels(serve):
+    default = timeslice.current_slice_ms()
     server = serve(apis.Echo(), workers=2)
-    worker_pids = {worker["pid"] for worker in server.status()["workers"]}
-    assert len(worker_pids) == 2
     assert timeslice.current_slice_ms(server._thread.native_id) == timeslice.SLICE_MS
-    for pid in worker_pids:
-        assert timeslice.current_slice_ms(pid) == timeslice.SLICE_MS
-    assert timeslice.current_slice_ms() == before  # the notebook's own thread is left alone
+    for worker in server.status()["workers"]:
+        assert timeslice.current_slice_ms(worker["pid"]) == default  # not inherited: a waking worker waits less
+    assert timeslice.current_slice_ms() == default  # the notebook's own thread is left alone
+
+
+@kernel_slices
+def test_a_worker_streams_with_the_longer_slice_and_takes_its_own_back_after(serve):
+    default = timeslice.current_slice_ms()
+    server = serve(apis.Ticker())
+    pid = worker_pid(server)
+    chunks = server.stream({"interval": 0.05, "n": 100})
+    assert next(iter(chunks)) == {"i": 0}
+    assert timeslice.current_slice_ms(pid) == timeslice.SLICE_MS
+    chunks.close()  # the client leaves: the stream ends
+    wait_until(lambda: timeslice.current_slice_ms(pid) == default, message="the worker's own slice back")
+    assert list(server.stream({"interval": 0, "n": 3})) == [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert timeslice.current_slice_ms(pid) == default
 
 
 @kernel_slices
 def test_litkit_slice_ms_zero_leaves_the_kernels_slice(serve, monkeypatch):
     monkeypatch.setenv("LITKIT_SLICE_MS", "0")
     default = timeslice.current_slice_ms()
-    server = serve(apis.Echo())
-    (pid,) = {worker["pid"] for worker in server.status()["workers"]}
+    server = serve(apis.Ticker())
+    pid = worker_pid(server)
+    chunks = server.stream({"interval": 0.05, "n": 100})
+    assert next(iter(chunks)) == {"i": 0}
     assert timeslice.current_slice_ms(server._thread.native_id) == default
     assert timeslice.current_slice_ms(pid) == default
+    chunks.close()
 
 
 @kernel_slices
@@ -62,11 +83,11 @@ def test_a_slice_already_longer_is_kept():
     seen = {}
 
     def thread():
-        assert timeslice.lengthen_slice(8.0)
-        assert timeslice.lengthen_slice(2.0)  # shorter than what it has: nothing changes
+        seen["set"] = timeslice.set_slice_ms(8.0)
+        seen["lengthened"] = timeslice.lengthen_slice(2.0)  # shorter than what it has: nothing changes
         seen["slice"] = timeslice.current_slice_ms()
 
     worker = threading.Thread(target=thread)
     worker.start()
     worker.join(10)
-    assert seen["slice"] == 8.0
+    assert seen == {"set": True, "lengthened": True, "slice": 8.0}
