@@ -20,6 +20,7 @@ kernels and real-time policies this does nothing. Worker side: standard library 
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import platform
@@ -106,8 +107,8 @@ def set_slice_ms(slice_ms: float, inherited: bool = True) -> bool:
     attr.size = ctypes.sizeof(_SchedAttr)
     attr.sched_flags = 0 if inherited else _RESET_ON_FORK
     attr.sched_runtime = int(slice_ms * 1e6)
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.syscall(_SYSCALLS[platform.machine()][0], 0, ctypes.byref(attr), 0) != 0:
+    numbers = _syscall_numbers()
+    if numbers is None or _libc().syscall(numbers[0], 0, ctypes.byref(attr), 0) != 0:
         logger.debug("sched_setattr(slice=%s ms) failed: %s", slice_ms, os.strerror(ctypes.get_errno()))
         return False
     return True
@@ -141,11 +142,22 @@ class StreamSlice:
 
 
 def _get_attr(thread_id: int = 0) -> _SchedAttr | None:
-    numbers = _SYSCALLS.get(platform.machine())
-    if not sys.platform.startswith("linux") or numbers is None:
+    numbers = _syscall_numbers()
+    if numbers is None:
         return None
     attr = _SchedAttr()
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.syscall(numbers[1], thread_id, ctypes.byref(attr), ctypes.sizeof(attr), 0) != 0:
+    if _libc().syscall(numbers[1], thread_id, ctypes.byref(attr), ctypes.sizeof(attr), 0) != 0:
         return None
     return attr
+
+
+# Looked up once: a worker sets its slice twice per stream, and dlopen and uname cost 20-50 us each.
+@functools.lru_cache(maxsize=None)
+def _syscall_numbers() -> tuple[int, int] | None:
+    """(sched_setattr, sched_getattr) on this machine; None off Linux or on an unknown machine."""
+    return _SYSCALLS.get(platform.machine()) if sys.platform.startswith("linux") else None
+
+
+@functools.lru_cache(maxsize=None)
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
