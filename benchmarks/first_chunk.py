@@ -4,7 +4,7 @@ time slice (``LITKIT_SLICE_MS``), and with a client that asks for a short slice 
     python benchmarks/first_chunk.py [--streams 8] [--chunks 10000]
 
 For each setting, in turn: a litkit server (``benchmarks/peers/litkit_app.py``, workload
-``tokens``) in its own process, and a raw-socket client in another that sends one request at a
+``tokens``, started as the harness starts it: ``servers.RunningApp``) in its own process, and a raw-socket client in another that sends one request at a
 time on one keep-alive connection and prints, per stream, the ms from sending the request to its
 first ``recv`` and how many bytes that ``recv`` got (many: chunks piled up while the client waited
 for a core). Linux only; the slice settings need Linux 6.12+. See docs/benchmarks.md, "Time to
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from litkit import timeslice  # noqa: E402
+from servers import RunningApp  # noqa: E402
+from systems import SYSTEMS  # noqa: E402
 
 CLIENT = r"""
 import ctypes, json, platform, socket, sys, time
@@ -55,25 +56,10 @@ print(json.dumps(out))
 
 
 def measure(slice_ms: str, client_slice_ms: float, streams: int, chunks: int) -> list[tuple[float, int]]:
-    port = _free_port()
-    env = dict(os.environ, LITKIT_SLICE_MS=slice_ms)
-    app = os.path.join(HERE, "peers", "litkit_app.py")
-    server = subprocess.Popen([sys.executable, app, "--port", str(port), "--app", "tokens"], env=env, stdout=subprocess.PIPE, text=True)
-    try:
-        if server.stdout is None or not server.stdout.readline():  # one JSON line once ready
-            raise RuntimeError("the litkit app exited before it was ready")
-        command = [sys.executable, "-c", CLIENT, str(port), str(streams), str(chunks), str(client_slice_ms)]
+    with RunningApp(SYSTEMS["litkit"], "tokens", environ={"LITKIT_SLICE_MS": slice_ms}) as app:
+        command = [sys.executable, "-c", CLIENT, str(app.port), str(streams), str(chunks), str(client_slice_ms)]
         result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
         return [tuple(row) for row in json.loads(result.stdout)]
-    finally:
-        server.terminate()
-        server.wait(10)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def main() -> None:

@@ -3,9 +3,10 @@ time slice and with the kernel's (``LITKIT_SLICE_MS=0``), runs alternating.
 
     python benchmarks/overload.py [--runs 6]
 
-Each run: a litkit server (``benchmarks/peers/litkit_app.py``, workload ``tokens``, 4 workers) in
-its own process; three client processes pull 20,000-chunk streams back to back for 4 s; meanwhile
-a probe process times the first chunk of 30 five-chunk streams, 50 ms apart. Prints the probe's
+Each run: a litkit server (``benchmarks/peers/litkit_app.py``, workload ``tokens``, 4 workers,
+started as the harness starts it: ``servers.RunningApp``) in its own process; three client
+processes pull 20,000-chunk streams back to back for 4 s; meanwhile a probe process times the
+first chunk of 30 five-chunk streams, 50 ms apart. Prints the probe's
 median and 90th percentile per run. On 2 cores this is an overload on purpose: it shows what a
 task that *wakes* with a long slice pays. See docs/benchmarks.md, "Time to first chunk under a
 flat-out stream".
@@ -15,13 +16,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import socket
 import statistics
 import subprocess
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+from servers import RunningApp
+from systems import SYSTEMS
 
 CLIENT = r"""
 import json, socket, sys, time
@@ -53,28 +53,14 @@ else:
 
 
 def run(slice_ms: str) -> list[float]:
-    port = _free_port()
-    app = os.path.join(HERE, "peers", "litkit_app.py")
-    env = dict(os.environ, LITKIT_SLICE_MS=slice_ms)
-    server = subprocess.Popen([sys.executable, app, "--port", str(port), "--app", "tokens", "--workers", "4"], env=env, stdout=subprocess.PIPE, text=True)
-    load: list[subprocess.Popen[str]] = []
-    try:
-        if server.stdout is None or not server.stdout.readline():  # one JSON line once ready
-            raise RuntimeError("the litkit app exited before it was ready")
-        load = [subprocess.Popen([sys.executable, "-c", CLIENT, str(port), "load"]) for _ in range(3)]
-        probe = subprocess.run([sys.executable, "-c", CLIENT, str(port), "probe"], capture_output=True, text=True, timeout=120, check=True)
-        return sorted(json.loads(probe.stdout))
-    finally:
-        for process in load:
-            process.wait(60)
-        server.terminate()
-        server.wait(10)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+    with RunningApp(SYSTEMS["litkit"], "tokens", workers=4, environ={"LITKIT_SLICE_MS": slice_ms}) as app:
+        load = [subprocess.Popen([sys.executable, "-c", CLIENT, str(app.port), "load"]) for _ in range(3)]
+        try:
+            probe = subprocess.run([sys.executable, "-c", CLIENT, str(app.port), "probe"], capture_output=True, text=True, timeout=120, check=True)
+            return sorted(json.loads(probe.stdout))
+        finally:
+            for process in load:
+                process.wait(60)
 
 
 def main() -> None:

@@ -36,8 +36,12 @@ class RunningApp:
     the app measured it).
     """
 
-    def __init__(self, system: System, app: str, workers: int = 1, widget: str = "none", events: str | None = None) -> None:
+    def __init__(
+        self, system: System, app: str, workers: int = 1, widget: str = "none", events: str | None = None, environ: dict[str, str] | None = None
+    ) -> None:
+        """``environ``: variables to set for the app besides its system's (e.g. ``LITKIT_SLICE_MS``)."""
         self.system, self.app, self.workers, self.widget = system, app, workers, widget
+        self.environ = environ or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/predict"
         self.events = events
@@ -55,7 +59,7 @@ class RunningApp:
         self.stop()
 
     def start(self, timeout: float = 120.0) -> None:
-        env = self.system.environment()
+        env = {**self.system.environment(), **self.environ}
         if self.events:
             env["BENCH_EVENTS"] = self.events
         command = [self.system.python, self.system.script, "--port", str(self.port), "--app", self.app, "--workers", str(self.workers), "--widget", self.widget]
