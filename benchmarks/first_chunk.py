@@ -23,7 +23,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from litkit import timeslice  # noqa: E402
+from litkit.worker import timeslice  # noqa: E402
 from servers import RunningApp  # noqa: E402
 from systems import SYSTEMS  # noqa: E402
 

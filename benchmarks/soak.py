@@ -6,7 +6,7 @@ their baseline.
 
 The load runs in a separate process (``python benchmarks/soak.py --client URL ...``), an asyncio
 HTTP/1.1 client on raw sockets, so it neither shares the server's GIL nor adds threads or fds to
-the process being measured. ``tests/test_soak.py`` runs the same thing at 1,000 + 1,000.
+the process being measured. ``tests/server/test_soak.py`` runs the same thing at 1,000 + 1,000.
 """
 
 from __future__ import annotations

@@ -18,11 +18,8 @@ from .errors import HTTPError, LitkitError, PortInUseError, ServerStoppedError, 
 
 if TYPE_CHECKING:
     from . import specs
-    from .async_client import AsyncClient
-    from .client import Client
-    from .endpoints import Endpoint
-    from .server import Server, serve
-    from .terminal import run
+    from .client import AsyncClient, Client
+    from .server import Endpoint, Server, run, serve
 
 __version__ = "0.1.0"
 
@@ -47,11 +44,11 @@ __all__ = [
 # name -> the module that defines it, imported on first use (workers never load the server side).
 _LAZY = {
     "serve": "server",
-    "run": "terminal",
+    "run": "server",
     "Server": "server",
-    "Endpoint": "endpoints",
+    "Endpoint": "server",
     "Client": "client",
-    "AsyncClient": "async_client",
+    "AsyncClient": "client",
     "specs": "specs",
 }
 

@@ -172,7 +172,7 @@ def _curl(url: str, body: Any, stream: bool, api_key: str | None = None) -> str:
 
 def _how_to_call(server: Any, example: Any, hint: str) -> str:
     """The banner: per endpoint a "serving" line and a ready-to-paste curl line; then health, metrics."""
-    from .terminal import banner
+    from .server.terminal import banner
 
     key = server.api_key
     lines = []
@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .errors import LitkitError
     from .server import serve
-    from .terminal import block_until_interrupted
+    from .server.terminal import block_until_interrupted
 
     options = _serve_options(args)
     try:

@@ -71,7 +71,7 @@ def _no_server_outlives_its_test() -> Iterator[None]:
     """A test that fails half-way must not leave its server running into the next test."""
     yield
     if litkit_threads():
-        from litkit.registry import stop_all
+        from litkit.server.registry import stop_all
 
         stop_all()
         pytest.fail(f"a test left a litkit server running: {litkit_threads()}")

@@ -20,7 +20,7 @@ import cloudpickle  # noqa: E402
 
 import common  # noqa: E402
 import litkit  # noqa: E402
-from litkit.terminal import block_until_interrupted  # noqa: E402
+from litkit.server.terminal import block_until_interrupted  # noqa: E402
 
 # The workers are fresh interpreters that cannot import this folder: send `common` by value.
 cloudpickle.register_pickle_by_value(common)

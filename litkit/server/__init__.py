@@ -1,0 +1,16 @@
+"""The HTTP server in the caller's process: ``serve()`` and ``Server``, on a Tornado loop of its own.
+
+``server`` (``serve``, ``Server``), ``endpoints`` (each endpoint's options and state), ``relay``
+(one call to an endpoint, on Tornado's HTTP connection), ``routing`` and ``handlers`` (health,
+info, metrics, 404), ``access`` (API key, Origin and Host checks), ``metrics``, ``listening``
+(binding the sockets), ``registry`` (this process's servers by port and cell), ``terminal``
+(``run()`` and the Ctrl+C loop), ``links`` (proxy-aware URLs) and ``kernel`` (is this a Jupyter
+kernel, which cell runs). Knows nothing of widgets: ``litkit.notebook`` is loaded only when a
+dashboard is asked for.
+"""
+
+from .endpoints import Endpoint
+from .server import Server, serve
+from .terminal import run
+
+__all__ = ["Endpoint", "Server", "run", "serve"]

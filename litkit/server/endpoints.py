@@ -1,0 +1,373 @@
+"""Endpoints: what each path of a server serves, each with its own workers, stream mode and limits.
+
+``serve(api)`` makes one endpoint; ``serve({"/embed": Embedder(), "/chat": Endpoint(Chat(), workers=2)})``
+makes several on one port. Each endpoint has its own ``WorkerPool`` (its own worker processes) and
+its own ``RequestTracker``; ``ServingState`` is the set of them that the HTTP layer and ``Server``
+share. Options given to ``serve()`` are the defaults of every endpoint; an ``Endpoint`` overrides
+them for its path.
+
+This module validates every endpoint option, so ``serve()`` fails before any process starts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Mapping, Protocol
+
+import cloudpickle
+
+from .. import __version__
+from ..api import LitAPI, is_async_api, is_streaming_api
+from ..pool.devices import plan_workers
+from ..pool.logs import WorkerLog
+from ..pool.pool import WorkerPool
+from ..pool.tracking import RequestTracker
+from ..specs import Spec
+from ..wire.protocol import MAX_FDS_PER_MESSAGE
+from .access import AccessPolicy
+
+__all__ = ["ActiveRequest", "Endpoint", "EndpointState", "ServingState", "ENDPOINT_OPTIONS", "RESERVED_PATHS", "plan_endpoints"]
+
+
+class ActiveRequest(Protocol):
+    """A request in flight at an endpoint, as ``Server`` sees it (``litkit.server.relay.EndpointRequest``)."""
+
+    request_id: str
+
+    def abort(self, reason: str, message: str) -> None:
+        """Cancel it from the server's side: ``reason`` is recorded, ``message`` answers a client still there."""
+
+    def abort_for_stop(self) -> None:
+        """End it because the server stops."""
+
+# serve() keyword arguments that an Endpoint may set for its own path. A new per-endpoint serve()
+# option is added here (and validated in _check_options).
+ENDPOINT_OPTIONS = (
+    "workers",
+    "stream",
+    "timeout",
+    "max_queue",
+    "max_body_size",
+    "max_batch_size",
+    "batch_timeout",
+    "accelerator",
+    "devices",
+    "workers_per_device",
+    "max_concurrency",
+    "spec",
+    "cancel_grace",
+)
+RESERVED_PATHS = ("/health", "/info", "/metrics")
+DEFAULT_API_PATH = "/predict"
+
+
+class Endpoint:
+    """One API with its own options, as a value of the dict given to ``serve()``.
+
+    ``litkit.Endpoint(Chat(), workers=2, timeout=30)`` takes any of ``serve()``'s per-endpoint
+    keyword arguments (``ENDPOINT_OPTIONS``): ``workers``, ``stream``, ``timeout``, ``max_queue``,
+    ``max_body_size``, ``max_batch_size``, ``batch_timeout``, ``accelerator``, ``devices``,
+    ``workers_per_device``, ``max_concurrency``, ``spec``, ``cancel_grace``. Those not given are taken
+    from ``serve()``.
+
+    Raises:
+        TypeError: an option that is not per-endpoint.
+    """
+
+    def __init__(self, api: LitAPI, **options: Any) -> None:
+        unknown = sorted(set(options) - set(ENDPOINT_OPTIONS))
+        if unknown:
+            raise TypeError(
+                f"Endpoint() got {', '.join(unknown)}, which is not a per-endpoint option; "
+                f"use one of {', '.join(ENDPOINT_OPTIONS)} (host, port, start_timeout, api_key, cors_origins and client_timeout go to serve())"
+            )
+        self.api = api
+        self.options = options
+
+    def __repr__(self) -> str:
+        options = "".join(f", {name}={value!r}" for name, value in self.options.items())
+        return f"Endpoint({type(self.api).__name__}(){options})"
+
+
+class EndpointState:
+    """One endpoint on the server: its configuration, pool, tracker, and requests in flight."""
+
+    def __init__(self, path: str, api: LitAPI, options: dict[str, Any], start_timeout: float) -> None:
+        """``options``: the endpoint's options as ``_check_options`` returns them."""
+        stream, spec, placements = options["stream"], options["spec"], options["placements"]
+        self.path = path
+        self.api_name = type(api).__qualname__
+        self.workers = len(placements)
+        self.timeout: float | None = options["timeout"]
+        self.max_body_size: int = options["max_body_size"]
+        self.max_batch_size: int = options["max_batch_size"]
+        self.max_concurrency: int = options["max_concurrency"]
+        self.stream: bool = stream
+        self.spec: Spec | None = spec
+        # A spec's protocol decides the framing (OpenAI chat streams are always SSE).
+        self.always_sse = spec is not None and spec.always_sse
+        self.model = (spec.model if spec is not None else None) or self.api_name
+        self.created = int(time.time())
+        self.tracker = RequestTracker()
+        spec_bytes = None if spec is None else _pickle(spec)
+        self.pool = WorkerPool(
+            _pickle(api),
+            count=len(placements),
+            stream=stream,
+            max_queue=options["max_queue"],
+            start_timeout=start_timeout,
+            tracker=self.tracker,
+            max_batch_size=options["max_batch_size"],
+            batch_timeout=options["batch_timeout"],
+            placements=placements,
+            max_concurrency=options["max_concurrency"],
+            spec=spec_bytes,
+            log=WorkerLog(path),
+            cancel_grace=options["cancel_grace"],
+        )
+        self.stopping = False
+        self.active: set[ActiveRequest] = set()
+
+    @property
+    def extra_paths(self) -> dict[str, str]:
+        """GET paths the spec adds, e.g. ``{"models": "/v1/models"}``."""
+        if self.spec is None:
+            return {}
+        prefix = self.path[: -len(self.spec.path)]
+        return {name: prefix + path for name, path in self.spec.extra_paths.items()}
+
+    def info(self) -> dict[str, Any]:
+        info = {
+            "path": self.path,
+            "api": self.api_name,
+            "workers": self.workers,
+            "stream": self.stream,
+            "timeout": self.timeout,
+            "max_body_size": self.max_body_size,
+            "max_batch_size": self.max_batch_size,
+            "max_concurrency": self.max_concurrency,
+            "spec": None if self.spec is None else self.spec.name,
+        }
+        if self.spec is not None:
+            info["model"] = self.model
+            info.update(self.extra_paths)
+        return info
+
+    def snapshot(self) -> dict[str, Any]:
+        return {**self.info(), "workers": self.pool.snapshot(), "counts": self.tracker.counts()}
+
+
+class ServingState:
+    """Every endpoint of one server, in the order given; the first is the default one; and what
+    applies to the whole server: who may call it (``access``), ``client_timeout``, and the time
+    slice of its thread and streaming workers (``slice_ms``, see ``litkit.worker.timeslice``; 0: the kernel's)."""
+
+    def __init__(
+        self,
+        endpoints: list[EndpointState],
+        *,
+        access: AccessPolicy | None = None,
+        client_timeout: float = 60.0,
+        slice_ms: float = 0.0,
+    ) -> None:
+        self.endpoints = endpoints
+        self.max_body_size = max(endpoint.max_body_size for endpoint in endpoints)
+        self.access = access if access is not None else AccessPolicy(None, (), loopback_only=True)
+        self.client_timeout = client_timeout
+        self.slice_ms = slice_ms
+
+    @property
+    def first(self) -> EndpointState:
+        return self.endpoints[0]
+
+    def find(self, path: str | None) -> EndpointState:
+        """The endpoint at ``path`` (None: the first one).
+
+        Raises:
+            ValueError: no endpoint has that path.
+        """
+        if path is None:
+            return self.first
+        for endpoint in self.endpoints:
+            if endpoint.path == path:
+                return endpoint
+        raise ValueError(f"no endpoint at {path!r}; this server has {', '.join(e.path for e in self.endpoints)}")
+
+    def health(self) -> tuple[bool, str | None]:
+        """(ok, reason): what ``/health`` and ``status()["health"]`` report."""
+        if any(endpoint.stopping for endpoint in self.endpoints):
+            return False, "the server is stopping"
+        for endpoint in self.endpoints:
+            ok, reason = endpoint.pool.health()
+            if not ok:
+                return False, reason if len(self.endpoints) == 1 else f"{endpoint.path}: {reason}"
+        return True, None
+
+    async def start(self) -> None:
+        """Start every endpoint's workers at once; the first failure cancels the other starts.
+
+        Raises:
+            WorkerStartError: a worker of some endpoint failed to start.
+        """
+        tasks = [asyncio.ensure_future(endpoint.pool.start()) for endpoint in self.endpoints]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)
+            # Retrieve every outcome (also when this start is itself cancelled by a stop).
+            failures = [error for task in tasks if not task.cancelled() and (error := task.exception()) is not None]
+        if failures:
+            raise failures[0]
+
+    def begin_stop(self) -> list[ActiveRequest]:
+        """Refuse new requests; return the requests still in flight."""
+        in_flight: list[ActiveRequest] = []
+        for endpoint in self.endpoints:
+            endpoint.stopping = True
+            in_flight.extend(endpoint.active)
+        return in_flight
+
+    async def stop_workers(self) -> None:
+        await asyncio.gather(*(endpoint.pool.stop() for endpoint in self.endpoints))
+
+    def info(self) -> dict[str, Any]:
+        first = self.first.info()
+        paths = {"predict": self.first.path, "health": "/health", "info": "/info", "metrics": "/metrics"}
+        return {
+            "litkit_version": __version__,
+            **{key: first[key] for key in ("api", "workers", "stream", "timeout", "max_body_size")},
+            "paths": paths,
+            "endpoints": [endpoint.info() for endpoint in self.endpoints],
+        }
+
+
+# -- planning: serve()'s arguments to validated endpoints ---------------------------------------
+
+
+def plan_endpoints(api: Any, api_path: str, defaults: dict[str, Any], start_timeout: float) -> list[EndpointState]:
+    """Validate ``serve()``'s ``api`` (one API, or a dict of paths to APIs or Endpoints) and options.
+
+    Raises:
+        TypeError: an API is not a LitAPI instance, or cannot be pickled.
+        ValueError: a path or an option is out of range.
+    """
+    if isinstance(api, Mapping):
+        if not api:
+            raise ValueError("serve() got an empty dict; map at least one path to an API, e.g. {'/predict': MyAPI()}")
+        if api_path != DEFAULT_API_PATH:
+            raise ValueError("api_path applies to serve(api) only; with a dict of endpoints the keys are the paths")
+        if defaults["spec"] is not None:
+            raise ValueError("with a dict of endpoints pass spec per endpoint: {'/': litkit.Endpoint(api, spec=...)}")
+        entries = [(path, _as_endpoint(value), f"endpoint path {path!r}") for path, value in api.items()]
+    else:
+        if defaults["spec"] is not None and api_path != DEFAULT_API_PATH:
+            raise ValueError(
+                f"with spec=... the API is served at the spec's paths ({defaults['spec'].path}); to put them "
+                f"under a prefix, serve({{{api_path!r}: litkit.Endpoint(api, spec=...)}})"
+            )
+        entries = [(api_path, _as_endpoint(api), "api_path")]
+    endpoints = []
+    seen: set[str] = set()
+    for path, endpoint, label in entries:
+        endpoint_api = endpoint.api
+        options = _check_options(endpoint_api, {**defaults, **endpoint.options})
+        _check_path(path, label)
+        if options["spec"] is not None:
+            # A spec's paths are fixed (clients expect them); a dict key puts them under a prefix.
+            path = ("" if label == "api_path" else path.rstrip("/")) + options["spec"].path
+            _check_path(path, label)
+        state = EndpointState(path, endpoint_api, options, start_timeout)
+        for taken in (state.path, *state.extra_paths.values()):
+            if taken in seen:
+                raise ValueError(f"two endpoints use the path {taken}; give each its own path")
+            seen.add(taken)
+        endpoints.append(state)
+    return endpoints
+
+
+def _as_endpoint(value: Any) -> Endpoint:
+    return value if isinstance(value, Endpoint) else Endpoint(value)
+
+
+def _check_path(path: Any, label: str) -> None:
+    if not isinstance(path, str) or not path.startswith("/") or path in RESERVED_PATHS or "//" in path:
+        raise ValueError(f"{label} must be a path starting with '/' other than {', '.join(RESERVED_PATHS)}, got {path!r}")
+
+
+def _check_options(api: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """Validate one endpoint's options; return them with ``stream`` resolved to a bool and the
+    workers' ``placements`` (one per worker, see ``litkit.pool.devices``) added."""
+    if isinstance(api, type):
+        raise TypeError(f"serve() takes an API instance, got the class {api.__name__}; call it: serve({api.__name__}())")
+    if not isinstance(api, LitAPI):
+        raise TypeError(f"serve() takes a litkit.LitAPI instance, got {type(api).__name__}; define `class MyAPI(litkit.LitAPI)` with setup/decode_request/predict/encode_response")
+    check_int("workers", options["workers"], 1, 1024)
+    check_int("max_queue", options["max_queue"], 1, 10**9)
+    check_int("max_body_size", options["max_body_size"], 1, 2**32 - 2**21)
+    if options["timeout"] is not None:
+        check_seconds("timeout", options["timeout"], " or None")
+    _check_scheduling(api, options["max_batch_size"], options["batch_timeout"], options["max_concurrency"])
+    check_seconds("cancel_grace", options["cancel_grace"])
+    spec = options["spec"]
+    if spec is not None:
+        if not isinstance(spec, Spec):
+            raise TypeError(f"spec must be a litkit spec such as litkit.specs.OpenAIChat(), got {type(spec).__name__}")
+        if options["max_batch_size"] > 1 or is_async_api(api):
+            raise ValueError(
+                f"spec={type(spec).__name__}() works with a plain (sync) predict without batching for now; "
+                f"leave max_batch_size at 1 and make {type(api).__name__}.predict a plain function or generator"
+            )
+    stream = _resolve_stream(api, options["stream"])
+    placements = plan_workers(options["accelerator"], options["devices"], options["workers"], options["workers_per_device"])
+    return {**options, "stream": stream, "placements": placements}
+
+
+def _check_scheduling(api: LitAPI, max_batch_size: Any, batch_timeout: Any, max_concurrency: Any) -> None:
+    """Validate the batching and concurrency options against each other and the API."""
+    check_int("max_batch_size", max_batch_size, 1, MAX_FDS_PER_MESSAGE)
+    if isinstance(batch_timeout, bool) or not isinstance(batch_timeout, (int, float)) or not 0 <= batch_timeout < 3600:
+        raise ValueError(f"batch_timeout must be a number of seconds from 0 to 3600 (e.g. 0.01), got {batch_timeout!r}")
+    check_int("max_concurrency", max_concurrency, 1, 10_000)
+    name = type(api).__name__
+    if max_concurrency > 1 and not is_async_api(api):
+        raise ValueError(
+            f"max_concurrency={max_concurrency} needs an async predict, but {name}.predict is a plain function; "
+            "write `async def predict` (or an async generator), or use workers= to run sync requests in parallel"
+        )
+    if max_batch_size > 1 and is_async_api(api):
+        raise ValueError(f"max_batch_size={max_batch_size} is not supported with an async predict yet; make {name}.predict a plain function, or leave max_batch_size at 1")
+
+
+def _resolve_stream(api: LitAPI, stream: Any) -> bool:
+    generator = is_streaming_api(api)
+    if stream is None:
+        return generator
+    if stream and not generator:
+        raise ValueError(f"stream=True but {type(api).__name__}.predict is not a generator function; make predict `yield` its chunks, or pass stream=None")
+    if not stream and generator:
+        raise ValueError(f"stream=False but {type(api).__name__}.predict is a generator function; `return` the result instead of yielding, or pass stream=None")
+    return bool(stream)
+
+
+def check_int(name: str, value: Any, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be an int from {low} to {high}, got {value!r}")
+
+
+def check_seconds(name: str, value: Any, alternative: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ValueError(f"{name} must be a positive number of seconds{alternative}, got {value!r}")
+
+
+def _pickle(obj: Any) -> bytes:
+    try:
+        return cloudpickle.dumps(obj)
+    except Exception as error:
+        raise TypeError(
+            f"cannot send the {type(obj).__name__} object to worker processes: cloudpickle failed with "
+            f"{type(error).__name__}: {error}. Open files, locks, sockets, threads and loaded models cannot "
+            "travel between processes; create them in setup() instead of __init__"
+        ) from error

@@ -1,0 +1,90 @@
+"""The servers running in this process, by port: a new ``serve()`` on a port replaces the server
+there, re-running a notebook cell replaces the servers its earlier runs started, and every server
+still running at exit is stopped."""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from typing import Protocol
+
+__all__ = ["RunningServer", "register", "stop_all", "stop_server_on_port", "stop_servers_of_earlier_runs", "unregister"]
+
+logger = logging.getLogger("litkit.server")
+
+Cell = tuple[str, str]  # (cell id, execution id) of the notebook cell that started a server
+
+
+class RunningServer(Protocol):
+    """What the registry needs of a server (``litkit.server.Server``)."""
+
+    @property
+    def port(self) -> int: ...
+
+    @property
+    def url(self) -> str: ...
+
+    def stop(self) -> None: ...
+
+    def _shutdown(self, final_state: str, timeout: float) -> None: ...
+
+
+_registry_lock = threading.Lock()
+_servers_by_port: dict[int, RunningServer] = {}
+_cells: dict[int, Cell] = {}  # port -> the cell that started the server there (none outside Jupyter)
+_atexit_registered = False
+
+
+def stop_server_on_port(port: int) -> None:
+    """Stop the server of this process that listens on ``port``, if any (its state: "replaced")."""
+    with _registry_lock:
+        old = _servers_by_port.get(port)
+    if old is not None:
+        logger.info("port %d is served by an earlier litkit server in this process; stopping it first", port)
+        old._shutdown("replaced", 10.0)
+
+
+def stop_servers_of_earlier_runs(cell: Cell | None) -> None:
+    """Re-running a notebook cell replaces the servers its earlier runs started (not those of this run)."""
+    if cell is None:
+        return
+    with _registry_lock:
+        earlier = [
+            server
+            for port, server in _servers_by_port.items()
+            if port in _cells and _cells[port][0] == cell[0] and _cells[port][1] != cell[1]
+        ]
+    for old in earlier:
+        logger.info("this cell started %s in an earlier run; stopping it first", old.url)
+        old._shutdown("replaced", 10.0)
+
+
+def register(server: RunningServer, cell: Cell | None) -> None:
+    """Note a started server under its port, with the notebook cell that started it (None outside
+    Jupyter); the first one also arranges ``stop_all()`` at exit."""
+    global _atexit_registered
+    with _registry_lock:
+        _servers_by_port[server.port] = server
+        _cells.pop(server.port, None)
+        if cell is not None:
+            _cells[server.port] = cell
+        if not _atexit_registered:
+            atexit.register(stop_all)
+            _atexit_registered = True
+
+
+def unregister(server: RunningServer) -> None:
+    """Forget a stopped server (unless another has taken its port since)."""
+    with _registry_lock:
+        if _servers_by_port.get(server.port) is server:
+            del _servers_by_port[server.port]
+            _cells.pop(server.port, None)
+
+
+def stop_all() -> None:
+    """Stop every server of this process (at exit)."""
+    with _registry_lock:
+        servers = list(_servers_by_port.values())
+    for server in servers:
+        server.stop()

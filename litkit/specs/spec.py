@@ -1,0 +1,52 @@
+"""The base class of API specs (``Spec``): what a spec implements to speak a wire format of its own.
+
+Stdlib only: worker processes import this module.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Iterator
+
+__all__ = ["Spec"]
+
+
+class Spec:
+    """Base class of specs. Subclasses set the paths and implement the four methods below."""
+
+    name = "spec"
+    path = "/"  # the endpoint's POST path (under the endpoint's prefix)
+    extra_paths: dict[str, str] = {}  # GET paths the server answers from ``extra_response``
+    always_sse = False  # stream as server-sent events whatever the Accept header says
+    model: str | None = None
+
+    def decode_request(self, request: Any) -> tuple[Any, bool]:
+        """Validate the parsed body; return (what ``decode_request`` receives, whether to stream).
+
+        Raises:
+            litkit.HTTPError: the body does not follow the spec (400).
+        """
+        raise NotImplementedError
+
+    def context(self, request: Any, request_id: str) -> Any:
+        """Per-request values the envelopes share (ids, timestamps)."""
+        return None
+
+    def stream(self, chunks: Iterable[Any], context: Any) -> Iterator[Any]:
+        """The chunks to send, built around the API's chunks."""
+        raise NotImplementedError
+
+    def complete(self, chunks: list[Any], context: Any) -> Any:
+        """The whole answer of a request that does not stream, built from all the API's chunks."""
+        raise NotImplementedError
+
+    def extra_response(self, name: str, model: str, created: int) -> Any:
+        """The JSON answer of the GET path ``extra_paths[name]`` (server side)."""
+        raise NotImplementedError
+
+    def example_request(self, model: str) -> Any:
+        """A body that the banner's ``curl`` line can send."""
+        return {}
+
+    def error_body(self, status: int, message: str, request_id: str) -> Any:
+        """The JSON of an error answer (server side)."""
+        return {"error": message, "request_id": request_id}

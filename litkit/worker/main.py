@@ -1,0 +1,292 @@
+"""The worker process: load the API, run ``setup``, then run requests one at a time.
+
+A ``BATCH`` frame (the server batches) runs as one group through ``litkit.worker.batch``. An async API
+(``async def predict`` or an async generator) runs on ``litkit.worker.async_loop`` instead of this loop.
+
+Started by the server as ``python -m litkit.worker --control-fd FD --worker-id N``: a fresh
+interpreter (never a fork), which imports neither the user's ``__main__`` (so a script without an
+``if __name__ == "__main__":`` guard cannot start itself again) nor the HTTP stack (tornado) nor the
+widget stack (ipywidgets). The wire protocol is in ``litkit.wire.protocol``.
+
+Cancellation: every request comes with its own response pipe. When the server closes the read end
+(client gone, timeout, operator), the next write here raises ``BrokenPipeError``; the worker then
+leaves the chunk loop and ``close()``\\ s the ``encode_response`` and ``predict`` generators, so
+``GeneratorExit`` reaches user code at its ``yield`` and its ``finally`` blocks run. Then the worker
+takes the next request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import select
+import socket
+import sys
+import threading
+import time
+import traceback
+from typing import TYPE_CHECKING, Any
+
+import cloudpickle
+
+from ..api import LitAPI, is_async_api
+from ..cancellation import _set_current
+from ..wire.encoding import decode_body, encode_chunk, encode_decode_error, encode_error, encode_json
+from ..wire.protocol import ChannelClosed, Kind, MessageReader, ProtocolError, decode_batch, decode_request, encode_frame, send_message, write_all
+from .batch import close_generator, run_batch
+
+if TYPE_CHECKING:
+    from .timeslice import StreamSlice
+
+__all__ = ["main"]
+
+# How long a worker whose server went away lets a running hook wind down before it exits.
+PARENT_GONE_GRACE_S = 1.0
+
+
+class ClientGone(BrokenPipeError):
+    """The server closed this request's response pipe: the client left or the request was cancelled."""
+
+
+class ResponseChannel:
+    """The write end of one request's response pipe."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.broken = False
+        self._poller = select.poll()
+        # No events asked for: a pipe's write end reports POLLERR once no reader is left.
+        self._poller.register(fd, 0)
+
+    def is_cancelled(self) -> bool:
+        if not self.broken:
+            try:
+                events = self._poller.poll(0)
+            except RuntimeError:
+                # "concurrent poll() invocation": a hook's own thread is asking at this very moment
+                # (one poll object serves one caller at a time); ask with a poller of our own.
+                poller = select.poll()
+                poller.register(self.fd, 0)
+                events = poller.poll(0)
+            if events:
+                self.broken = True
+        return self.broken
+
+    def send(self, kind: Kind, payload: bytes = b"") -> None:
+        try:
+            write_all(self.fd, encode_frame(kind, payload))
+        except BrokenPipeError as error:
+            self.broken = True
+            raise ClientGone("the server closed this request's response pipe") from error
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+class Worker:
+    """One worker's life: handshake, then the request loop."""
+
+    def __init__(self, control: socket.socket, worker_id: int) -> None:
+        self.control = control
+        self.messages = MessageReader(control)
+        self.worker_id = worker_id
+        self.stream = False
+        self.spec: Any = None  # a litkit.specs.Spec, when the endpoint speaks another protocol
+        self.stream_slice: StreamSlice | None = None  # the slice to stream with (litkit.worker.timeslice)
+
+    def run(self) -> int:
+        _watch_for_server_exit(self.control)
+        api = self._start()
+        if api is None:
+            return 1
+        if is_async_api(api):
+            # Imported here: asyncio costs every worker about 2 MiB and 20-50 ms of start-up.
+            from .async_loop import AsyncRequestLoop
+
+            return AsyncRequestLoop(api, self.control, self.messages, self.stream, ResponseChannel).run()
+        while True:
+            try:
+                kind, payload, fds = self.messages.recv()
+            except (ChannelClosed, ConnectionError):
+                return 0  # the server closed the control socket: stop
+            if kind == Kind.BATCH:
+                request_id = self._handle_batch(api, payload, fds)
+            elif kind != Kind.REQUEST or len(fds) != 1:
+                raise ProtocolError(f"protocol error: expected REQUEST with one fd, got {kind!r} with {len(fds)} fds")
+            else:
+                request_id, body = decode_request(payload)
+                self._handle(api, request_id, body, ResponseChannel(fds[0]))
+            try:
+                send_message(self.control, Kind.DONE, request_id.encode())
+            except OSError:
+                return 0
+
+    def _start(self) -> LitAPI | None:
+        """Receive INIT, load the API, run setup; report READY (and return the API) or START_FAILED."""
+        kind, payload, _fds = self.messages.recv()
+        if kind != Kind.INIT:
+            raise ProtocolError(f"protocol error: expected INIT, got {kind!r}")
+        init = pickle.loads(payload)
+        sys.path[:] = init["sys_path"]
+        try:
+            stage = "loading the API object (cloudpickle.loads)"
+            api = cloudpickle.loads(init["api"])
+            self.stream = init["stream"]
+            if init.get("spec") is not None:
+                stage = "loading the endpoint's spec (cloudpickle.loads)"
+                self.spec = cloudpickle.loads(init["spec"])
+            stage = f"{type(api).__name__}.setup({init['device']!r})"
+            api.setup(init["device"])
+        except BaseException as error:  # noqa: BLE001 - every failure must reach the server
+            report = {
+                "reason": f"{stage} raised {type(error).__name__}: {error}",
+                "traceback": traceback.format_exc(),
+            }
+            try:
+                send_message(self.control, Kind.START_FAILED, json.dumps(report).encode())
+            except OSError:
+                pass  # the server stopped waiting (another worker failed first): just exit
+            return None
+        if self.stream:
+            from .timeslice import StreamSlice  # ctypes: only a streaming worker loads it
+
+            self.stream_slice = StreamSlice.for_this_thread()
+        try:
+            send_message(self.control, Kind.READY, json.dumps({"pid": os.getpid()}).encode())
+        except OSError:
+            return None  # the server went away while this worker started: just exit
+        return api
+
+    def _handle_batch(self, api: LitAPI, payload: bytes, fds: list[int]) -> str:
+        """Run a BATCH frame (see ``litkit.worker.batch``); return the id DONE reports."""
+        requests = decode_batch(payload)
+        if len(fds) != len(requests):
+            raise ProtocolError(f"protocol error: BATCH of {len(requests)} requests came with {len(fds)} fds")
+        run_batch(api, [body for _, body in requests], [ResponseChannel(fd) for fd in fds], self.stream)
+        return requests[0][0]
+
+    def _handle(self, api: LitAPI, request_id: str, body: bytes, channel: ResponseChannel) -> None:
+        _set_current(channel)
+        try:
+            if not channel.is_cancelled():  # the client may have left while this was in transit
+                self._run_hooks(api, request_id, body, channel)
+        except ClientGone:
+            pass  # cancelled: the generators were closed on the way out
+        finally:
+            _set_current(None)
+            channel.close()
+
+    def _run_hooks(self, api: LitAPI, request_id: str, body: bytes, channel: ResponseChannel) -> None:
+        try:
+            request = decode_body(body)
+            if self.spec is not None:
+                request, stream_answer = self.spec.decode_request(request)
+            x = api.decode_request(request)
+        except ClientGone:
+            raise
+        except Exception as error:  # noqa: BLE001 - decode_request failing means the body is not what it expects
+            channel.send(Kind.ERROR, encode_decode_error(error))
+            return
+        try:
+            if self.spec is not None:
+                self._run_spec(api, x, self.spec.context(request, request_id), stream_answer, channel)
+                return
+            if self.stream:
+                self._stream(api, x, channel)
+            else:
+                output = api.predict(x)
+                channel.send(Kind.RESULT, encode_json(api.encode_response(output)))
+        except ClientGone:
+            raise
+        except Exception as error:  # noqa: BLE001 - a failing hook answers 500 (or its HTTPError); the worker lives on
+            channel.send(Kind.ERROR, encode_error(error))
+
+    def _stream(self, api: LitAPI, x: Any, channel: ResponseChannel) -> None:
+        outputs = api.predict(x)
+        self._send_chunks(channel, self._chunks(api, outputs), outputs)
+
+    def _chunks(self, api: LitAPI, outputs: Any) -> Any:
+        """``encode_response``'s iterator of chunks for a streaming ``predict``'s output."""
+        chunks = api.encode_response(outputs)
+        if isinstance(chunks, (dict, str, bytes)) or not hasattr(chunks, "__iter__"):
+            close_generator(outputs)
+            raise TypeError(
+                f"encode_response of a streaming endpoint must return an iterator of chunks, got "
+                f"{type(chunks).__name__}; write it as a generator: `for out in output: yield {{...}}`"
+            )
+        return chunks
+
+    def _send_chunks(self, channel: ResponseChannel, chunks: Any, *sources: Any) -> None:
+        """Send every chunk, then END; on the way out close ``chunks`` and the generators it reads."""
+        if self.stream_slice is None:
+            self._send_each_chunk(channel, chunks, sources)
+        else:
+            with self.stream_slice:  # the client reading this stream preempts us (litkit.worker.timeslice)
+                self._send_each_chunk(channel, chunks, sources)
+        channel.send(Kind.END)
+
+    def _send_each_chunk(self, channel: ResponseChannel, chunks: Any, sources: tuple[Any, ...]) -> None:
+        iterator = iter(chunks)
+        try:
+            for chunk in iterator:
+                channel.send(Kind.CHUNK, encode_chunk(chunk))
+        finally:
+            # Close the loop, not just the write: GeneratorExit reaches user code at its yield,
+            # its finally blocks run, and no further chunk is computed.
+            for generator in (iterator, chunks, *sources):
+                close_generator(generator)
+
+    def _run_spec(self, api: LitAPI, x: Any, context: Any, stream_answer: bool, channel: ResponseChannel) -> None:
+        """Run the hooks of an endpoint with a spec, which builds the envelope of every answer."""
+        outputs = api.predict(x)
+        chunks = self._chunks(api, outputs) if self.stream else iter([api.encode_response(outputs)])
+        if stream_answer:
+            self._send_chunks(channel, self.spec.stream(chunks, context), chunks, outputs)
+            return
+        collected = []
+        try:
+            for chunk in chunks:
+                if channel.is_cancelled():  # nobody will read the answer: stop generating
+                    raise ClientGone("the server closed this request's response pipe")
+                collected.append(chunk)
+        finally:
+            for generator in (chunks, outputs):
+                close_generator(generator)
+        channel.send(Kind.RESULT, encode_json(self.spec.complete(collected, context)))
+
+
+def _watch_for_server_exit(control: socket.socket) -> None:
+    """Exit soon after the serving process is gone, even while a hook is busy.
+
+    The kernel hangs up our end of the control socket when the server closes its end or its process
+    dies (kill -9 included). The main thread only reads that socket between requests, so a daemon
+    thread waits for the hang-up, gives a running hook a moment to finish, then ends the process.
+    """
+
+    def watch() -> None:
+        poller = select.poll()
+        poller.register(control.fileno(), select.POLLRDHUP)
+        while True:
+            events = poller.poll()
+            if any(mask & (select.POLLRDHUP | select.POLLHUP | select.POLLERR | select.POLLNVAL) for _, mask in events):
+                break
+        time.sleep(PARENT_GONE_GRACE_S)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="litkit-server-watch", daemon=True).start()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m litkit.worker", description="litkit worker process (started by the server)")
+    parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--worker-id", type=int, required=True)
+    args = parser.parse_args(argv)
+    control = socket.socket(fileno=args.control_fd)
+    os.set_inheritable(args.control_fd, False)  # a subprocess started by a hook must not hold it open
+    try:
+        return Worker(control, args.worker_id).run()
+    finally:
+        control.close()
+

@@ -1,0 +1,248 @@
+"""The dashboard in a real browser: JupyterLab from PyPI, headless Chromium driven by Playwright.
+
+JupyterLab runs on loopback with a token, in its own process group, in a temporary folder holding
+a copy of ``notebooks/dashboard.ipynb`` without its final ``server.stop()`` cell (the test presses
+the dashboard's Stop button instead) and with one more cell that starts a long stream in a thread
+(the test presses its Cancel button). Both buttons' callbacks run in the kernel (ipykernel 7 here). Chromium is Debian's package (``/usr/bin/chromium``;
+``.ci/run`` installs it); Playwright's own browser download is not used. Without Chromium the test
+is skipped, unless ``LITKIT_REQUIRE_BROWSER=1`` (set by ``.ci/run``) makes that a failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+import nbformat
+import psutil
+import pytest
+
+from conftest import wait_until
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = "/usr/bin/chromium"
+START_S = 90.0  # JupyterLab and a kernel on two busy cores
+RUN_S = 120.0
+SCREENSHOT_ENV = "LITKIT_SCREENSHOT"  # also save the dashboard's screenshot there (docs/img/dashboard.png)
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
+
+
+def _require_browser() -> None:
+    if os.path.exists(CHROMIUM):
+        return
+    message = f"{CHROMIUM} is missing; install Debian's chromium package (.ci/run does: apt-get install -y chromium)"
+    if os.environ.get("LITKIT_REQUIRE_BROWSER") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+# Appended to the copy: a long stream in a background thread, for the test to press its Cancel
+# button. It starts once the test creates the file GO (in the notebook's folder, the kernel's cwd).
+GO = "start-long-stream"
+LONG_STREAM_CELL = f"""\
+import os
+import threading
+
+long_stream = {{}}
+
+
+def read_long_stream():
+    deadline = time.monotonic() + 120
+    while not os.path.exists({GO!r}) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        long_stream["tokens"] = sum(1 for _ in server.stream({{"text": TEXT, "repeat": 2000}}, timeout=120))
+    except litkit.HTTPError as error:
+        long_stream["error"] = error.message
+
+
+threading.Thread(target=read_long_stream, daemon=True).start()
+print("long stream started")"""
+
+
+def _notebook_for_the_browser(folder: Path) -> Path:
+    """The dashboard notebook without its ``server.stop()`` cell, plus ``LONG_STREAM_CELL``."""
+    nb = nbformat.read(ROOT / "notebooks" / "dashboard.ipynb", as_version=4)
+    stop_cells = [cell for cell in nb.cells if cell.cell_type == "code" and "server.stop()" in cell.source]
+    assert len(stop_cells) == 1
+    nb.cells.remove(stop_cells[0])
+    nb.cells.append(nbformat.v4.new_code_cell(LONG_STREAM_CELL))
+    path = folder / "dashboard.ipynb"
+    nbformat.write(nb, path)
+    return path
+
+
+def _stop_process_tree(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM JupyterLab (it shuts its kernels down), then SIGKILL whatever of its tree is left."""
+    try:
+        tree = [process, *psutil.Process(process.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        tree = [process]
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(15)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
+    for child in tree[1:]:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs([c for c in tree[1:] if isinstance(c, psutil.Process)], timeout=5)
+
+
+@pytest.fixture
+def jupyterlab(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+    """(base URL, token, log file) of a JupyterLab serving ``tmp_path``."""
+    _require_browser()
+    pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]' installs playwright")
+    _notebook_for_the_browser(tmp_path)
+    port, token = _free_port(), secrets.token_hex(16)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])))
+    for variable, folder in (("JUPYTER_RUNTIME_DIR", "runtime"), ("JUPYTER_DATA_DIR", "data"), ("JUPYTERLAB_WORKSPACES_DIR", "workspaces")):
+        env[variable] = str(tmp_path / folder)
+    log_path = tmp_path / "jupyterlab.log"
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+                "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={tmp_path}",
+                "--ServerApp.allow_root=True", "--LabApp.news_url=", "--LabApp.extension_manager=readonly",
+                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            ],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=tmp_path, start_new_session=True,
+        )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + START_S
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if process.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"JupyterLab did not start within {START_S:g}s:\n{log_path.read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield base, token, log_path
+    finally:
+        _stop_process_tree(process)
+
+
+def _count(page, key: str) -> int:
+    text = page.locator(f'.litkit-counts [data-count="{key}"] .litkit-count-value').inner_text(timeout=10_000)
+    return int(text)
+
+
+def _refuses_connections(url: str) -> bool:
+    host, port = re.match(r"https?://([^:/]+):(\d+)", url).groups()  # type: ignore[union-attr]
+    try:
+        socket.create_connection((host, int(port)), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_dashboard_in_jupyterlab_shows_live_counts_and_stop_stops_the_server(jupyterlab, tmp_path: Path) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+
+    base, token, log_path = jupyterlab
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        page = None
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1400})
+            page.on("console", lambda message: print("browser console:", message.type, message.text) if message.type == "error" else None)
+            page.set_default_timeout(START_S * 1000)
+            page.goto(f"{base}/lab/tree/dashboard.ipynb?token={token}")
+            page.locator(".jp-Notebook").wait_for()
+            # JupyterLab may ask which kernel to start; the notebook's own (Python 3) is preselected.
+            select_kernel = page.locator(".jp-Dialog").get_by_role("button", name="Select", exact=True)
+            try:
+                select_kernel.click(timeout=15_000)
+            except PlaywrightTimeout:
+                pass  # no dialog: the kernel started by itself
+            # The kernel is up once the toolbar's indicator says idle.
+            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for()
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+
+            # The dashboard appears, then moves while the burst cell is still running.
+            page.locator(".litkit-dashboard").wait_for()
+            seen_while_busy: set[int] = set()
+            burst_output = page.locator(".jp-OutputArea-output", has_text="counts: {")
+            deadline = time.monotonic() + RUN_S
+            while not burst_output.count():
+                try:
+                    seen_while_busy.add(_count(page, "completed"))
+                except Exception:  # noqa: BLE001 - the widget may be re-rendering
+                    pass
+                assert time.monotonic() < deadline, f"the burst cell did not finish within {RUN_S:g}s"
+                time.sleep(0.1)
+            printed = json.loads(burst_output.inner_text().split("counts: ", 1)[1].splitlines()[0])
+            assert len(seen_while_busy) >= 3, f"the dashboard did not update while the burst cell ran: {sorted(seen_while_busy)}"
+            assert printed["cancelled"] == 24 and printed["completed"] == 96, printed
+
+            # The rendered widget shows the same figures, a cancellation among them.
+            wait_until(lambda: all(_count(page, key) == value for key, value in printed.items()), 10, f"the widget to show {printed}", interval=0.1)
+            assert page.locator('.litkit-header [data-state="serving"]').count() == 1
+            # Two chunks were read before each hang-up; the server may have sent more before it saw
+            # the hang-up (the client threads share the kernel's GIL with the server thread).
+            left = page.locator(".litkit-requests").get_by_text(re.compile(r"client left after \d+ chunks"))
+            assert left.count() >= 1 and int(re.search(r"after (\d+)", left.first.inner_text()).group(1)) >= 2
+            assert page.locator(".litkit-logs").get_by_text("client left: stopped after").count() >= 1
+            dashboard = page.locator(".litkit-dashboard")
+            dashboard.scroll_into_view_if_needed()
+            screenshot = tmp_path / "dashboard.png"
+            dashboard.screenshot(path=str(screenshot))
+            if os.environ.get(SCREENSHOT_ENV):
+                shutil.copy(screenshot, os.environ[SCREENSHOT_ENV])
+
+            # Cancel: the long stream's row has a button; pressing it cancels it like a disconnect.
+            page.locator(".jp-OutputArea-output", has_text="long stream started").wait_for()
+            (tmp_path / GO).touch()
+            cancel = page.locator(".litkit-dashboard .litkit-cancel")
+            wait_until(lambda: cancel.count() == 1, 20, "one Cancel button (the long stream's)", interval=0.1)
+            cancel.click()
+            wait_until(lambda: _count(page, "cancelled") == 25, 20, "the cancelled count to reach 25", interval=0.1)
+            assert page.locator(".litkit-requests").get_by_text(re.compile(r"cancelled from the dashboard after \d+ chunks")).count() == 1
+            wait_until(lambda: cancel.count() == 0, 10, "the Cancel row to go", interval=0.1)
+
+            # Stop: the server stops, its port refuses connections, the widget keeps its figures.
+            url = page.locator(".litkit-url").get_attribute("href")
+            assert url is not None and url.startswith("http://127.0.0.1:")
+            assert not _refuses_connections(url)
+            page.locator(".litkit-stop").click()
+            page.locator('.litkit-header [data-state="stopped"]').wait_for(timeout=30_000)
+            wait_until(lambda: _refuses_connections(url), 10, f"{url} to refuse connections", interval=0.1)
+            assert page.locator(".litkit-stop").inner_text().strip() == "Stopped"
+            assert _count(page, "cancelled") == 25 and _count(page, "completed") == 96
+        except BaseException:
+            if page is not None:
+                page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            print(f"JupyterLab's log (a screenshot of the page is at {tmp_path / 'failure.png'}):")
+            print(log_path.read_text()[-5000:])
+            raise
+        finally:
+            browser.close()

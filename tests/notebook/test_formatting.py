@@ -1,0 +1,48 @@
+"""The dashboard's text, from status snapshot entries."""
+
+from __future__ import annotations
+
+from litkit.notebook.formatting import describe_request, format_seconds, render_health, render_logs, render_requests, running_requests
+
+
+def entry(**fields):
+    base = {"id": "r", "path": "/predict", "state": "completed", "chunks": 0, "duration_s": 0.01, "elapsed_s": 0.01, "error": None}
+    base.update(fields)
+    return base
+
+
+def test_describe_request_says_how_far_each_got():
+    assert describe_request(entry(state="cancelled", chunks=12, error="client left after 12 chunks")) == "client left after 12 chunks"
+    assert describe_request(entry(state="running", chunks=1)) == "streaming: 1 chunk sent"
+    assert describe_request(entry(state="running")) == "running"
+    assert describe_request(entry(state="queued")) == "waiting for a worker"
+    assert describe_request(entry(state="completed", chunks=3)) == "3 chunks"
+    assert describe_request(entry(state="completed")) == "answered"
+    assert describe_request(entry(state="timed_out", error="no response within timeout=1s")) == "no response within timeout=1s"
+
+
+def test_format_seconds():
+    assert [format_seconds(s) for s in (None, 0.0000004, 0.0123, 1.239, 125)] == ["—", "0 µs", "12.3 ms", "1.24 s", "2 min 5 s"]
+
+
+def test_everything_from_outside_is_escaped():
+    shown = render_requests([entry(id="<i>", path="/p?a&b", state="failed", error="<script>alert(1)</script>")])
+    assert "<script>" not in shown and "&lt;script&gt;" in shown and "&lt;i&gt;" in shown and "/p?a&amp;b" in shown
+    logs = render_logs([{"worker": 0, "stream": "stderr", "text": "</pre><b>x"}])
+    assert "</pre><b>" not in logs and "&lt;/pre&gt;&lt;b&gt;x" in logs
+
+
+def test_request_table_is_bounded():
+    shown = render_requests([entry(id=f"r{i}") for i in range(40)], limit=15)
+    assert shown.count("<tr>") == 16 and "and 25 older" in shown
+
+
+def test_running_requests_are_oldest_first():
+    recent = [entry(id="new", state="queued"), entry(id="done"), entry(id="old", state="running", chunks=2)]
+    assert [request_id for request_id, _ in running_requests(recent)] == ["old", "new"]
+
+
+def test_health_line_only_when_unhealthy_and_escaped():
+    assert render_health(None) == "" and render_health({"ok": True, "reason": None}) == ""
+    line = render_health({"ok": False, "reason": "worker 0 is down: <boom>"})
+    assert "unhealthy" in line and "&lt;boom&gt;" in line and "<boom>" not in line

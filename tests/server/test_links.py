@@ -1,0 +1,26 @@
+"""The link a notebook shows for a server, behind JupyterHub or another proxy."""
+
+from __future__ import annotations
+
+from litkit.server.links import public_url
+
+LOCAL = "http://127.0.0.1:8000"
+
+
+def test_without_a_proxy_the_url_is_the_server_s():
+    assert public_url(LOCAL, 8000, {}) == LOCAL
+
+
+def test_jupyterhub_prefix_gives_the_jupyter_server_proxy_route():
+    assert public_url(LOCAL, 8000, {"JUPYTERHUB_SERVICE_PREFIX": "/user/ada/"}) == "/user/ada/proxy/8000"
+    assert public_url(LOCAL, 8000, {"JUPYTERHUB_SERVICE_PREFIX": "/user/ada"}) == "/user/ada/proxy/8000"
+
+
+def test_litkit_proxy_url_template_wins():
+    environ = {"LITKIT_PROXY_URL": "https://lab.example.org/user/ada/proxy/{port}/", "JUPYTERHUB_SERVICE_PREFIX": "/user/ada/"}
+    assert public_url(LOCAL, 8123, environ) == "https://lab.example.org/user/ada/proxy/8123"
+    assert public_url(LOCAL, 8123, {"LITKIT_PROXY_URL": "https://{port}.apps.example.org"}) == "https://8123.apps.example.org"
+
+
+def test_blank_variables_are_ignored():
+    assert public_url(LOCAL, 8000, {"LITKIT_PROXY_URL": " ", "JUPYTERHUB_SERVICE_PREFIX": ""}) == LOCAL
