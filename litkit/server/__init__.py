@@ -1,7 +1,11 @@
 """The HTTP server in the caller's process: ``serve()`` and ``Server``, on a Tornado loop of its own.
 
-``server`` (``serve``, ``Server``), ``endpoints`` (each endpoint's options and state), ``relay``
-(one call to an endpoint, on Tornado's HTTP connection), ``routing`` and ``handlers`` (health,
+``server`` (``serve``, ``Server``), ``loop`` (``ServerLoop``: Tornado and the pools on a loop of
+their own), ``host`` (where that loop runs: a sub-interpreter with its own GIL on Python 3.13+,
+else a thread; and what crosses between), ``interpreters`` (sub-interpreters, by Python version),
+``switching`` (the GIL switch interval while a server shares the caller's GIL), ``endpoints``
+(each endpoint's options and state), ``relay`` (one call to an endpoint, on Tornado's HTTP
+connection), ``routing`` and ``handlers`` (health,
 info, metrics, 404), ``access`` (API key, Origin and Host checks), ``metrics``, ``listening``
 (binding the sockets), ``registry`` (this process's servers by port and cell), ``terminal``
 (``run()`` and the Ctrl+C loop), ``links`` (proxy-aware URLs) and ``kernel`` (is this a Jupyter

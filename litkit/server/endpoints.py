@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Mapping, Protocol
+from typing import Any, Mapping, Protocol, TypeVar
 
 import cloudpickle
 
@@ -27,7 +27,7 @@ from ..specs import Spec
 from ..wire.protocol import MAX_FDS_PER_MESSAGE
 from .access import AccessPolicy
 
-__all__ = ["ActiveRequest", "Endpoint", "EndpointState", "ServingState", "ENDPOINT_OPTIONS", "RESERVED_PATHS", "plan_endpoints"]
+__all__ = ["ActiveRequest", "Endpoint", "EndpointPlan", "EndpointState", "ServingState", "ENDPOINT_OPTIONS", "RESERVED_PATHS", "find_endpoint", "plan_endpoints"]
 
 
 class ActiveRequest(Protocol):
@@ -90,44 +90,27 @@ class Endpoint:
         return f"Endpoint({type(self.api).__name__}(){options})"
 
 
-class EndpointState:
-    """One endpoint on the server: its configuration, pool, tracker, and requests in flight."""
+class EndpointPlan:
+    """One endpoint as ``serve()`` validated it: plain data, the spec and the cloudpickled API.
+
+    Made in the caller's interpreter, which holds the API object; everything here can travel to
+    the interpreter that runs the server (``litkit.server.host``), which never unpickles the API.
+    """
 
     def __init__(self, path: str, api: LitAPI, options: dict[str, Any], start_timeout: float) -> None:
         """``options``: the endpoint's options as ``_check_options`` returns them."""
-        stream, spec, placements = options["stream"], options["spec"], options["placements"]
         self.path = path
         self.api_name = type(api).__qualname__
-        self.workers = len(placements)
-        self.timeout: float | None = options["timeout"]
-        self.max_body_size: int = options["max_body_size"]
-        self.max_batch_size: int = options["max_batch_size"]
-        self.max_concurrency: int = options["max_concurrency"]
-        self.stream: bool = stream
-        self.spec: Spec | None = spec
-        # A spec's protocol decides the framing (OpenAI chat streams are always SSE).
-        self.always_sse = spec is not None and spec.always_sse
+        self.api_bytes = _pickle(api)
+        spec: Spec | None = options["spec"]
+        self.spec_bytes = None if spec is None else _pickle(spec)
+        self.options = options
+        self.start_timeout = start_timeout
+        self.workers = len(options["placements"])
+        self.stream: bool = options["stream"]
+        self.spec = spec
         self.model = (spec.model if spec is not None else None) or self.api_name
         self.created = int(time.time())
-        self.tracker = RequestTracker()
-        spec_bytes = None if spec is None else _pickle(spec)
-        self.pool = WorkerPool(
-            _pickle(api),
-            count=len(placements),
-            stream=stream,
-            max_queue=options["max_queue"],
-            start_timeout=start_timeout,
-            tracker=self.tracker,
-            max_batch_size=options["max_batch_size"],
-            batch_timeout=options["batch_timeout"],
-            placements=placements,
-            max_concurrency=options["max_concurrency"],
-            spec=spec_bytes,
-            log=WorkerLog(path),
-            cancel_grace=options["cancel_grace"],
-        )
-        self.stopping = False
-        self.active: set[ActiveRequest] = set()
 
     @property
     def extra_paths(self) -> dict[str, str]:
@@ -138,21 +121,69 @@ class EndpointState:
         return {name: prefix + path for name, path in self.spec.extra_paths.items()}
 
     def info(self) -> dict[str, Any]:
+        options = self.options
         info = {
             "path": self.path,
             "api": self.api_name,
             "workers": self.workers,
             "stream": self.stream,
-            "timeout": self.timeout,
-            "max_body_size": self.max_body_size,
-            "max_batch_size": self.max_batch_size,
-            "max_concurrency": self.max_concurrency,
+            "timeout": options["timeout"],
+            "max_body_size": options["max_body_size"],
+            "max_batch_size": options["max_batch_size"],
+            "max_concurrency": options["max_concurrency"],
             "spec": None if self.spec is None else self.spec.name,
         }
         if self.spec is not None:
             info["model"] = self.model
             info.update(self.extra_paths)
         return info
+
+
+class EndpointState:
+    """One endpoint on the server: its configuration, pool, tracker, and requests in flight."""
+
+    def __init__(self, plan: EndpointPlan) -> None:
+        options = plan.options
+        self.plan = plan
+        self.path = plan.path
+        self.api_name = plan.api_name
+        self.workers = plan.workers
+        self.timeout: float | None = options["timeout"]
+        self.max_body_size: int = options["max_body_size"]
+        self.max_batch_size: int = options["max_batch_size"]
+        self.max_concurrency: int = options["max_concurrency"]
+        self.stream: bool = plan.stream
+        self.spec: Spec | None = plan.spec
+        # A spec's protocol decides the framing (OpenAI chat streams are always SSE).
+        self.always_sse = plan.spec is not None and plan.spec.always_sse
+        self.model = plan.model
+        self.created = plan.created
+        self.tracker = RequestTracker()
+        self.pool = WorkerPool(
+            plan.api_bytes,
+            count=plan.workers,
+            stream=plan.stream,
+            max_queue=options["max_queue"],
+            start_timeout=plan.start_timeout,
+            tracker=self.tracker,
+            max_batch_size=options["max_batch_size"],
+            batch_timeout=options["batch_timeout"],
+            placements=options["placements"],
+            max_concurrency=options["max_concurrency"],
+            spec=plan.spec_bytes,
+            log=WorkerLog(plan.path),
+            cancel_grace=options["cancel_grace"],
+        )
+        self.stopping = False
+        self.active: set[ActiveRequest] = set()
+
+    @property
+    def extra_paths(self) -> dict[str, str]:
+        """GET paths the spec adds, e.g. ``{"models": "/v1/models"}``."""
+        return self.plan.extra_paths
+
+    def info(self) -> dict[str, Any]:
+        return self.plan.info()
 
     def snapshot(self) -> dict[str, Any]:
         return {**self.info(), "workers": self.pool.snapshot(), "counts": self.tracker.counts()}
@@ -165,14 +196,14 @@ class ServingState:
 
     def __init__(
         self,
-        endpoints: list[EndpointState],
+        plans: list[EndpointPlan],
         *,
         access: AccessPolicy | None = None,
         client_timeout: float = 60.0,
         slice_ms: float = 0.0,
     ) -> None:
-        self.endpoints = endpoints
-        self.max_body_size = max(endpoint.max_body_size for endpoint in endpoints)
+        self.endpoints = [EndpointState(plan) for plan in plans]
+        self.max_body_size = max(endpoint.max_body_size for endpoint in self.endpoints)
         self.access = access if access is not None else AccessPolicy(None, (), loopback_only=True)
         self.client_timeout = client_timeout
         self.slice_ms = slice_ms
@@ -187,12 +218,7 @@ class ServingState:
         Raises:
             ValueError: no endpoint has that path.
         """
-        if path is None:
-            return self.first
-        for endpoint in self.endpoints:
-            if endpoint.path == path:
-                return endpoint
-        raise ValueError(f"no endpoint at {path!r}; this server has {', '.join(e.path for e in self.endpoints)}")
+        return find_endpoint(self.endpoints, path)
 
     def health(self) -> tuple[bool, str | None]:
         """(ok, reason): what ``/health`` and ``status()["health"]`` report."""
@@ -244,10 +270,27 @@ class ServingState:
         }
 
 
+_Found = TypeVar("_Found", EndpointPlan, EndpointState)
+
+
+def find_endpoint(endpoints: list[_Found], path: str | None) -> _Found:
+    """The endpoint (plan or state) at ``path``; None: the first one.
+
+    Raises:
+        ValueError: no endpoint has that path.
+    """
+    if path is None:
+        return endpoints[0]
+    for endpoint in endpoints:
+        if endpoint.path == path:
+            return endpoint
+    raise ValueError(f"no endpoint at {path!r}; this server has {', '.join(e.path for e in endpoints)}")
+
+
 # -- planning: serve()'s arguments to validated endpoints ---------------------------------------
 
 
-def plan_endpoints(api: Any, api_path: str, defaults: dict[str, Any], start_timeout: float) -> list[EndpointState]:
+def plan_endpoints(api: Any, api_path: str, defaults: dict[str, Any], start_timeout: float) -> list[EndpointPlan]:
     """Validate ``serve()``'s ``api`` (one API, or a dict of paths to APIs or Endpoints) and options.
 
     Raises:
@@ -279,12 +322,12 @@ def plan_endpoints(api: Any, api_path: str, defaults: dict[str, Any], start_time
             # A spec's paths are fixed (clients expect them); a dict key puts them under a prefix.
             path = ("" if label == "api_path" else path.rstrip("/")) + options["spec"].path
             _check_path(path, label)
-        state = EndpointState(path, endpoint_api, options, start_timeout)
-        for taken in (state.path, *state.extra_paths.values()):
+        plan = EndpointPlan(path, endpoint_api, options, start_timeout)
+        for taken in (plan.path, *plan.extra_paths.values()):
             if taken in seen:
                 raise ValueError(f"two endpoints use the path {taken}; give each its own path")
             seen.add(taken)
-        endpoints.append(state)
+        endpoints.append(plan)
     return endpoints
 
 

@@ -3,48 +3,36 @@ in the calling process, in front of a pool of spawned workers (``litkit.server.t
 
 ``serve()`` returns once every worker is ready, so the next line of a notebook cell can call the
 endpoint with any blocking client. The server thread owns every server object (pool, tracker,
-requests in flight); other threads talk to it only through ``loop.call_soon_threadsafe``.
+requests in flight), in a sub-interpreter of its own on Python 3.13+ (``litkit.server.host``);
+``Server`` keeps the endpoints' plans and reaches the rest through its host.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import logging
 import socket
 import threading
-import time
-from typing import Any, Callable, Mapping, Sequence, TypeVar
-
-import tornado.httpserver
+from typing import Any, Mapping, Sequence
 
 from ..api import LitAPI
-from ..client.client import Client, ChunkStream
-from ..errors import ServerStoppedError
-from ..pool.logs import merge_logs
-from ..pool.tracking import merge_recent, merge_stats
+from ..client.client import ChunkStream, Client
+from ..pool.logs import OutputListener
 from ..specs import Spec
-from ..worker.timeslice import lengthen_slice, slice_ms_from_environment
+from ..worker.timeslice import slice_ms_from_environment
 from . import registry
 from .access import AccessPolicy, check_api_key, check_cors_origins, is_loopback_host, make_api_key, proxied_hosts
-from .endpoints import DEFAULT_API_PATH, ENDPOINT_OPTIONS, Endpoint, ServingState, check_int, check_seconds, plan_endpoints
+from .endpoints import DEFAULT_API_PATH, ENDPOINT_OPTIONS, Endpoint, EndpointPlan, check_int, check_seconds, find_endpoint, plan_endpoints
+from .host import InterpreterHost, ServerRecipe, ThreadHost
+from .interpreters import unavailable_reason
 from .kernel import current_cell, in_jupyter_kernel
 from .links import local_url, public_url
 from .listening import listen
-from .routing import make_router
 
 __all__ = ["Server", "serve"]
 
 logger = logging.getLogger("litkit.server")
 
-T = TypeVar("T")
-
 DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
-# Tornado closes a connection whose request line and headers pass this before reading them whole;
-# litkit answers 431 past relay.HEADER_LIMIT, which is smaller.
-MAX_HEADER_BYTES = 64 * 1024
-# How long stop() waits for open connections to close after their requests were ended.
-_CLOSE_CONNECTIONS_S = 2.0
 
 
 class Server:
@@ -62,44 +50,46 @@ class Server:
             on the same port stopped it).
     """
 
-    def __init__(self, state: ServingState, sockets: list[socket.socket], url: str, port: int) -> None:
-        self._serving = state
-        self._sockets = sockets
-        self.url = url
+    def __init__(self, recipe: ServerRecipe, sockets: list[socket.socket], port: int) -> None:
+        self._plans = recipe.plans
+        self._access = recipe.access
+        self.url = recipe.url
         self.port = port
         self.state = "starting"
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop_requested: asyncio.Event | None = None
-        self._started: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._thread = threading.Thread(target=self._thread_main, name=f"litkit-server-{port}", daemon=True)
-        self._finished = threading.Event()  # set when the server thread is done
+        # Where the server's loop runs: a sub-interpreter with its own GIL where this Python has
+        # one (3.13+), else a thread of this interpreter (litkit.server.host).
+        host_type = InterpreterHost if unavailable_reason() is None else ThreadHost
+        self._host: InterpreterHost | ThreadHost = host_type(recipe, sockets, f"litkit-server-{port}")
+        self._thread = self._host.thread
         self._lock = threading.Lock()
         self._client: Client | None = None
         self._dashboard: Any = None  # litkit.notebook.dashboard.Dashboard, made on first use of .widget
-        self._drain_s = 0.0
 
     # -- the public surface -----------------------------------------------------------------------
 
     @property
     def api_path(self) -> str:
-        return self._serving.first.path
+        return self._plans[0].path
 
     @property
     def paths(self) -> list[str]:
-        return [endpoint.path for endpoint in self._serving.endpoints]
+        return [plan.path for plan in self._plans]
 
     @property
     def stream_mode(self) -> bool:
         """True when the (first) endpoint streams (``predict`` is a generator function)."""
-        return self._serving.first.stream
+        return self._plans[0].stream
 
     @property
     def api_key(self) -> str | None:
-        return self._serving.access.api_key
+        return self._access.api_key
 
     def endpoint_info(self, path: str | None = None) -> dict[str, Any]:
         """The configuration of the endpoint at ``path`` (default: the first): api, workers, stream, spec..."""
-        return self._serving.find(path).info()
+        return self._find(path).info()
+
+    def _find(self, path: str | None) -> EndpointPlan:
+        return find_endpoint(self._plans, path)
 
     @property
     def public_url(self) -> str:
@@ -111,7 +101,7 @@ class Server:
         """A snapshot: url, state, health, workers, request counts, the 100 most recent requests
         (newest first), throughput and latency over the last minute (``stats``), the workers' last
         output lines (``logs``, oldest first), all over every endpoint, and ``endpoints``: per endpoint."""
-        return self._call_in_loop(self._snapshot)
+        return self._host.status(self.state)
 
     def cancel(self, request_id: str, reason: str = "cancelled by Server.cancel()") -> bool:
         """Cancel a queued or running request exactly as if its client had disconnected.
@@ -126,7 +116,7 @@ class Server:
         """
         if not isinstance(request_id, str):
             raise TypeError(f"request_id must be a str (an id from status()['recent']), got {type(request_id).__name__}")
-        return self._call_in_loop(lambda: self._cancel_in_loop(request_id, str(reason)))
+        return self._host.cancel(request_id, str(reason))
 
     @property
     def widget(self) -> Any:
@@ -139,12 +129,12 @@ class Server:
             if self._dashboard is None:
                 from ..notebook.dashboard import Dashboard  # ipywidgets only when a dashboard is asked for
 
-                endpoints = self._serving.endpoints
+                plans = self._plans
                 self._dashboard = Dashboard(
                     self.status,
-                    title=", ".join(dict.fromkeys(endpoint.api_name for endpoint in endpoints)),
+                    title=", ".join(dict.fromkeys(plan.api_name for plan in plans)),
                     # One endpoint: its URL. Several: the server's, with their paths after it.
-                    endpoint=self.public_url + (self.api_path if len(endpoints) == 1 else " " + " ".join(self.paths)),
+                    endpoint=self.public_url + (self.api_path if len(plans) == 1 else " " + " ".join(self.paths)),
                     link=self.public_url + "/info",
                     cancel=self.cancel,
                     stop=self.stop,
@@ -159,7 +149,7 @@ class Server:
             litkit.HTTPError: the server answered with an error status.
             ValueError: the server has no endpoint at ``path``.
         """
-        return self.client.predict(payload, path=self._serving.find(path).path, timeout=timeout)
+        return self.client.predict(payload, path=self._find(path).path, timeout=timeout)
 
     def stream(self, payload: Any, sse: bool = False, timeout: float | None = 60.0, path: str | None = None) -> ChunkStream:
         """POST ``payload`` to a streaming endpoint and iterate over the chunks as they arrive.
@@ -171,7 +161,7 @@ class Server:
             litkit.HTTPError: the server refused the request.
             ValueError: the server has no endpoint at ``path``.
         """
-        return self.client.stream(payload, path=self._serving.find(path).path, sse=sse, timeout=timeout)
+        return self.client.stream(payload, path=self._find(path).path, sse=sse, timeout=timeout)
 
     @property
     def client(self) -> Client:
@@ -196,14 +186,13 @@ class Server:
         """
         if isinstance(drain, bool) or not isinstance(drain, (int, float)) or not drain >= 0:
             raise ValueError(f"drain must be a number of seconds >= 0, got {drain!r}")
-        self._drain_s = float(drain)
-        self._shutdown("stopped", timeout + drain)
+        self._shutdown("stopped", timeout + drain, float(drain))
 
     def wait(self) -> None:
         """Block until the server stops (Ctrl+C raises KeyboardInterrupt here, as usual)."""
         # Not Thread.join(): on Python < 3.12 a KeyboardInterrupt inside join() marks the thread as
         # finished while it still runs (CPython gh-90882), and stop() would then skip the shutdown.
-        while not self._finished.wait(0.5):
+        while not self._host.finished.wait(0.5):
             pass
 
     def __enter__(self) -> Server:
@@ -213,10 +202,10 @@ class Server:
         self.stop()
 
     def __repr__(self) -> str:
-        endpoints = self._serving.endpoints
-        if len(endpoints) > 1:
-            return f"<litkit.Server {self.state} {self.public_url} ({len(endpoints)} endpoints: {', '.join(self.paths)})>"
-        workers = endpoints[0].workers
+        plans = self._plans
+        if len(plans) > 1:
+            return f"<litkit.Server {self.state} {self.public_url} ({len(plans)} endpoints: {', '.join(self.paths)})>"
+        workers = plans[0].workers
         kind = "streaming" if self.stream_mode else "JSON"
         return f"<litkit.Server {self.state} {self.public_url}{self.api_path} ({workers} worker{'s' * (workers != 1)}, {kind})>"
 
@@ -231,27 +220,23 @@ class Server:
     # -- start and stop ---------------------------------------------------------------------------
 
     def _start(self, start_timeout: float) -> None:
-        self._thread.start()
+        self._host.start()
         try:
             # The pool enforces start_timeout; the margin covers spawning and the thread starting.
-            self._started.result(timeout=start_timeout + 10.0)
+            self._host.started.result(timeout=start_timeout + 10.0)
         except BaseException:
             self._shutdown("stopped", 10.0)
             raise
         self.state = "serving"
 
-    def _shutdown(self, final_state: str, timeout: float) -> None:
+    def _shutdown(self, final_state: str, timeout: float, drain: float = 0.0) -> None:
         with self._lock:
             if self.state not in ("stopped", "replaced"):
                 self.state = final_state
             registry.unregister(self)
-            loop, stop_requested = self._loop, self._stop_requested
-            if loop is not None and stop_requested is not None and self._thread.is_alive():
-                try:
-                    loop.call_soon_threadsafe(stop_requested.set)
-                except RuntimeError:
-                    pass  # the loop closed in the meantime
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+        if self._thread.is_alive():
+            self._host.stop(drain)
+        if self._thread.ident is not None and self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout)
             if self._thread.is_alive():
                 logger.error("the litkit server thread did not stop within %.1fs", timeout)
@@ -259,148 +244,9 @@ class Server:
         if dashboard is not None:
             dashboard.finish()
 
-    def _thread_main(self) -> None:
-        lengthen_slice(self._serving.slice_ms)  # not passed on to the workers it spawns
-        loop = asyncio.new_event_loop()
-        asyncio.set_event_loop(loop)
-        try:
-            loop.run_until_complete(self._main())
-        except BaseException as error:  # noqa: BLE001 - report to serve() instead of dying silently
-            if not self._started.done():
-                self._started.set_exception(error)
-            logger.exception("the litkit server thread failed")
-        finally:
-            loop.run_until_complete(loop.shutdown_asyncgens())
-            loop.close()
-            asyncio.set_event_loop(None)
-            self._finished.set()
-
-    async def _main(self) -> None:
-        self._stop_requested = asyncio.Event()
-        self._loop = asyncio.get_running_loop()
-        if self.state in ("stopped", "replaced"):  # stop() came before the loop existed
-            self._stop_requested.set()
-        router = make_router(self._serving)
-        http_server = tornado.httpserver.HTTPServer(
-            router,
-            # The relay enforces max_body_size with a 413; this only bounds what Tornado buffers.
-            max_body_size=self._serving.max_body_size + 1024 * 1024,
-            max_header_size=MAX_HEADER_BYTES,
-            # No idle_connection_timeout or body_timeout: the router's ClientDeadlines apply
-            # client_timeout to the request line and headers (an idle keep-alive connection
-            # waits there too) and to the body.
-        )
-        # HTTPServer turns a missing idle_connection_timeout into a one-hour header timeout,
-        # which wraps every request's header read in gen.with_timeout (a timer and futures).
-        http_server.conn_params.header_timeout = None
-        http_server.add_sockets(self._sockets)
-        router.deadlines.start()
-        try:
-            try:
-                await self._wait_for_start_or_stop(self._serving.start())
-            except BaseException as error:
-                self._started.set_exception(error)
-                return
-            self._started.set_result(None)
-            await self._stop_requested.wait()
-            await self._drain()
-        finally:
-            router.deadlines.stop()
-            await self._close(http_server)
-
-    async def _wait_for_start_or_stop(self, start: Any) -> None:
-        start_task = asyncio.ensure_future(start)
-        stop_task = asyncio.ensure_future(self._stop_requested.wait())  # type: ignore[union-attr]
-        await asyncio.wait((start_task, stop_task), return_when=asyncio.FIRST_COMPLETED)
-        stop_task.cancel()
-        if not start_task.done():
-            start_task.cancel()
-            raise ServerStoppedError("the server was stopped while its workers were starting")
-        start_task.result()
-
-    async def _drain(self) -> None:
-        """Refuse new requests and give those in flight until the drain deadline to finish."""
-        serving = self._serving
-        serving.begin_stop()
-        deadline = time.monotonic() + self._drain_s
-        while any(endpoint.active for endpoint in serving.endpoints) and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-
-    async def _close(self, http_server: tornado.httpserver.HTTPServer) -> None:
-        serving = self._serving
-        in_flight = serving.begin_stop()
-        http_server.stop()  # closes the listening sockets
-        for request in in_flight:
-            request.abort_for_stop()
-        await serving.stop_workers()
-        try:
-            await asyncio.wait_for(http_server.close_all_connections(), _CLOSE_CONNECTIONS_S)
-        except asyncio.TimeoutError:
-            logger.warning("some client connections did not close within %.1fs", _CLOSE_CONNECTIONS_S)
-        for endpoint in serving.endpoints:
-            endpoint.tracker.stop_clock()  # the final figures stay as they are now
-
-    # -- talking to the server thread -------------------------------------------------------------
-
-    def _snapshot(self) -> dict[str, Any]:
-        endpoints = self._serving.endpoints
-        per_endpoint = [endpoint.snapshot() for endpoint in endpoints]
-        trackers = [endpoint.tracker for endpoint in endpoints]
-        counts: dict[str, int] = {}
-        for endpoint in per_endpoint:
-            for state, count in endpoint["counts"].items():
-                counts[state] = counts.get(state, 0) + count
-        # Top-level keys: every endpoint together. A worker names its endpoint when there are several.
-        workers = [{**worker, "endpoint": e["path"]} if len(endpoints) > 1 else worker for e in per_endpoint for worker in e["workers"]]
-        return {
-            "url": self.url,
-            "state": self.state,
-            "health": dict(zip(("ok", "reason"), self._serving.health())),
-            "workers": workers,
-            "counts": counts,
-            "recent": merge_recent(trackers),
-            "stats": merge_stats(trackers),
-            "logs": merge_logs([endpoint.pool.log for endpoint in endpoints]),
-            "api": endpoints[0].api_name,
-            "endpoints": per_endpoint,
-        }
-
-    def _cancel_in_loop(self, request_id: str, reason: str) -> bool:
-        found = False
-        for endpoint in self._serving.endpoints:
-            recorded = reason.replace("{", "{{").replace("}", "}}")  # the request fills in {chunks}
-            if endpoint.stream:
-                recorded += " after {chunks} chunks"
-            for request in [request for request in endpoint.active if request.request_id == request_id]:
-                request.abort(recorded, f"request {request_id} was {reason}")
-                found = True
-        return found
-
-    def _call_in_loop(self, function: Callable[[], T], timeout: float = 5.0) -> T:
-        loop = self._loop
-        if loop is None or not self._thread.is_alive() or threading.current_thread() is self._thread:
-            return function()  # nothing runs concurrently (or we are that thread)
-        result: concurrent.futures.Future[T] = concurrent.futures.Future()
-
-        def call() -> None:
-            try:
-                result.set_result(function())
-            except BaseException as error:  # noqa: BLE001 - hand it to the caller
-                result.set_exception(error)
-
-        try:
-            loop.call_soon_threadsafe(call)
-        except RuntimeError:  # the loop closed between the check and the call
-            return function()
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return result.result(0.05)
-            except concurrent.futures.TimeoutError:
-                if self._finished.is_set():  # the loop ended before it ran the call
-                    return function()
-                if time.monotonic() > deadline:
-                    raise
+    def _listen_to_workers(self, listener: OutputListener) -> None:
+        """Call ``listener(worker_id, stream, line)`` for every line the workers print from now on."""
+        self._host.add_output_listener(listener)
 
 
 # -- serve() ----------------------------------------------------------------------------------
@@ -497,15 +343,15 @@ def serve(
     check_seconds("client_timeout", client_timeout)
     access = _access_policy(host, api_key, cors_origins)
     slice_ms = slice_ms_from_environment()  # a bad LITKIT_SLICE_MS fails here, not in each worker
-    serving = ServingState(
-        plan_endpoints(api, api_path, defaults, start_timeout), access=access, client_timeout=client_timeout, slice_ms=slice_ms
-    )
+    unavailable_reason()  # a bad LITKIT_SUBINTERPRETER fails here too
+    plans = plan_endpoints(api, api_path, defaults, start_timeout)
     cell = current_cell()
     registry.stop_servers_of_earlier_runs(cell)
     if port:
         registry.stop_server_on_port(port)
     sockets, port = listen(host, port)
-    server = Server(serving, sockets, local_url(host, port), port)
+    recipe = ServerRecipe(plans, access, client_timeout, slice_ms, local_url(host, port))
+    server = Server(recipe, sockets, port)
     registry.register(server, cell)
     server._start(start_timeout)
     return server

@@ -62,8 +62,7 @@ def block_until_interrupted(server: Server, announcement: str, watch: Callable[[
 
 def _echo_worker_output(server: Server) -> None:
     """A script or the litkit command owns its terminal: what the workers print shows there, as is."""
-    for endpoint in server._serving.endpoints:
-        endpoint.pool.log.listeners.append(_print_line)
+    server._listen_to_workers(_print_line)
 
 
 def _print_line(worker_id: int, stream: str, line: str) -> None:

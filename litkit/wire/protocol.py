@@ -29,6 +29,14 @@ one after another. ``INIT``'s payload is a stdlib
 pickle of plain data plus the cloudpickled API (and spec) bytes; it only ever travels over the inherited
 socket. Every other payload is JSON or raw bytes.
 
+* **Host socket** (Python 3.13+): one ``AF_UNIX`` socket pair between the caller's interpreter and
+  the sub-interpreter that runs a server in the same process (``litkit.server.host``). Caller to
+  server: ``HOST_INIT`` (once: the endpoints' plans, cloudpickled, with the listening sockets'
+  descriptor numbers), then ``HOST_CALL`` (``status``, ``cancel``, ``stop``, ``listen_output``).
+  Server to caller: ``HOST_REPLY`` to each call, ``HOST_EVENT`` for what the caller learns
+  unasked (started, a log record, a worker's output line, the final status). Both ends are one
+  process, so these payloads are stdlib pickles.
+
 Stdlib only: this module is imported by worker processes.
 """
 
@@ -86,6 +94,11 @@ class Kind(enum.IntEnum):
     RESULT = 21
     ERROR = 22
     END = 23
+    # host socket, the caller's interpreter <-> the server's own sub-interpreter (litkit.server.host)
+    HOST_INIT = 30
+    HOST_CALL = 31
+    HOST_REPLY = 32
+    HOST_EVENT = 33
 
 
 _KINDS = {kind.value: kind for kind in Kind}  # a dict lookup is much cheaper than Kind(value)

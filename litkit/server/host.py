@@ -1,0 +1,444 @@
+"""Where a server's loop runs, and the boundary between it and the ``Server`` the caller holds.
+
+Two hosts with one face (``start``, ``started``, ``finished``, ``status``, ``cancel``, ``stop``,
+``add_output_listener``, ``thread``):
+
+- ``InterpreterHost`` (Python 3.13+, the default there): the server thread runs the
+  ``ServerLoop`` inside a sub-interpreter of its own (``litkit.server.interpreters``), with a GIL
+  of its own, so a notebook cell computing in pure Python, or sitting in one long C call that
+  holds the caller's GIL, does not slow the endpoint. The sub-interpreter imports litkit's server
+  side, never the user's code: it receives the endpoints' plans (the API as cloudpickled bytes,
+  sent on to the workers unopened) and the listening sockets' descriptors. What crosses, over one
+  socket pair (``HOST_*`` frames, ``litkit.wire.protocol``): the caller's calls (``status``,
+  ``cancel``, ``stop``, ``listen_output``) and their replies; from the server, unasked: that it
+  started (or the error that stopped it), its log records (re-emitted on the caller's loggers of
+  the same names), the workers' output lines for listeners, and the final status. What stays on
+  the caller's side: the ``Server`` object, the registry of servers and its re-run logic, the
+  dashboard and the user's API object.
+- ``ThreadHost`` (Python 3.10-3.12, or ``LITKIT_SUBINTERPRETER=0``): the ``ServerLoop`` on a
+  thread of the caller's interpreter, sharing its GIL, with a short switch interval while it runs
+  (``litkit.server.switching``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import itertools
+import logging
+import os
+import pickle
+import socket
+import sys
+import threading
+from typing import Any
+
+import cloudpickle
+
+from ..pool.logs import OutputListener
+from ..wire.protocol import FrameParser, Kind, MessageReader, encode_frame
+from .endpoints import EndpointPlan, ServingState
+from .interpreters import Interpreter, InterpreterFailed
+from .loop import ServerLoop
+from .switching import ShortSwitchInterval
+
+__all__ = ["InterpreterHost", "ServerRecipe", "ThreadHost", "serve_in_this_interpreter"]
+
+logger = logging.getLogger("litkit.server")
+
+_CALL_TIMEOUT_S = 5.0
+# The loggers a server writes to; the sub-interpreter forwards records from the lowest level any
+# of them has in the caller's interpreter when the server starts.
+_LOGGERS = ("litkit.server", "litkit.pool", "litkit.access", "litkit.worker")
+_OUTBOX_LIMIT = 1 << 20  # bytes of log and output events the server queues for a busy caller
+
+
+class ServerRecipe:
+    """What a server's loop is made from: plain data, able to cross to another interpreter."""
+
+    def __init__(self, plans: list[EndpointPlan], access: Any, client_timeout: float, slice_ms: float, url: str) -> None:
+        self.plans = plans
+        self.access = access
+        self.client_timeout = client_timeout
+        self.slice_ms = slice_ms
+        self.url = url
+
+    def serving(self) -> ServingState:
+        return ServingState(self.plans, access=self.access, client_timeout=self.client_timeout, slice_ms=self.slice_ms)
+
+
+def _lengthen_slice(slice_ms: float) -> None:
+    from ..worker.timeslice import lengthen_slice  # ctypes: loaded on the server thread only
+
+    lengthen_slice(slice_ms)  # not passed on to the workers it spawns
+
+
+# -- on a thread of the caller's interpreter ------------------------------------------------------
+
+
+class ThreadHost:
+    """The server's loop on a thread of the caller's interpreter."""
+
+    def __init__(self, recipe: ServerRecipe, sockets: list[socket.socket], name: str) -> None:
+        self._slice_ms = recipe.slice_ms
+        self._server_loop = ServerLoop(recipe.serving(), sockets, recipe.url)
+        self.started = self._server_loop.started
+        self.finished = self._server_loop.finished
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        _lengthen_slice(self._slice_ms)
+        with ShortSwitchInterval():
+            self._server_loop.run()
+
+    def status(self, state: str) -> dict[str, Any]:
+        return self._server_loop.call(lambda: self._server_loop.snapshot(state))
+
+    def cancel(self, request_id: str, reason: str) -> bool:
+        return self._server_loop.call(lambda: self._server_loop.cancel(request_id, reason))
+
+    def stop(self, drain: float) -> None:
+        self._server_loop.stop(drain)
+
+    def add_output_listener(self, listener: OutputListener) -> None:
+        self._server_loop.call(lambda: self._server_loop.add_output_listener(listener))
+
+
+# -- in a sub-interpreter of its own: the caller's end --------------------------------------------
+
+
+class InterpreterHost:
+    """The server's loop in a sub-interpreter with its own GIL, run by a thread of the caller's."""
+
+    def __init__(self, recipe: ServerRecipe, sockets: list[socket.socket], name: str) -> None:
+        self._slice_ms = recipe.slice_ms
+        # The server's interpreter works on duplicates of these descriptors, which it makes and
+        # closes itself; this side closes the originals once that interpreter has ended.
+        self._sockets = sockets
+        self._own, self._theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        level = min(logging.getLogger(name).getEffectiveLevel() for name in _LOGGERS)
+        listen_fds = [sock.fileno() for sock in sockets]
+        self._init = encode_frame(Kind.HOST_INIT, cloudpickle.dumps({"recipe": recipe, "listen_fds": listen_fds, "log_level": level, "sys_path": list(sys.path)}))
+        self._send_lock = threading.Lock()
+        self._calls: dict[int, concurrent.futures.Future[Any]] = {}
+        self._call_ids = itertools.count()
+        self._listeners: list[OutputListener] = []
+        self._final: dict[str, Any] | None = None  # the last status, sent as the loop ended
+        self.started: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self.finished = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._reader = threading.Thread(target=self._read, name=f"{name}-events", daemon=True)
+
+    def start(self) -> None:
+        self._reader.start()
+        self.thread.start()
+        try:
+            with self._send_lock:  # the API's bytes can be large: sent once the other side reads
+                self._own.sendall(self._init)
+        except OSError:
+            pass  # the server's interpreter ended before it read them: `started` says why
+        self._init = b""
+
+    def _run(self) -> None:
+        """The server thread: enter the sub-interpreter and serve there until stopped."""
+        try:
+            _lengthen_slice(self._slice_ms)
+            interpreter = Interpreter()
+            try:
+                interpreter.run(f"from litkit.server.host import serve_in_this_interpreter\nserve_in_this_interpreter({self._theirs.fileno()})")
+            finally:
+                interpreter.close()
+        except BaseException as error:  # noqa: BLE001 - report to serve() instead of dying silently
+            if not self.started.done():
+                self.started.set_exception(error if isinstance(error, InterpreterFailed) else InterpreterFailed(f"{type(error).__name__}: {error}"))
+            logger.error("the litkit server's interpreter failed: %s", error)
+        finally:
+            for sock in self._sockets:
+                sock.close()
+            self._theirs.close()  # with the server's copy closed too, the events thread reads end of file
+            self._reader.join(_CALL_TIMEOUT_S)
+            self._own.close()
+            if not self.started.done():
+                self.started.set_exception(InterpreterFailed("the server's interpreter ended before the server started"))
+            self.finished.set()
+
+    def _read(self) -> None:
+        """The events thread: replies to calls, and what the server says unasked."""
+        reader = MessageReader(self._own)
+        try:
+            while True:
+                kind, payload, _ = reader.recv()
+                if kind == Kind.HOST_REPLY:
+                    call_id, ok, value = pickle.loads(payload)
+                    future = self._calls.pop(call_id, None)
+                    if future is not None:
+                        future.set_result(value) if ok else future.set_exception(value)
+                elif kind == Kind.HOST_EVENT:
+                    self._on_event(*pickle.loads(payload))
+        except (EOFError, OSError):
+            pass  # the server's interpreter closed its end: it has stopped
+        finally:
+            for future in list(self._calls.values()):
+                if not future.done():
+                    future.set_exception(EOFError("the server has stopped"))
+
+    def _on_event(self, name: str, value: Any) -> None:
+        if name == "started":
+            if value is None:
+                self.started.set_result(None)
+            else:
+                self.started.set_exception(value)
+        elif name == "log":
+            record = logging.makeLogRecord(value)
+            target = logging.getLogger(record.name)
+            if target.isEnabledFor(record.levelno):
+                target.handle(record)
+        elif name == "output":
+            for listener in list(self._listeners):
+                listener(*value)
+        elif name == "final":
+            self._final = value
+
+    def _call(self, name: str, *arguments: Any) -> Any:
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        call_id = next(self._call_ids)
+        self._calls[call_id] = future
+        try:
+            with self._send_lock:
+                self._own.sendall(encode_frame(Kind.HOST_CALL, pickle.dumps((call_id, name, arguments))))
+        except OSError as error:
+            self._calls.pop(call_id, None)
+            raise EOFError("the server has stopped") from error
+        return future.result(_CALL_TIMEOUT_S)
+
+    def status(self, state: str) -> dict[str, Any]:
+        if not self.finished.is_set():
+            try:
+                return self._call("status", state)
+            except EOFError:
+                self.finished.wait(_CALL_TIMEOUT_S)  # it is ending: its final status is on its way
+        if self._final is None:
+            raise RuntimeError("the server stopped before it could report its status")
+        return {**self._final, "state": state}
+
+    def cancel(self, request_id: str, reason: str) -> bool:
+        try:
+            return bool(self._call("cancel", request_id, reason))
+        except EOFError:
+            return False  # stopped: nothing is in flight
+
+    def stop(self, drain: float) -> None:
+        try:
+            self._call("stop", drain)
+        except EOFError:
+            pass  # stopped already
+        except concurrent.futures.TimeoutError:
+            logger.error("the litkit server's interpreter did not answer a stop within %.0fs", _CALL_TIMEOUT_S)
+
+    def add_output_listener(self, listener: OutputListener) -> None:
+        first = not self._listeners
+        self._listeners.append(listener)
+        if first:
+            self._call("listen_output")
+
+
+# -- in a sub-interpreter of its own: the server's end --------------------------------------------
+
+
+class _CallerLink:
+    """The server's end of the host socket, on the server's loop: calls in, replies and events out.
+
+    Events for a caller that does not read (a busy cell's events thread waits for the caller's
+    GIL) are queued up to ``_OUTBOX_LIMIT`` bytes; past it log and output events are dropped and
+    counted, never replies or the start's outcome.
+    """
+
+    def __init__(self, sock: socket.socket, server_loop: ServerLoop) -> None:
+        self._sock = sock
+        self._server_loop = server_loop
+        self._outbox: collections.deque[memoryview] = collections.deque()
+        self._queued = 0
+        self.dropped = 0
+        self._loop: Any = None
+
+    def attach(self) -> None:
+        """Start reading calls; runs on the server's loop once it exists."""
+        self._loop = asyncio.get_running_loop()
+        self._sock.setblocking(False)
+        parser = FrameParser()
+
+        def on_readable() -> None:
+            try:
+                data = self._sock.recv(65536)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:  # the caller's interpreter is going away: stop serving
+                self._loop.remove_reader(self._sock.fileno())
+                self._server_loop.stop(0.0)
+                return
+            for kind, payload in parser.feed(data):
+                if kind == Kind.HOST_CALL:
+                    self._answer(*pickle.loads(payload))
+
+        self._loop.add_reader(self._sock.fileno(), on_readable)
+
+    def _answer(self, call_id: int, name: str, arguments: tuple[Any, ...]) -> None:
+        server_loop = self._server_loop
+        try:
+            if name == "status":
+                value: Any = server_loop.snapshot(*arguments)
+            elif name == "cancel":
+                value = server_loop.cancel(*arguments)
+            elif name == "stop":
+                server_loop.stop(*arguments)
+                value = None
+            elif name == "listen_output":
+                server_loop.add_output_listener(lambda *line: self.event("output", line))
+                value = None
+            else:
+                raise ValueError(f"unknown call {name!r} on the host socket")
+            reply = (call_id, True, value)
+        except Exception as error:  # noqa: BLE001 - the caller raises it
+            reply = (call_id, False, _portable(error))
+        self._send(encode_frame(Kind.HOST_REPLY, pickle.dumps(reply)), droppable=False)
+
+    def event(self, name: str, value: Any, droppable: bool = True) -> None:
+        try:
+            payload = pickle.dumps((name, value))
+        except Exception as error:  # noqa: BLE001 - an event that cannot cross says so instead
+            payload = pickle.dumps((name, _portable(error)))
+        self._send(encode_frame(Kind.HOST_EVENT, payload), droppable)
+
+    def _send(self, frame: bytes, droppable: bool) -> None:
+        on_loop = self._loop is not None and self._loop.is_running()
+        if not on_loop:  # before the loop runs or after it ended: blocking, in order
+            self._flush_blocking()
+            self._sock.setblocking(True)
+            try:
+                self._sock.sendall(frame)
+            except OSError:
+                pass  # the caller is gone
+            return
+        if droppable and self._queued + len(frame) > _OUTBOX_LIMIT:
+            self.dropped += 1
+            return
+        if not self._outbox:
+            try:
+                sent = self._sock.send(frame)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                return  # the caller is gone
+            if sent == len(frame):
+                return
+            self._loop.add_writer(self._sock.fileno(), self._drain)
+            frame = frame[sent:]
+        self._outbox.append(memoryview(frame))
+        self._queued += len(frame)
+
+    def _drain(self) -> None:
+        try:
+            while self._outbox:
+                sent = self._sock.send(self._outbox[0])
+                self._queued -= sent
+                if sent < len(self._outbox[0]):
+                    self._outbox[0] = self._outbox[0][sent:]
+                    return
+                self._outbox.popleft()
+        except BlockingIOError:
+            return
+        except OSError:
+            self._outbox.clear()
+        self._loop.remove_writer(self._sock.fileno())
+
+    def _flush_blocking(self) -> None:
+        if not self._outbox:
+            return
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_writer(self._sock.fileno())
+        self._sock.setblocking(True)
+        try:
+            while self._outbox:
+                self._sock.sendall(self._outbox.popleft())
+        except OSError:
+            self._outbox.clear()
+        self._queued = 0
+
+    def detach(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._sock.fileno())
+        self._flush_blocking()
+
+
+class _ForwardingHandler(logging.Handler):
+    """Sends each record of the server's interpreter to the caller's loggers of the same name."""
+
+    def __init__(self, link: _CallerLink) -> None:
+        super().__init__()
+        self._link = link
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields = dict(record.__dict__)
+        fields["msg"] = record.getMessage()
+        fields["args"] = None
+        if record.exc_info:
+            fields["exc_text"] = self.formatter.formatException(record.exc_info) if self.formatter else logging.Formatter().formatException(record.exc_info)
+        fields["exc_info"] = None
+        self._link.event("log", fields)
+
+
+def _portable(error: BaseException) -> BaseException:
+    """``error`` if it survives pickling, else a RuntimeError that says what it was."""
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:  # noqa: BLE001
+        return RuntimeError(f"{type(error).__name__}: {error}")
+
+
+def serve_in_this_interpreter(fd: int) -> None:
+    """The server's side: read the ``HOST_INIT``, serve until stopped, say how it ended.
+
+    Runs in the sub-interpreter, on the server thread. ``fd`` is the caller's descriptor of this
+    side's end of the host socket; like the listening sockets, it is used through a duplicate made
+    and closed here, so the caller's side can always close its own.
+    """
+    sock = socket.socket(fileno=os.dup(fd))
+    try:
+        kind, payload, _ = MessageReader(sock).recv()
+        if kind != Kind.HOST_INIT:
+            raise RuntimeError(f"the host socket began with {kind.name}, not HOST_INIT")
+        init = pickle.loads(payload)
+        sys.path[:] = init["sys_path"]
+        recipe: ServerRecipe = init["recipe"]
+        serving = recipe.serving()
+        sockets = [socket.socket(fileno=os.dup(listen_fd)) for listen_fd in init["listen_fds"]]
+        server_loop = ServerLoop(serving, sockets, recipe.url)
+        link = _CallerLink(sock, server_loop)
+        handler = _ForwardingHandler(link)
+        litkit_logger = logging.getLogger("litkit")
+        litkit_logger.setLevel(init["log_level"])
+        litkit_logger.addHandler(handler)
+        litkit_logger.propagate = False  # this interpreter has no logging setup of its own to reach
+
+        def on_started(future: concurrent.futures.Future[None]) -> None:
+            error = future.exception()
+            link.event("started", None if error is None else _portable(error), droppable=False)
+
+        server_loop.started.add_done_callback(on_started)
+        try:
+            server_loop.run(prepare=link.attach)
+        finally:
+            if link.dropped:
+                logger.warning("%d log records and output lines of the workers were dropped: the caller did not read them in time", link.dropped)
+            link.event("final", server_loop.snapshot("stopped"), droppable=False)
+            litkit_logger.removeHandler(handler)
+            link.detach()
+    finally:
+        sock.close()

@@ -1,0 +1,81 @@
+"""Sub-interpreters with a GIL of their own (PEP 684), where this Python has them solid enough to
+run a server in: the only place that touches CPython's private interpreter modules.
+
+Python 3.13 has ``_interpreters`` (3.14 makes it public as ``concurrent.interpreters``, and keeps
+the private module). 3.12 has ``_xxsubinterpreters``, but its 3.12.1 build hangs destroying an
+interpreter that imported ``threading`` from another thread, and crashes at exit (``free():
+invalid pointer``) after one imported asyncio even when destroyed on its own thread: litkit does
+not use it there. Older Pythons have no interpreter with its own GIL.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+__all__ = ["ENVIRONMENT_VARIABLE", "Interpreter", "InterpreterFailed", "unavailable_reason"]
+
+# "0" keeps the server on a thread of the caller's interpreter even where sub-interpreters work.
+ENVIRONMENT_VARIABLE = "LITKIT_SUBINTERPRETER"
+
+
+class InterpreterFailed(RuntimeError):
+    """Code run in a sub-interpreter raised; ``str()`` carries its type, message and traceback."""
+
+
+def _module() -> Any:
+    if sys.version_info < (3, 13):
+        return None
+    try:
+        import _interpreters  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return _interpreters
+
+
+def unavailable_reason(environ: dict[str, str] | None = None) -> str | None:
+    """Why a server cannot run in a sub-interpreter of its own here (None: it can).
+
+    Raises:
+        ValueError: ``LITKIT_SUBINTERPRETER`` is neither ``0`` nor ``1``, or asks for ``1`` where
+            this Python has no sub-interpreter to give.
+    """
+    setting = (os.environ if environ is None else environ).get(ENVIRONMENT_VARIABLE, "")
+    if setting not in ("", "0", "1"):
+        raise ValueError(f"{ENVIRONMENT_VARIABLE} must be 0 (serve from a thread) or 1 (from a sub-interpreter), got {setting!r}")
+    if setting == "0":
+        return f"{ENVIRONMENT_VARIABLE}=0"
+    if _module() is None:
+        reason = f"Python {sys.version.split()[0]} has no sub-interpreter with its own GIL that litkit can use (3.13 or later)"
+        if setting == "1":
+            raise ValueError(f"{ENVIRONMENT_VARIABLE}=1, but {reason}; unset it to serve from a thread")
+        return reason
+    return None
+
+
+class Interpreter:
+    """One isolated sub-interpreter with its own GIL. Create, ``run`` and ``close`` it on the same
+    thread; ``run`` blocks that thread until the code returns."""
+
+    def __init__(self) -> None:
+        module = _module()
+        if module is None:
+            raise RuntimeError(unavailable_reason() or "no sub-interpreters here")
+        self._module = module
+        # The isolated configuration: its own GIL and object allocator, only extension modules
+        # that support several interpreters; no daemon threads (the server starts none).
+        self._id = module.create(module.new_config("isolated"))
+
+    def run(self, code: str) -> None:
+        """Execute ``code`` in the interpreter.
+
+        Raises:
+            InterpreterFailed: the code raised; the message has its traceback.
+        """
+        failure = self._module.exec(self._id, code)
+        if failure is not None:
+            raise InterpreterFailed(getattr(failure, "errdisplay", "") or f"{failure.type.__name__}: {failure.msg}")
+
+    def close(self) -> None:
+        self._module.destroy(self._id)

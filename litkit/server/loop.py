@@ -1,0 +1,236 @@
+"""One server's side on its own event loop: Tornado's ``HTTPServer``, the endpoints' pools, the
+requests in flight (``ServerLoop``).
+
+``run()`` blocks the thread that calls it until the server stops; that thread owns every object
+here. Other threads reach it only through ``call()`` (``loop.call_soon_threadsafe``) and
+``stop()``. The same code runs on a thread of the caller's interpreter or inside a sub-interpreter
+of its own (``litkit.server.host``): it imports neither the registry nor anything of the
+notebook, and it never sees the user's API object, only its pickled bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import socket
+import threading
+import time
+from typing import Any, Callable, TypeVar
+
+import tornado.httpserver
+
+from ..errors import ServerStoppedError
+from ..pool.logs import OutputListener, merge_logs
+from ..pool.tracking import merge_recent, merge_stats
+from .endpoints import ServingState
+from .routing import make_router
+
+__all__ = ["MAX_HEADER_BYTES", "ServerLoop"]
+
+logger = logging.getLogger("litkit.server")
+
+T = TypeVar("T")
+
+# Tornado closes a connection whose request line and headers pass this before reading them whole;
+# litkit answers 431 past relay.HEADER_LIMIT, which is smaller.
+MAX_HEADER_BYTES = 64 * 1024
+# How long stopping waits for open connections to close after their requests were ended.
+_CLOSE_CONNECTIONS_S = 2.0
+
+
+class ServerLoop:
+    """The HTTP server and the pools of one ``Server``, on an event loop of their own.
+
+    ``started`` resolves once every worker is ready (or to the start's error); ``finished`` is set
+    once ``run()`` has returned.
+    """
+
+    def __init__(self, serving: ServingState, sockets: list[socket.socket], url: str) -> None:
+        self.serving = serving
+        self.url = url
+        self._sockets = sockets
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._stop_requested: asyncio.Event | None = None
+        self._stop_asked = False  # stop() before the loop existed
+        self._drain_s = 0.0
+        self._lock = threading.Lock()
+        self.started: concurrent.futures.Future[None] = concurrent.futures.Future()
+        self.finished = threading.Event()
+
+    # -- from any thread --------------------------------------------------------------------------
+
+    def stop(self, drain: float = 0.0) -> None:
+        """Ask the loop to stop: refuse new requests, give those in flight ``drain`` seconds, end
+        the rest, stop the workers. Returns at once; ``finished`` is set when it is done."""
+        with self._lock:
+            self._stop_asked = True
+            self._drain_s = drain
+            loop, stop_requested = self._loop, self._stop_requested
+        if loop is not None and stop_requested is not None and not self.finished.is_set():
+            try:
+                loop.call_soon_threadsafe(stop_requested.set)
+            except RuntimeError:
+                pass  # the loop closed in the meantime
+
+    def call(self, function: Callable[[], T], timeout: float = 5.0) -> T:
+        """Run ``function`` on the loop's thread and return its result (raising what it raises).
+        Before the loop runs, after it has ended, or on the loop's own thread, it runs here."""
+        loop = self._loop
+        if loop is None or self.finished.is_set() or threading.get_ident() == self._loop_thread:
+            return function()  # nothing runs concurrently (or we are that thread)
+        result: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def call() -> None:
+            try:
+                result.set_result(function())
+            except BaseException as error:  # noqa: BLE001 - hand it to the caller
+                result.set_exception(error)
+
+        try:
+            loop.call_soon_threadsafe(call)
+        except RuntimeError:  # the loop closed between the check and the call
+            return function()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return result.result(0.05)
+            except concurrent.futures.TimeoutError:
+                if self.finished.is_set():  # the loop ended before it ran the call
+                    return function()
+                if time.monotonic() > deadline:
+                    raise
+
+    # -- on the loop's thread (or once it has ended) ----------------------------------------------
+
+    def snapshot(self, state: str) -> dict[str, Any]:
+        """What ``Server.status()`` returns; ``state`` is the ``Server``'s."""
+        endpoints = self.serving.endpoints
+        per_endpoint = [endpoint.snapshot() for endpoint in endpoints]
+        trackers = [endpoint.tracker for endpoint in endpoints]
+        counts: dict[str, int] = {}
+        for endpoint in per_endpoint:
+            for name, count in endpoint["counts"].items():
+                counts[name] = counts.get(name, 0) + count
+        # Top-level keys: every endpoint together. A worker names its endpoint when there are several.
+        workers = [{**worker, "endpoint": e["path"]} if len(endpoints) > 1 else worker for e in per_endpoint for worker in e["workers"]]
+        return {
+            "url": self.url,
+            "state": state,
+            "health": dict(zip(("ok", "reason"), self.serving.health())),
+            "workers": workers,
+            "counts": counts,
+            "recent": merge_recent(trackers),
+            "stats": merge_stats(trackers),
+            "logs": merge_logs([endpoint.pool.log for endpoint in endpoints]),
+            "api": endpoints[0].api_name,
+            "endpoints": per_endpoint,
+        }
+
+    def cancel(self, request_id: str, reason: str) -> bool:
+        """End the request ``request_id`` from the server's side; False if none has that id."""
+        found = False
+        for endpoint in self.serving.endpoints:
+            recorded = reason.replace("{", "{{").replace("}", "}}")  # the request fills in {chunks}
+            if endpoint.stream:
+                recorded += " after {chunks} chunks"
+            for request in [request for request in endpoint.active if request.request_id == request_id]:
+                request.abort(recorded, f"request {request_id} was {reason}")
+                found = True
+        return found
+
+    def add_output_listener(self, listener: OutputListener) -> None:
+        """Call ``listener(worker_id, stream, line)`` for each line the workers print from now on."""
+        for endpoint in self.serving.endpoints:
+            endpoint.pool.log.listeners.append(listener)
+
+    # -- the loop ---------------------------------------------------------------------------------
+
+    def run(self, prepare: Callable[[], None] | None = None) -> None:
+        """Serve until ``stop()``; a failure to start resolves ``started`` with it. ``prepare``, if
+        given, runs on the loop before anything else."""
+        self._loop_thread = threading.get_ident()
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._main(prepare))
+        except BaseException as error:  # noqa: BLE001 - report to serve() instead of dying silently
+            if not self.started.done():
+                self.started.set_exception(error)
+            logger.exception("the litkit server thread failed")
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+            asyncio.set_event_loop(None)
+            for sock in self._sockets:  # closed by the HTTP server already, unless it never got them
+                sock.close()
+            self.finished.set()
+
+    async def _main(self, prepare: Callable[[], None] | None) -> None:
+        if prepare is not None:
+            prepare()
+        with self._lock:
+            self._stop_requested = asyncio.Event()
+            self._loop = asyncio.get_running_loop()
+            if self._stop_asked:  # stop() came before the loop existed
+                self._stop_requested.set()
+        router = make_router(self.serving)
+        http_server = tornado.httpserver.HTTPServer(
+            router,
+            # The relay enforces max_body_size with a 413; this only bounds what Tornado buffers.
+            max_body_size=self.serving.max_body_size + 1024 * 1024,
+            max_header_size=MAX_HEADER_BYTES,
+            # No idle_connection_timeout or body_timeout: the router's ClientDeadlines apply
+            # client_timeout to the request line and headers (an idle keep-alive connection
+            # waits there too) and to the body.
+        )
+        # HTTPServer turns a missing idle_connection_timeout into a one-hour header timeout,
+        # which wraps every request's header read in gen.with_timeout (a timer and futures).
+        http_server.conn_params.header_timeout = None
+        http_server.add_sockets(self._sockets)
+        router.deadlines.start()
+        try:
+            try:
+                await self._wait_for_start_or_stop(self.serving.start())
+            except BaseException as error:
+                self.started.set_exception(error)
+                return
+            self.started.set_result(None)
+            await self._stop_requested.wait()
+            await self._drain()
+        finally:
+            router.deadlines.stop()
+            await self._close(http_server)
+
+    async def _wait_for_start_or_stop(self, start: Any) -> None:
+        start_task = asyncio.ensure_future(start)
+        stop_task = asyncio.ensure_future(self._stop_requested.wait())  # type: ignore[union-attr]
+        await asyncio.wait((start_task, stop_task), return_when=asyncio.FIRST_COMPLETED)
+        stop_task.cancel()
+        if not start_task.done():
+            start_task.cancel()
+            raise ServerStoppedError("the server was stopped while its workers were starting")
+        start_task.result()
+
+    async def _drain(self) -> None:
+        """Refuse new requests and give those in flight until the drain deadline to finish."""
+        serving = self.serving
+        serving.begin_stop()
+        deadline = time.monotonic() + self._drain_s
+        while any(endpoint.active for endpoint in serving.endpoints) and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+
+    async def _close(self, http_server: tornado.httpserver.HTTPServer) -> None:
+        serving = self.serving
+        in_flight = serving.begin_stop()
+        http_server.stop()  # closes the listening sockets
+        for request in in_flight:
+            request.abort_for_stop()
+        await serving.stop_workers()
+        try:
+            await asyncio.wait_for(http_server.close_all_connections(), _CLOSE_CONNECTIONS_S)
+        except asyncio.TimeoutError:
+            logger.warning("some client connections did not close within %.1fs", _CLOSE_CONNECTIONS_S)
+        for endpoint in serving.endpoints:
+            endpoint.tracker.stop_clock()  # the final figures stay as they are now

@@ -1,0 +1,155 @@
+"""Where the server's loop runs (litkit/server/host.py): in a sub-interpreter with its own GIL on
+Python 3.13+, else on a thread with a short GIL switch interval; and what each gives back on stop."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import apis
+import litkit
+from litkit.server import switching
+from litkit.server.interpreters import unavailable_reason
+
+SUBINTERPRETERS = sys.version_info >= (3, 13)
+
+
+def _interpreter_count() -> int:
+    import _interpreters  # type: ignore[import-not-found]
+
+    return len(_interpreters.list_all())
+
+
+@pytest.mark.skipif(not SUBINTERPRETERS, reason="sub-interpreters with their own GIL need Python 3.13+")
+def test_the_server_runs_in_a_sub_interpreter_of_its_own_and_ends_it_on_stop(monkeypatch):
+    monkeypatch.delenv("LITKIT_SUBINTERPRETER", raising=False)
+    before = _interpreter_count()
+    server = litkit.serve(apis.Echo(), port=0)
+    try:
+        assert _interpreter_count() == before + 1
+        assert sys.getswitchinterval() == pytest.approx(0.005)  # its own GIL: this one is left alone
+        assert server.predict({"x": 1}) == {"echo": {"x": 1}}
+    finally:
+        server.stop()
+    assert _interpreter_count() == before
+    assert server.status()["state"] == "stopped"  # the final figures stay readable
+
+
+_CLIENT = """
+import json, sys, time, urllib.request
+url, seconds = sys.argv[1], float(sys.argv[2])
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    request = urllib.request.Request(url, data=b'{"x": 1}', headers={"Content-Type": "application/json"})
+    answer = json.load(urllib.request.urlopen(request, timeout=60))
+    print(json.dumps({"answer": answer, "at": time.monotonic()}), flush=True)
+    time.sleep(0.05)
+"""
+
+
+def _long_c_call(seconds: float) -> tuple[float, float]:
+    """Hold the GIL inside one C call (catastrophic regex backtracking) for about ``seconds``;
+    return when that call began and ended (time.monotonic())."""
+    backtracking = re.compile(r"(a+)+$")
+    length, took = 16, 0.0
+    while took < seconds / 8:  # each extra "a" doubles the time: calibrate on shorter runs
+        length += 1
+        began = time.perf_counter()
+        backtracking.match("a" * length + "b")
+        took = time.perf_counter() - began
+    began = time.monotonic()
+    backtracking.match("a" * (length + 3) + "b")  # about 8x the last one
+    return began, time.monotonic()
+
+
+@pytest.mark.skipif(not SUBINTERPRETERS, reason="sub-interpreters with their own GIL need Python 3.13+")
+def test_the_endpoint_answers_while_the_caller_holds_its_gil_in_one_long_c_call(monkeypatch):
+    """A cell inside one GIL-holding C call (catastrophic regex backtracking) starves a server on a
+    thread of the kernel's interpreter completely; one in its own interpreter answers meanwhile."""
+    monkeypatch.delenv("LITKIT_SUBINTERPRETER", raising=False)
+    server = litkit.serve(apis.Echo(), port=0)
+    client = subprocess.Popen([sys.executable, "-c", _CLIENT, server.url + "/predict", "8"], stdout=subprocess.PIPE, text=True)
+    try:
+        first = json.loads(client.stdout.readline())  # the client is up and answered once
+        assert first["answer"] == {"echo": {"x": 1}}
+        began, ended = _long_c_call(2.0)
+        output = client.communicate(timeout=30)[0]
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait(10)
+        server.stop()
+    answered = [json.loads(line)["at"] for line in output.splitlines()]
+    during = [at for at in answered if began < at < ended - 0.5]
+    assert len(during) >= 3, f"{len(during)} answers while the caller sat {ended - began:.1f}s in one C call"
+
+
+def test_a_server_on_a_thread_shortens_the_switch_interval_until_the_last_one_stops(monkeypatch):
+    monkeypatch.setenv("LITKIT_SUBINTERPRETER", "0")
+    default = sys.getswitchinterval()
+    first = litkit.serve(apis.Echo(), port=0)
+    second = None
+    try:
+        assert type(first._host).__name__ == "ThreadHost"
+        assert sys.getswitchinterval() == pytest.approx(switching.SWITCH_INTERVAL_S)
+        second = litkit.serve(apis.Echo(), port=0)
+        first.stop()
+        assert sys.getswitchinterval() == pytest.approx(switching.SWITCH_INTERVAL_S)  # one still runs
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    assert sys.getswitchinterval() == pytest.approx(default)
+
+
+def test_a_switch_interval_the_user_set_while_serving_is_left_as_it_is(monkeypatch):
+    monkeypatch.setenv("LITKIT_SUBINTERPRETER", "0")
+    default = sys.getswitchinterval()
+    server = litkit.serve(apis.Echo(), port=0)
+    try:
+        sys.setswitchinterval(0.001)
+        server.stop()
+        assert sys.getswitchinterval() == pytest.approx(0.001)
+    finally:
+        server.stop()
+        sys.setswitchinterval(default)
+
+
+def test_the_switch_interval_is_restored_when_serving_fails_to_start(monkeypatch):
+    monkeypatch.setenv("LITKIT_SUBINTERPRETER", "0")
+    default = sys.getswitchinterval()
+    with pytest.raises(litkit.WorkerStartError):
+        litkit.serve(apis.FailingSetup("raise"), port=0)
+    assert sys.getswitchinterval() == pytest.approx(default)
+
+
+@pytest.mark.parametrize("value", ["yes", "2", " 1"])
+def test_a_bad_litkit_subinterpreter_value_fails_serve_and_names_it(monkeypatch, value):
+    monkeypatch.setenv("LITKIT_SUBINTERPRETER", value)
+    with pytest.raises(ValueError, match=r"LITKIT_SUBINTERPRETER must be 0 \(serve from a thread\) or 1"):
+        litkit.serve(apis.Echo(), port=0)
+
+
+@pytest.mark.skipif(SUBINTERPRETERS, reason="this Python has sub-interpreters")
+def test_asking_for_a_sub_interpreter_where_there_is_none_says_so(monkeypatch):
+    monkeypatch.setenv("LITKIT_SUBINTERPRETER", "1")
+    with pytest.raises(ValueError, match=r"LITKIT_SUBINTERPRETER=1, but Python .* has no sub-interpreter"):
+        litkit.serve(apis.Echo(), port=0)
+
+
+def test_the_host_is_chosen_by_the_python_version(monkeypatch):
+    monkeypatch.delenv("LITKIT_SUBINTERPRETER", raising=False)
+    assert (unavailable_reason() is None) == SUBINTERPRETERS
+    server = litkit.serve(apis.Echo(), port=0)
+    try:
+        assert type(server._host).__name__ == ("InterpreterHost" if SUBINTERPRETERS else "ThreadHost")
+        assert server._thread.name.startswith("litkit-server-")
+    finally:
+        server.stop()
+    assert not [t for t in threading.enumerate() if t.name.startswith("litkit")]
