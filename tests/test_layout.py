@@ -26,14 +26,15 @@ ALLOWED = {
     "worker": {"shared", "wire", "specs"},
     "pool": {"shared", "wire"},
     "client": {"shared"},
-    "server": {"shared", "wire", "specs", "worker", "pool", "client", "notebook", "package"},
+    "server": {"shared", "wire", "specs", "worker", "pool", "client", "notebook", "package", "ray"},
     "notebook": {"shared"},
     "front": {"shared", "specs", "server", "client", "package"},  # cli, demo, __main__
-    "package": {"shared", "specs", "server", "client"},  # litkit/__init__.py: lazily, by name
+    "package": {"shared", "specs", "server", "client", "ray"},  # litkit/__init__.py: lazily, by name
+    "ray": {"shared", "wire", "specs", "client"},  # Ray Serve: a peer of server/, never importing it
 }
 
 # Imports of these rooms are allowed only inside a function (loaded on first use, never at import).
-LAZY_ONLY = {("server", "notebook"), ("package", "specs"), ("package", "server"), ("package", "client")}
+LAZY_ONLY = {("server", "notebook"), ("server", "ray"), ("package", "specs"), ("package", "server"), ("package", "client"), ("package", "ray")}
 
 
 def _room(module: str) -> str:
@@ -158,7 +159,7 @@ def _loaded_after(code: str, watched: tuple[str, ...]) -> list[str]:
     return ast.literal_eval(output.strip())
 
 
-HEAVY = ("tornado", "ipywidgets", "IPython", "litkit.server", "litkit.pool", "litkit.notebook", "litkit.client")
+HEAVY = ("tornado", "ipywidgets", "IPython", "litkit.server", "litkit.pool", "litkit.notebook", "litkit.client", "ray", "litkit.ray")
 
 
 def test_import_litkit_loads_neither_tornado_nor_ipywidgets():
