@@ -185,3 +185,7 @@ def test_the_pool_runs_on_asyncio_without_tornado():
 def test_the_server_side_loads_the_notebook_side_only_for_a_dashboard():
     loaded = _loaded_after("import litkit.server, litkit.cli", ("ipywidgets", "IPython", "litkit.notebook"))
     assert loaded == []
+
+
+def test_the_server_side_and_the_command_line_load_ray_only_for_backend_ray():
+    assert _loaded_after("import litkit, litkit.server, litkit.cli, litkit.ray", ("ray", "starlette")) == []

@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any
 
-from ..api import LitAPI
+from ..api import LitAPI, is_streaming_api
 from ..client.client import ChunkStream, Client
 from ..errors import WorkerStartError
 from .app import DEFAULT_API_PATH, import_ray_serve, ray_app
@@ -54,8 +54,9 @@ class RayServer:
 
     backend = "ray"
 
-    def __init__(self, url: str, api_path: str, name: str, deployment: str, shutdown_serve: bool, shutdown_ray: bool) -> None:
+    def __init__(self, url: str, api_path: str, name: str, deployment: str, stream: bool, shutdown_serve: bool, shutdown_ray: bool) -> None:
         self.url = url
+        self.stream_mode = stream
         self.api_path = api_path
         self.paths = [api_path]
         self.name = name
@@ -65,6 +66,7 @@ class RayServer:
         self._shutdown_ray = shutdown_ray
         self._client = Client(url)
         self._lock = threading.Lock()
+        self._stopped = threading.Event()
 
     def predict(self, payload: Any, timeout: float | None = 60.0, path: str | None = None) -> Any:
         """POST ``payload`` to the endpoint and return the decoded JSON answer.
@@ -109,6 +111,12 @@ class RayServer:
                 serve.delete(self.name)
             if self._shutdown_ray:
                 ray.shutdown()
+        self._stopped.set()
+
+    def wait(self) -> None:
+        """Block until ``stop()`` (Ctrl+C raises KeyboardInterrupt here, as usual)."""
+        while not self._stopped.wait(0.5):
+            pass
 
     def __enter__(self) -> RayServer:
         return self
@@ -193,7 +201,12 @@ def serve_on_ray(
     url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     prefix = route_prefix.rstrip("/")
     return RayServer(f"http://{url_host}:{serve_port}{prefix}", api_path if app_options.get("spec") is None else app_options["spec"].path,
-                     name, type(api).__name__, shutdown_serve=started_serve, shutdown_ray=started_ray)
+                     name, type(api).__name__, _streams(api, app_options), shutdown_serve=started_serve, shutdown_ray=started_ray)
+
+
+def _streams(api: LitAPI, app_options: dict[str, Any]) -> bool:
+    stream = app_options.get("stream")
+    return is_streaming_api(api) if stream is None else bool(stream)
 
 
 def _start_serve(serve: Any, host: str, port: int) -> tuple[int, bool]:
@@ -229,10 +242,11 @@ def _deploy(serve: Any, ray: Any, app: Any, name: str, route_prefix: str, start_
         messages = _messages(application)
         failed = application is not None and any(_value(d.status_trigger) == "REPLICA_STARTUP_FAILED" for d in application.deployments.values())
         if status == "DEPLOY_FAILED" or failed:
-            serve.delete(name)
+            serve.delete(name, _blocking=False)
             raise WorkerStartError(0, f"Ray Serve could not start a replica of {asked['deployment']}", messages)
         if time.monotonic() > deadline:
-            serve.delete(name)
+            # Not blocking: Ray takes its graceful_shutdown_timeout_s (20 s) to delete replicas that never started.
+            serve.delete(name, _blocking=False)
             raise WorkerStartError(0, _not_placed(ray, asked, start_timeout, messages))
         time.sleep(_POLL_S)
 
