@@ -19,6 +19,7 @@ from ..specs import Spec
 __all__ = ["ray_app", "import_ray_serve"]
 
 DEFAULT_API_PATH = "/predict"
+_RAY_DEFAULT_ONGOING = 5  # Ray Serve's default max_ongoing_requests; a batch must fit in it
 
 
 def import_ray_serve() -> Any:
@@ -66,9 +67,10 @@ def ray_app(
         num_replicas: how many replicas (ignored by Ray when ``autoscaling_config`` is given, so
             leave it at 1 then).
         ray_actor_options: each replica's resources, e.g. ``{"num_cpus": 0.5}`` or ``{"num_gpus": 1}``.
-        max_ongoing_requests: requests a replica runs at once. None: 1 for a sync API (as a litkit
-            worker runs one request at a time; ``max_batch_size`` with batching), Ray Serve's
-            default for an async API.
+        max_ongoing_requests: requests Ray hands a replica at once (None: Ray Serve's default, or
+            ``max_batch_size`` when larger). An async API runs that many at once; sync hooks run
+            one request at a time per replica (as in a litkit worker) while the others wait in
+            the replica; with batching they are the requests a batch can gather.
         autoscaling_config: Ray Serve's autoscaling, e.g. ``{"min_replicas": 1, "max_replicas": 4}``.
 
     Raises:
@@ -94,7 +96,7 @@ def ray_app(
     if ray_actor_options is not None and not isinstance(ray_actor_options, dict):
         raise TypeError(f"ray_actor_options must be a dict such as {{'num_cpus': 0.5}}, got {type(ray_actor_options).__name__}")
     if max_ongoing_requests is None:
-        max_ongoing_requests = None if is_async_api(api) else max_batch_size
+        max_ongoing_requests = max_batch_size if max_batch_size > _RAY_DEFAULT_ONGOING else None
     else:
         _check_count("max_ongoing_requests", max_ongoing_requests)  # above 1, sync hooks run on several threads at once
     config = {

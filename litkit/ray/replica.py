@@ -68,6 +68,10 @@ class Replica:
         self.model = (self.spec.model if self.spec is not None else None) or type(self.api).__name__
         self.created = int(time.time())
         self._closing: set[asyncio.Future[None]] = set()  # sources closing after a cancellation
+        # Sync hooks run one request at a time per replica, as in a litkit worker; the requests Ray
+        # hands over meanwhile wait here (a client that leaves while waiting never reaches a hook).
+        # Held until the request's thread is done, even after a cancellation.
+        self._serial = asyncio.Lock()
         import ray
         from ray import serve
 
@@ -125,12 +129,16 @@ class Replica:
                 return Response(await self._answer_batched(request), media_type="application/json")
             if self.is_async:
                 return Response(await self._answer_async(request), media_type="application/json")
-            return Response(await asyncio.to_thread(self._answer_sync, request, context, cancellation), media_type="application/json")
+            await self._serial.acquire()
+            work = asyncio.ensure_future(asyncio.to_thread(self._answer_sync, request, context, cancellation))
+            work.add_done_callback(lambda _: self._serial.release())
+            return Response(await asyncio.shield(work), media_type="application/json")  # shielded: the thread runs on anyway
         source: ThreadedIterator | AsyncSource
         if self.is_async:
             source = AsyncSource(lambda: self._async_chunks(request))
         else:
-            source = ThreadedIterator(lambda: self._sync_chunks(request, context))
+            await self._serial.acquire()
+            source = ThreadedIterator(lambda: self._sync_chunks(request, context), on_closed=self._serial.release)
         try:
             first = await source.next_item()
         except asyncio.CancelledError:
@@ -143,7 +151,8 @@ class Replica:
         except Exception as error:  # noqa: BLE001 - a hook failed before the first chunk: an error status
             await source.aclose()
             raise _HookFailed(_report(error)) from error
-        return StreamingResponse(
+        return _Stream(
+            source,
             self._frames(source, first, request_id, sse),
             media_type="text/event-stream" if sse else "application/x-ndjson",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -283,6 +292,21 @@ class Replica:
             # A client's bad input (4xx from decode_request) is not the operator's alarm.
             level = logging.ERROR if report["status"] >= 500 else logging.INFO
             logger.log(level, "request %s failed in a hook:\n%s", request_id, report["traceback"].rstrip())
+
+
+class _Stream(StreamingResponse):
+    """A streaming response that closes its source however it ends, even when the client left
+    before the body was started (Starlette then never runs the body iterator's ``finally``)."""
+
+    def __init__(self, source: ThreadedIterator | AsyncSource, frames: AsyncIterator[bytes], **options: Any) -> None:
+        super().__init__(frames, **options)
+        self.source = source
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.source.aclose()
 
 
 def _path_in_app(request: Request) -> str:

@@ -45,8 +45,9 @@ class ThreadedIterator:
     sees the request's ``Cancellation``.
     """
 
-    def __init__(self, make: Callable[[], Iterator[Any]]) -> None:
+    def __init__(self, make: Callable[[], Iterator[Any]], on_closed: Callable[[], None] | None = None) -> None:
         self._make = make
+        self._on_closed = on_closed  # called once the iterator is closed on its thread
         self._iterator: Iterator[Any] | None = None
         self._context = contextvars.copy_context()
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="litkit-ray-stream")
@@ -68,6 +69,9 @@ class ThreadedIterator:
             loop = asyncio.get_running_loop()
             self._closing = loop.run_in_executor(self._thread, self._context.run, self._close)
             self._thread.shutdown(wait=False)
+            if self._on_closed is not None:
+                on_closed = self._on_closed
+                self._closing.add_done_callback(lambda _: on_closed())
         # Shielded: a second cancellation (Ray stopping the replica) must not skip the close.
         await asyncio.shield(self._closing)
 
