@@ -98,7 +98,7 @@ def ray_app(
     if max_ongoing_requests is None:
         max_ongoing_requests = max_batch_size if max_batch_size > _RAY_DEFAULT_ONGOING else None
     else:
-        _check_count("max_ongoing_requests", max_ongoing_requests)  # above 1, sync hooks run on several threads at once
+        _check_count("max_ongoing_requests", max_ongoing_requests)
     config = {
         "api": _pickle(api),
         "spec": None if spec is None else _pickle(spec),

@@ -71,6 +71,19 @@ class App:
         return raw_post(base, body, headers, path=f"/{self.name}{path}")
 
 
+def _holder(events: str) -> litkit.LitAPI:
+    class Holder(litkit.LitAPI):
+        """Records entering and leaving predict, which holds the replica for ``hold`` seconds."""
+
+        def predict(self, x):
+            apis.record(events, "enter")
+            time.sleep(x["hold"])
+            apis.record(events, "exit")
+            return {}
+
+    return Holder()
+
+
 @pytest.fixture(scope="module")
 def apps(ray_serve: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, App]]:
     """The applications the tests share, deployed in one go (each under the route prefix /name)."""
@@ -78,7 +91,7 @@ def apps(ray_serve: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
     from ray.serve import RunTarget
 
     folder = tmp_path_factory.mktemp("ray-events")
-    events = {name: Events(folder / f"{name}.jsonl") for name in ("echo", "ticker", "slow", "async", "chat", "batch", "late")}
+    events = {name: Events(folder / f"{name}.jsonl") for name in ("echo", "ticker", "slow", "async", "chat", "batch", "late", "serial")}
     made = {
         "echo": (apis.Echo(events["echo"].path), {"num_replicas": 2}),
         "ticker": (apis.Ticker(events["ticker"].path), {}),
@@ -87,6 +100,7 @@ def apps(ray_serve: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
         "chat": (apis.ChatWords(events["chat"].path), {"spec": litkit.specs.OpenAIChat(model="words")}),
         "batch": (apis.BatchDoubler(events["batch"].path), {"max_batch_size": 4, "batch_timeout": 0.5}),
         "late": (apis.Ticker(events["late"].path), {"timeout": 0.5}),
+        "serial": (_holder(events["serial"].path), {}),
     }
     targets = [
         RunTarget(litkit.ray_app(api, ray_actor_options=FRACTION, **options), name=name, route_prefix=f"/{name}")
@@ -167,6 +181,20 @@ def test_a_class_defined_in_the_test_reaches_the_replicas(ray_serve):
         assert litkit.Client(ray_serve + "/local").predict({"n": 1}) == {"local": 2}
     finally:
         serve.delete("local", _blocking=False)
+
+
+def test_sync_hooks_run_one_request_at_a_time_per_replica(apps):
+    """As in a litkit worker: Ray hands a replica up to 5 requests at once, and they wait in it;
+    the hooks of one never overlap another's."""
+    app = apps["serial"]
+    threads = [threading.Thread(target=app.client.predict, args=({"hold": 0.2},)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    spans = sorted(zip((e["t"] for e in app.events.named("enter")), (e["t"] for e in app.events.named("exit"))))
+    assert len(spans) == 3
+    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:])), spans
 
 
 # -- streams and cancellation ------------------------------------------------------------------------
