@@ -19,6 +19,7 @@ from .errors import HTTPError, LitkitError, PortInUseError, ServerStoppedError, 
 if TYPE_CHECKING:
     from . import specs
     from .client import AsyncClient, Client
+    from .ray import ray_app
     from .server import Endpoint, Server, run, serve
 
 __version__ = "0.1.0"
@@ -32,6 +33,7 @@ __all__ = [
     "AsyncClient",
     "Endpoint",
     "specs",
+    "ray_app",
     "cancelled",
     "HTTPError",
     "WorkerStartError",
@@ -50,6 +52,7 @@ _LAZY = {
     "Client": "client",
     "AsyncClient": "client",
     "specs": "specs",
+    "ray_app": "ray",  # Ray Serve (the optional extra litkit[ray]); imports ray only when called
 }
 
 

@@ -9,6 +9,7 @@ import inspect
 import json
 import os
 import shlex
+import signal
 import sys
 from typing import Any
 
@@ -77,6 +78,7 @@ _SERVE_FLAGS = {
     "cors_origins": "comma-separated web origins whose pages may call the server",
     "cancel_grace": "seconds a cancelled request's worker may keep running before it is killed",
     "client_timeout": "seconds a client may take to send its request or read a response part",
+    "backend": "local (this process and its workers) or ray (Ray Serve; pip install 'litkit[ray]')",
 }
 
 
@@ -256,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.add_argument("target", help="path/to/file.py:ClassName or package.module:ClassName")
     serve_parser.add_argument("--reload", action="store_true", help="serve again, on the same port, whenever the file changes")
     _add_serve_options(serve_parser)
+    serve_parser.add_argument("--address", default=None, help="with --backend ray: the Ray cluster to join (default: start a local Ray)")
+    serve_parser.add_argument("--replicas", type=int, default=None, help="with --backend ray: how many replicas (default: 1)")
     demo_parser = commands.add_parser("demo", help="serve the built-in streaming demo and show how to call it")
     _add_serve_options(demo_parser, leave_out=("api_path", "stream", "spec"))
     args = parser.parse_args(argv)
@@ -275,15 +279,48 @@ def main(argv: list[str] | None = None) -> int:
         else:
             api = load_api(args.target)
             example, hint = {"input": 1}, "   (send what your decode_request expects)"
-        server = serve(api, **options)
-        watch = _Reloader(args.target, options, lambda s: _how_to_call(s, example, hint)) if getattr(args, "reload", False) else None
+        ray_options = {name: getattr(args, name) for name in ("address", "replicas") if getattr(args, name, None) is not None}
+        if options.get("backend") == "ray":
+            if getattr(args, "reload", False):
+                raise ValueError("--reload works with the local backend only; with --backend ray, deploy again after a change")
+            ray_server = serve(api, **options, **ray_options)
+        elif ray_options:
+            raise ValueError(f"{', '.join('--' + name for name in ray_options)} need --backend ray")
+        else:
+            server = serve(api, **options)
+            watch = _Reloader(args.target, options, lambda s: _how_to_call(s, example, hint)) if getattr(args, "reload", False) else None
     except (LitkitError, ImportError, ValueError, TypeError, OSError) as error:
         print(f"litkit: error: {error}", file=sys.stderr)
         return 1
+    if options.get("backend") == "ray":
+        return _serve_on_ray(ray_server, example, hint)
     announcement = _how_to_call(server, example, hint)
     if watch is not None:
         announcement += f"\nWatching {watch.path} for changes."
     block_until_interrupted(server, announcement + "\nPress Ctrl+C to stop.", watch)
+    return 0
+
+
+def _serve_on_ray(server: Any, example: Any, hint: str) -> int:
+    """``litkit serve --backend ray``: show how to call the application, wait for Ctrl+C, delete it."""
+    endpoint = server.url + server.api_path
+    lines = [f"litkit: serving on Ray Serve at {endpoint} (application {server.name!r}, {'streaming' if server.stream_mode else 'JSON'})"]
+    lines.append("  call it:  " + _curl(endpoint, example, server.stream_mode) + hint)
+    lines.append(f"  health:   curl {server.url}/health")
+    print("\n".join(lines) + "\nPress Ctrl+C to stop.", flush=True)
+
+    def on_sigterm(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        server.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.stop()
+        print("litkit: stopped", flush=True)
     return 0
 
 

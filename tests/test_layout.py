@@ -26,14 +26,15 @@ ALLOWED = {
     "worker": {"shared", "wire", "specs"},
     "pool": {"shared", "wire"},
     "client": {"shared"},
-    "server": {"shared", "wire", "specs", "worker", "pool", "client", "notebook", "package"},
+    "server": {"shared", "wire", "specs", "worker", "pool", "client", "notebook", "package", "ray"},
     "notebook": {"shared"},
     "front": {"shared", "specs", "server", "client", "package"},  # cli, demo, __main__
-    "package": {"shared", "specs", "server", "client"},  # litkit/__init__.py: lazily, by name
+    "package": {"shared", "specs", "server", "client", "ray"},  # litkit/__init__.py: lazily, by name
+    "ray": {"shared", "wire", "specs", "client"},  # Ray Serve: a peer of server/, never importing it
 }
 
 # Imports of these rooms are allowed only inside a function (loaded on first use, never at import).
-LAZY_ONLY = {("server", "notebook"), ("package", "specs"), ("package", "server"), ("package", "client")}
+LAZY_ONLY = {("server", "notebook"), ("server", "ray"), ("package", "specs"), ("package", "server"), ("package", "client"), ("package", "ray")}
 
 
 def _room(module: str) -> str:
@@ -158,7 +159,7 @@ def _loaded_after(code: str, watched: tuple[str, ...]) -> list[str]:
     return ast.literal_eval(output.strip())
 
 
-HEAVY = ("tornado", "ipywidgets", "IPython", "litkit.server", "litkit.pool", "litkit.notebook", "litkit.client")
+HEAVY = ("tornado", "ipywidgets", "IPython", "litkit.server", "litkit.pool", "litkit.notebook", "litkit.client", "ray", "litkit.ray")
 
 
 def test_import_litkit_loads_neither_tornado_nor_ipywidgets():
@@ -184,3 +185,7 @@ def test_the_pool_runs_on_asyncio_without_tornado():
 def test_the_server_side_loads_the_notebook_side_only_for_a_dashboard():
     loaded = _loaded_after("import litkit.server, litkit.cli", ("ipywidgets", "IPython", "litkit.notebook"))
     assert loaded == []
+
+
+def test_the_server_side_and_the_command_line_load_ray_only_for_backend_ray():
+    assert _loaded_after("import litkit, litkit.server, litkit.cli, litkit.ray", ("ray", "starlette")) == []

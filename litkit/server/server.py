@@ -9,6 +9,7 @@ requests in flight), in a sub-interpreter of its own on Python 3.13+ (``litkit.s
 
 from __future__ import annotations
 
+import inspect
 import logging
 import socket
 import threading
@@ -276,6 +277,8 @@ def serve(
     cors_origins: Sequence[str] = (),
     cancel_grace: float = 5.0,
     client_timeout: float = 60.0,
+    backend: str = "local",
+    **backend_options: Any,
 ) -> Server:
     """Serve ``api`` over HTTP from this process and return once every worker is ready.
 
@@ -324,6 +327,12 @@ def serve(
         client_timeout: seconds a client may take to send its request headers, to send its body,
             or to read a pending part of the response; past it the connection is closed (and the
             request cancelled). Also how long an idle keep-alive connection stays open.
+        backend: ``"local"`` (this process and its workers) or ``"ray"``: deploy on Ray Serve instead
+            and return a ``litkit.ray.RayServer`` with the same ``url``, ``predict``, ``stream``,
+            ``status()`` and ``stop()`` (docs/ray.md; ``pip install 'litkit[ray]'``).
+        **backend_options: with ``backend="ray"``, ``litkit.ray.serve_on_ray``'s own options:
+            ``address``, ``replicas``, ``name``, ``route_prefix``, ``ray_actor_options``,
+            ``max_ongoing_requests``, ``autoscaling_config``.
 
     Raises:
         TypeError: ``api`` is not a LitAPI, or cloudpickle cannot serialize it.
@@ -335,6 +344,8 @@ def serve(
     """
     # Every per-endpoint option, by name, as given here: the defaults of each endpoint.
     arguments = dict(locals())
+    if backend != "local" or backend_options:
+        return _serve_on_backend(arguments)  # type: ignore[no-any-return]
     defaults = {name: arguments[name] for name in ENDPOINT_OPTIONS}
     if not isinstance(host, str) or not host:
         raise ValueError(f"host must be an address such as '127.0.0.1', got {host!r}")
@@ -355,6 +366,33 @@ def serve(
     registry.register(server, cell)
     server._start(start_timeout)
     return server
+
+
+def _serve_on_backend(arguments: dict[str, Any]) -> Any:
+    """``serve(backend="ray")``: hand the options given (those that differ from their default) to
+    ``litkit.ray``, which refuses the ones it cannot honour by name."""
+    backend, backend_options = arguments.pop("backend"), arguments.pop("backend_options")
+    if backend == "local":
+        raise TypeError(
+            f"serve() got unexpected keyword arguments {sorted(backend_options)}; "
+            f"{', '.join(sorted(backend_options))} are not options of the local server (with backend='ray': "
+            "address, replicas, name, route_prefix, ray_actor_options, max_ongoing_requests, autoscaling_config)"
+        )
+    if backend != "ray":
+        raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
+    from ..ray.serving import serve_on_ray
+
+    parameters = inspect.signature(serve).parameters
+    api = arguments.pop("api")
+    given = {name: value for name, value in arguments.items() if name in parameters and not _is_default(value, parameters[name].default)}
+    return serve_on_ray(api, **given, **backend_options)
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    try:
+        return value is default or bool(value == default)
+    except Exception:  # noqa: BLE001 - a value that does not compare (an array): given on purpose
+        return False
 
 
 def _access_policy(host: str, api_key: str | None, cors_origins: Any) -> AccessPolicy:

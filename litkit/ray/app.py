@@ -1,0 +1,183 @@
+"""``ray_app()``: a LitAPI as a Ray Serve application, for ``serve.run``, ``serve run`` and YAML configs.
+
+The API object is serialized here, in the caller's process, with cloudpickle (so classes from a
+notebook cell or a script's ``__main__`` travel by value, as they do to litkit's own workers) and
+the replicas receive bytes. Ray is imported only when this module is.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import cloudpickle
+
+from ..api import LitAPI, is_async_api, is_streaming_api
+from ..specs import Spec
+
+__all__ = ["ray_app", "import_ray_serve"]
+
+DEFAULT_API_PATH = "/predict"
+_RAY_DEFAULT_ONGOING = 5  # Ray Serve's default max_ongoing_requests; a batch must fit in it
+
+
+def import_ray_serve() -> Any:
+    """``ray.serve``, or an ImportError that says how to install it."""
+    try:
+        from ray import serve
+    except ImportError as error:
+        raise ImportError(
+            f"litkit's Ray backend needs Ray Serve, which is not installed ({error}); "
+            "install the extra: pip install 'litkit[ray]'"
+        ) from error
+    return serve
+
+
+def ray_app(
+    api: LitAPI,
+    *,
+    api_path: str = DEFAULT_API_PATH,
+    stream: bool | None = None,
+    spec: Spec | None = None,
+    timeout: float | None = None,
+    max_batch_size: int = 1,
+    batch_timeout: float = 0.0,
+    num_replicas: int = 1,
+    ray_actor_options: dict[str, Any] | None = None,
+    max_ongoing_requests: int | None = None,
+    autoscaling_config: dict[str, Any] | None = None,
+) -> Any:
+    """The Ray Serve application that serves ``api`` with litkit's HTTP contract (docs/ray.md).
+
+    ``serve.run(litkit.ray_app(MyAPI()))`` deploys it; so do ``serve run module:app`` and a Serve
+    YAML config naming ``module:app``. Each replica runs ``setup(device)`` once (``"cuda:0"`` when
+    Ray gave it a GPU, else ``"cpu"``) and answers ``POST api_path`` as ``litkit.serve`` does.
+
+    Args:
+        api: a ``litkit.LitAPI`` instance.
+        api_path: the path of the endpoint under the application's route prefix.
+        stream: None to stream exactly when ``predict`` is a generator function; True or False to insist.
+        spec: a protocol such as ``litkit.specs.OpenAIChat()``, served at the spec's paths.
+        timeout: seconds from the replica receiving a request to its first response byte; past it
+            the client gets 504 and the work is cancelled. None for no limit.
+        max_batch_size: above 1, Ray Serve's batching (``serve.batch``) groups up to this many
+            requests per replica into one ``batch``/``predict``/``unbatch`` call.
+        batch_timeout: seconds a partial batch waits for more requests (``batch_wait_timeout_s``).
+        num_replicas: how many replicas (ignored by Ray when ``autoscaling_config`` is given, so
+            leave it at 1 then).
+        ray_actor_options: each replica's resources, e.g. ``{"num_cpus": 0.5}`` or ``{"num_gpus": 1}``.
+        max_ongoing_requests: requests Ray hands a replica at once (None: Ray Serve's default, or
+            ``max_batch_size`` when larger). An async API runs that many at once; sync hooks run
+            one request at a time per replica (as in a litkit worker) while the others wait in
+            the replica; with batching they are the requests a batch can gather.
+        autoscaling_config: Ray Serve's autoscaling, e.g. ``{"min_replicas": 1, "max_replicas": 4}``.
+
+    Raises:
+        ImportError: Ray Serve is not installed (``pip install 'litkit[ray]'``).
+        TypeError: ``api`` is not a LitAPI instance, or cloudpickle cannot serialize it.
+        ValueError: an argument is out of range, or the options contradict each other or the API.
+    """
+    serve = import_ray_serve()
+    if isinstance(api, dict):
+        raise ValueError(
+            "ray_app() serves one endpoint per application for now; deploy each API as its own "
+            "application with a route prefix of its own: serve.run(litkit.ray_app(A()), name='a', route_prefix='/a')"
+        )
+    _check_api(api)
+    streaming = _resolve_stream(api, stream)
+    _check_options(api, streaming, spec, api_path, timeout, max_batch_size, batch_timeout)
+    _check_count("num_replicas", num_replicas)
+    if autoscaling_config is not None and num_replicas != 1:
+        raise ValueError(
+            f"num_replicas={num_replicas} and autoscaling_config both set the replica count; "
+            "give min_replicas/max_replicas in autoscaling_config and leave num_replicas at 1"
+        )
+    if ray_actor_options is not None and not isinstance(ray_actor_options, dict):
+        raise TypeError(f"ray_actor_options must be a dict such as {{'num_cpus': 0.5}}, got {type(ray_actor_options).__name__}")
+    if max_ongoing_requests is None:
+        max_ongoing_requests = max_batch_size if max_batch_size > _RAY_DEFAULT_ONGOING else None
+    else:
+        _check_count("max_ongoing_requests", max_ongoing_requests)
+    config = {
+        "api": _pickle(api),
+        "spec": None if spec is None else _pickle(spec),
+        "api_path": spec.path if spec is not None else api_path,
+        "stream": streaming,
+        "timeout": timeout,
+        "max_batch_size": max_batch_size,
+        "batch_timeout": float(batch_timeout),
+        "sys_path": [entry or os.getcwd() for entry in sys.path],
+    }
+    options: dict[str, Any] = {"name": type(api).__name__}
+    if autoscaling_config is not None:
+        options["autoscaling_config"] = autoscaling_config
+    else:
+        options["num_replicas"] = num_replicas
+    if ray_actor_options is not None:
+        options["ray_actor_options"] = ray_actor_options
+    if max_ongoing_requests is not None:
+        options["max_ongoing_requests"] = max_ongoing_requests
+    from .replica import Replica
+
+    return serve.deployment(Replica, **options).bind(cloudpickle.dumps(config))
+
+
+def _check_api(api: Any) -> None:
+    if isinstance(api, type):
+        raise TypeError(f"ray_app() takes an API instance, got the class {api.__name__}; call it: ray_app({api.__name__}())")
+    if not isinstance(api, LitAPI):
+        raise TypeError(f"ray_app() takes a litkit.LitAPI instance, got {type(api).__name__}; define `class MyAPI(litkit.LitAPI)`")
+
+
+def _resolve_stream(api: LitAPI, stream: Any) -> bool:
+    generator = is_streaming_api(api)
+    if stream is None:
+        return generator
+    if stream and not generator:
+        raise ValueError(f"stream=True but {type(api).__name__}.predict is not a generator function; make predict `yield` its chunks, or pass stream=None")
+    if not stream and generator:
+        raise ValueError(f"stream=False but {type(api).__name__}.predict is a generator function; `return` the result instead of yielding, or pass stream=None")
+    return bool(stream)
+
+
+def _check_options(api: LitAPI, streaming: bool, spec: Any, api_path: Any, timeout: Any, max_batch_size: Any, batch_timeout: Any) -> None:
+    name = type(api).__name__
+    if not isinstance(api_path, str) or not api_path.startswith("/") or "//" in api_path or api_path == "/health":
+        raise ValueError(f"api_path must be a path starting with '/' other than /health, got {api_path!r}")
+    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0):
+        raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+    _check_count("max_batch_size", max_batch_size)
+    if isinstance(batch_timeout, bool) or not isinstance(batch_timeout, (int, float)) or not 0 <= batch_timeout < 3600:
+        raise ValueError(f"batch_timeout must be a number of seconds from 0 to 3600 (e.g. 0.01), got {batch_timeout!r}")
+    if max_batch_size > 1 and (streaming or is_async_api(api)):
+        raise ValueError(
+            f"max_batch_size={max_batch_size} on Ray works with a plain (sync, non-streaming) predict; "
+            f"{name}.predict is {'a generator' if streaming else 'async'}: leave max_batch_size at 1, or serve it with litkit.serve()"
+        )
+    if spec is not None:
+        if not isinstance(spec, Spec):
+            raise TypeError(f"spec must be a litkit spec such as litkit.specs.OpenAIChat(), got {type(spec).__name__}")
+        if max_batch_size > 1 or is_async_api(api):
+            raise ValueError(
+                f"spec={type(spec).__name__}() works with a plain (sync) predict without batching for now; "
+                f"leave max_batch_size at 1 and make {name}.predict a plain function or generator"
+            )
+        if api_path != DEFAULT_API_PATH:
+            raise ValueError(f"with spec=... the API is served at the spec's paths ({spec.path}); to put them under a prefix, deploy with route_prefix=")
+
+
+def _check_count(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100_000:
+        raise ValueError(f"{name} must be an int from 1 to 100000, got {value!r}")
+
+
+def _pickle(obj: Any) -> bytes:
+    try:
+        return cloudpickle.dumps(obj)
+    except Exception as error:
+        raise TypeError(
+            f"cannot send the {type(obj).__name__} object to Ray replicas: cloudpickle failed with "
+            f"{type(error).__name__}: {error}. Open files, locks, sockets, threads and loaded models cannot "
+            "travel between processes; create them in setup() instead of __init__"
+        ) from error

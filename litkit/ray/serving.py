@@ -1,0 +1,279 @@
+"""``serve(api, backend="ray")``: start or join Ray, deploy with a deadline, and ``RayServer``, the handle.
+
+Ray is started here, on the calling thread: ``ray.init`` from a thread that later exits takes
+Ray's daemons with it. Ray Serve's HTTP port is fixed by the first ``serve.start`` in a cluster;
+asking for another one later is an error that names the port Serve uses. Replicas that do not fit
+the cluster leave a deployment pending forever, so deploying has a deadline, and the error names
+the resources asked for and those available.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from typing import Any
+
+from ..api import LitAPI, is_streaming_api
+from ..client.client import ChunkStream, Client
+from ..errors import WorkerStartError
+from .app import DEFAULT_API_PATH, import_ray_serve, ray_app
+
+__all__ = ["RayServer", "serve_on_ray", "LOCAL_ONLY_OPTIONS"]
+
+logger = logging.getLogger("litkit.ray")
+
+# serve() options of the in-process server that Ray cannot honour, with what to use instead.
+LOCAL_ONLY_OPTIONS = {
+    "workers": "replicas=",
+    "max_queue": "nothing yet: Ray Serve queues requests itself (its max_queued_requests, unlimited by default)",
+    "max_body_size": "a limit in a proxy in front of Ray Serve",
+    "accelerator": "ray_actor_options={'num_gpus': 1} (setup then receives 'cuda:0')",
+    "devices": "ray_actor_options={'num_gpus': 1} per replica",
+    "workers_per_device": "replicas= with ray_actor_options={'num_gpus': 0.5}",
+    "max_concurrency": "max_ongoing_requests=",
+    "api_key": "authentication in a proxy in front of Ray Serve",
+    "cors_origins": "Ray Serve's HTTP middlewares",
+    "cancel_grace": "nothing: a cancelled sync hook runs to its end on its thread (check litkit.cancelled())",
+    "client_timeout": "Ray Serve's http_options keep_alive_timeout_s / request_timeout_s",
+}
+
+_POLL_S = 0.1
+
+
+class RayServer:
+    """A litkit API deployed on Ray Serve. Made by ``litkit.serve(api, backend="ray")``.
+
+    Attributes:
+        url: the base URL of the application, e.g. ``"http://127.0.0.1:8000"``.
+        api_path: the endpoint's path, e.g. ``"/predict"``.
+        name: the Ray Serve application's name.
+        state: ``"serving"`` or ``"stopped"``.
+    """
+
+    backend = "ray"
+
+    def __init__(self, url: str, api_path: str, name: str, deployment: str, stream: bool, shutdown_serve: bool, shutdown_ray: bool) -> None:
+        self.url = url
+        self.stream_mode = stream
+        self.api_path = api_path
+        self.paths = [api_path]
+        self.name = name
+        self.state = "serving"
+        self._deployment = deployment
+        self._shutdown_serve = shutdown_serve
+        self._shutdown_ray = shutdown_ray
+        self._client = Client(url)
+        self._lock = threading.Lock()
+        self._stopped = threading.Event()
+
+    def predict(self, payload: Any, timeout: float | None = 60.0, path: str | None = None) -> Any:
+        """POST ``payload`` to the endpoint and return the decoded JSON answer.
+
+        Raises:
+            litkit.HTTPError: the application answered with an error status.
+        """
+        return self._client.predict(payload, path=path or self.api_path, timeout=timeout)
+
+    def stream(self, payload: Any, sse: bool = False, timeout: float | None = 60.0, path: str | None = None) -> ChunkStream:
+        """POST ``payload`` to a streaming endpoint and iterate over the chunks as they arrive;
+        closing the stream disconnects, which stops the work on the replica."""
+        return self._client.stream(payload, path=path or self.api_path, sse=sse, timeout=timeout)
+
+    def status(self) -> dict[str, Any]:
+        """A snapshot: the application's and deployment's status, and its replicas by state."""
+        snapshot: dict[str, Any] = {"url": self.url, "state": self.state, "backend": "ray", "application": self.name, "api_path": self.api_path}
+        if self.state != "serving":
+            return {**snapshot, "status": "STOPPED", "replicas": {}, "message": ""}
+        serve = import_ray_serve()
+        application = serve.status().applications.get(self.name)
+        if application is None:
+            return {**snapshot, "status": "NOT_FOUND", "replicas": {}, "message": f"no application {self.name!r} in Ray Serve"}
+        deployment = application.deployments.get(self._deployment)
+        replicas = {str(getattr(state, "value", state)): count for state, count in (deployment.replica_states.items() if deployment else ())}
+        message = (deployment.message if deployment else "") or application.message
+        return {**snapshot, "status": str(getattr(application.status, "value", application.status)), "replicas": replicas, "message": message}
+
+    def stop(self) -> None:
+        """Delete the application; shut down Serve and Ray if ``serve()`` started them. Idempotent."""
+        with self._lock:
+            if self.state == "stopped":
+                return
+            self.state = "stopped"
+        serve = import_ray_serve()
+        import ray
+
+        if ray.is_initialized():
+            if self._shutdown_serve:
+                serve.shutdown()
+            else:
+                serve.delete(self.name)
+            if self._shutdown_ray:
+                ray.shutdown()
+        self._stopped.set()
+
+    def wait(self) -> None:
+        """Block until ``stop()`` (Ctrl+C raises KeyboardInterrupt here, as usual)."""
+        while not self._stopped.wait(0.5):
+            pass
+
+    def __enter__(self) -> RayServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"<litkit.RayServer {self.state} {self.url}{self.api_path} (Ray Serve application {self.name!r})>"
+
+
+def serve_on_ray(
+    api: LitAPI,
+    *,
+    address: str | None = None,
+    replicas: int = 1,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    name: str = "litkit",
+    route_prefix: str = "/",
+    start_timeout: float = 60.0,
+    api_path: str = DEFAULT_API_PATH,
+    **app_options: Any,
+) -> RayServer:
+    """Deploy ``api`` on Ray Serve and return once its replicas run (``litkit.serve(backend="ray")``).
+
+    Args:
+        api: a ``litkit.LitAPI`` instance.
+        address: the Ray cluster to join (``"auto"``, ``"ray://head:10001"``); None starts a local
+            Ray unless this process is connected to one already.
+        replicas: how many replicas serve the API.
+        host: the address Ray Serve's HTTP proxy listens on, when this call starts Serve.
+        port: its port; 0 picks a free one. Serve's port is fixed by its first start in the cluster.
+        name: the Ray Serve application's name (deploying the same name again replaces it).
+        route_prefix: where the application sits in Serve's URL space.
+        start_timeout: seconds the replicas may take to be placed and run ``setup``.
+        api_path: the endpoint's path under ``route_prefix``.
+        **app_options: ``litkit.ray_app``'s other options (``stream``, ``spec``, ``timeout``,
+            ``max_batch_size``, ``batch_timeout``, ``ray_actor_options``, ``max_ongoing_requests``,
+            ``autoscaling_config``).
+
+    Raises:
+        ImportError: Ray Serve is not installed (``pip install 'litkit[ray]'``).
+        ValueError: an option is out of range, or Serve already listens on another port.
+        WorkerStartError: a replica's ``setup`` failed, or the replicas were not running within
+            ``start_timeout`` (the message names the resources asked for and available).
+    """
+    serve = import_ray_serve()
+    import ray
+
+    for option, instead in LOCAL_ONLY_OPTIONS.items():
+        if option in app_options:
+            raise ValueError(f"{option}= is an option of the in-process server; with backend='ray' use {instead}")
+    if isinstance(start_timeout, bool) or not isinstance(start_timeout, (int, float)) or not start_timeout > 0:
+        raise ValueError(f"start_timeout must be a positive number of seconds, got {start_timeout!r}")
+    if not isinstance(route_prefix, str) or not route_prefix.startswith("/"):
+        raise ValueError(f"route_prefix must be a path starting with '/', got {route_prefix!r}")
+    app = ray_app(api, api_path=api_path, num_replicas=replicas, **app_options)
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
+    started_ray = False
+    if ray.is_initialized():
+        if address is not None:
+            raise ValueError(
+                f"this process is connected to a Ray cluster already, so address={address!r} cannot be honoured; "
+                "pass address=None to deploy there, or call ray.shutdown() first"
+            )
+    else:
+        # Here, on the calling thread: a thread that called ray.init and then exits kills Ray's daemons.
+        ray.init(address=address)
+        started_ray = address is None
+    try:
+        serve_port, started_serve = _start_serve(serve, host, port)
+        actor_options = app_options.get("ray_actor_options") or {}
+        per_replica = {"num_cpus": actor_options.get("num_cpus", 1), **{k: v for k, v in actor_options.items() if k in ("num_gpus", "resources")}}
+        asked = {"deployment": type(api).__name__, "replicas": replicas, "per_replica": per_replica}
+        _deploy(serve, ray, app, name, route_prefix, start_timeout, asked)
+    except BaseException:
+        if started_ray:
+            ray.shutdown()
+        raise
+    url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    prefix = route_prefix.rstrip("/")
+    return RayServer(f"http://{url_host}:{serve_port}{prefix}", api_path if app_options.get("spec") is None else app_options["spec"].path,
+                     name, type(api).__name__, _streams(api, app_options), shutdown_serve=started_serve, shutdown_ray=started_ray)
+
+
+def _streams(api: LitAPI, app_options: dict[str, Any]) -> bool:
+    stream = app_options.get("stream")
+    return is_streaming_api(api) if stream is None else bool(stream)
+
+
+def _start_serve(serve: Any, host: str, port: int) -> tuple[int, bool]:
+    """Start Ray Serve's proxy on ``port`` unless Serve runs already; return its port and whether we started it."""
+    from ray.serve.context import _get_global_client
+
+    client = _get_global_client(raise_if_no_controller_running=False)
+    if client is None:
+        if port == 0:
+            port = _free_port(host)
+        serve.start(http_options={"host": host, "port": port})
+        return port, True
+    running = client.http_config.port
+    if port not in (0, running):
+        raise ValueError(
+            f"Ray Serve in this cluster listens on port {running} already (its first serve.start fixed it); "
+            f"pass port={running} (or port=0) to deploy there, or call ray.serve.shutdown() first"
+        )
+    return running, False
+
+
+def _deploy(serve: Any, ray: Any, app: Any, name: str, route_prefix: str, start_timeout: float, asked: dict[str, Any]) -> None:
+    """Deploy without Ray's wait-forever; poll until RUNNING, a failure, or the deadline."""
+    # serve.run blocks until the application runs, forever when the replicas never fit; _run with
+    # _blocking=False returns once the application is submitted.
+    serve._run(app, _blocking=False, name=name, route_prefix=route_prefix)
+    deadline = time.monotonic() + start_timeout
+    while True:
+        application = serve.status().applications.get(name)
+        status = _value(application.status) if application else "NOT_STARTED"
+        if status == "RUNNING":
+            return
+        messages = _messages(application)
+        failed = application is not None and any(_value(d.status_trigger) == "REPLICA_STARTUP_FAILED" for d in application.deployments.values())
+        if status == "DEPLOY_FAILED" or failed:
+            serve.delete(name, _blocking=False)
+            raise WorkerStartError(0, f"Ray Serve could not start a replica of {asked['deployment']}", messages)
+        if time.monotonic() > deadline:
+            # Not blocking: Ray takes its graceful_shutdown_timeout_s (20 s) to delete replicas that never started.
+            serve.delete(name, _blocking=False)
+            raise WorkerStartError(0, _not_placed(ray, asked, start_timeout, messages))
+        time.sleep(_POLL_S)
+
+
+def _value(enum: Any) -> str:
+    return str(getattr(enum, "value", enum))
+
+
+def _messages(application: Any) -> str:
+    if application is None:
+        return ""
+    found = [application.message] + [d.message for d in application.deployments.values()]
+    return "\n".join(m.strip() for m in found if m and m.strip())
+
+
+def _not_placed(ray: Any, asked: dict[str, Any], start_timeout: float, messages: str) -> str:
+    total, available = ray.cluster_resources(), ray.available_resources()
+    have = ", ".join(f"{available.get(key, 0):g} of {total[key]:g} {key}" for key in ("CPU", "GPU") if key in total)
+    text = (
+        f"its replicas were not running within start_timeout={start_timeout:g}s: {asked['replicas']} replica(s) x "
+        f"{asked['per_replica']} were asked for, and the cluster has {have or 'no CPU'} available; lower replicas=, "
+        "ask less with ray_actor_options={'num_cpus': 0.5}, add nodes, or raise start_timeout if setup is slow"
+    )
+    return text + (f". Ray Serve says: {messages}" if messages else "")
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        return int(probe.getsockname()[1])

@@ -1,0 +1,422 @@
+"""litkit on a real local Ray Serve (litkit.ray): the same LitAPI classes, the same HTTP contract.
+
+One Ray session for the whole module (Ray's start-up is slow and heavy on 2 cores): started by the
+``ray_serve`` fixture with ``ray.init(num_cpus=2, include_dashboard=False)``; the applications the
+tests share are deployed together once (``apps``), every replica at a tenth of a CPU so that all
+fit; every application is deleted and Ray shut down at the end. Marked ``ray``: the main run
+leaves it out, CI runs it as a step of its own (``python -m pytest -m ray tests/ray``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+if os.environ.get("LITKIT_REQUIRE_RAY"):  # CI's Ray step: a missing extra fails instead of skipping
+    import ray
+else:
+    ray = pytest.importorskip("ray", reason="needs the Ray extra: pip install 'litkit[ray]'")
+
+import apis  # noqa: E402
+import litkit  # noqa: E402
+from conftest import ChunkReader, Events, assert_no_children, raw_post, wait_until  # noqa: E402
+from helpers import litkit_command  # noqa: E402
+
+# Ray's own modules warn about their use of deprecated APIs (pydantic's, for one): not ours to fix.
+pytestmark = [pytest.mark.ray, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray"), pytest.mark.timeout(240)]
+
+FRACTION = {"num_cpus": 0.1}
+
+
+@pytest.fixture(scope="module")
+def ray_serve() -> Iterator[str]:
+    """The module's one local Ray, with Serve's proxy on a free port; yields the proxy's base URL."""
+    from ray import serve
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+    ray.shutdown()
+    assert_no_children(deadline_s=30)
+
+
+class App:
+    """One deployed application: its base URL (route prefix included) and its event file."""
+
+    def __init__(self, base: str, name: str, events: Events) -> None:
+        self.url = f"{base}/{name}"
+        self.name = name
+        self.events = events
+        self.client = litkit.Client(self.url)
+
+    def post(self, body: bytes, headers: dict[str, str] | None = None, path: str = "/predict") -> socket.socket:
+        """``conftest.raw_post`` to ``path`` under this application's route prefix."""
+        base = self.url.removesuffix("/" + self.name)
+        return raw_post(base, body, headers, path=f"/{self.name}{path}")
+
+
+def _holder(events: str) -> litkit.LitAPI:
+    class Holder(litkit.LitAPI):
+        """Records entering and leaving predict, which holds the replica for ``hold`` seconds."""
+
+        def predict(self, x):
+            apis.record(events, "enter")
+            time.sleep(x["hold"])
+            apis.record(events, "exit")
+            return {}
+
+    return Holder()
+
+
+@pytest.fixture(scope="module")
+def apps(ray_serve: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, App]]:
+    """The applications the tests share, deployed in one go (each under the route prefix /name)."""
+    from ray import serve
+    from ray.serve import RunTarget
+
+    folder = tmp_path_factory.mktemp("ray-events")
+    events = {name: Events(folder / f"{name}.jsonl") for name in ("echo", "ticker", "slow", "async", "chat", "batch", "late", "serial")}
+    made = {
+        "echo": (apis.Echo(events["echo"].path), {"num_replicas": 2}),
+        "ticker": (apis.Ticker(events["ticker"].path), {}),
+        "slow": (apis.SlowUntilCancelled(events["slow"].path), {"timeout": 1.0}),
+        "async": (apis.AsyncTicker(events["async"].path), {}),
+        "chat": (apis.ChatWords(events["chat"].path), {"spec": litkit.specs.OpenAIChat(model="words")}),
+        "batch": (apis.BatchDoubler(events["batch"].path), {"max_batch_size": 4, "batch_timeout": 0.5}),
+        "late": (apis.Ticker(events["late"].path), {"timeout": 0.5}),
+        "serial": (_holder(events["serial"].path), {}),
+    }
+    targets = [
+        RunTarget(litkit.ray_app(api, ray_actor_options=FRACTION, **options), name=name, route_prefix=f"/{name}")
+        for name, (api, options) in made.items()
+    ]
+    serve.run_many(targets)
+    yield {name: App(ray_serve, name, events[name]) for name in made}
+    for name in made:
+        serve.delete(name, _blocking=False)
+
+
+# -- JSON, errors, request ids ---------------------------------------------------------------------
+
+
+def test_json_answers_and_the_error_mapping(apps):
+    client = apps["echo"].client
+    assert client.predict({"x": 1}) == {"echo": {"x": 1}}
+    with pytest.raises(litkit.HTTPError) as error:
+        client.predict({"raise": "http"})
+    assert (error.value.status, error.value.message) == (422, "input must be a list")
+    with pytest.raises(litkit.HTTPError) as error:
+        client.predict({"raise": "value"})
+    assert (error.value.status, error.value.message) == (500, "ValueError: bad value 42")
+
+
+def _answer(sock: socket.socket) -> tuple[int, dict[str, str], Any]:
+    reader = ChunkReader(sock)
+    try:
+        return reader.status, reader.headers, json.loads(reader.body())
+    finally:
+        reader.close()
+        sock.close()
+
+
+def test_bad_bodies_are_400_and_the_request_id_is_echoed(apps):
+    status, headers, body = _answer(apps["echo"].post(b'{"x": ', {"X-Request-ID": "job-42"}))
+    assert status == 400
+    assert body["error"].startswith("request body is not valid JSON")
+    assert body["request_id"] == headers["x-request-id"] == "job-42"
+    status, _, body = _answer(apps["echo"].post(b"[NaN]"))
+    assert status == 400 and "NaN is not a JSON value" in body["error"]
+    # decode_request that cannot use the body: Doubler-like access of a missing key
+    status, _, body = _answer(apps["batch"].post(b'{"raise": "http"}'))
+    assert (status, body["error"]) == (422, "input must be a number")
+
+
+def test_decode_request_failing_is_400(apps):
+    status, _, body = _answer(apps["ticker"].post(b"[1, 2]"))  # Ticker's decode_request calls request.get
+    assert status == 400
+    assert body["error"] == "decode_request could not use this request body: AttributeError: 'list' object has no attribute 'get'"
+
+
+def test_unknown_paths_and_methods(apps):
+    status, _, body = _answer(apps["echo"].post(b"{}", path="/nowhere"))
+    assert status == 404 and "POST to /predict" in body["error"]
+    with urllib.request.urlopen(apps["echo"].url + "/health", timeout=10) as answer:
+        assert json.load(answer) == {"status": "ok"}
+
+
+def test_setup_runs_once_per_replica_with_the_cpu(apps):
+    """Two replicas: two setups, in two processes, each with "cpu" (no GPU was asked for)."""
+    setups = apps["echo"].events.wait_for("setup", count=2)
+    assert len(setups) == 2
+    assert {s["device"] for s in setups} == {"cpu"}
+    assert len({s["pid"] for s in setups}) == 2
+
+
+def test_a_class_defined_in_the_test_reaches_the_replicas(ray_serve):
+    """A class no replica can import (defined here, like a notebook cell's) travels by value."""
+    from ray import serve
+
+    class Local(litkit.LitAPI):
+        def predict(self, x):
+            return {"local": x["n"] + 1}
+
+    serve.run(litkit.ray_app(Local(), ray_actor_options=FRACTION), name="local", route_prefix="/local")
+    try:
+        assert litkit.Client(ray_serve + "/local").predict({"n": 1}) == {"local": 2}
+    finally:
+        serve.delete("local", _blocking=False)
+
+
+def test_sync_hooks_run_one_request_at_a_time_per_replica(apps):
+    """As in a litkit worker: Ray hands a replica up to 5 requests at once, and they wait in it;
+    the hooks of one never overlap another's."""
+    app = apps["serial"]
+    threads = [threading.Thread(target=app.client.predict, args=({"hold": 0.2},)) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    spans = sorted(zip((e["t"] for e in app.events.named("enter")), (e["t"] for e in app.events.named("exit"))))
+    assert len(spans) == 3
+    assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:])), spans
+
+
+# -- streams and cancellation ------------------------------------------------------------------------
+
+
+def test_ndjson_chunk_by_chunk_and_sse(apps):
+    client = apps["ticker"].client
+    with client.stream({"n": 3, "interval": 0}) as chunks:
+        assert list(chunks) == [{"i": 0}, {"i": 1}, {"i": 2}]
+    with reading(apps["ticker"], b'{"n": 2, "interval": 0}', {"Accept": "text/event-stream"}) as reader:
+        assert reader.headers["content-type"].startswith("text/event-stream")
+        assert [reader.line() for _ in range(6)] == [b'data: {"i":0}', b"", b'data: {"i":1}', b"", b"data: [DONE]", b""]
+
+
+def test_an_error_mid_stream_is_a_final_error_line(apps):
+    with reading(apps["ticker"], b'{"n": 5, "fail_at": 2, "interval": 0}', {"X-Request-ID": "mid-1"}) as reader:
+        assert reader.status == 200
+        lines = [json.loads(reader.line()) for _ in range(3)]
+    assert lines == [{"i": 0}, {"i": 1}, {"error": "RuntimeError: failed at chunk 2", "request_id": "mid-1"}]
+
+
+@contextlib.contextmanager
+def reading(app: App, body: bytes, headers: dict[str, str] | None = None) -> Iterator[ChunkReader]:
+    """A raw POST's response, read line by line; leaving the block hangs up."""
+    sock = app.post(body, headers)
+    reader = ChunkReader(sock)
+    try:
+        yield reader
+    finally:
+        reader.close()
+        sock.close()
+
+
+def _hang_up_after(app: App, chunks: int, body: bytes) -> float:
+    with reading(app, body) as reader:
+        assert reader.status == 200
+        for _ in range(chunks):
+            reader.line()
+    return time.monotonic()
+
+
+@pytest.mark.parametrize("name", ["ticker", "async"])
+def test_a_hang_up_stops_the_generator(apps, name):
+    """Sync generators (driven from a thread of their own) and async ones alike: at most one more
+    chunk after the client leaves, and ``finally`` within 100 ms (the issue's floors), with a chunk
+    every 20 ms: Ray's proxy takes 2-10 ms here to cancel the replica's task, and a generator keeps
+    yielding until then (with a chunk every 1 ms, 2-4 follow the hang-up; benchmarks/ray_backend.py
+    measures it). Pinned: Ray's documented StreamingResponse over a sync generator never closes it
+    when the client leaves."""
+    app = apps[name]
+    before = len(app.events.named("finally"))
+    left = _hang_up_after(app, 3, json.dumps({"interval": 0.02, "tag": f"hang-{name}"}).encode())
+    ended = app.events.wait_for("finally", count=before + 1)[-1]
+    after = [e for e in app.events.named("yield") if e["t"] > left and e["pid"] == ended["pid"]]
+    assert len(after) <= 1, after
+    assert ended["t"] - left < 0.1
+    # a sync generator hears GeneratorExit at its yield; an async one CancelledError at its await (or GeneratorExit)
+    stopped = [e["event"] for e in app.events.read() if e["event"] in ("generator_exit", "cancelled_error") and e["t"] > left]
+    assert stopped == (["generator_exit"] if name == "ticker" else stopped[:1]) and stopped
+
+
+def test_cancelled_turns_true_when_the_client_leaves(apps):
+    app = apps["slow"]
+    before = len(app.events.named("saw_cancelled"))
+    sock = app.post(b"{}")
+    app.events.wait_for("started", count=before + 1)
+    sock.close()
+    left = time.monotonic()
+    seen = app.events.wait_for("saw_cancelled", count=before + 1)[-1]
+    assert seen["t"] - left < 0.5
+
+
+def test_timeout_is_504_and_cancels(apps):
+    app = apps["slow"]
+    before = len(app.events.named("saw_cancelled"))
+    started = time.monotonic()
+    status, _, body = _answer(app.post(b"{}"))
+    assert status == 504
+    assert body["error"].startswith("no response within timeout=1s")
+    assert 0.9 < time.monotonic() - started < 5
+    app.events.wait_for("saw_cancelled", count=before + 1)
+
+
+def test_timeout_before_a_streams_first_chunk(apps):
+    """504 at the deadline even while predict is busy; its generator is closed once it yields."""
+    app = apps["late"]
+    started = time.monotonic()
+    status, _, body = _answer(app.post(b'{"sleep_steps": 150, "tag": "late"}'))
+    assert status == 504 and "timeout=0.5s" in body["error"]
+    assert time.monotonic() - started < 1.4  # not the 1.5 s predict is busy for
+    app.events.wait_for("generator_exit")
+    app.events.wait_for("finally")
+
+
+# -- OpenAI chat, batching -------------------------------------------------------------------------
+
+
+def test_the_openai_chat_spec(apps):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=apps["chat"].url + "/v1", api_key="unused", max_retries=0)
+    words = [c.choices[0].delta.content for c in client.chat.completions.create(model="words", messages=[{"role": "user", "content": "one two three"}], stream=True)]
+    assert "".join(w or "" for w in words) == "one two three"
+    reply = client.chat.completions.create(model="words", messages=[{"role": "user", "content": "a b"}])
+    assert reply.choices[0].message.content == "a b"
+    assert [m.id for m in client.models.list()] == ["words"]
+
+
+def test_batching_through_serve_batch(apps):
+    app = apps["batch"]
+    results: dict[int, Any] = {}
+
+    def call(i: int) -> None:
+        results[i] = app.client.predict({"input": i, "tag": i})
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert results == {i: {"output": 2 * i} for i in range(4)}
+    assert max(b["size"] for b in app.events.named("batch")) > 1
+
+
+# -- serve(backend="ray"), the command line ------------------------------------------------------------
+
+
+def test_serve_with_the_ray_backend(ray_serve):
+    port = int(ray_serve.rsplit(":", 1)[1])
+    with litkit.serve(apis.Ticker(), backend="ray", port=port, name="handle", route_prefix="/handle", ray_actor_options=FRACTION) as server:
+        assert server.url == ray_serve + "/handle"
+        with server.stream({"n": 2, "interval": 0}) as chunks:
+            assert list(chunks) == [{"i": 0}, {"i": 1}]
+        status = server.status()
+        assert (status["state"], status["status"], status["replicas"]) == ("serving", "RUNNING", {"RUNNING": 1})
+    assert server.status()["state"] == "stopped"
+    server.stop()  # idempotent
+    assert ray.is_initialized()  # a Ray it did not start is left running
+    from ray import serve
+
+    wait_until(lambda: "handle" not in serve.status().applications, 30, "the application to be deleted")
+
+
+def test_options_ray_cannot_honour_are_errors(ray_serve):
+    with pytest.raises(ValueError, match=r"workers= is an option of the in-process server; with backend='ray' use replicas="):
+        litkit.serve(apis.Echo(), backend="ray", workers=2)
+    with pytest.raises(ValueError, match=r"listens on port \d+ already"):
+        litkit.serve(apis.Echo(), backend="ray", port=1)
+    with pytest.raises(TypeError, match="not options of the local server"):
+        litkit.serve(apis.Echo(), replicas=2)
+
+
+def test_replicas_that_do_not_fit_fail_by_the_deadline(ray_serve):
+    """Pinned: Ray leaves replicas that do not fit pending forever; serve() names what was asked."""
+    started = time.monotonic()
+    with pytest.raises(litkit.WorkerStartError) as error:
+        litkit.serve(apis.Echo(), backend="ray", port=0, name="huge", route_prefix="/huge", ray_actor_options={"num_cpus": 8}, start_timeout=3)
+    assert time.monotonic() - started < 20
+    assert "1 replica(s) x {'num_cpus': 8}" in str(error.value)
+    assert "of 2 CPU available" in str(error.value)
+
+
+def test_a_failing_setup_is_a_worker_start_error(ray_serve):
+    with pytest.raises(litkit.WorkerStartError) as error:
+        litkit.serve(apis.FailingSetup(), backend="ray", port=0, name="broken", route_prefix="/broken", ray_actor_options=FRACTION, start_timeout=60)
+    assert "model weights not found at /nowhere/model.bin" in str(error.value)
+
+
+def test_the_command_line_deploys_on_ray(ray_serve, tmp_path: Path):
+    app_file = tmp_path / "app.py"
+    app_file.write_text(textwrap.dedent("""
+        import litkit
+
+        class Hello(litkit.LitAPI):
+            def predict(self, x):
+                return {"hello": x["name"]}
+    """))
+    address = ray.get_runtime_context().gcs_address
+    port = ray_serve.rsplit(":", 1)[1]
+    command = [*litkit_command(), "serve", f"{app_file}:Hello", "--backend", "ray", "--address", address, "--port", port, "--replicas", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        lines: list[str] = []
+        wait_until(lambda: lines.append(process.stdout.readline()) or "Ctrl+C" in lines[-1] or process.poll() is not None, 90, "the banner")
+        assert process.poll() is None, "".join(lines)
+        assert litkit.Client(ray_serve).predict({"name": "ray"}) == {"hello": "ray"}
+    finally:
+        process.send_signal(2)
+        process.wait(timeout=60)
+        process.stdout.close()
+    assert process.returncode == 0
+
+
+def test_a_serve_yaml_config_deploys_a_ray_app(ray_serve, tmp_path: Path):
+    """Serve's own ``serve run config.yaml`` with ``import_path: module:app``; the YAML's deployment
+    options override ``ray_app``'s (here: the replica's CPUs)."""
+    (tmp_path / "hello_app.py").write_text(textwrap.dedent("""
+        import litkit
+
+        class Hello(litkit.LitAPI):
+            def predict(self, x):
+                return {"hello": x["name"]}
+
+        app = litkit.ray_app(Hello(), ray_actor_options={"num_cpus": 4})  # too big: the YAML overrides it
+    """))
+    (tmp_path / "config.yaml").write_text(textwrap.dedent(f"""
+        applications:
+          - name: yaml
+            route_prefix: /yaml
+            import_path: hello_app:app
+            runtime_env: {{working_dir: "local://{tmp_path}"}}
+            deployments:
+              - name: Hello
+                ray_actor_options: {{num_cpus: 0.1}}
+    """))
+    from ray import serve
+
+    serve_command = os.path.join(os.path.dirname(sys.executable), "serve")
+    address = ray.get_runtime_context().gcs_address
+    run = subprocess.run([serve_command, "run", "--address", address, "--non-blocking", str(tmp_path / "config.yaml")], capture_output=True, text=True, timeout=120)
+    try:
+        assert run.returncode == 0, run.stderr[-2000:]
+        wait_until(lambda: getattr(serve.status().applications.get("yaml"), "status", None) == "RUNNING", 60, "the YAML application to run")
+        assert litkit.Client(ray_serve + "/yaml").predict({"name": "yaml"}) == {"hello": "yaml"}
+    finally:
+        serve.delete("yaml", _blocking=False)
