@@ -28,6 +28,7 @@ ALLOWED = {
     "client": {"shared"},
     "server": {"shared", "wire", "specs", "worker", "pool", "client", "notebook", "package"},
     "notebook": {"shared"},
+    "jupyter": {"shared", "wire"},  # the Jupyter server extension: reads servers' registrations (wire.registration)
     "front": {"shared", "specs", "server", "client", "package"},  # cli, demo, __main__
     "package": {"shared", "specs", "server", "client"},  # litkit/__init__.py: lazily, by name
 }
@@ -158,7 +159,7 @@ def _loaded_after(code: str, watched: tuple[str, ...]) -> list[str]:
     return ast.literal_eval(output.strip())
 
 
-HEAVY = ("tornado", "ipywidgets", "IPython", "litkit.server", "litkit.pool", "litkit.notebook", "litkit.client")
+HEAVY = ("tornado", "ipywidgets", "IPython", "litkit.server", "litkit.pool", "litkit.notebook", "litkit.client", "litkit.jupyter", "jupyter_server")
 
 
 def test_import_litkit_loads_neither_tornado_nor_ipywidgets():
@@ -183,4 +184,16 @@ def test_the_pool_runs_on_asyncio_without_tornado():
 
 def test_the_server_side_loads_the_notebook_side_only_for_a_dashboard():
     loaded = _loaded_after("import litkit.server, litkit.cli", ("ipywidgets", "IPython", "litkit.notebook"))
+    assert loaded == []
+
+
+def test_the_server_side_never_loads_the_jupyter_extension():
+    """A kernel's server only writes its registration file; the extension runs in the Jupyter server."""
+    assert _loaded_after("import litkit.server, litkit.cli", ("litkit.jupyter", "jupyter_server")) == []
+
+
+def test_finding_the_extension_loads_no_server_side():
+    """jupyter_server imports litkit.jupyter to find its extension points: that loads neither the
+    serving side nor, until the extension loads, jupyter_server's handlers."""
+    loaded = _loaded_after("import litkit.jupyter; litkit.jupyter._jupyter_server_extension_points()", ("litkit.server", "litkit.pool", "litkit.jupyter.relay"))
     assert loaded == []
