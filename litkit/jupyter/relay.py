@@ -87,7 +87,9 @@ class RelayHandler(JupyterHandler):
     async def _relay(self, port_text: str, path: str | None) -> None:
         port = int(port_text)
         try:
-            host, port = self.ports.target(port) if 0 < port < 65536 else _no_such_port(port)
+            if not 0 < port < 65536:
+                raise RouteRefused(404, f"{port} is not a TCP port (1 to 65535)")
+            host, port = await self.ports.target(port)
         except RouteRefused as refused:
             raise tornado.web.HTTPError(refused.status, refused.message, reason=None) from None
         try:
@@ -181,6 +183,3 @@ def _upstream_target(path: str | None, query: str) -> str:
     target = path or "/"
     return target + ("?" + query if query else "")
 
-
-def _no_such_port(port: int) -> tuple[str, int]:
-    raise RouteRefused(404, f"{port} is not a TCP port (1 to 65535)")

@@ -175,6 +175,25 @@ def test_the_route_refuses_a_registration_by_a_process_that_is_not_its_kernel(hu
             listener.accept()
 
 
+def test_the_route_refuses_a_kernel_s_registration_of_a_port_it_does_not_listen_on(hub):
+    """A registration naming a kernel, for a port another process listens on (a stale file after a
+    server died, the port taken since): refused, and nothing connects to the port."""
+    server, kernel = hub
+    folder = server.runtime / f"litkit-routes-{server.process.pid}"
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        (folder / f"{port}.json").write_text(json.dumps({"port": port, "pid": int(kernel.pid), "url": f"http://127.0.0.1:{port}"}))
+        try:
+            answer = requests.get(f"http://127.0.0.1:{server.port}{_route(server, port, '/health')}", headers=server.auth(), timeout=HTTP_TIMEOUT_S)
+        finally:
+            (folder / f"{port}.json").unlink()
+        assert answer.status_code == 404
+        assert f"process {kernel.pid} registered port {port} but does not listen on it" in answer.json()["error"]
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+
+
 def test_the_route_refuses_requests_without_jupyter_s_auth(hub, served, events: Events):
     """No token, no cookie: refused before anything reaches litkit; a cookie without the XSRF
     token is refused for a POST, as jupyter_server refuses it for its own API."""
