@@ -2,7 +2,8 @@
 
 ``server`` (``serve``, ``Server``), ``endpoints`` (each endpoint's options and state), ``relay``
 (one call to an endpoint, on Tornado's HTTP connection), ``routing`` and ``handlers`` (health,
-info, metrics, 404), ``access`` (API key, Origin and Host checks), ``metrics``, ``listening``
+info, metrics, 404), ``controls`` (the dashboard's Cancel and Stop over HTTP, with their secret),
+``access`` (API key, Origin and Host checks), ``metrics``, ``listening``
 (binding the sockets), ``registry`` (this process's servers by port and cell), ``terminal``
 (``run()`` and the Ctrl+C loop), ``links`` (proxy-aware URLs), ``jupyter_route`` (registering
 with litkit's Jupyter route) and ``kernel`` (is this a Jupyter

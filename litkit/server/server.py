@@ -29,6 +29,7 @@ from . import registry
 from .access import AccessPolicy, check_api_key, check_cors_origins, is_loopback_host, make_api_key, proxied_hosts
 from .endpoints import DEFAULT_API_PATH, ENDPOINT_OPTIONS, Endpoint, ServingState, check_int, check_seconds, plan_endpoints
 from .kernel import current_cell, in_jupyter_kernel
+from .controls import CONTROL_PATH, SECRET_HEADER, Controls
 from .links import local_url, public_url
 from .listening import listen
 from .routing import make_router
@@ -77,6 +78,8 @@ class Server:
         self._client: Client | None = None
         self._dashboard: Any = None  # litkit.notebook.dashboard.Dashboard, made on first use of .widget
         self._drain_s = 0.0
+        # The dashboard's buttons over HTTP; its secret goes to the widget's model only.
+        self._controls = Controls(cancel=self._cancel_in_loop, stop=self._stop_on_a_thread)
 
     # -- the public surface -----------------------------------------------------------------------
 
@@ -149,6 +152,7 @@ class Server:
                     cancel=self.cancel,
                     stop=self.stop,
                     api_key=self.api_key,
+                    control={"url": self.public_url + CONTROL_PATH, "header": SECRET_HEADER, "secret": self._controls.secret},
                 )
             return self._dashboard
 
@@ -280,7 +284,7 @@ class Server:
         self._loop = asyncio.get_running_loop()
         if self.state in ("stopped", "replaced"):  # stop() came before the loop existed
             self._stop_requested.set()
-        router = make_router(self._serving)
+        router = make_router(self._serving, self._controls)
         http_server = tornado.httpserver.HTTPServer(
             router,
             # The relay enforces max_body_size with a 413; this only bounds what Tornado buffers.
@@ -364,6 +368,11 @@ class Server:
             "api": endpoints[0].api_name,
             "endpoints": per_endpoint,
         }
+
+    def _stop_on_a_thread(self) -> None:
+        """The dashboard's Stop over HTTP, called on the server's loop: stop() waits for that loop
+        to end, so it runs on a thread of its own."""
+        threading.Thread(target=self.stop, name=f"litkit-stop-{self.port}", daemon=True).start()
 
     def _cancel_in_loop(self, request_id: str, reason: str) -> bool:
         found = False

@@ -141,9 +141,11 @@ def test_a_hang_up_through_the_route_stops_the_generator(hub, served, events: Ev
     reader.close()
     sock.close()
     finally_at = events.wait_for("finally")[0]["t"]
-    yields = len(events.named("yield"))
+    # Tokens the worker produced after the hang-up (one may have been on its way before it: a busy
+    # machine can hold the reader back a token's time).
+    after = [event for event in events.named("yield") if event["t"] > hung_up]
     assert finally_at - hung_up < FINALLY_WITHIN_S, f"finally ran {1000 * (finally_at - hung_up):.0f} ms after the hang-up"
-    assert yields <= HANG_UP_AFTER + 1, f"{yields} tokens produced for a client that read {HANG_UP_AFTER}"
+    assert len(after) <= 1, f"{len(after)} tokens produced after the client hung up"
     counts = json.loads(kernel.run("import json; print(json.dumps(server.status()['counts']))"))
     assert counts["cancelled"] == 1 and counts["completed"] == 0, counts
 
@@ -249,3 +251,34 @@ def test_outside_jupyterhub_the_route_works_and_public_url_stays_direct(tmp_path
             kernel.run("server.stop()")
         finally:
             kernel.shutdown()
+
+
+def test_the_dashboard_s_cancel_through_the_route_answers_while_a_cell_runs(hub, served, events: Events):
+    """The widget's control URL is on litkit's route; a Cancel sent there (as the browser's panel
+    sends it) takes effect while the kernel is busy in ``time.sleep``."""
+    server, kernel = hub
+    info = served("apis.Ticker(EVENTS)")
+    control = json.loads(kernel.run("print(json.dumps(server.widget._panel.control))"))
+    assert control["url"] == f"{PREFIX}litkit/{info['port']}/litkit/control"
+    sock = raw_post(f"http://127.0.0.1:{server.port}", json.dumps({"n": 100_000, "interval": 0.01}).encode(), {**server.auth(), "X-Request-ID": "long"}, path=_route(server, info["port"]))
+    sock.settimeout(DEADLINE_S)
+    reader = ChunkReader(sock)
+    reader.line()
+    busy = kernel.client.execute("import time; time.sleep(3)")
+    try:
+        kernel.client.get_iopub_msg(timeout=DEADLINE_S)  # status: busy
+        clicked = time.monotonic()
+        answer = requests.post(
+            f"http://127.0.0.1:{server.port}{control['url']}/cancel", json={"request_id": "long"}, headers={**server.auth(), control["header"]: control["secret"]}, timeout=HTTP_TIMEOUT_S
+        )
+        took_s = time.monotonic() - clicked
+        assert answer.status_code == 200 and answer.json() == {"cancelled": True, "request_id": "long"}
+        assert took_s < 0.25, f"Cancel took {1000 * took_s:.0f} ms while the kernel slept"
+        events.wait_for("finally")
+        refused = requests.post(f"http://127.0.0.1:{server.port}{control['url']}/stop", headers=server.auth(), timeout=HTTP_TIMEOUT_S)
+        assert refused.status_code == 403  # Jupyter's login alone does not open the control paths
+    finally:
+        reader.close()
+        sock.close()
+        kernel.client.get_shell_msg(timeout=DEADLINE_S)  # the sleeping cell's reply
+        assert busy
