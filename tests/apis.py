@@ -124,6 +124,22 @@ class Ticker(litkit.LitAPI):
             yield {"i": i}
 
 
+class Gated(litkit.LitAPI):
+    """Streams ``{"i": n}`` for n below ``n``, yielding the next only once the file ``<gate><n>`` of
+    the one before exists: a reader that gets each chunk as it is sent can open the gate; behind a
+    relay that buffers, the stream stalls (and ends after ``wait_s`` per chunk)."""
+
+    def predict(self, x):
+        for i in range(x["n"]):
+            yield i
+            if i + 1 < x["n"] and not wait_for_file(f"{x['gate']}{i}", x.get("wait_s", 10.0)):
+                return
+
+    def encode_response(self, output):
+        for i in output:
+            yield {"i": i}
+
+
 class TextChunks(litkit.LitAPI):
     """Streams the strings it is sent, as is."""
 

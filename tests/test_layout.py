@@ -28,6 +28,7 @@ ALLOWED = {
     "client": {"shared"},
     "server": {"shared", "wire", "specs", "worker", "pool", "client", "notebook", "package", "ray"},
     "notebook": {"shared"},
+    "jupyter": {"shared", "wire"},  # the Jupyter server extension: reads servers' registrations (wire.registration)
     "front": {"shared", "specs", "server", "client", "package"},  # cli, demo, __main__
     "package": {"shared", "specs", "server", "client", "ray"},  # litkit/__init__.py: lazily, by name
     "ray": {"shared", "wire", "specs", "client"},  # Ray Serve: a peer of server/, never importing it
@@ -159,7 +160,7 @@ def _loaded_after(code: str, watched: tuple[str, ...]) -> list[str]:
     return ast.literal_eval(output.strip())
 
 
-HEAVY = ("tornado", "ipywidgets", "IPython", "litkit.server", "litkit.pool", "litkit.notebook", "litkit.client", "ray", "litkit.ray")
+HEAVY = ("tornado", "ipywidgets", "IPython", "litkit.server", "litkit.pool", "litkit.notebook", "litkit.client", "ray", "litkit.ray", "litkit.jupyter", "jupyter_server")
 
 
 def test_import_litkit_loads_neither_tornado_nor_ipywidgets():
@@ -189,3 +190,15 @@ def test_the_server_side_loads_the_notebook_side_only_for_a_dashboard():
 
 def test_the_server_side_and_the_command_line_load_ray_only_for_backend_ray():
     assert _loaded_after("import litkit, litkit.server, litkit.cli, litkit.ray", ("ray", "starlette")) == []
+
+
+def test_the_server_side_never_loads_the_jupyter_extension():
+    """A kernel's server only writes its registration file; the extension runs in the Jupyter server."""
+    assert _loaded_after("import litkit.server, litkit.cli", ("litkit.jupyter", "jupyter_server")) == []
+
+
+def test_finding_the_extension_loads_no_server_side():
+    """jupyter_server imports litkit.jupyter to find its extension points: that loads neither the
+    serving side nor, until the extension loads, jupyter_server's handlers."""
+    loaded = _loaded_after("import litkit.jupyter; litkit.jupyter._jupyter_server_extension_points()", ("litkit.server", "litkit.pool", "litkit.jupyter.relay"))
+    assert loaded == []

@@ -7,9 +7,13 @@ the snapshot at most ``1 / interval`` times a second, renders it to strings (``l
 and sets only the values that changed, inside ``hold_sync()``, so an unchanged server sends
 nothing to the frontend and a busy one sends one batch per refresh.
 
-Widget callbacks (the buttons) run on whatever thread the kernel handles comm messages on: the
-main thread on ipykernel 6, possibly another thread on ipykernel 7. So every change to the widgets
-happens under one lock, and the callbacks call only thread-safe server methods.
+The buttons: given ``control`` (the server's control paths and secret) and with anywidget
+installed, Stop and Cancel are a ``litkit.notebook.controls.ControlPanel``, drawn by the browser,
+whose clicks go over HTTP straight to the server, so they take effect while a cell runs; the
+kernel only tells it which requests are live. Otherwise they are ipywidgets buttons, whose
+callbacks run on whatever thread the kernel handles comm messages on (the main thread on
+ipykernel 6, so only once the running cell ends; possibly another thread on ipykernel 7). Every
+change to the widgets happens under one lock, and the callbacks call only thread-safe server methods.
 
 Without a frontend (a plain Python process) the widgets have no comm to send on, and the
 dashboard still refreshes: a benchmark can measure serving with it running.
@@ -65,6 +69,9 @@ class Dashboard(widgets.VBox):
         interval: seconds between refreshes (at least 0.05).
         start: start the refresh thread now (``refresh()`` can also be called by hand).
         api_key: the key callers must send, shown in the header; None shows none.
+        control: ``{"url", "header", "secret"}`` of the server's control paths
+            (``litkit.server.controls``): the browser's buttons call them directly. Needs
+            anywidget; without it the buttons go through the kernel (``cancel`` and ``stop``).
 
     Unhealthy servers (``status()["health"]["ok"]`` False, e.g. a worker left down after failing
     to start) get a red line with the reason under the header.
@@ -82,12 +89,14 @@ class Dashboard(widgets.VBox):
         interval: float = DEFAULT_INTERVAL_S,
         start: bool = True,
         api_key: str | None = None,
+        control: dict[str, str] | None = None,
     ) -> None:
         # close() (which ipywidgets also calls from __del__) needs these even if __init__ fails.
         self._halt = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.RLock()
         self._cancel_rows: dict[str, widgets.HBox] = {}
+        self._panel: Any = None
         super().__init__()
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval < 0.05:
             raise ValueError(f"interval must be at least 0.05 seconds (at most 20 refreshes a second), got {interval!r}")
@@ -110,15 +119,17 @@ class Dashboard(widgets.VBox):
         self._stop_button.on_click(self._on_stop)
         self._cancel_box = widgets.VBox()
         self._more = widgets.HTML()
-        header = widgets.HBox([self._sections["header"], self._stop_button] if stop is not None else [self._sections["header"]])
+        self._panel = _control_panel(control)
+        in_header = [self._stop_button] if stop is not None and self._panel is None else []
+        header = widgets.HBox([self._sections["header"], *in_header])
+        buttons = (self._panel,) if self._panel is not None else (self._cancel_box, self._more)
         self.children = (
                 header,
                 self._sections["health"],
                 self._sections["counts"],
                 self._sections["stats"],
                 self._sections["workers"],
-                self._cancel_box,
-                self._more,
+                *buttons,
                 self._sections["requests"],
                 widgets.HTML("<div style='font-size:12px;margin-top:4px'><b>worker output</b></div>"),
                 self._sections["logs"],
@@ -155,12 +166,14 @@ class Dashboard(widgets.VBox):
         with self._lock:
             self.state = state
             changed = {name: text for name, text in sections.items() if self._shown.get(name) != text}
-            rows_changed = self._rows_differ(live)
+            rows_changed = self._panel_differs(live, state) if self._panel is not None else self._rows_differ(live)
             stop_label = state.capitalize()  # shown on the Stop button once the server has ended
-            stop_changed = state in _FINAL_STATES and (self._stop_button.description != stop_label or not self._stop_button.disabled)
+            stop_changed = self._panel is None and state in _FINAL_STATES and (self._stop_button.description != stop_label or not self._stop_button.disabled)
             if resend:
                 for name in sections.keys() - changed.keys():
                     self._sections[name].send_state("value")
+                if self._panel is not None and not rows_changed:
+                    self._panel.send_state(["rows", "more", "state"])
             if not changed and not rows_changed and not stop_changed:
                 return False
             with contextlib.ExitStack() as held:
@@ -168,7 +181,9 @@ class Dashboard(widgets.VBox):
                     held.enter_context(self._sections[name].hold_sync())
                 for name, text in changed.items():
                     self._sections[name].value = text
-                if rows_changed:
+                if rows_changed and self._panel is not None:
+                    self._show_panel(live, state)
+                elif rows_changed:
                     self._show_rows(live)
                 if stop_changed:
                     with self._stop_button.hold_sync():
@@ -214,11 +229,29 @@ class Dashboard(widgets.VBox):
             for row in self._cancel_rows.values():
                 _close_all(row)
             self._cancel_rows.clear()
+            if self._panel is not None:
+                self._panel.close()
             for child in list(self.children):
                 _close_all(child)
             super().close()
 
     # -- the Cancel rows --------------------------------------------------------------------------
+
+    def _panel_differs(self, live: list[tuple[str, str]], state: str) -> bool:
+        panel = self._panel
+        rows = [list(row) for row in live[:MAX_CANCEL_ROWS]]
+        return panel.rows != rows or panel.more != _more_text(len(live)) or panel.state != state
+
+    def _show_panel(self, live: list[tuple[str, str]], state: str) -> None:
+        panel = self._panel
+        with panel.hold_sync():
+            rows = [list(row) for row in live[:MAX_CANCEL_ROWS]]
+            if panel.rows != rows:
+                panel.rows = rows
+            if panel.more != _more_text(len(live)):
+                panel.more = _more_text(len(live))
+            if panel.state != state:
+                panel.state = state
 
     def _rows_differ(self, live: list[tuple[str, str]]) -> bool:
         shown = live[:MAX_CANCEL_ROWS]
@@ -271,6 +304,20 @@ class Dashboard(widgets.VBox):
             self._stop_button.description = "Stopping"
         if self._stop is not None:
             self._stop()
+
+
+def _control_panel(control: dict[str, str] | None) -> Any:
+    """The browser's buttons for ``control``, or None (no control paths, or no anywidget)."""
+    if control is None:
+        return None
+    try:
+        from .controls import ControlPanel  # anywidget only where a dashboard has control paths
+    except ImportError:
+        logger.info("anywidget is not installed: the dashboard's buttons go through the kernel (pip install 'litkit[dashboard]')")
+        return None
+    panel = ControlPanel(control=dict(control))
+    panel.add_class("litkit-control-panel")
+    return panel
 
 
 def _more_text(live: int) -> str:

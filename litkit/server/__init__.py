@@ -6,9 +6,11 @@ else a thread; and what crosses between), ``interpreters`` (sub-interpreters, by
 ``switching`` (the GIL switch interval while a server shares the caller's GIL), ``endpoints``
 (each endpoint's options and state), ``relay`` (one call to an endpoint, on Tornado's HTTP
 connection), ``routing`` and ``handlers`` (health,
-info, metrics, 404), ``access`` (API key, Origin and Host checks), ``metrics``, ``listening``
+info, metrics, 404), ``controls`` (the dashboard's Cancel and Stop over HTTP, with their secret),
+``access`` (API key, Origin and Host checks), ``metrics``, ``listening``
 (binding the sockets), ``registry`` (this process's servers by port and cell), ``terminal``
-(``run()`` and the Ctrl+C loop), ``links`` (proxy-aware URLs) and ``kernel`` (is this a Jupyter
+(``run()`` and the Ctrl+C loop), ``links`` (proxy-aware URLs), ``jupyter_route`` (registering
+with litkit's Jupyter route) and ``kernel`` (is this a Jupyter
 kernel, which cell runs). Knows nothing of widgets: ``litkit.notebook`` is loaded only when a
 dashboard is asked for.
 """

@@ -25,13 +25,15 @@ __all__ = ["make_application"]
 access_logger = logging.getLogger("litkit.server.access")
 
 
-def make_application(serving: ServingState) -> tornado.web.Application:
-    """Every path but the endpoints' own: health, info, metrics, a spec's GET paths, and 404."""
+def make_application(serving: ServingState, more_routes: list[Any] = []) -> tornado.web.Application:  # noqa: B006 - never mutated
+    """Every path but the endpoints' own: health, info, metrics, a spec's GET paths, ``more_routes``
+    (the dashboard's control paths, ``litkit.server.controls``), and 404."""
     options = {"state": serving, "serving": serving}
     routes: list[Any] = [
         (r"/health", HealthHandler, options),
         (r"/info", InfoHandler, options),
         (r"/metrics", MetricsHandler, options),
+        *more_routes,
     ]
     for endpoint in serving.endpoints:
         for name, path in endpoint.extra_paths.items():

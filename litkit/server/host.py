@@ -32,7 +32,7 @@ import pickle
 import socket
 import sys
 import threading
-from typing import Any
+from typing import Any, Callable
 
 import cloudpickle
 
@@ -57,8 +57,9 @@ _OUTBOX_LIMIT = 1 << 20  # bytes of log and output events the server queues for 
 class ServerRecipe:
     """What a server's loop is made from: plain data, able to cross to another interpreter."""
 
-    def __init__(self, plans: list[EndpointPlan], access: Any, client_timeout: float, slice_ms: float, url: str) -> None:
+    def __init__(self, plans: list[EndpointPlan], access: Any, client_timeout: float, slice_ms: float, url: str, control_secret: str) -> None:
         self.plans = plans
+        self.control_secret = control_secret
         self.access = access
         self.client_timeout = client_timeout
         self.slice_ms = slice_ms
@@ -80,9 +81,9 @@ def _lengthen_slice(slice_ms: float) -> None:
 class ThreadHost:
     """The server's loop on a thread of the caller's interpreter."""
 
-    def __init__(self, recipe: ServerRecipe, sockets: list[socket.socket], name: str) -> None:
+    def __init__(self, recipe: ServerRecipe, sockets: list[socket.socket], name: str, request_stop: Callable[[], None]) -> None:
         self._slice_ms = recipe.slice_ms
-        self._server_loop = ServerLoop(recipe.serving(), sockets, recipe.url)
+        self._server_loop = ServerLoop(recipe.serving(), sockets, recipe.url, recipe.control_secret, request_stop)
         self.started = self._server_loop.started
         self.finished = self._server_loop.finished
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -114,8 +115,9 @@ class ThreadHost:
 class InterpreterHost:
     """The server's loop in a sub-interpreter with its own GIL, run by a thread of the caller's."""
 
-    def __init__(self, recipe: ServerRecipe, sockets: list[socket.socket], name: str) -> None:
+    def __init__(self, recipe: ServerRecipe, sockets: list[socket.socket], name: str, request_stop: Callable[[], None]) -> None:
         self._slice_ms = recipe.slice_ms
+        self._request_stop = request_stop
         # The server's interpreter works on duplicates of these descriptors, which it makes and
         # closes itself; this side closes the originals once that interpreter has ended.
         self._sockets = sockets
@@ -202,6 +204,8 @@ class InterpreterHost:
                 listener(*value)
         elif name == "final":
             self._final = value
+        elif name == "stop_requested":  # the dashboard's Stop, over HTTP
+            self._request_stop()
 
     def _call(self, name: str, *arguments: Any) -> Any:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
@@ -257,9 +261,9 @@ class _CallerLink:
     counted, never replies or the start's outcome.
     """
 
-    def __init__(self, sock: socket.socket, server_loop: ServerLoop) -> None:
+    def __init__(self, sock: socket.socket) -> None:
         self._sock = sock
-        self._server_loop = server_loop
+        self.server_loop: ServerLoop | None = None  # set once made (its Stop sends through this link)
         self._outbox: collections.deque[memoryview] = collections.deque()
         self._queued = 0
         self.dropped = 0
@@ -280,7 +284,8 @@ class _CallerLink:
                 data = b""
             if not data:  # the caller's interpreter is going away: stop serving
                 self._loop.remove_reader(self._sock.fileno())
-                self._server_loop.stop(0.0)
+                if self.server_loop is not None:
+                    self.server_loop.stop(0.0)
                 return
             for kind, payload in parser.feed(data):
                 if kind == Kind.HOST_CALL:
@@ -289,8 +294,10 @@ class _CallerLink:
         self._loop.add_reader(self._sock.fileno(), on_readable)
 
     def _answer(self, call_id: int, name: str, arguments: tuple[Any, ...]) -> None:
-        server_loop = self._server_loop
+        server_loop = self.server_loop
         try:
+            if server_loop is None:
+                raise RuntimeError("the server is not made yet")
             if name == "status":
                 value: Any = server_loop.snapshot(*arguments)
             elif name == "cancel":
@@ -419,8 +426,9 @@ def serve_in_this_interpreter(fd: int) -> None:
         recipe: ServerRecipe = init["recipe"]
         serving = recipe.serving()
         sockets = [socket.socket(fileno=os.dup(listen_fd)) for listen_fd in init["listen_fds"]]
-        server_loop = ServerLoop(serving, sockets, recipe.url)
-        link = _CallerLink(sock, server_loop)
+        link = _CallerLink(sock)
+        server_loop = ServerLoop(serving, sockets, recipe.url, recipe.control_secret, lambda: link.event("stop_requested", None, droppable=False))
+        link.server_loop = server_loop
         handler = _ForwardingHandler(link)
         litkit_logger = logging.getLogger("litkit")
         litkit_logger.setLevel(init["log_level"])

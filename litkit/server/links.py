@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from typing import Mapping
 
+from .jupyter_route import route_url
+
 __all__ = ["local_url", "public_url"]
 
 
@@ -20,7 +22,9 @@ def public_url(url: str, port: int, environ: Mapping[str, str] | None = None) ->
     - ``LITKIT_PROXY_URL``: a template in which ``{port}`` is replaced by the port, e.g.
       ``https://hub.example.org/user/ada/proxy/{port}``;
     - ``JUPYTERHUB_SERVICE_PREFIX`` (set by JupyterHub in every single-user server): the path of
-      jupyter-server-proxy's route, ``<prefix>proxy/<port>``, relative to the hub's own address;
+      litkit's own Jupyter route, ``<base_url>litkit/<port>``, where the Jupyter server runs litkit's
+      extension and this server registered with it (``litkit.server.jupyter_route``); else
+      jupyter-server-proxy's route, ``<prefix>proxy/<port>``; both relative to the hub's address;
     - else ``url`` itself.
     """
     environ = os.environ if environ is None else environ
@@ -29,7 +33,7 @@ def public_url(url: str, port: int, environ: Mapping[str, str] | None = None) ->
         return template.replace("{port}", str(port)).rstrip("/")
     prefix = environ.get("JUPYTERHUB_SERVICE_PREFIX", "").strip()
     if prefix:
-        return "/" + prefix.strip("/") + f"/proxy/{port}"
+        return route_url(port, environ) or "/" + prefix.strip("/") + f"/proxy/{port}"
     return url
 
 

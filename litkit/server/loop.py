@@ -23,6 +23,7 @@ import tornado.httpserver
 from ..errors import ServerStoppedError
 from ..pool.logs import OutputListener, merge_logs
 from ..pool.tracking import merge_recent, merge_stats
+from .controls import Controls
 from .endpoints import ServingState
 from .routing import make_router
 
@@ -46,9 +47,12 @@ class ServerLoop:
     once ``run()`` has returned.
     """
 
-    def __init__(self, serving: ServingState, sockets: list[socket.socket], url: str) -> None:
+    def __init__(self, serving: ServingState, sockets: list[socket.socket], url: str, control_secret: str, request_stop: Callable[[], None]) -> None:
+        """``control_secret`` opens the dashboard's control paths; their Stop calls ``request_stop``,
+        which must start stopping the ``Server`` and return at once."""
         self.serving = serving
         self.url = url
+        self._controls = Controls(control_secret, cancel=self.cancel, stop=request_stop)
         self._sockets = sockets
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -175,7 +179,7 @@ class ServerLoop:
             self._loop = asyncio.get_running_loop()
             if self._stop_asked:  # stop() came before the loop existed
                 self._stop_requested.set()
-        router = make_router(self.serving)
+        router = make_router(self.serving, self._controls)
         http_server = tornado.httpserver.HTTPServer(
             router,
             # The relay enforces max_body_size with a 413; this only bounds what Tornado buffers.

@@ -9,6 +9,8 @@ import logging
 import threading
 from typing import Protocol
 
+from . import jupyter_route
+
 __all__ = ["RunningServer", "register", "stop_all", "stop_server_on_port", "stop_servers_of_earlier_runs", "unregister"]
 
 logger = logging.getLogger("litkit.server")
@@ -62,7 +64,8 @@ def stop_servers_of_earlier_runs(cell: Cell | None) -> None:
 
 def register(server: RunningServer, cell: Cell | None) -> None:
     """Note a started server under its port, with the notebook cell that started it (None outside
-    Jupyter); the first one also arranges ``stop_all()`` at exit."""
+    Jupyter), and register it with litkit's Jupyter route where there is one; the first one also
+    arranges ``stop_all()`` at exit."""
     global _atexit_registered
     with _registry_lock:
         _servers_by_port[server.port] = server
@@ -72,14 +75,17 @@ def register(server: RunningServer, cell: Cell | None) -> None:
         if not _atexit_registered:
             atexit.register(stop_all)
             _atexit_registered = True
+    jupyter_route.announce(server.port, server.url)
 
 
 def unregister(server: RunningServer) -> None:
-    """Forget a stopped server (unless another has taken its port since)."""
+    """Forget a stopped server (unless another has taken its port since), and its Jupyter route."""
     with _registry_lock:
-        if _servers_by_port.get(server.port) is server:
-            del _servers_by_port[server.port]
-            _cells.pop(server.port, None)
+        if _servers_by_port.get(server.port) is not server:
+            return
+        del _servers_by_port[server.port]
+        _cells.pop(server.port, None)
+    jupyter_route.withdraw(server.port)
 
 
 def stop_all() -> None:

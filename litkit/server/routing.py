@@ -23,6 +23,7 @@ import tornado.web
 from tornado import httputil
 from tornado.http1connection import HTTP1Connection
 
+from .controls import Controls, control_route
 from .endpoints import ServingState
 from .handlers import make_application
 from .relay import EndpointRoute
@@ -36,10 +37,12 @@ _SWEEPS_PER_TIMEOUT = 10
 _MAX_SWEEP_S = 1.0
 
 
-def make_router(serving: ServingState) -> Router:
-    """The server's delegate: each endpoint's path to its relay, every other path to the handlers."""
+def make_router(serving: ServingState, controls: Controls | None = None) -> Router:
+    """The server's delegate: each endpoint's path to its relay, every other path to the handlers
+    (the dashboard's control paths among them, given ``controls``)."""
     routes = {endpoint.path: EndpointRoute(endpoint, serving) for endpoint in serving.endpoints}
-    return Router(routes, make_application(serving), ClientDeadlines(serving.client_timeout))
+    more_routes = [control_route(serving, controls)] if controls is not None else []
+    return Router(routes, make_application(serving, more_routes), ClientDeadlines(serving.client_timeout))
 
 
 class ClientDeadlines:

@@ -26,6 +26,7 @@ from .endpoints import DEFAULT_API_PATH, ENDPOINT_OPTIONS, Endpoint, EndpointPla
 from .host import InterpreterHost, ServerRecipe, ThreadHost
 from .interpreters import unavailable_reason
 from .kernel import current_cell, in_jupyter_kernel
+from .controls import CONTROL_PATH, SECRET_HEADER, new_secret
 from .links import local_url, public_url
 from .listening import listen
 
@@ -60,7 +61,8 @@ class Server:
         # Where the server's loop runs: a sub-interpreter with its own GIL where this Python has
         # one (3.13+), else a thread of this interpreter (litkit.server.host).
         host_type = InterpreterHost if unavailable_reason() is None else ThreadHost
-        self._host: InterpreterHost | ThreadHost = host_type(recipe, sockets, f"litkit-server-{port}")
+        self._host: InterpreterHost | ThreadHost = host_type(recipe, sockets, f"litkit-server-{port}", self._stop_on_a_thread)
+        self._control_secret = recipe.control_secret  # the dashboard's buttons over HTTP: for the widget's model only
         self._thread = self._host.thread
         self._lock = threading.Lock()
         self._client: Client | None = None
@@ -140,6 +142,7 @@ class Server:
                     cancel=self.cancel,
                     stop=self.stop,
                     api_key=self.api_key,
+                    control={"url": self.public_url + CONTROL_PATH, "header": SECRET_HEADER, "secret": self._control_secret},
                 )
             return self._dashboard
 
@@ -244,6 +247,11 @@ class Server:
         dashboard = self._dashboard
         if dashboard is not None:
             dashboard.finish()
+
+    def _stop_on_a_thread(self) -> None:
+        """The dashboard's Stop over HTTP, called on the server's loop (or its events thread):
+        stop() waits for that loop to end, so it runs on a thread of its own."""
+        threading.Thread(target=self.stop, name=f"litkit-stop-{self.port}", daemon=True).start()
 
     def _listen_to_workers(self, listener: OutputListener) -> None:
         """Call ``listener(worker_id, stream, line)`` for every line the workers print from now on."""
@@ -361,7 +369,7 @@ def serve(
     if port:
         registry.stop_server_on_port(port)
     sockets, port = listen(host, port)
-    recipe = ServerRecipe(plans, access, client_timeout, slice_ms, local_url(host, port))
+    recipe = ServerRecipe(plans, access, client_timeout, slice_ms, local_url(host, port), new_secret())
     server = Server(recipe, sockets, port)
     registry.register(server, cell)
     server._start(start_timeout)

@@ -3,7 +3,9 @@
 JupyterLab runs on loopback with a token, in its own process group, in a temporary folder holding
 a copy of ``notebooks/dashboard.ipynb`` without its final ``server.stop()`` cell (the test presses
 the dashboard's Stop button instead) and with one more cell that starts a long stream in a thread
-(the test presses its Cancel button). Both buttons' callbacks run in the kernel (ipykernel 7 here). Chromium is Debian's package (``/usr/bin/chromium``;
+(the test presses its Cancel button), and a last cell that sleeps, so both buttons are pressed while
+the kernel is busy: their clicks go from the browser to the server over HTTP (anywidget's front end,
+``litkit.notebook.controls``), and Cancel must answer within 250 ms (issue 15). Chromium is Debian's package (``/usr/bin/chromium``;
 ``.ci/run`` installs it); Playwright's own browser download is not used. Without Chromium the test
 is skipped, unless ``LITKIT_REQUIRE_BROWSER=1`` (set by ``.ci/run``) makes that a failure.
 """
@@ -76,15 +78,22 @@ def read_long_stream():
 
 threading.Thread(target=read_long_stream, daemon=True).start()
 print("long stream started")"""
+# Appended after it: the kernel stays busy in a cell while the test presses Cancel and Stop, whose
+# clicks go from the browser to the server over HTTP (litkit.notebook.controls), not through it.
+SLEEP_CELL = """import time
+print("sleeping")
+time.sleep(60)"""
+CANCEL_WITHIN_MS = 250  # issue 15's floor: from the click to the server's answer that it cancelled
 
 
 def _notebook_for_the_browser(folder: Path) -> Path:
-    """The dashboard notebook without its ``server.stop()`` cell, plus ``LONG_STREAM_CELL``."""
+    """The dashboard notebook without its ``server.stop()`` cell, plus ``LONG_STREAM_CELL`` and ``SLEEP_CELL``."""
     nb = nbformat.read(ROOT / "notebooks" / "dashboard.ipynb", as_version=4)
     stop_cells = [cell for cell in nb.cells if cell.cell_type == "code" and "server.stop()" in cell.source]
     assert len(stop_cells) == 1
     nb.cells.remove(stop_cells[0])
     nb.cells.append(nbformat.v4.new_code_cell(LONG_STREAM_CELL))
+    nb.cells.append(nbformat.v4.new_code_cell(SLEEP_CELL))
     path = folder / "dashboard.ipynb"
     nbformat.write(nb, path)
     return path
@@ -224,7 +233,16 @@ def test_dashboard_in_jupyterlab_shows_live_counts_and_stop_stops_the_server(jup
             (tmp_path / GO).touch()
             cancel = page.locator(".litkit-dashboard .litkit-cancel")
             wait_until(lambda: cancel.count() == 1, 20, "one Cancel button (the long stream's)", interval=0.1)
+            # While a cell runs time.sleep: the click goes from the browser to the server, not through the kernel.
+            page.locator(".jp-OutputArea-output", has_text="sleeping").wait_for()
+            assert page.locator(".jp-Notebook-ExecutionIndicator[data-status='busy']").count() == 1
             cancel.click()
+            panel = page.locator(".litkit-dashboard .litkit-controls")
+            wait_until(lambda: panel.get_attribute("data-cancel-status") is not None, 10, "the Cancel request's answer", interval=0.02)
+            assert panel.get_attribute("data-cancel-status") == "200"
+            took_ms = float(panel.get_attribute("data-cancel-ms") or "nan")
+            assert took_ms < CANCEL_WITHIN_MS, f"Cancel took {took_ms} ms from the click to the server's answer"
+            print(f"Cancel while a cell slept: {took_ms} ms from the click to the server's answer")
             wait_until(lambda: _count(page, "cancelled") == 25, 20, "the cancelled count to reach 25", interval=0.1)
             assert page.locator(".litkit-requests").get_by_text(re.compile(r"cancelled from the dashboard after \d+ chunks")).count() == 1
             wait_until(lambda: cancel.count() == 0, 10, "the Cancel row to go", interval=0.1)
@@ -233,6 +251,7 @@ def test_dashboard_in_jupyterlab_shows_live_counts_and_stop_stops_the_server(jup
             url = page.locator(".litkit-url").get_attribute("href")
             assert url is not None and url.startswith("http://127.0.0.1:")
             assert not _refuses_connections(url)
+            assert page.locator(".jp-Notebook-ExecutionIndicator[data-status='busy']").count() == 1  # still sleeping
             page.locator(".litkit-stop").click()
             page.locator('.litkit-header [data-state="stopped"]').wait_for(timeout=30_000)
             wait_until(lambda: _refuses_connections(url), 10, f"{url} to refuse connections", interval=0.1)

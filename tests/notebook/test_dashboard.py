@@ -234,20 +234,24 @@ def test_server_widget_follows_a_real_server_and_keeps_the_final_figures(serve, 
     assert not dashboard._thread.is_alive()  # stop() ends the refresher
     final = dashboard._sections["counts"].value
     assert 'data-state="stopped"' in dashboard._sections["header"].value
-    assert dashboard._stop_button.description == "Stopped"
+    assert dashboard._panel.state == "stopped"  # the browser labels its Stop button "Stopped" (test_browser.py)
     frontend.clear()
     assert dashboard.refresh() is False  # the figures stay as they were
     assert dashboard._sections["counts"].value == final
 
 
 def test_cancel_button_on_a_real_stream(serve, events, frontend):
+    """The browser's Cancel: the panel lists the stream, and the click is the POST its front end
+    sends, with the control secret from the panel's model."""
     server = serve(apis.Ticker(events.path))
     dashboard = server.widget
     sock = raw_post(server.url, json.dumps({"interval": 0.005}).encode(), {"X-Request-ID": "button"})
     reader = ChunkReader(sock)
     reader.line()
-    wait_until(lambda: "button" in dashboard._cancel_rows, message="a Cancel row for the stream")
-    dashboard._cancel_rows["button"].children[1].click()
+    wait_until(lambda: "button" in [request_id for request_id, _ in dashboard._panel.rows], message="a Cancel row for the stream")
+    control = dashboard._panel.control
+    clicked = requests.post(control["url"] + "/cancel", json={"request_id": "button"}, headers={control["header"]: control["secret"]}, timeout=10)
+    assert clicked.json() == {"cancelled": True, "request_id": "button"}
     events.wait_for("finally")
     lines = []
     with pytest.raises(EOFError):
@@ -265,7 +269,7 @@ def test_rerunning_serve_on_the_same_port_marks_the_old_widget_replaced(serve, f
     second = serve(apis.Echo(), port=first.port)
     assert first.state == "replaced"
     assert 'data-state="replaced"' in old._sections["header"].value
-    assert old._stop_button.description == "Replaced" and old._stop_button.disabled
+    assert old._panel.state == "replaced"  # the browser labels and disables its Stop button
     assert second.state == "serving"
 
 

@@ -1,0 +1,185 @@
+"""The handler of ``<base_url>litkit/<port>/<path>``: one browser request relayed to a litkit server
+of this Jupyter server's kernels, its answer streamed back as it comes.
+
+* **Who may call**: Jupyter's own rules. The handler is a ``JupyterHandler``, so jupyter_server
+  applies its identity provider (token, cookie; under JupyterHub, the hub's OAuth), its XSRF check
+  on every method but GET and HEAD, and its Origin and Host checks, exactly as to its own API;
+  ``@tornado.web.authenticated`` refuses anyone it did not recognise, and the authorizer is asked
+  for ``write`` (POST) or ``read`` (GET) on ``kernels`` (calling a model served by a kernel is
+  using that kernel). Where to: ``owners.KernelPorts``.
+* **What goes on**: the method, the path after the port, the query and the body; the request's
+  headers except the hop-by-hop ones and Jupyter's credentials (``Cookie``, ``Authorization``,
+  ``X-XSRFToken``), and except ``Origin``, ``Referer`` and ``Host`` (the page's origin was checked
+  here; upstream, the request comes from loopback). A litkit API key goes as ``X-API-Key``.
+* **Streaming**: the upstream connection is a raw Tornado ``IOStream`` read by
+  ``HTTP1Connection``; each piece of the body is written and flushed to the browser as it arrives
+  (no buffering; ``X-Accel-Buffering: no`` asks nginx in front of a hub not to buffer either),
+  and the upstream read waits for the browser's write (back-pressure).
+* **Hang-up**: when the browser's connection closes, ``on_connection_close`` closes the upstream
+  socket at once; litkit sees its client leave and cancels the request (a generator's ``finally``
+  runs), as on a direct hang-up.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import tornado.gen
+import tornado.httputil
+import tornado.iostream
+import tornado.web
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import JupyterHandler
+from tornado.http1connection import HTTP1Connection, HTTP1ConnectionParameters
+from tornado.httputil import HTTPHeaders, HTTPMessageDelegate, RequestStartLine, ResponseStartLine
+from tornado.tcpclient import TCPClient
+
+from .owners import KernelPorts, RouteRefused
+
+__all__ = ["RelayHandler"]
+
+logger = logging.getLogger("litkit.jupyter")
+
+CONNECT_TIMEOUT_S = 10.0
+MAX_RESPONSE_HEADERS = 64 * 1024
+# Never relayed, either way: hop-by-hop headers (RFC 9110 7.6.1) and lengths the two connections set themselves.
+HOP_BY_HOP = frozenset(
+    name.lower() for name in ("Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer", "Transfer-Encoding", "Upgrade", "Content-Length")
+)
+# Never relayed upstream: Jupyter's credentials and what describes the browser's page.
+NOT_UPSTREAM = HOP_BY_HOP | frozenset(("host", "cookie", "authorization", "x-xsrftoken", "x-csrftoken", "origin", "referer"))
+
+
+class RelayHandler(JupyterHandler):
+    """Relays ``<base_url>litkit/<port>/<path>`` to ``http://127.0.0.1:<port>/<path>``."""
+
+    auth_resource = "kernels"
+
+    def initialize(self, ports: KernelPorts) -> None:
+        self.ports = ports
+        self._upstream: tornado.iostream.IOStream | None = None
+        self._browser_left = False
+        self._answer_started = False  # the upstream status and headers are set here
+        self._answer_ended = False
+
+    @tornado.web.authenticated
+    @authorized
+    async def get(self, port: str, path: str | None) -> None:
+        await self._relay(port, path)
+
+    @tornado.web.authenticated
+    @authorized
+    async def post(self, port: str, path: str | None) -> None:
+        await self._relay(port, path)
+
+    @tornado.web.authenticated
+    @authorized
+    async def head(self, port: str, path: str | None) -> None:
+        await self._relay(port, path)
+
+    def on_connection_close(self) -> None:
+        """The browser left: hang up on the litkit server, which then cancels the request."""
+        self._browser_left = True
+        if self._upstream is not None:
+            self._upstream.close()
+
+    async def _relay(self, port_text: str, path: str | None) -> None:
+        port = int(port_text)
+        try:
+            if not 0 < port < 65536:
+                raise RouteRefused(404, f"{port} is not a TCP port (1 to 65535)")
+            host, port = await self.ports.target(port)
+        except RouteRefused as refused:
+            raise tornado.web.HTTPError(refused.status, refused.message, reason=None) from None
+        try:
+            stream = await TCPClient().connect(host, port, timeout=CONNECT_TIMEOUT_S)
+        except (OSError, tornado.iostream.StreamClosedError, tornado.gen.TimeoutError) as error:
+            raise tornado.web.HTTPError(502, f"could not connect to the litkit server on port {port}: {error}") from None
+        if self._browser_left:
+            stream.close()
+            return
+        self._upstream = stream
+        stream.set_nodelay(True)
+        connection = HTTP1Connection(
+            stream, True, HTTP1ConnectionParameters(no_keep_alive=True, max_header_size=MAX_RESPONSE_HEADERS, decompress=False)
+        )
+        connection.write_headers(RequestStartLine(self.request.method, _upstream_target(path, self.request.query), "HTTP/1.1"), self._upstream_headers(host, port))
+        if self.request.body:
+            connection.write(self.request.body)
+        connection.finish()
+        try:
+            await connection.read_response(_Downstream(self))
+        except (tornado.iostream.StreamClosedError, tornado.httputil.HTTPInputError) as error:
+            if not self._browser_left and not self._answer_ended:
+                if self._answer_started:
+                    raise  # the answer was under way: the browser sees it cut short
+                raise tornado.web.HTTPError(502, f"the litkit server on port {port} closed the connection: {error}") from None
+        finally:
+            stream.close()
+
+    def _upstream_headers(self, host: str, port: int) -> HTTPHeaders:
+        headers = HTTPHeaders()
+        for name, value in self.request.headers.get_all():
+            if name.lower() not in NOT_UPSTREAM:
+                headers.add(name, value)
+        headers["Host"] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        headers["Connection"] = "close"
+        if self.request.body or self.request.method == "POST":
+            headers["Content-Length"] = str(len(self.request.body))
+        return headers
+
+    def _start_answer(self, start_line: ResponseStartLine, headers: HTTPHeaders) -> None:
+        self._answer_started = True
+        self.set_status(start_line.code, start_line.reason)
+        self.clear_header("Content-Type")
+        seen = set()
+        for name, value in headers.get_all():
+            lower = name.lower()
+            if lower in HOP_BY_HOP and not (lower == "content-length" and "Transfer-Encoding" not in headers):
+                continue
+            # The first of a name replaces Jupyter's own (Server, Date); repeats are kept (Vary).
+            (self.add_header if lower in seen else self.set_header)(name, value)
+            seen.add(lower)
+        self.set_header("X-Accel-Buffering", "no")
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Refusals as JSON, like litkit's own errors: ``{"error": message}``."""
+        error = kwargs.get("exc_info", (None, None, None))[1]
+        message = getattr(error, "log_message", None) or tornado.httputil.responses.get(status_code, "error")
+        self.set_header("Content-Type", "application/json")
+        self.finish({"error": message})
+
+
+class _Downstream(HTTPMessageDelegate):
+    """The upstream answer, written to the browser piece by piece."""
+
+    def __init__(self, handler: RelayHandler) -> None:
+        self.handler = handler
+
+    def headers_received(self, start_line: RequestStartLine | ResponseStartLine, headers: HTTPHeaders) -> None:
+        assert isinstance(start_line, ResponseStartLine)  # a client connection reads responses only
+        self.handler._start_answer(start_line, headers)
+
+    async def data_received(self, chunk: bytes) -> None:
+        if self.handler._browser_left:
+            return
+        self.handler.write(chunk)
+        try:
+            await self.handler.flush()
+        except tornado.iostream.StreamClosedError:
+            self.handler.on_connection_close()
+
+    def finish(self) -> None:
+        if not self.handler._browser_left and not self.handler._answer_ended:
+            self.handler._answer_ended = True
+            self.handler.finish()
+
+    def on_connection_close(self) -> None:
+        pass  # read_response raises; _relay answers 502 if nothing went out yet
+
+
+def _upstream_target(path: str | None, query: str) -> str:
+    target = path or "/"
+    return target + ("?" + query if query else "")
+

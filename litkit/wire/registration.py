@@ -1,0 +1,98 @@
+"""What a litkit server tells the Jupyter server it runs under, so that litkit's Jupyter route
+(``litkit.jupyter``) relays browsers to it: one small JSON file per server.
+
+litkit's Jupyter server extension, when it loads, makes a folder of its own in Jupyter's runtime
+dir (mode 0700) and puts two variables in its environment, which every kernel it starts inherits:
+
+* ``LITKIT_JUPYTER_ROUTE``: the route's path as the browser sees it, e.g. ``/user/ada/litkit``;
+* ``LITKIT_JUPYTER_REGISTRY``: that folder.
+
+A litkit server started in such a kernel writes ``<port>.json`` there (``{"port", "pid", "url"}``)
+and removes it when it stops. The extension relays ``<route>/<port>/...`` only while that file
+exists, names a live process that is one of its kernels (or a descendant of one), and, on Linux,
+that process listens on the port. Standard library only: the server side (a kernel) writes these
+files, the extension (the Jupyter server's process) reads them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Mapping
+
+__all__ = [
+    "ROUTE_ENV", "REGISTRY_ENV", "Registration", "route_and_registry", "registration_path", "write_registration", "read_registration", "remove_registration",
+]
+
+ROUTE_ENV = "LITKIT_JUPYTER_ROUTE"
+REGISTRY_ENV = "LITKIT_JUPYTER_REGISTRY"
+
+
+@dataclass(frozen=True)
+class Registration:
+    """A litkit server's claim to a port: ``url`` (its loopback base URL) is served by process ``pid``."""
+
+    port: int
+    pid: int
+    url: str
+
+
+def route_and_registry(environ: Mapping[str, str]) -> tuple[str, str] | None:
+    """(route path without a trailing slash, registry folder) set by the extension, or None."""
+    route = environ.get(ROUTE_ENV, "").strip()
+    folder = environ.get(REGISTRY_ENV, "").strip()
+    if not route or not folder:
+        return None
+    return "/" + route.strip("/"), folder
+
+
+def registration_path(folder: str, port: int) -> str:
+    return os.path.join(folder, f"{int(port)}.json")
+
+
+def write_registration(folder: str, registration: Registration) -> str:
+    """Write ``registration`` into ``folder`` atomically (a reader never sees half a file); return its path.
+
+    Raises:
+        OSError: the folder is missing or not writable.
+    """
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{registration.port}-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            json.dump({"port": registration.port, "pid": registration.pid, "url": registration.url}, file)
+        path = registration_path(folder, registration.port)
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def read_registration(folder: str, port: int) -> Registration | None:
+    """The registration of ``port`` in ``folder``; None when there is none or it is not one of ours."""
+    try:
+        with open(registration_path(folder, port)) as file:
+            data = json.load(file)
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    found_port, pid, url = data.get("port"), data.get("pid"), data.get("url")
+    if found_port != port or not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or not isinstance(url, str):
+        return None
+    return Registration(port, pid, url)
+
+
+def remove_registration(folder: str, port: int, pid: int) -> None:
+    """Remove the registration of ``port`` if process ``pid`` wrote it (another may have taken the port since)."""
+    registration = read_registration(folder, port)
+    if registration is not None and registration.pid == pid:
+        try:
+            os.unlink(registration_path(folder, port))
+        except OSError:
+            pass

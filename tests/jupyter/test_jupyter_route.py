@@ -1,0 +1,284 @@
+"""litkit's Jupyter route (``litkit.jupyter``) against a real Jupyter server started like a
+JupyterHub single-user server (``base_url=/user/ada/``, ``JUPYTERHUB_SERVICE_PREFIX`` set), with
+jupyter-server-proxy installed too, and a real kernel of it serving with litkit.
+
+Regressions pinned here (issue 15): behind jupyter-server-proxy an NDJSON stream arrived whole at
+its end, and a client's hang-up never reached litkit (the stream ran all its tokens and its
+``finally`` ran 9.8 s late).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import requests
+
+from conftest import DEADLINE_S, ChunkReader, Events, assert_no_children, raw_post
+from jupyter_server import HTTP_TIMEOUT_S, JupyterServer, Kernel, jupyter_server
+
+pytest.importorskip("jupyter_server", reason="pip install -e '.[test]' installs jupyter_server")
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
+
+PREFIX = "/user/ada/"
+ACCEPT = {"ndjson": "application/x-ndjson", "sse": "text/event-stream"}
+HANG_UP_AFTER = 5
+FINALLY_WITHIN_S = 0.100  # the issue's floor
+TOKEN_INTERVAL_S = 0.05
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[JupyterServer, Kernel]]:
+    """A Jupyter server started as JupyterHub starts a single-user server, and one of its kernels."""
+    folder = tmp_path_factory.mktemp("hub")
+    with jupyter_server(folder, PREFIX, {"JUPYTERHUB_SERVICE_PREFIX": PREFIX}) as server:
+        kernel = server.start_kernel()
+        try:
+            yield server, kernel
+        finally:
+            kernel.shutdown()
+    assert_no_children()
+
+
+def _serve(kernel: Kernel, api: str, **options: Any) -> dict[str, Any]:
+    """Serve ``api`` (an expression over ``apis``) in the kernel; its port, url and public_url."""
+    code = (
+        "import json, litkit, apis\n"
+        f"server = litkit.serve({api}, port=0, **{options!r})\n"
+        "print(json.dumps({'port': server.port, 'url': server.url, 'public_url': server.public_url, 'repr': repr(server), 'key': server.api_key}))"
+    )
+    return json.loads(kernel.run(code))
+
+
+@pytest.fixture
+def served(hub: tuple[JupyterServer, Kernel], events: Events) -> Iterator[Any]:
+    """``served(api_expression, **options)``: serve in the hub's kernel; stopped after the test."""
+    _, kernel = hub
+    started = []
+
+    def serve(api: str, **options: Any) -> dict[str, Any]:
+        info = _serve(kernel, api.replace("EVENTS", repr(events.path)), **options)
+        started.append(info)
+        return info
+
+    yield serve
+    if started:
+        kernel.run("server.stop()")
+
+
+def _route(server: JupyterServer, port: int, path: str = "/predict") -> str:
+    return f"{server.base_path}litkit/{port}{path}"
+
+
+def _data_lines(reader: ChunkReader, kind: str) -> Iterator[dict[str, Any]]:
+    """Each chunk of an NDJSON or SSE stream as it arrives."""
+    while True:
+        line = reader.line()
+        if kind == "sse":
+            if not line:
+                continue
+            assert line.startswith(b"data: "), line
+            line = line[len(b"data: ") :]
+            if line == b"[DONE]":
+                return
+        yield json.loads(line)
+
+
+def test_public_url_under_jupyterhub_is_litkit_s_route(hub, served):
+    server, _ = hub
+    info = served("apis.Echo()")
+    assert info["public_url"] == f"{PREFIX}litkit/{info['port']}"
+    assert f"{PREFIX}litkit/{info['port']}/predict" in info["repr"]
+    answer = requests.post(f"http://127.0.0.1:{server.port}{info['public_url']}/predict", json={"x": 1}, headers=server.auth(), timeout=HTTP_TIMEOUT_S)
+    assert answer.status_code == 200 and answer.json() == {"echo": {"x": 1}}
+    assert answer.headers["Content-Type"] == "application/json"
+
+
+@pytest.mark.parametrize("kind", ["ndjson", "sse"])
+def test_streams_arrive_through_the_route_chunk_by_chunk(hub, served, tmp_path: Path, kind: str):
+    """Each chunk must reach the reader before the next is even produced: the API waits for the
+    reader to open a gate after each one (behind a buffering relay the stream would stall)."""
+    server, _ = hub
+    info = served("apis.Gated()")
+    gate = str(tmp_path / "gate-")
+    body = json.dumps({"n": 6, "gate": gate, "wait_s": DEADLINE_S}).encode()
+    sock = raw_post(f"http://127.0.0.1:{server.port}", body, {**server.auth(), "Accept": ACCEPT[kind]}, path=_route(server, info["port"]))
+    sock.settimeout(DEADLINE_S)
+    reader = ChunkReader(sock)
+    try:
+        assert reader.status == 200, reader.status_line
+        assert reader.headers["content-type"] == ACCEPT[kind]
+        received = []
+        for chunk in _data_lines(reader, kind):
+            received.append(chunk["i"])
+            Path(f"{gate}{chunk['i']}").touch()
+            if kind == "ndjson" and len(received) == 6:
+                break
+        assert received == list(range(6))
+    finally:
+        reader.close()
+        sock.close()
+
+
+@pytest.mark.parametrize("kind", ["ndjson", "sse"])
+def test_a_hang_up_through_the_route_stops_the_generator(hub, served, events: Events, kind: str):
+    """The browser leaves after 5 chunks: the relay hangs up on litkit at once, so the generator
+    yields at most one more token and its ``finally`` runs within 100 ms."""
+    server, kernel = hub
+    info = served("apis.Ticker(EVENTS)")
+    body = json.dumps({"n": 1000, "interval": TOKEN_INTERVAL_S}).encode()
+    sock = raw_post(f"http://127.0.0.1:{server.port}", body, {**server.auth(), "Accept": ACCEPT[kind]}, path=_route(server, info["port"]))
+    sock.settimeout(DEADLINE_S)
+    reader = ChunkReader(sock)
+    chunks = _data_lines(reader, kind)
+    assert [next(chunks)["i"] for _ in range(HANG_UP_AFTER)] == list(range(HANG_UP_AFTER))
+    hung_up = time.monotonic()
+    reader.close()
+    sock.close()
+    finally_at = events.wait_for("finally")[0]["t"]
+    # Tokens the worker produced after the hang-up (one may have been on its way before it: a busy
+    # machine can hold the reader back a token's time).
+    after = [event for event in events.named("yield") if event["t"] > hung_up]
+    assert finally_at - hung_up < FINALLY_WITHIN_S, f"finally ran {1000 * (finally_at - hung_up):.0f} ms after the hang-up"
+    assert len(after) <= 1, f"{len(after)} tokens produced after the client hung up"
+    counts = json.loads(kernel.run("import json; print(json.dumps(server.status()['counts']))"))
+    assert counts["cancelled"] == 1 and counts["completed"] == 0, counts
+
+
+def test_the_route_refuses_a_port_no_kernel_registered(hub):
+    """Not an open proxy: the Jupyter server's own port listens on loopback, but no litkit server registered it."""
+    server, _ = hub
+    answer = requests.get(f"http://127.0.0.1:{server.port}{_route(server, server.port, '/api/status')}", headers=server.auth(), timeout=HTTP_TIMEOUT_S)
+    assert answer.status_code == 404
+    assert f"no litkit server of this Jupyter server's kernels serves port {server.port}" in answer.json()["error"]
+
+
+def test_the_route_refuses_a_registration_by_a_process_that_is_not_its_kernel(hub):
+    """A registration file naming a process outside the Jupyter server's kernels (this test, which
+    does listen on the port) is refused, and nothing connects to the port."""
+    server, _ = hub
+    folder = server.runtime / f"litkit-routes-{server.process.pid}"
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        (folder / f"{port}.json").write_text(json.dumps({"port": port, "pid": os.getpid(), "url": f"http://127.0.0.1:{port}"}))
+        try:
+            answer = requests.get(f"http://127.0.0.1:{server.port}{_route(server, port, '/health')}", headers=server.auth(), timeout=HTTP_TIMEOUT_S)
+        finally:
+            (folder / f"{port}.json").unlink()
+        assert answer.status_code == 403
+        assert f"registered by process {os.getpid()}, which is not a running kernel of this Jupyter server" in answer.json()["error"]
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+
+
+def test_the_route_refuses_a_kernel_s_registration_of_a_port_it_does_not_listen_on(hub):
+    """A registration naming a kernel, for a port another process listens on (a stale file after a
+    server died, the port taken since): refused, and nothing connects to the port."""
+    server, kernel = hub
+    folder = server.runtime / f"litkit-routes-{server.process.pid}"
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        (folder / f"{port}.json").write_text(json.dumps({"port": port, "pid": int(kernel.pid), "url": f"http://127.0.0.1:{port}"}))
+        try:
+            answer = requests.get(f"http://127.0.0.1:{server.port}{_route(server, port, '/health')}", headers=server.auth(), timeout=HTTP_TIMEOUT_S)
+        finally:
+            (folder / f"{port}.json").unlink()
+        assert answer.status_code == 404
+        assert f"process {kernel.pid} registered port {port} but does not listen on it" in answer.json()["error"]
+        with pytest.raises(BlockingIOError):
+            listener.accept()
+
+
+def test_the_route_refuses_requests_without_jupyter_s_auth(hub, served, events: Events):
+    """No token, no cookie: refused before anything reaches litkit; a cookie without the XSRF
+    token is refused for a POST, as jupyter_server refuses it for its own API."""
+    server, _ = hub
+    info = served("apis.Echo(EVENTS)")
+    url = f"http://127.0.0.1:{server.port}{_route(server, info['port'])}"
+    assert requests.post(url, json={"tag": "anonymous"}, timeout=HTTP_TIMEOUT_S).status_code == 403
+    anonymous_get = requests.get(url.replace("/predict", "/health"), allow_redirects=False, timeout=HTTP_TIMEOUT_S)
+    assert anonymous_get.status_code == 302 and "/login" in anonymous_get.headers["Location"]
+    assert requests.post(url, json={"tag": "wrong"}, headers={"Authorization": "token wrong"}, timeout=HTTP_TIMEOUT_S).status_code == 403
+
+    browser = requests.Session()  # a logged-in browser: Jupyter's cookies, then its XSRF token
+    assert browser.get(f"http://127.0.0.1:{server.port}{server.base_path}?token={server.token}", timeout=HTTP_TIMEOUT_S).status_code == 200
+    assert browser.post(url, json={"tag": "no-xsrf"}, timeout=HTTP_TIMEOUT_S).status_code == 403
+    with_xsrf = browser.post(url, json={"tag": "cookie"}, headers={"X-XSRFToken": browser.cookies["_xsrf"]}, timeout=HTTP_TIMEOUT_S)
+    assert with_xsrf.status_code == 200 and with_xsrf.json() == {"echo": {"tag": "cookie"}}
+    assert requests.post(url, json={"tag": "token"}, headers=server.auth(), timeout=HTTP_TIMEOUT_S).status_code == 200
+    assert [event["tag"] for event in events.named("request")] == ["cookie", "token"]
+
+
+def test_jupyter_s_credentials_stay_with_jupyter_and_the_api_key_goes_as_x_api_key(hub, served):
+    server, _ = hub
+    info = served("apis.Echo()", api_key="auto")
+    url = f"http://127.0.0.1:{server.port}{_route(server, info['port'])}"
+    # Jupyter's token authenticates the route; it is not forwarded, so it cannot stand for the key.
+    without_key = requests.post(url, json={"x": 1}, headers=server.auth(), timeout=HTTP_TIMEOUT_S)
+    assert without_key.status_code == 401
+    with_key = requests.post(url, json={"x": 1}, headers={**server.auth(), "X-API-Key": info["key"]}, timeout=HTTP_TIMEOUT_S)
+    assert with_key.status_code == 200 and with_key.json() == {"echo": {"x": 1}}
+
+
+def test_a_stopped_server_s_port_is_refused_at_once(hub):
+    server, kernel = hub
+    info = _serve(kernel, "apis.Echo()")
+    url = f"http://127.0.0.1:{server.port}{_route(server, info['port'])}"
+    assert requests.post(url, json={"x": 1}, headers=server.auth(), timeout=HTTP_TIMEOUT_S).status_code == 200
+    kernel.run("server.stop()")
+    refused = requests.post(url, json={"x": 1}, headers=server.auth(), timeout=HTTP_TIMEOUT_S)
+    assert refused.status_code == 404 and "no litkit server" in refused.json()["error"]
+
+
+def test_outside_jupyterhub_the_route_works_and_public_url_stays_direct(tmp_path: Path):
+    """A Jupyter server on base_url '/' without JUPYTERHUB_SERVICE_PREFIX: the browser can reach the
+    kernel's loopback, so public_url is the server's own URL; the route works all the same."""
+    environ = {"JUPYTERHUB_SERVICE_PREFIX": ""}
+    with jupyter_server(tmp_path, "/", environ) as server:
+        kernel = server.start_kernel()
+        try:
+            info = _serve(kernel, "apis.Echo()")
+            assert info["public_url"] == info["url"]
+            answer = requests.post(f"http://127.0.0.1:{server.port}/litkit/{info['port']}/predict", json={"x": 2}, headers=server.auth(), timeout=HTTP_TIMEOUT_S)
+            assert answer.status_code == 200 and answer.json() == {"echo": {"x": 2}}
+            kernel.run("server.stop()")
+        finally:
+            kernel.shutdown()
+
+
+def test_the_dashboard_s_cancel_through_the_route_answers_while_a_cell_runs(hub, served, events: Events):
+    """The widget's control URL is on litkit's route; a Cancel sent there (as the browser's panel
+    sends it) takes effect while the kernel is busy in ``time.sleep``."""
+    server, kernel = hub
+    info = served("apis.Ticker(EVENTS)")
+    control = json.loads(kernel.run("print(json.dumps(server.widget._panel.control))"))
+    assert control["url"] == f"{PREFIX}litkit/{info['port']}/litkit/control"
+    sock = raw_post(f"http://127.0.0.1:{server.port}", json.dumps({"n": 100_000, "interval": 0.01}).encode(), {**server.auth(), "X-Request-ID": "long"}, path=_route(server, info["port"]))
+    sock.settimeout(DEADLINE_S)
+    reader = ChunkReader(sock)
+    reader.line()
+    busy = kernel.client.execute("import time; time.sleep(3)")
+    try:
+        kernel.client.get_iopub_msg(timeout=DEADLINE_S)  # status: busy
+        clicked = time.monotonic()
+        answer = requests.post(
+            f"http://127.0.0.1:{server.port}{control['url']}/cancel", json={"request_id": "long"}, headers={**server.auth(), control["header"]: control["secret"]}, timeout=HTTP_TIMEOUT_S
+        )
+        took_s = time.monotonic() - clicked
+        assert answer.status_code == 200 and answer.json() == {"cancelled": True, "request_id": "long"}
+        assert took_s < 0.25, f"Cancel took {1000 * took_s:.0f} ms while the kernel slept"
+        events.wait_for("finally")
+        refused = requests.post(f"http://127.0.0.1:{server.port}{control['url']}/stop", headers=server.auth(), timeout=HTTP_TIMEOUT_S)
+        assert refused.status_code == 403  # Jupyter's login alone does not open the control paths
+    finally:
+        reader.close()
+        sock.close()
+        kernel.client.get_shell_msg(timeout=DEADLINE_S)  # the sleeping cell's reply
+        assert busy
