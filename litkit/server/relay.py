@@ -10,7 +10,8 @@ the worker (``docs/benchmarks.md``). Health, info, metrics and 404s stay ordinar
 The way through:
 
 1. **Headers**: the access checks (Host, Origin, API key; ``litkit.server.access``) and the limits, all
-   before any body is read: 401, 403, 405, 413 (by ``Content-Length``) and 431. A CORS preflight
+   before any body is read: 401, 403, 405, 400 and 413 (by ``Content-Length``, ``litkit.server.headers``)
+   and 431. A CORS preflight
    is answered here.
 2. **Body**: gathered as it arrives, 413 past ``max_body_size`` (chunked uploads too).
 3. **Queued**: a job in the endpoint's pool (503 when the queue is full or the server stops).
@@ -47,6 +48,7 @@ from ..pool.jobs import Job, JobDropped, NoWorkers, QueueFull
 from ..wire.protocol import FrameParser, Kind
 from .access import KEY_CHALLENGE, PREFLIGHT_HEADERS, PREFLIGHT_REFUSED, AccessDenied, cors_headers
 from .endpoints import EndpointState, ServingState
+from .headers import BadHeader, content_length
 
 __all__ = ["EndpointRoute", "EndpointRequest", "HEADER_LIMIT", "new_request_id", "error_body", "oversized_headers"]
 
@@ -182,9 +184,10 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
             self._refuse(431, too_large)
             return None
         limit = self.endpoint.max_body_size
-        length = headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            self._refuse_too_large(int(length))
+        try:
+            content_length(headers.get("Content-Length"), limit)
+        except BadHeader as bad:
+            self._refuse(bad.status, bad.message)
             return None
         # Bound chunked uploads too; this request refuses with 413 before the connection's limit trips.
         self._connection.set_max_body_size(limit + _BODY_LIMIT_SLACK)
