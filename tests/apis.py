@@ -438,3 +438,40 @@ class Noisy(litkit.LitAPI):
         for chunk in output:
             sys.stderr.write(f"encoding {chunk}\n")
             yield chunk
+
+
+class Forking(Crasher):
+    """A ``Crasher`` whose worker leaves a forked descendant behind, the way a hook that calls
+    ``os.fork()`` or a ``setup()`` that starts a ``multiprocessing.Process`` (fork is Linux's default
+    start method before Python 3.14) does. ``how`` is ``"setup"`` (a fork-context
+    ``multiprocessing.Process`` started in setup) or ``"request"`` (``os.fork()`` in predict, before
+    the crash); the child records its pid as a ``forked`` event and sleeps for ``lifetime`` seconds."""
+
+    def __init__(self, events_path, how="setup", lifetime=60.0):
+        super().__init__()
+        self.events_path = events_path
+        self.how = how
+        self.lifetime = lifetime
+
+    def setup(self, device):
+        if self.how == "setup":
+            import multiprocessing
+
+            self.helper = multiprocessing.get_context("fork").Process(target=_sleep_and_record, args=(self.events_path, self.lifetime), daemon=False)
+            self.helper.start()
+
+    def predict(self, x):
+        if self.how == "request" and isinstance(x, dict) and "crash" in x:
+            recorded, told = os.pipe()
+            if os.fork() == 0:
+                _sleep_and_record(self.events_path, self.lifetime, told)
+                os._exit(0)
+            os.read(recorded, 1)  # the child's pid is in the event file: now crash
+        return super().predict(x)
+
+
+def _sleep_and_record(events_path, lifetime, told=None):
+    record(events_path, "forked")
+    if told is not None:
+        os.write(told, b"x")
+    time.sleep(lifetime)

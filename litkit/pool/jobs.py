@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import LitkitError
 from .channels import ControlChannel, PipeReader
 from .devices import Placement
+from .processes import ExitWatch
 from .tracking import RequestRecord
 
 __all__ = ["Job", "JobDropped", "NoWorkers", "QueueFull", "WorkerProcess"]
@@ -90,6 +91,7 @@ class WorkerProcess:
         self.failed_starts = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.control: ControlChannel | None = None
+        self.exit_watch: ExitWatch | None = None  # tells the pool when ``process`` exits
         self.jobs: collections.deque[Job] = collections.deque()  # handed over, in order; the first runs
         self.ready: asyncio.Future[None] | None = None
         self.last_error = ""

@@ -31,7 +31,7 @@ from .channels import ControlChannel, PipeClosed, PipeReader
 from .devices import Placement
 from .jobs import Job, JobDropped, NoWorkers, QueueFull, WorkerProcess
 from .logs import LineSplitter, WorkerLog
-from .processes import describe_exit, launch, reap
+from .processes import ExitWatch, describe_exit, has_exited, launch, reap
 from .tracking import RequestTracker
 
 __all__ = ["WorkerPool"]
@@ -149,6 +149,8 @@ class WorkerPool:
         await asyncio.gather(*(reap(w.process) for w in self.workers if w.process is not None))
         for worker in self.workers:
             worker.state = "dead"
+            if worker.exit_watch is not None:
+                worker.exit_watch.close()
         await self._finish_output_readers()
 
     async def _finish_output_readers(self) -> None:
@@ -210,7 +212,7 @@ class WorkerPool:
         job.grace_timer = None
         worker = job.worker
         process = worker.process if worker is not None else None
-        if self._stopping or worker is None or job not in worker.jobs or process is None or process.poll() is not None:
+        if self._stopping or worker is None or job not in worker.jobs or process is None or has_exited(process):
             return
         logger.warning(
             "worker %d (pid %d) still runs request %s %gs after it was cancelled (cancel_grace); "
@@ -376,6 +378,11 @@ class WorkerPool:
             lambda kind, payload: self._on_control_message(worker, kind, payload),
             lambda: self._on_control_closed(worker, control),
         )
+        if worker.exit_watch is not None:
+            worker.exit_watch.close()
+        # The process's own exit, not only the socket's end of file: a process the worker forked
+        # may hold a copy of the socket, and then no end of file ever comes.
+        worker.exit_watch = ExitWatch(worker.process, lambda: self._on_process_exit(worker, control))
         init = {
             "sys_path": list(sys.path),
             "api": self._api_bytes,
@@ -386,6 +393,11 @@ class WorkerPool:
         }
         control.send([encode_frame(Kind.INIT, pickle.dumps(init))])
         return ready
+
+    def _on_process_exit(self, worker: WorkerProcess, control: ControlChannel) -> None:
+        if not control.closed():  # no end of file came: a descendant holds the worker's end
+            control.close()
+            self._on_control_closed(worker, control)
 
     def _on_control_closed(self, worker: WorkerProcess, control: ControlChannel) -> None:
         if control is worker.control:  # not the old channel of a replaced process

@@ -50,11 +50,37 @@ class ClientGone(BrokenPipeError):
     """The server closed this request's response pipe: the client left or the request was cancelled."""
 
 
+# litkit's channels in this process: the control socket and every open response pipe. A forked
+# child gets none of them (``_drop_channels_in_child``).
+_CHANNEL_FDS: set[int] = set()
+
+
+def _drop_channels_in_child() -> None:
+    """In a child forked from a worker (a hook's ``os.fork()``, a fork ``multiprocessing.Process``):
+    point litkit's descriptors at /dev/null. A copy of the control socket or of a response pipe
+    held by a child would hide the worker's death from the server (no end of file) and keep a
+    cancelled request's pipe open. /dev/null, not a close, so the numbers stay taken and no later
+    close of a Python object hits an unrelated file."""
+    if not _CHANNEL_FDS:
+        return
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        for fd in _CHANNEL_FDS:
+            try:
+                os.dup2(null, fd, inheritable=False)
+            except OSError:
+                pass  # closed meanwhile
+    finally:
+        os.close(null)
+    _CHANNEL_FDS.clear()
+
+
 class ResponseChannel:
     """The write end of one request's response pipe."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        _CHANNEL_FDS.add(fd)
         self.broken = False
         self._poller = select.poll()
         # No events asked for: a pipe's write end reports POLLERR once no reader is left.
@@ -82,6 +108,7 @@ class ResponseChannel:
             raise ClientGone("the server closed this request's response pipe") from error
 
     def close(self) -> None:
+        _CHANNEL_FDS.discard(self.fd)
         os.close(self.fd)
 
 
@@ -285,6 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     control = socket.socket(fileno=args.control_fd)
     os.set_inheritable(args.control_fd, False)  # a subprocess started by a hook must not hold it open
+    _CHANNEL_FDS.add(args.control_fd)  # nor a process it forks
+    os.register_at_fork(after_in_child=_drop_channels_in_child)
     try:
         return Worker(control, args.worker_id).run()
     finally:

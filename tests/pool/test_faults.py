@@ -42,6 +42,39 @@ def test_a_crash_mid_request_is_a_500_within_1s_and_the_worker_is_replaced(serve
     assert server.predict({"after": how})["echo"] == {"after": how}
 
 
+@pytest.mark.parametrize("how", ["setup", "request"])
+def test_a_forked_descendant_does_not_hide_a_worker_s_death_and_stop_ends_it(serve, events, how):
+    """Regression (issue 14, bug 2): a descendant forked by ``setup()`` (a ``multiprocessing.Process``)
+    or by a hook (``os.fork()``) kept copies of the worker's control socket and response pipe. When
+    the worker died, the pool never saw end of file: the request hung, ``/health`` stayed 200, the
+    dead pid showed busy with 0 restarts, it was never replaced, and the child outlived ``stop()``."""
+    server = serve(apis.Forking(events.path, how), workers=1)
+    pid = server.status()["workers"][0]["pid"]
+    if how == "setup":
+        events.wait_for("forked")
+    started = time.monotonic()
+    response = requests.post(server.url + "/predict", json={"crash": "sigkill"}, timeout=10)
+    elapsed = time.monotonic() - started
+    assert response.status_code == 500, response.text
+    assert "died while handling this request" in response.json()["error"]
+    assert elapsed < 1.0, f"the client waited {elapsed:.2f}s for the crash to be reported"
+    forked = [psutil.Process(events.wait_for("forked")[0]["pid"])]
+    try:
+        status = _status_when(server, lambda s: s["workers"][0]["state"] == "idle" and s["workers"][0]["restarts"] == 1, "a replacement worker")
+        assert status["workers"][0]["pid"] != pid
+        assert server.predict({"after": "crash"})["echo"] == {"after": "crash"}
+        assert requests.get(server.url + "/health", timeout=10).status_code == 200
+        wait_until(lambda: not _alive(forked[:1]), 2.0, "the dead worker's descendant to end with it")
+        if how == "setup":  # the replacement forked one too, and is alive: stop() ends both
+            forked = [psutil.Process(event["pid"]) for event in events.wait_for("forked", 2)]
+            assert _alive(forked[1:])
+        server.stop()
+        wait_until(lambda: not _alive(forked), 2.0, "stop() to end what the workers had forked")
+    finally:
+        for process in _alive(forked):
+            process.kill()  # by its pid: the test made it (through its worker)
+
+
 @pytest.mark.parametrize("how", CRASHES)
 def test_a_crash_mid_stream_ends_it_with_an_error_line_within_1s(serve, how):
     server = serve(apis.StreamCrasher())
