@@ -44,7 +44,10 @@ def launch(worker_id: int, placement: Placement) -> tuple[subprocess.Popen[bytes
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     if placement.visible is not None:  # set before the interpreter starts, as CUDA needs
         env["CUDA_VISIBLE_DEVICES"] = placement.visible
-    command = [sys.executable, "-m", "litkit.worker", "--control-fd", str(worker_end.fileno()), "--worker-id", str(worker_id)]
+    command = [
+        sys.executable, "-m", "litkit.worker",
+        "--control-fd", str(worker_end.fileno()), "--worker-id", str(worker_id), "--server-pid", str(os.getpid()),
+    ]
     try:
         process = subprocess.Popen(
             command,

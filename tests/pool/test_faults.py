@@ -211,6 +211,35 @@ def test_kill_9_of_the_serving_process_leaves_no_worker_after_2s(tmp_path):
         busy.close()
 
 
+def test_kill_9_of_the_serving_process_ends_a_worker_stuck_in_c_holding_the_gil(tmp_path):
+    """Regression (issue 14, bug 3): a hook inside C with the GIL held (a catastrophic regex, tens of
+    seconds) kept the watcher thread from running; the worker outlived a kill -9 of the serving
+    process by 11.5 s where the README promises 2 s. The kernel's PR_SET_PDEATHSIG ends it now."""
+    app = tmp_path / "app.py"
+    started = tmp_path / "started"
+    app.write_text(
+        "import re, litkit\n"
+        "class Api(litkit.LitAPI):\n"
+        "    def predict(self, x):\n"
+        f"        open({str(started)!r}, 'w').close()\n"
+        "        return {'match': bool(re.match(r'(a+)+$', 'a' * 30 + 'b'))}  # about a minute in C, GIL held\n"
+    )
+    with running([*litkit_command(), "serve", f"{app}:Api", "--port", "0"]) as server:
+        url = server.wait_for_banner().rsplit("/", 1)[0]
+        workers = server.record_children()
+        busy = raw_post(url, b"{}")
+        try:
+            wait_until(started.exists, message="the hook to be inside the regex")
+            server.proc.send_signal(signal.SIGKILL)
+            server.wait_for_exit(10, "of SIGKILL")
+            wait_until(lambda: not _alive(workers), deadline_s=5, message="the stuck worker to exit")
+            assert time.monotonic() - server.exited_at < 2.0, f"the worker outlived the server by {time.monotonic() - server.exited_at:.2f}s"
+        finally:
+            busy.close()
+            for process in _alive(workers):
+                process.kill()  # by its pid, started by this test's server
+
+
 def _alive(processes) -> list:
     """Processes still running; an orphan's zombie (exited, not yet reaped by init) counts as gone."""
     alive = []
