@@ -475,3 +475,26 @@ def _sleep_and_record(events_path, lifetime, told=None):
     if told is not None:
         os.write(told, b"x")
     time.sleep(lifetime)
+
+
+class AsyncStubborn(litkit.LitAPI):
+    """``async def predict``: ``{"stubborn": true}`` swallows its cancellation and goes on (for up
+    to a minute), the kind of hook ``cancel_grace`` kills; else sleeps ``delay`` and answers."""
+
+    def __init__(self, events_path=None):
+        self.events_path = events_path
+
+    async def predict(self, x):
+        import asyncio
+
+        record(self.events_path, "started", tag=x.get("tag"))
+        if not x.get("stubborn"):
+            await asyncio.sleep(x.get("delay", 0))
+            return {"tag": x.get("tag")}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                record(self.events_path, "ignored the cancel", tag=x.get("tag"))
+        return {"tag": x.get("tag")}

@@ -253,7 +253,7 @@ class WorkerPool:
         if control is None:
             raise RuntimeError(f"worker {worker.id} is {worker.state} without a control socket")
         read_fd, write_fd = os.pipe()
-        head, body = encode_request(job.id, job.body)
+        head, body = encode_request(job.key, job.body)
         try:
             sent = control.send([head, body], [write_fd])
         except OSError:
@@ -319,7 +319,7 @@ class WorkerPool:
         if control is None:
             raise RuntimeError(f"worker {worker.id} is {worker.state} without a control socket")
         pipes = [os.pipe() for _ in jobs]
-        head, bodies = encode_batch([(job.id, job.body) for job in jobs])
+        head, bodies = encode_batch([(job.key, job.body) for job in jobs])
         try:
             sent = control.send([head, bodies], [write_fd for _, write_fd in pipes])
         except OSError:
@@ -347,8 +347,8 @@ class WorkerPool:
             done = list(worker.jobs)
             worker.jobs.clear()
         else:
-            request_id = payload.decode()
-            done = [next((job for job in worker.jobs if job.id == request_id), worker.jobs[0])]
+            key = payload.decode()  # the job's key, never the client's X-Request-ID: that may repeat
+            done = [next((job for job in worker.jobs if job.key == key), worker.jobs[0])]
             worker.jobs.remove(done[0])
         for job in done:
             job.ended()

@@ -71,6 +71,11 @@ def new_request_id(offered: str | None) -> str:
     """The client's ``X-Request-ID`` when it is sane (1-128 of ``A-Za-z0-9._:-``), else a fresh id."""
     if offered and _CLIENT_REQUEST_ID.fullmatch(offered):
         return offered
+    return _fresh_id()
+
+
+def _fresh_id() -> str:
+    """An id no other request of this process has had."""
     return f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
 
 
@@ -128,7 +133,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
     __slots__ = (
         "endpoint", "serving", "_connection", "request_id", "_method", "_uri", "_arrived", "_body",
         "_body_size", "_cors_origin", "_sse", "_job", "_pipe", "_parser", "_status", "_streaming",
-        "_finished", "_gone", "_released", "_loop", "_timeout_handle", "_write_deadline",
+        "_finished", "_gone", "_released", "_loop", "_timeout_handle", "_write_deadline", "_own_id",
     )
 
     def __init__(self, endpoint: EndpointState, serving: ServingState, connection: HTTP1Connection, loop: asyncio.AbstractEventLoop) -> None:
@@ -136,6 +141,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         self.serving = serving
         self._connection = connection
         self.request_id = ""
+        self._own_id = True  # request_id was made here (no usable X-Request-ID)
         self._method = ""
         self._uri = ""
         self._arrived = 0.0
@@ -162,7 +168,9 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         start_line = cast(RequestStartLine, start_line)
         self._method = method = start_line.method
         self._uri = start_line.path
-        self.request_id = new_request_id(headers.get("X-Request-ID"))
+        offered = headers.get("X-Request-ID")
+        self.request_id = new_request_id(offered)
+        self._own_id = self.request_id != offered
         self._sse = self.endpoint.always_sse or "text/event-stream" in headers.get("Accept", "")
         policy = self.serving.access
         host = headers.get("Host", "")
@@ -215,7 +223,9 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         record.arrived = self._arrived
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         self._body = []
-        job = Job(record, body)
+        # The job's key on the wire is ours: a client's X-Request-ID may repeat (two requests in
+        # flight with one id), so it is echoed, never used to match a worker's DONE.
+        job = Job(record, body, key=None if self._own_id else _fresh_id())
         try:
             endpoint.pool.submit(job)
         except (QueueFull, NoWorkers) as error:

@@ -147,3 +147,26 @@ def test_max_concurrency_needs_an_async_predict():
         litkit.serve(apis.Doubler(), port=0, max_concurrency=4)
     with pytest.raises(ValueError, match="max_batch_size=4 is not supported with an async predict"):
         litkit.serve(apis.AsyncSleeper(), port=0, max_batch_size=4)
+
+
+def test_two_requests_with_the_same_x_request_id_are_told_apart_by_the_server(serve, events):
+    """Regression (issue 14, bug 4): with max_concurrency above 1, the DONE of one request was
+    matched by the client's X-Request-ID, so a second request with the same id disarmed the
+    runaway kill of the first (``killed`` stayed 0 and the worker stayed busy)."""
+    server = serve(apis.AsyncStubborn(events.path), max_concurrency=2, cancel_grace=1.5)
+    same = {"X-Request-ID": "same-id"}
+    stubborn = raw_post(server.url, json.dumps({"tag": "stubborn", "stubborn": True}).encode(), same)
+    events.wait_for("started")
+    quick = raw_post(server.url, json.dumps({"tag": "quick", "delay": 0.5}).encode(), same)
+    events.wait_for("started", 2)
+    stubborn.close()  # cancelled; the quick one ends within the stubborn one's cancel_grace
+    events.wait_for("ignored the cancel")
+    reader = ChunkReader(quick)
+    assert reader.status == 200 and json.loads(reader.body()) == {"tag": "quick"}
+    assert reader.headers["x-request-id"] == "same-id"  # the client's id is echoed
+    reader.close()
+    quick.close()
+    worker = wait_until(lambda: (lambda w: w["killed"] == 1 and w)(server.status()["workers"][0]), message="the stubborn request's worker to be killed")
+    assert worker["restarts"] <= 1
+    wait_until(lambda: server.status()["workers"][0]["state"] == "idle", message="a replacement worker")
+    assert server.predict({"tag": "after"}) == {"tag": "after"}
