@@ -66,11 +66,13 @@ class WorkerPool:
         max_batch_size: int = 1,
         batch_timeout: float = 0.0,
         max_concurrency: int = 1,
+        async_api: bool = False,
         spec: bytes | None = None,
         cancel_grace: float = 5.0,
     ) -> None:
         """``placements`` gives each worker its device (see ``litkit.pool.devices``); without it,
-        ``count`` workers all get ``device``."""
+        ``count`` workers all get ``device``. ``async_api``: the workers run every ``REQUEST`` the
+        moment it arrives (``litkit.worker.async_loop``), so none is sent ahead of a free slot."""
         self._api_bytes = api_bytes
         self._spec_bytes = spec
         self._cancel_grace = cancel_grace
@@ -79,8 +81,9 @@ class WorkerPool:
         self._batch_timeout = batch_timeout
         self._batch_timer: asyncio.TimerHandle | None = None
         self._max_concurrency = max_concurrency
-        # Streams are long: never queue behind one. Batches and concurrent requests start at once.
-        self._prefetch = 0 if stream or max_batch_size > 1 or max_concurrency > 1 else PREFETCH
+        # Streams are long: never queue behind one. Batches and concurrent requests start at once,
+        # and so does a request sent ahead to an async worker: it would run beside the current one.
+        self._prefetch = 0 if stream or max_batch_size > 1 or max_concurrency > 1 or async_api else PREFETCH
         self._capacity = max_concurrency + self._prefetch  # jobs a worker may hold: running, then waiting
         if placements is None:
             placements = [Placement(device, None)] * count

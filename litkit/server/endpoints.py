@@ -122,6 +122,7 @@ class EndpointState:
             batch_timeout=options["batch_timeout"],
             placements=placements,
             max_concurrency=options["max_concurrency"],
+            async_api=is_async_api(api),
             spec=spec_bytes,
             log=WorkerLog(path),
             cancel_grace=options["cancel_grace"],

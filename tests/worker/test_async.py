@@ -170,3 +170,16 @@ def test_two_requests_with_the_same_x_request_id_are_told_apart_by_the_server(se
     assert worker["restarts"] <= 1
     wait_until(lambda: server.status()["workers"][0]["state"] == "idle", message="a replacement worker")
     assert server.predict({"tag": "after"}) == {"tag": "after"}
+
+
+def test_an_async_predict_with_the_default_max_concurrency_runs_one_request_at_a_time(serve, events):
+    """Regression (issue 14, bug 5): with ``max_concurrency=1`` the pool sent a busy async worker one
+    request ahead, as it does for sync workers, and the worker's event loop started it at once: two
+    ran together (six 1 s requests took 3 s). The README says one at a time."""
+    server = serve(apis.AsyncSleeper(events.path))
+    responses = _post_all(server, [{"tag": i, "delay": 0.2} for i in range(4)])
+    assert [r.status_code for r in responses] == [200] * 4
+    spans = sorted(zip(sorted(e["t"] for e in events.named("started")), sorted(e["t"] for e in events.named("finally"))))
+    assert len(spans) == 4
+    for (_, done), (next_start, _) in zip(spans, spans[1:]):
+        assert next_start >= done, f"a request started {done - next_start:.3f}s before the one before it ended"
