@@ -19,7 +19,8 @@ def load_api(target: str) -> Any:
     """Load ``path/to/file.py:Name`` or ``package.module:Name``; instantiate Name if it is a class.
 
     A file is loaded as a module that cloudpickle sends to workers by value, and its folder is put
-    on ``sys.path`` so its own imports work in the workers too.
+    on ``sys.path`` so its own imports work in the workers too. A ``litkit.run()`` in the file's body
+    serves nothing (``litkit.server.terminal.loading_for_command``).
 
     Raises:
         ValueError: ``target`` has no ``:Name`` part, or the file or attribute does not exist.
@@ -41,8 +42,13 @@ def load_api(target: str) -> Any:
             raise ValueError(f"cannot load {path} as Python source")
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
-        spec.loader.exec_module(module)
+        # By value before the body runs: an object the body itself serves must reach the workers,
+        # which cannot import this file's made-up module name.
         cloudpickle.register_pickle_by_value(module)
+        from .server.terminal import loading_for_command
+
+        with loading_for_command(os.path.basename(path)):
+            spec.loader.exec_module(module)
     else:
         if "" not in sys.path and os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())

@@ -166,6 +166,35 @@ def test_script_without_main_guard_starts_its_workers_once(tmp_path: Path) -> No
         assert server.stdout.count("litkit: serving") == 1, server.describe()
 
 
+def test_serve_a_file_that_calls_run_without_a_main_guard(tmp_path: Path) -> None:
+    """Regression (issue 14, bug 6): ``litkit serve app.py:Echo --workers 2`` on the README's
+    ``app.py`` (``litkit.run(Echo(), port=8000)`` at the bottom, no main guard) exited with ``worker 0
+    failed to start: ... ModuleNotFoundError: No module named 'litkit_app_app'``: the file's own
+    ``run()`` served while the file loaded, before its module was registered to travel by value."""
+    app = write(
+        tmp_path / "app.py",
+        """\
+        # app.py: no `if __name__ == "__main__":` guard needed; workers never re-run this file
+        import litkit
+
+        class Echo(litkit.LitAPI):
+            def predict(self, x):
+                return {"echo": x}
+
+        litkit.run(Echo(), port=8000)   # blocks; Ctrl+C or SIGTERM stops cleanly
+        """,
+    )
+    with running([*litkit_command(), "serve", f"{app}:Echo", "--port", "0", "--workers", "2"], cwd=tmp_path) as server:
+        endpoint = server.wait_for_banner()
+        assert len(server.record_children()) == 2
+        response = requests.post(endpoint, json={"input": 1}, timeout=HTTP_TIMEOUT_S)
+        assert response.status_code == 200, response.text
+        assert response.json() == {"echo": {"input": 1}}
+        assert "app.py called litkit.run() while `litkit serve` loaded it" in server.stdout + server.stderr
+        assert server.stdout.count("litkit: serving") == 1, server.describe()
+        assert_clean_stop(server, signal.SIGTERM)
+
+
 def test_script_whose_api_uses_a_sibling_module(tmp_path: Path) -> None:
     write(
         tmp_path / "shouting.py",
