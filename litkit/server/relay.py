@@ -95,6 +95,14 @@ def oversized_headers(method: str, uri: str, headers: HTTPHeaders) -> str | None
     return f"request headers of {size} bytes exceed {HEADER_LIMIT} bytes; send smaller headers"
 
 
+def _split_line_message(chunk: int) -> str:
+    return (
+        f"chunk {chunk} is text with a newline, which would split its NDJSON line; yield a dict or list "
+        "(sent as one JSON line), text without newlines, or stream as SSE (Accept: text/event-stream), "
+        "which carries them"
+    )
+
+
 class _HTTPDate:
     """The ``Date`` header's value, formatted once a second instead of once a request."""
 
@@ -310,6 +318,11 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         for kind, payload in frames:
             if kind == Kind.CHUNK:
                 record.chunks += 1
+                if not self._sse and b"\n" in payload:  # JSON chunks have none; text might
+                    if out:
+                        self._send_stream(out)
+                    self._answer_error(500, _split_line_message(record.chunks))
+                    return
                 out.append(self._format_chunk(payload))
             elif kind == Kind.RESULT:
                 self._clear_timeout()
