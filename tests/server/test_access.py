@@ -149,6 +149,18 @@ def test_on_loopback_a_foreign_host_name_is_refused(serve, events):
         assert post(server, {"Host": host}, body={"x": 1}).status_code == 200, host
 
 
+@pytest.mark.parametrize("host", ["[::1].evil.example", "[::1]@evil.example", "127.0.0.1:evil.example", "localhost@evil.example", "127.0.0.1:80:80", "[::1]:80x", "localhost/x"])
+def test_on_loopback_a_host_header_that_is_not_host_and_port_is_refused(serve, events, host):
+    """Regression (issue 14, weak spot): the Host check took ``[::1].evil.example``,
+    ``[::1]@evil.example`` and ``127.0.0.1:evil.example`` for loopback names; Host is now parsed
+    strictly (RFC 3986 host, optional port) and anything else is a 400."""
+    server = serve(apis.Echo(events.path))
+    refused = post(server, {"Host": host}, body={"tag": "rebound"})
+    assert refused.status_code == 400, refused.text
+    assert "is not a host name or address with an optional :port" in refused.json()["error"]
+    assert events.named("request") == []
+
+
 def test_behind_a_notebook_proxy_its_host_name_is_served(serve, monkeypatch):
     """jupyter-server-proxy forwards the browser's Host (the hub's name) to the loopback server."""
     monkeypatch.setenv("LITKIT_PROXY_URL", "https://lab.example.org/user/ada/proxy/{port}")
