@@ -12,6 +12,7 @@ This module validates every endpoint option, so ``serve()`` fails before any pro
 from __future__ import annotations
 
 import asyncio
+import difflib
 import time
 from typing import Any, Mapping, Protocol
 
@@ -305,6 +306,7 @@ def _check_options(api: Any, options: dict[str, Any]) -> dict[str, Any]:
         raise TypeError(f"serve() takes an API instance, got the class {api.__name__}; call it: serve({api.__name__}())")
     if not isinstance(api, LitAPI):
         raise TypeError(f"serve() takes a litkit.LitAPI instance, got {type(api).__name__}; define `class MyAPI(litkit.LitAPI)` with setup/decode_request/predict/encode_response")
+    _check_predict(api)
     check_int("workers", options["workers"], 1, 1024)
     check_int("max_queue", options["max_queue"], 1, 10**9)
     check_int("max_body_size", options["max_body_size"], 1, 2**32 - 2**21)
@@ -324,6 +326,17 @@ def _check_options(api: Any, options: dict[str, Any]) -> dict[str, Any]:
     stream = _resolve_stream(api, options["stream"])
     placements = plan_workers(options["accelerator"], options["devices"], options["workers"], options["workers_per_device"])
     return {**options, "stream": stream, "placements": placements}
+
+
+def _check_predict(api: LitAPI) -> None:
+    """Refuse an API that does not define ``predict``: it would start and then fail every request."""
+    cls = type(api)
+    if getattr(cls, "predict", None) is not LitAPI.predict and callable(getattr(api, "predict", None)):
+        return
+    own = [name for klass in cls.__mro__ if klass is not LitAPI and klass is not object for name in vars(klass) if not name.startswith("__")]
+    close = difflib.get_close_matches("predict", own, n=1, cutoff=0.6)
+    hint = f"; {cls.__name__} has {close[0]!r}: did you mean predict?" if close else ""
+    raise TypeError(f"{cls.__name__} does not define predict(self, x), the hook every request calls{hint}")
 
 
 def _check_scheduling(api: LitAPI, max_batch_size: Any, batch_timeout: Any, max_concurrency: Any) -> None:

@@ -136,6 +136,27 @@ def test_serve_validates_its_arguments():
     assert not litkit_threads()
 
 
+class Misspelled(litkit.LitAPI):
+    def predcit(self, x):
+        return x
+
+
+class NoPredict(litkit.LitAPI):
+    def setup(self, device):
+        self.ready = True
+
+
+def test_an_api_without_predict_is_refused_at_serve_naming_the_method():
+    """Regression (issue 14, a new user's rough edge): a LitAPI with a misspelled or missing
+    ``predict`` started, then failed every request."""
+    with pytest.raises(TypeError, match=r"Misspelled does not define predict\(self, x\), the hook every request calls; Misspelled has 'predcit': did you mean predict\?"):
+        litkit.serve(Misspelled(), port=0)
+    with pytest.raises(TypeError, match=r"NoPredict does not define predict\(self, x\), the hook every request calls$"):
+        litkit.serve(NoPredict(), port=0)
+    assert not litkit_threads()
+    assert_no_children()
+
+
 def test_serve_is_quick_to_return():
     started = time.monotonic()
     with litkit.serve(apis.Doubler(), port=0):
