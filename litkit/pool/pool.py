@@ -151,7 +151,7 @@ class WorkerPool:
                 worker.control.close()
         await asyncio.gather(*(reap(w.process) for w in self.workers if w.process is not None))
         for worker in self.workers:
-            worker.state = "dead"
+            worker.state = "stopped"  # not "dead": nothing went wrong
             if worker.exit_watch is not None:
                 worker.exit_watch.close()
         await self._finish_output_readers()

@@ -157,9 +157,14 @@ class Server:
 
         Raises:
             litkit.HTTPError: the server answered with an error status.
-            ValueError: the server has no endpoint at ``path``.
+            ValueError: the server has no endpoint at ``path``, or it streams (``stream()`` fits it).
+            litkit.ServerStoppedError: the server was stopped.
         """
-        return self.client.predict(payload, path=self._serving.find(path).path, timeout=timeout)
+        endpoint = self._serving.find(path)
+        self._check_serving()
+        if endpoint.stream and endpoint.spec is None:  # a spec's request says whether to stream
+            raise ValueError(f"the endpoint at {endpoint.path} streams its answer; call server.stream(...) instead of server.predict(...)")
+        return self.client.predict(payload, path=endpoint.path, timeout=timeout)
 
     def stream(self, payload: Any, sse: bool = False, timeout: float | None = 60.0, path: str | None = None) -> ChunkStream:
         """POST ``payload`` to a streaming endpoint and iterate over the chunks as they arrive.
@@ -169,9 +174,20 @@ class Server:
 
         Raises:
             litkit.HTTPError: the server refused the request.
-            ValueError: the server has no endpoint at ``path``.
+            ValueError: the server has no endpoint at ``path``, or it answers with one JSON body
+                (``predict()`` fits it).
+            litkit.ServerStoppedError: the server was stopped.
         """
-        return self.client.stream(payload, path=self._serving.find(path).path, sse=sse, timeout=timeout)
+        endpoint = self._serving.find(path)
+        self._check_serving()
+        if not endpoint.stream and endpoint.spec is None:
+            raise ValueError(f"the endpoint at {endpoint.path} answers with one JSON body; call server.predict(...) instead of server.stream(...)")
+        return self.client.stream(payload, path=endpoint.path, sse=sse, timeout=timeout)
+
+    def _check_serving(self) -> None:
+        if self.state in ("stopped", "replaced"):
+            why = "stopped" if self.state == "stopped" else "replaced by a later serve() on its port"
+            raise ServerStoppedError(f"the server at {self.url} was {why}; call litkit.serve(...) again to serve")
 
     @property
     def client(self) -> Client:

@@ -120,7 +120,26 @@ def test_status_works_after_stop_and_keeps_the_final_figures():
     status = server.status()
     assert status["state"] == "stopped"
     assert status["counts"]["completed"] == 1
-    assert [w["state"] for w in status["workers"]] == ["dead"]
+    assert [w["state"] for w in status["workers"]] == ["stopped"]  # regression (issue 14): it read "dead"
+
+
+def test_predict_and_stream_say_which_call_fits_and_that_a_stopped_server_is_stopped(serve):
+    """Regression (issue 14, a new user's rough edges): ``predict()`` on a streaming endpoint raised a
+    bare JSONDecodeError, ``stream()`` on a JSON endpoint yielded one item, and ``predict()`` after
+    ``stop()`` raised a bare ConnectionRefusedError."""
+    streaming = serve(apis.TextChunks())
+    with pytest.raises(ValueError, match=r"the endpoint at /predict streams its answer; call server.stream\(...\) instead"):
+        streaming.predict({"chunks": ["a"]})
+    with pytest.raises(ValueError, match=r"streams its answer \(application/x-ndjson\); call stream\(\) instead of predict\(\)"):
+        litkit.Client(streaming.url).predict({"chunks": ["a"]})
+    plain = serve(apis.Doubler())
+    with pytest.raises(ValueError, match=r"the endpoint at /predict answers with one JSON body; call server.predict\(...\) instead"):
+        plain.stream({"input": 1})
+    with pytest.raises(ValueError, match=r"answers with one JSON body, not a stream; call predict\(\) instead of stream\(\)"):
+        litkit.Client(plain.url).stream({"input": 1})
+    plain.stop()
+    with pytest.raises(litkit.ServerStoppedError, match=r"was stopped; call litkit.serve\(...\) again"):
+        plain.predict({"input": 1})
 
 
 def test_serve_validates_its_arguments():
