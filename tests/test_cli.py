@@ -6,6 +6,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import sys
 import textwrap
 from pathlib import Path
@@ -124,6 +125,46 @@ def test_serve_errors_are_one_clear_line(tmp_path: Path, target: str, message: s
         assert code == 1, process.describe()
         assert process.stderr == f"litkit: error: {message}\n", process.describe()
         assert process.stdout == "", process.describe()
+
+
+def test_version_help_and_a_mistyped_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression (issue 14, a new user's rough edges): no ``--version``; ``serve --help`` and
+    ``demo --help`` had no description or example; a mistyped flag showed the top-level usage."""
+    import litkit
+    from litkit.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out == f"litkit {litkit.__version__}\n"
+    for command, example in (("serve", "litkit serve app.py:Echo --port 8000 --workers 2"), ("demo", "litkit demo --port 0")):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        assert "until Ctrl+C" in text and "examples:" in text and example in text, text
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "app.py:Echo", "--prot", "8000"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert err.startswith("usage: litkit serve "), err
+    assert "litkit serve: error: unrecognized arguments: --prot (did you mean --port?) 8000" in err
+
+
+def test_a_port_in_use_on_the_command_line_says_port_0(tmp_path: Path) -> None:
+    """Regression (issue 14): the command printed serve()'s advice, ``pass port=0``."""
+    write(tmp_path / "app.py", DOUBLER)
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with running([*litkit_command(), "serve", "app.py:Doubler", "--port", str(port)], cwd=tmp_path) as process:
+            assert process.wait_for_exit() == 1, process.describe()
+            assert process.stderr == (
+                f"litkit: error: port {port} on 127.0.0.1 is already in use by another process; "
+                "pass --port 0 to let the system pick a free port, or stop the program holding it\n"
+            ), process.describe()
+    finally:
+        holder.close()
 
 
 # -- scripts that call litkit.run() ---------------------------------------------------------------
