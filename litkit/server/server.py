@@ -20,7 +20,7 @@ import tornado.httpserver
 
 from ..api import LitAPI
 from ..client.client import Client, ChunkStream
-from ..errors import ServerStoppedError
+from ..errors import ServerStoppedError, WorkerStartError
 from ..pool.logs import merge_logs
 from ..pool.tracking import merge_recent, merge_stats
 from ..specs import Spec
@@ -523,7 +523,12 @@ def serve(
     sockets, port = listen(host, port)
     server = Server(serving, sockets, local_url(host, port), port)
     registry.register(server, cell)
-    server._start(start_timeout)
+    try:
+        server._start(start_timeout)
+    except WorkerStartError as error:
+        # The message carries the worker's own traceback; litkit's frames from here down to the
+        # pool (9 of them) would only stand between the user's call and it.
+        raise error.with_traceback(None) from None
     return server
 
 

@@ -170,7 +170,7 @@ class Worker:
         except BaseException as error:  # noqa: BLE001 - every failure must reach the server
             report = {
                 "reason": f"{stage} raised {type(error).__name__}: {error}",
-                "traceback": traceback.format_exc(),
+                "traceback": _user_traceback(error),
             }
             try:
                 send_message(self.control, Kind.START_FAILED, json.dumps(report).encode())
@@ -283,6 +283,22 @@ class Worker:
             for generator in (chunks, outputs):
                 close_generator(generator)
         channel.send(Kind.RESULT, encode_json(self.spec.complete(collected, context)))
+
+
+_LITKIT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _user_traceback(error: BaseException) -> str:
+    """``error``'s traceback without litkit's own frames (the worker loop calling ``setup``): what
+    is left is the user's code, and what it called."""
+    report = traceback.TracebackException.from_exception(error)
+    seen = set()
+    part: traceback.TracebackException | None = report
+    while part is not None and id(part) not in seen:
+        seen.add(id(part))
+        part.stack = traceback.StackSummary.from_list([frame for frame in part.stack if not frame.filename.startswith(_LITKIT_DIR)])
+        part = part.__cause__ or part.__context__
+    return "".join(report.format())
 
 
 def _watch_for_server_exit(control: socket.socket) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -260,3 +261,19 @@ def test_a_hooks_threads_may_ask_cancelled_at_the_same_time():
     finally:
         _set_current(None)
         channel.close()
+
+
+def test_a_start_failure_is_the_message_then_the_user_s_traceback_without_litkit_frames():
+    """Regression (issue 14): a WorkerStartError in a notebook was 80 lines, 9 of litkit's frames
+    before the message, and the worker's traceback began in litkit's worker loop."""
+    import traceback
+
+    with pytest.raises(litkit.WorkerStartError) as raised:
+        litkit.serve(apis.FailingSetup(), port=0)
+    frames = traceback.extract_tb(raised.value.__traceback__)
+    assert [frame.name for frame in frames] == ["test_a_start_failure_is_the_message_then_the_user_s_traceback_without_litkit_frames", "serve"]
+    text = str(raised.value)
+    assert text.startswith("worker 0 failed to start: FailingSetup.setup('cpu') raised RuntimeError: model weights not found")
+    worker_part = text.split("Traceback from the worker process:\n", 1)[1]
+    assert "litkit" + os.sep + "worker" not in worker_part, worker_part
+    assert 'line ' in worker_part and "in setup" in worker_part
