@@ -69,12 +69,15 @@ class WorkerPool:
         async_api: bool = False,
         spec: bytes | None = None,
         cancel_grace: float = 5.0,
+        code_origins: dict[str, Any] | None = None,
     ) -> None:
         """``placements`` gives each worker its device (see ``litkit.pool.devices``); without it,
-        ``count`` workers all get ``device``. ``async_api``: the workers run every ``REQUEST`` the
+        ``count`` workers all get ``device``. ``code_origins`` (``litkit.wire.sources``) lets a
+        worker's tracebacks show the API's source lines. ``async_api``: the workers run every ``REQUEST`` the
         moment it arrives (``litkit.worker.async_loop``), so none is sent ahead of a free slot."""
         self._api_bytes = api_bytes
         self._spec_bytes = spec
+        self._code_origins = code_origins
         self._cancel_grace = cancel_grace
         self._stream = stream
         self._max_batch_size = max_batch_size
@@ -393,6 +396,7 @@ class WorkerPool:
             "device": worker.placement.device,
             "max_batch_size": self._max_batch_size,
             "spec": self._spec_bytes,
+            "code_origins": self._code_origins,
         }
         control.send([encode_frame(Kind.INIT, pickle.dumps(init))])
         return ready

@@ -23,6 +23,7 @@ from ..api import LitAPI, is_async_api, is_streaming_api
 from ..pool.devices import plan_workers
 from ..pool.logs import WorkerLog
 from ..pool.pool import WorkerPool
+from ..wire.sources import code_origins
 from ..pool.tracking import RequestTracker
 from ..specs import Spec
 from ..wire.protocol import MAX_FDS_PER_MESSAGE
@@ -127,6 +128,7 @@ class EndpointState:
             spec=spec_bytes,
             log=WorkerLog(path),
             cancel_grace=options["cancel_grace"],
+            code_origins=code_origins(api),
         )
         self.stopping = False
         self.active: set[ActiveRequest] = set()

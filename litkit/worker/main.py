@@ -36,6 +36,7 @@ from ..api import LitAPI, is_async_api
 from ..cancellation import _set_current
 from ..wire.encoding import decode_body, encode_chunk, encode_decode_error, encode_error, encode_json
 from ..wire.protocol import ChannelClosed, Kind, MessageReader, ProtocolError, decode_batch, decode_request, encode_frame, send_message, write_all
+from ..wire.sources import restore_code_origins
 from .batch import close_generator, run_batch
 
 if TYPE_CHECKING:
@@ -161,6 +162,7 @@ class Worker:
         try:
             stage = "loading the API object (cloudpickle.loads)"
             api = cloudpickle.loads(init["api"])
+            restore_code_origins(api, init.get("code_origins"))  # tracebacks name the user's files
             self.stream = init["stream"]
             if init.get("spec") is not None:
                 stage = "loading the endpoint's spec (cloudpickle.loads)"
