@@ -32,6 +32,7 @@ from .kernel import current_cell, in_jupyter_kernel
 from .links import local_url, public_url
 from .listening import listen
 from .routing import make_router
+from .startup import wait_for_start
 
 __all__ = ["Server", "serve"]
 
@@ -250,7 +251,8 @@ class Server:
         self._thread.start()
         try:
             # The pool enforces start_timeout; the margin covers spawning and the thread starting.
-            self._started.result(timeout=start_timeout + 10.0)
+            endpoints = self._serving.endpoints
+            wait_for_start(self._started, [e.pool.log for e in endpoints], sum(len(e.pool.workers) for e in endpoints), start_timeout + 10.0)
         except BaseException:
             self._shutdown("stopped", 10.0)
             raise
