@@ -359,10 +359,12 @@ class Crasher(litkit.LitAPI):
     after yielding n chunks. Setup fails once the file ``fail_setup_if`` exists.
     """
 
-    def __init__(self, fail_setup_if=None):
+    def __init__(self, fail_setup_if=None, events=None):
         self.fail_setup_if = fail_setup_if
+        self.events = events
 
     def setup(self, device):
+        record(self.events, "setup")
         if self.fail_setup_if and os.path.exists(self.fail_setup_if):
             raise RuntimeError("the model file is corrupt")
 
