@@ -204,6 +204,8 @@ def test_kill_9_of_the_serving_process_leaves_no_worker_after_2s(tmp_path):
         "    def predict(self, x):\n"
         "        if x.get('crash'):\n"
         "            os._exit(1)\n"
+        "        if x.get('started'):\n"
+        "            open(x['started'], 'w').close()\n"
         "        time.sleep(x.get('sleep', 0))\n"
         "        return {'pid': os.getpid()}\n"
     )
@@ -213,9 +215,10 @@ def test_kill_9_of_the_serving_process_leaves_no_worker_after_2s(tmp_path):
         assert requests.post(url + "/predict", json={"crash": True}, timeout=10).status_code == 500
         wait_until(lambda: {p.pid for p in server.record_children()} - first, message="the replacement worker")
         wait_until(lambda: requests.post(url + "/predict", json={}, timeout=10).status_code == 200, message="a ready pool")
-        busy = raw_post(url, b'{"sleep": 60}')
+        started = tmp_path / "started"
+        busy = raw_post(url, json.dumps({"sleep": 60, "started": str(started)}).encode())
         assert len(first) == 2 and len(server.seen) == 3  # the crashed worker, its replacement, the other one
-        time.sleep(0.2)  # let the busy request reach its worker's sleep
+        wait_until(started.exists, message="the busy request to reach its worker's sleep")
         server.proc.send_signal(signal.SIGKILL)
         server.wait_for_exit(10, "of SIGKILL")
         wait_until(lambda: not _alive(server.seen.values()), deadline_s=5, message="the orphaned workers to exit")
