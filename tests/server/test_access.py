@@ -106,6 +106,16 @@ def test_a_page_from_a_foreign_origin_is_refused_before_any_work(serve, events):
     assert post(server, body={"x": 1}).status_code == 200  # no Origin: not a browser page
 
 
+def test_cors_origins_star_allows_any_page(serve, events):
+    """README: ``cors_origins=["*"]`` lets pages from any origin call the server."""
+    server = serve(apis.Echo(events.path), cors_origins=["*"])
+    for origin in ("http://evil.example", "https://lab.example.org:8443"):
+        answered = post(server, {"Origin": origin}, body={"tag": origin})
+        assert answered.status_code == 200, answered.text
+        assert answered.headers["Access-Control-Allow-Origin"] == origin
+    assert [e["tag"] for e in events.named("request")] == ["http://evil.example", "https://lab.example.org:8443"]
+
+
 def test_cors_origins_allows_a_page_and_answers_its_preflight(serve):
     page = "http://localhost:3000"
     server = serve(apis.Echo(), cors_origins=[page], api_key=KEY)

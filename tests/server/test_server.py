@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import psutil
 import pytest
 import requests
 
@@ -181,3 +182,88 @@ def test_serve_is_quick_to_return():
     with litkit.serve(apis.Doubler(), port=0):
         elapsed = time.monotonic() - started
     assert elapsed < 5  # generous on a loaded 2-core machine; benchmarks measure it properly
+
+
+def test_a_queue_full_refusal_counts_failed_and_404_405_413_are_not_counted(serve, events, tmp_path):
+    """README: a request refused because the queue is full is counted ``failed``; a 404, 405 or 413
+    is answered before a request is admitted, so it is not counted."""
+    server = serve(apis.Echo(events.path), workers=1, max_queue=1, max_body_size=100)
+    release = tmp_path / "release"
+    busy = raw_post(server.url, json.dumps({"tag": "A", "wait_for": str(release)}).encode())
+    try:
+        events.wait_for("request")
+        queued = raw_post(server.url, json.dumps({"tag": "B"}).encode())
+        try:
+            wait_until(lambda: server.status()["counts"]["queued"] == 1, message="B to be queued")
+            refused = requests.post(server.url + "/predict", json={"tag": "C"}, timeout=10)
+            assert refused.status_code == 503 and "max_queue=1" in refused.json()["error"]
+            assert requests.post(server.url + "/nowhere", json={}, timeout=10).status_code == 404
+            assert requests.get(server.url + "/predict", timeout=10).status_code == 405
+            assert requests.post(server.url + "/predict", data=b"x" * 200, timeout=10).status_code == 413
+            counts = server.status()["counts"]
+            assert (counts["failed"], counts["queued"], counts["running"], counts["completed"]) == (1, 1, 1, 0)
+            release.touch()
+            assert ChunkReader(queued).status == 200
+        finally:
+            queued.close()
+    finally:
+        release.touch()
+        busy.close()
+    wait_until(lambda: server.status()["counts"]["completed"] == 2, message="A and B to complete")
+    assert server.status()["counts"]["failed"] == 1
+
+
+STUCK_IGNORING_SIGTERM = """
+import re, signal, litkit
+
+class Stuck(litkit.LitAPI):
+    def setup(self, device):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    def predict(self, x):
+        open(x["started"], "w").close()
+        return {"match": bool(re.match(r"(a+)+$", "a" * 30 + "b"))}  # a minute in C, GIL held
+"""
+
+
+def test_stop_escalates_to_sigkill_for_a_worker_that_ignores_the_hang_up_and_sigterm(serve, tmp_path):
+    """README: stop() closes each worker's channel, then sends SIGTERM, then SIGKILL after a grace
+    period. A worker in C holding the GIL (its watcher thread cannot run) that ignores SIGTERM is
+    killed about 2 + 1 s after the stop began."""
+    namespace = {"__name__": "__main__"}
+    exec(STUCK_IGNORING_SIGTERM, namespace)
+    server = serve(namespace["Stuck"]())
+    worker = psutil.Process(server.status()["workers"][0]["pid"])
+    started = tmp_path / "started"
+    busy = raw_post(server.url, json.dumps({"started": str(started)}).encode())
+    try:
+        wait_until(started.exists, message="the hook to be inside the regex")
+        stopping = time.monotonic()
+        server.stop()
+        took = time.monotonic() - stopping
+    finally:
+        busy.close()
+    assert not worker.is_running() or worker.status() == psutil.STATUS_ZOMBIE
+    assert 2.9 < took < 8, f"stop() took {took:.2f}s"
+
+
+def test_servers_still_running_at_interpreter_exit_are_stopped(tmp_path):
+    """README: servers still running when the interpreter exits are stopped then, workers included."""
+    script = tmp_path / "leaves_it_running.py"
+    script.write_text(
+        "import atexit, json, litkit\n"
+        "class Echo(litkit.LitAPI):\n"
+        "    def predict(self, x):\n"
+        "        return x\n"
+        "# atexit runs last-registered first: this runs after litkit's own exit handler\n"
+        "atexit.register(lambda: print(json.dumps([server.state] + [w['state'] for w in server.status()['workers']]), flush=True))\n"
+        "server = litkit.serve(Echo(), port=0, workers=2)\n"
+        "print(json.dumps([w['pid'] for w in server.status()['workers']]), flush=True)\n"
+        "# no stop(): the interpreter ends here\n"
+    )
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr, result.stderr
+    pids, states = map(json.loads, result.stdout.splitlines()[-2:])
+    assert states == ["stopped", "stopped", "stopped"]  # stopped by litkit at exit, not killed with the process
+    assert len(pids) == 2
+    assert not [pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
