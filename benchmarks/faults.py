@@ -36,6 +36,10 @@ class Crasher(litkit.LitAPI):
             os.kill(os.getpid(), signal.SIGKILL)
         if x.get("crash") == "exit":
             os._exit(3)
+        if x.get("regex"):  # tens of seconds inside C with the GIL held: no thread of the worker runs
+            import re
+
+            return {"match": bool(re.match(r"(a+)+$", "a" * 30 + "b"))}
         if x.get("seconds"):  # a hook that never yields nor checks litkit.cancelled()
             deadline = time.monotonic() + x["seconds"]
             while time.monotonic() < deadline:
@@ -101,8 +105,9 @@ def grace_kill_figure(server: litkit.Server) -> float:
     return seconds
 
 
-def orphan_figure() -> float:
-    """Seconds from kill -9 of a serving process (one busy worker, one idle) until both workers are gone."""
+def orphan_figure(busy_with: dict | None = None) -> float:
+    """Seconds from kill -9 of a serving process (one busy worker, one idle) until both workers are
+    gone; the busy one runs ``busy_with`` (default: a Python loop of sleeps)."""
     script = textwrap.dedent(
         f"""
         import json, sys, time
@@ -119,7 +124,7 @@ def orphan_figure() -> float:
     process = subprocess.Popen([sys.executable, file.name], stdout=subprocess.PIPE, text=True)
     try:
         ready = json.loads(process.stdout.readline())  # type: ignore[union-attr]
-        busy = _post(ready["url"], {"seconds": 60})
+        busy = _post(ready["url"], busy_with or {"seconds": 60})
         time.sleep(0.2)
         workers = [psutil.Process(pid) for pid in ready["pids"]]
         process.kill()
@@ -213,6 +218,7 @@ def main() -> None:
         print(_line("one byte / 50 ms of headers closed after, client_timeout=2", [slowloris_figure(server) for _ in runs], "s"))
         print(_line("Content-Length 1 GB to 413, no body sent", [early_413_figure(server) for _ in runs], "s"))
     print(_line("kill -9 of the server to both workers gone", [orphan_figure() for _ in runs], "s"))
+    print(_line("the same, one worker inside C holding the GIL", [orphan_figure({"regex": True}) for _ in runs], "s"))
     stalled = [stalled_reader_figure(1.0) for _ in runs]
     print(_line("stream not read: MB sent before the cancel", [s[0] for s in stalled], "MB"))
     print(_line("stream not read: cancelled after, client_timeout=1", [s[1] for s in stalled], "s"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import importlib.util
 import inspect
@@ -20,7 +21,8 @@ def load_api(target: str) -> Any:
     """Load ``path/to/file.py:Name`` or ``package.module:Name``; instantiate Name if it is a class.
 
     A file is loaded as a module that cloudpickle sends to workers by value, and its folder is put
-    on ``sys.path`` so its own imports work in the workers too.
+    on ``sys.path`` so its own imports work in the workers too. A ``litkit.run()`` in the file's body
+    serves nothing (``litkit.server.terminal.loading_for_command``).
 
     Raises:
         ValueError: ``target`` has no ``:Name`` part, or the file or attribute does not exist.
@@ -42,8 +44,13 @@ def load_api(target: str) -> Any:
             raise ValueError(f"cannot load {path} as Python source")
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
-        spec.loader.exec_module(module)
+        # By value before the body runs: an object the body itself serves must reach the workers,
+        # which cannot import this file's made-up module name.
         cloudpickle.register_pickle_by_value(module)
+        from .server.terminal import loading_for_command
+
+        with loading_for_command(os.path.basename(path)):
+            spec.loader.exec_module(module)
     else:
         if "" not in sys.path and os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())
@@ -251,20 +258,58 @@ def _stamp(path: str) -> tuple[int, int] | None:
     return info.st_mtime_ns, info.st_size
 
 
-def main(argv: list[str] | None = None) -> int:
+_SERVE_HELP = """\
+Serve a litkit.LitAPI class (or a dict of path: API) from a file or a module, until Ctrl+C.
+The file's body runs once, in this process; workers never run it again.
+
+examples:
+  litkit serve app.py:Echo --port 8000 --workers 2
+  litkit serve mypackage.models:Classifier --max-batch-size 8 --batch-timeout 0.01
+  litkit serve chat.py:Chat --spec openai --reload"""
+
+_DEMO_HELP = """\
+Serve the built-in streaming demo (a token streamer) and print how to call it, until Ctrl+C.
+
+examples:
+  litkit demo --port 0
+  litkit demo --workers 2 --host 0.0.0.0 --api-key auto"""
+
+
+def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParser]]:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="litkit", description="Serve a Python model over HTTP.")
+    parser.add_argument("--version", action="version", version=f"litkit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve_parser = commands.add_parser("serve", help="serve a LitAPI class (or a dict of path: API) from a file or module")
+    raw = argparse.RawDescriptionHelpFormatter
+    serve_parser = commands.add_parser("serve", help="serve a LitAPI class (or a dict of path: API) from a file or module", description=_SERVE_HELP, formatter_class=raw)
     serve_parser.add_argument("target", help="path/to/file.py:ClassName or package.module:ClassName")
     serve_parser.add_argument("--reload", action="store_true", help="serve again, on the same port, whenever the file changes")
     _add_serve_options(serve_parser)
     serve_parser.add_argument("--address", default=None, help="with --backend ray: the Ray cluster to join (default: start a local Ray)")
     serve_parser.add_argument("--replicas", type=int, default=None, help="with --backend ray: how many replicas (default: 1)")
-    demo_parser = commands.add_parser("demo", help="serve the built-in streaming demo and show how to call it")
+    demo_parser = commands.add_parser("demo", help="serve the built-in streaming demo and show how to call it", description=_DEMO_HELP, formatter_class=raw)
     _add_serve_options(demo_parser, leave_out=("api_path", "stream", "spec"))
-    args = parser.parse_args(argv)
+    return parser, {"serve": serve_parser, "demo": demo_parser}
 
-    from .errors import LitkitError
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line; a flag the subcommand does not know is reported with that subcommand's
+    usage (and the flag it most resembles), not the top-level one."""
+    parser, subcommands = _parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        sub = subcommands[args.command]
+        known = [flag for action in sub._actions for flag in action.option_strings]
+        hints = [f"{word} (did you mean {close[0]}?)" if (close := difflib.get_close_matches(word.split("=")[0], known, n=1)) else word for word in unknown]
+        sub.error("unrecognized arguments: " + " ".join(hints))
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+
+    from .errors import LitkitError, PortInUseError
     from .server import serve
     from .server.terminal import block_until_interrupted
 
@@ -289,6 +334,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             server = serve(api, **options)
             watch = _Reloader(args.target, options, lambda s: _how_to_call(s, example, hint)) if getattr(args, "reload", False) else None
+    except PortInUseError as error:  # its message speaks to serve()'s caller: say it as a flag
+        print(f"litkit: error: port {error.port} on {error.host} is already in use by another process; "
+              "pass --port 0 to let the system pick a free port, or stop the program holding it", file=sys.stderr)
+        return 1
     except (LitkitError, ImportError, ValueError, TypeError, OSError) as error:
         print(f"litkit: error: {error}", file=sys.stderr)
         return 1

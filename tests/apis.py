@@ -375,10 +375,12 @@ class Crasher(litkit.LitAPI):
     after yielding n chunks. Setup fails once the file ``fail_setup_if`` exists.
     """
 
-    def __init__(self, fail_setup_if=None):
+    def __init__(self, fail_setup_if=None, events=None):
         self.fail_setup_if = fail_setup_if
+        self.events = events
 
     def setup(self, device):
+        record(self.events, "setup")
         if self.fail_setup_if and os.path.exists(self.fail_setup_if):
             raise RuntimeError("the model file is corrupt")
 
@@ -454,3 +456,63 @@ class Noisy(litkit.LitAPI):
         for chunk in output:
             sys.stderr.write(f"encoding {chunk}\n")
             yield chunk
+
+
+class Forking(Crasher):
+    """A ``Crasher`` whose worker leaves a forked descendant behind, the way a hook that calls
+    ``os.fork()`` or a ``setup()`` that starts a ``multiprocessing.Process`` (fork is Linux's default
+    start method before Python 3.14) does. ``how`` is ``"setup"`` (a fork-context
+    ``multiprocessing.Process`` started in setup) or ``"request"`` (``os.fork()`` in predict, before
+    the crash); the child records its pid as a ``forked`` event and sleeps for ``lifetime`` seconds."""
+
+    def __init__(self, events_path, how="setup", lifetime=60.0):
+        super().__init__()
+        self.events_path = events_path
+        self.how = how
+        self.lifetime = lifetime
+
+    def setup(self, device):
+        if self.how == "setup":
+            import multiprocessing
+
+            self.helper = multiprocessing.get_context("fork").Process(target=_sleep_and_record, args=(self.events_path, self.lifetime), daemon=False)
+            self.helper.start()
+
+    def predict(self, x):
+        if self.how == "request" and isinstance(x, dict) and "crash" in x:
+            recorded, told = os.pipe()
+            if os.fork() == 0:
+                _sleep_and_record(self.events_path, self.lifetime, told)
+                os._exit(0)
+            os.read(recorded, 1)  # the child's pid is in the event file: now crash
+        return super().predict(x)
+
+
+def _sleep_and_record(events_path, lifetime, told=None):
+    record(events_path, "forked")
+    if told is not None:
+        os.write(told, b"x")
+    time.sleep(lifetime)
+
+
+class AsyncStubborn(litkit.LitAPI):
+    """``async def predict``: ``{"stubborn": true}`` swallows its cancellation and goes on (for up
+    to a minute), the kind of hook ``cancel_grace`` kills; else sleeps ``delay`` and answers."""
+
+    def __init__(self, events_path=None):
+        self.events_path = events_path
+
+    async def predict(self, x):
+        import asyncio
+
+        record(self.events_path, "started", tag=x.get("tag"))
+        if not x.get("stubborn"):
+            await asyncio.sleep(x.get("delay", 0))
+            return {"tag": x.get("tag")}
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                record(self.events_path, "ignored the cancel", tag=x.get("tag"))
+        return {"tag": x.get("tag")}

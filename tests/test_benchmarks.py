@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import re
 import shutil
@@ -67,6 +68,11 @@ def test_quick_run_measures_every_scenario_on_litkit_and_raw_tornado(tmp_path: P
             assert len(figures[system][key]) == 1 and figures[system][key][0] >= 0, (system, key, figures[system].get(key))
     assert figures["litkit"]["serve_s"][0] > 0 and figures["litkit"]["worker_uss_mib"][0] > 0
     assert figures["litkit"]["echo_errors"] == [0.0]
+    # Quick as it is, the run still fails when cancellation is broken (issue 14: it took `finally`
+    # never running, infinity, and an abandoned request that ran for figures like any other).
+    for key in ("cancel1_finally_ms", "cancel20_finally_ms", "cancel1_next_ms", "cancel20_next_ms"):
+        assert math.isfinite(figures["litkit"][key][0]), f"litkit {key}: {figures['litkit'][key]} (`finally` never ran)"
+    assert figures["litkit"]["queued_ran"] == [0.0] and figures["litkit"]["plain_queued_ran"] == [0.0], "an abandoned queued request ran"
     if "widget_shown_rps" in figures["litkit"]:  # once server.widget exists
         assert figures["litkit"]["widget_shown_rps"][0] > 0 and figures["litkit"]["widget_hidden_rps"][0] > 0
     text = out.read_text()
@@ -74,3 +80,6 @@ def test_quick_run_measures_every_scenario_on_litkit_and_raw_tornado(tmp_path: P
     assert "| figure | litkit | raw Tornado | litkit / raw Tornado |" in text
     verdicts = re.findall(r"^- \*\*(PASS|FAIL|PENDING)\*\* ", text, re.MULTILINE)
     assert len(verdicts) == len(_report_module().FLOORS), text
+    # Speed floors may fail in a quick run on a busy machine; these say whether cancellation works.
+    for floor in ("the abandoned queued request never runs (stream)", "the abandoned queued request never runs (plain answer)"):
+        assert f"- **PASS** {floor}:" in text, text

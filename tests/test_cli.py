@@ -6,6 +6,7 @@ import json
 import os
 import shlex
 import signal
+import socket
 import sys
 import textwrap
 from pathlib import Path
@@ -126,6 +127,46 @@ def test_serve_errors_are_one_clear_line(tmp_path: Path, target: str, message: s
         assert process.stdout == "", process.describe()
 
 
+def test_version_help_and_a_mistyped_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    """Regression (issue 14, a new user's rough edges): no ``--version``; ``serve --help`` and
+    ``demo --help`` had no description or example; a mistyped flag showed the top-level usage."""
+    import litkit
+    from litkit.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0 and capsys.readouterr().out == f"litkit {litkit.__version__}\n"
+    for command, example in (("serve", "litkit serve app.py:Echo --port 8000 --workers 2"), ("demo", "litkit demo --port 0")):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = capsys.readouterr().out
+        assert "until Ctrl+C" in text and "examples:" in text and example in text, text
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "app.py:Echo", "--prot", "8000"])
+    err = capsys.readouterr().err
+    assert exited.value.code == 2
+    assert err.startswith("usage: litkit serve "), err
+    assert "litkit serve: error: unrecognized arguments: --prot (did you mean --port?) 8000" in err
+
+
+def test_a_port_in_use_on_the_command_line_says_port_0(tmp_path: Path) -> None:
+    """Regression (issue 14): the command printed serve()'s advice, ``pass port=0``."""
+    write(tmp_path / "app.py", DOUBLER)
+    holder = socket.socket()
+    try:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with running([*litkit_command(), "serve", "app.py:Doubler", "--port", str(port)], cwd=tmp_path) as process:
+            assert process.wait_for_exit() == 1, process.describe()
+            assert process.stderr == (
+                f"litkit: error: port {port} on 127.0.0.1 is already in use by another process; "
+                "pass --port 0 to let the system pick a free port, or stop the program holding it\n"
+            ), process.describe()
+    finally:
+        holder.close()
+
+
 # -- scripts that call litkit.run() ---------------------------------------------------------------
 
 
@@ -164,6 +205,35 @@ def test_script_without_main_guard_starts_its_workers_once(tmp_path: Path) -> No
         assert_clean_stop(server, signal.SIGINT)
         assert server.stdout.count("unguarded.py: module body runs") == 1, server.describe()
         assert server.stdout.count("litkit: serving") == 1, server.describe()
+
+
+def test_serve_a_file_that_calls_run_without_a_main_guard(tmp_path: Path) -> None:
+    """Regression (issue 14, bug 6): ``litkit serve app.py:Echo --workers 2`` on the README's
+    ``app.py`` (``litkit.run(Echo(), port=8000)`` at the bottom, no main guard) exited with ``worker 0
+    failed to start: ... ModuleNotFoundError: No module named 'litkit_app_app'``: the file's own
+    ``run()`` served while the file loaded, before its module was registered to travel by value."""
+    app = write(
+        tmp_path / "app.py",
+        """\
+        # app.py: no `if __name__ == "__main__":` guard needed; workers never re-run this file
+        import litkit
+
+        class Echo(litkit.LitAPI):
+            def predict(self, x):
+                return {"echo": x}
+
+        litkit.run(Echo(), port=8000)   # blocks; Ctrl+C or SIGTERM stops cleanly
+        """,
+    )
+    with running([*litkit_command(), "serve", f"{app}:Echo", "--port", "0", "--workers", "2"], cwd=tmp_path) as server:
+        endpoint = server.wait_for_banner()
+        assert len(server.record_children()) == 2
+        response = requests.post(endpoint, json={"input": 1}, timeout=HTTP_TIMEOUT_S)
+        assert response.status_code == 200, response.text
+        assert response.json() == {"echo": {"input": 1}}
+        assert "app.py called litkit.run() while `litkit serve` loaded it" in server.stdout + server.stderr
+        assert server.stdout.count("litkit: serving") == 1, server.describe()
+        assert_clean_stop(server, signal.SIGTERM)
 
 
 def test_script_whose_api_uses_a_sibling_module(tmp_path: Path) -> None:

@@ -10,11 +10,16 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
+import re
 import ssl
 from typing import Any
 
 from ..errors import HTTPError
 from .client import ChunkDecoder, error_message, parse_server_url
+
+# Numbers in a response head: ASCII digits only (str.isdigit() accepts "²", which int() refuses).
+_STATUS = re.compile(r"[0-9]{3}")
+_LENGTH = re.compile(r"[0-9]{1,18}")
 
 __all__ = ["AsyncClient", "AsyncChunkStream"]
 
@@ -154,7 +159,7 @@ class _Response:
     async def read_head(self) -> None:
         status_line = await self._read(self._reader.readline())
         words = status_line.decode("latin-1").split()
-        if len(words) < 2 or not words[1].isdigit():
+        if len(words) < 2 or _STATUS.fullmatch(words[1]) is None:
             raise ConnectionError(f"not an HTTP response: {status_line[:80]!r}")
         self.status = int(words[1])
         while (line := await self._read(self._reader.readline())) not in (b"\r\n", b"\n", b""):
@@ -162,7 +167,10 @@ class _Response:
             self.headers[name.strip().lower()] = value.strip()
         self._chunked = "chunked" in self.headers.get("transfer-encoding", "").lower()
         if not self._chunked and "content-length" in self.headers:
-            self._remaining = int(self.headers["content-length"])
+            length = self.headers["content-length"]
+            if _LENGTH.fullmatch(length) is None:  # int() takes "²" and " 1_0 ": a server's bytes are not a Python literal
+                raise ConnectionError(f"the server's Content-Length is not a number of bytes: {length[:40]!r}")
+            self._remaining = int(length)
 
     async def _more(self) -> bytes:
         """The next piece of the body, b"" at its end."""

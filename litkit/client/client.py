@@ -32,6 +32,10 @@ def parse_server_url(url: str, api_key: str | None) -> tuple[str, urllib.parse.S
     return url.rstrip("/"), parts, parts.path.rstrip("/"), headers
 
 
+# What a streamed answer is sent as: NDJSON, or server-sent events.
+_STREAM_TYPES = ("application/x-ndjson", "text/event-stream")
+
+
 class Client:
     """Talk to a litkit server at ``url`` (e.g. ``"http://127.0.0.1:8000"``).
 
@@ -52,10 +56,13 @@ class Client:
 
         Raises:
             litkit.HTTPError: the server answered with an error status (its message included).
+            ValueError: the endpoint streams its answer: ``stream()`` fits it.
         """
-        status, _headers, body = self._request("POST", path, payload, {}, timeout)
+        status, headers, body = self._request("POST", path, payload, {}, timeout)
         if status >= 400:
             raise HTTPError(status, error_message(body))
+        if headers.get_content_type() in _STREAM_TYPES:
+            raise ValueError(f"{self.url}{path} streams its answer ({headers.get_content_type()}); call stream() instead of predict()")
         return json.loads(body)
 
     def stream(self, payload: Any, path: str = "/predict", sse: bool = False, timeout: float | None = 60.0) -> ChunkStream:
@@ -68,6 +75,7 @@ class Client:
         Raises:
             litkit.HTTPError: the server refused the request (here), or the stream ended with an
                 error (while iterating).
+            ValueError: the endpoint answers with one JSON body: ``predict()`` fits it.
         """
         connection = self._connect(timeout)
         try:
@@ -75,6 +83,8 @@ class Client:
             response = self._send(connection, "POST", path, payload, headers)
             if response.status >= 400:
                 raise HTTPError(response.status, error_message(response.read()))
+            if response.headers.get_content_type() not in _STREAM_TYPES:
+                raise ValueError(f"{self.url}{path} answers with one JSON body, not a stream; call predict() instead of stream()")
         except BaseException:
             connection.close()
             raise

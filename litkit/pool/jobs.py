@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import LitkitError
 from .channels import ControlChannel, PipeReader
 from .devices import Placement
+from .processes import ExitWatch
 from .tracking import RequestRecord
 
 __all__ = ["Job", "JobDropped", "NoWorkers", "QueueFull", "WorkerProcess"]
@@ -44,9 +45,13 @@ class Job:
     handed-over or running request is cancelled.
     """
 
-    def __init__(self, record: RequestRecord, body: bytes) -> None:
+    def __init__(self, record: RequestRecord, body: bytes, key: str | None = None) -> None:
+        """``key`` names the job on the wire (``REQUEST``, ``DONE``): unique in this process, unlike
+        ``record.id``, which may be the client's ``X-Request-ID`` and is only echoed back. Without
+        it the key is the record's id, which the caller then vouches is unique."""
         self.record = record
         self.body = body
+        self.key = key if key is not None else record.id
         self.assigned: asyncio.Future[PipeReader] = asyncio.get_running_loop().create_future()
         self.read_fd: int | None = None
         self.pipe: PipeReader | None = None
@@ -90,6 +95,7 @@ class WorkerProcess:
         self.failed_starts = 0
         self.process: subprocess.Popen[bytes] | None = None
         self.control: ControlChannel | None = None
+        self.exit_watch: ExitWatch | None = None  # tells the pool when ``process`` exits
         self.jobs: collections.deque[Job] = collections.deque()  # handed over, in order; the first runs
         self.ready: asyncio.Future[None] | None = None
         self.last_error = ""

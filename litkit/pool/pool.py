@@ -31,7 +31,7 @@ from .channels import ControlChannel, PipeClosed, PipeReader
 from .devices import Placement
 from .jobs import Job, JobDropped, NoWorkers, QueueFull, WorkerProcess
 from .logs import LineSplitter, WorkerLog
-from .processes import describe_exit, launch, reap
+from .processes import ExitWatch, describe_exit, has_exited, launch, reap
 from .tracking import RequestTracker
 
 __all__ = ["WorkerPool"]
@@ -66,21 +66,27 @@ class WorkerPool:
         max_batch_size: int = 1,
         batch_timeout: float = 0.0,
         max_concurrency: int = 1,
+        async_api: bool = False,
         spec: bytes | None = None,
         cancel_grace: float = 5.0,
+        code_origins: dict[str, Any] | None = None,
     ) -> None:
         """``placements`` gives each worker its device (see ``litkit.pool.devices``); without it,
-        ``count`` workers all get ``device``."""
+        ``count`` workers all get ``device``. ``code_origins`` (``litkit.wire.sources``) lets a
+        worker's tracebacks show the API's source lines. ``async_api``: the workers run every ``REQUEST`` the
+        moment it arrives (``litkit.worker.async_loop``), so none is sent ahead of a free slot."""
         self._api_bytes = api_bytes
         self._spec_bytes = spec
+        self._code_origins = code_origins
         self._cancel_grace = cancel_grace
         self._stream = stream
         self._max_batch_size = max_batch_size
         self._batch_timeout = batch_timeout
         self._batch_timer: asyncio.TimerHandle | None = None
         self._max_concurrency = max_concurrency
-        # Streams are long: never queue behind one. Batches and concurrent requests start at once.
-        self._prefetch = 0 if stream or max_batch_size > 1 or max_concurrency > 1 else PREFETCH
+        # Streams are long: never queue behind one. Batches and concurrent requests start at once,
+        # and so does a request sent ahead to an async worker: it would run beside the current one.
+        self._prefetch = 0 if stream or max_batch_size > 1 or max_concurrency > 1 or async_api else PREFETCH
         self._capacity = max_concurrency + self._prefetch  # jobs a worker may hold: running, then waiting
         if placements is None:
             placements = [Placement(device, None)] * count
@@ -148,7 +154,9 @@ class WorkerPool:
                 worker.control.close()
         await asyncio.gather(*(reap(w.process) for w in self.workers if w.process is not None))
         for worker in self.workers:
-            worker.state = "dead"
+            worker.state = "stopped"  # not "dead": nothing went wrong
+            if worker.exit_watch is not None:
+                worker.exit_watch.close()
         await self._finish_output_readers()
 
     async def _finish_output_readers(self) -> None:
@@ -210,7 +218,7 @@ class WorkerPool:
         job.grace_timer = None
         worker = job.worker
         process = worker.process if worker is not None else None
-        if self._stopping or worker is None or job not in worker.jobs or process is None or process.poll() is not None:
+        if self._stopping or worker is None or job not in worker.jobs or process is None or has_exited(process):
             return
         logger.warning(
             "worker %d (pid %d) still runs request %s %gs after it was cancelled (cancel_grace); "
@@ -251,7 +259,7 @@ class WorkerPool:
         if control is None:
             raise RuntimeError(f"worker {worker.id} is {worker.state} without a control socket")
         read_fd, write_fd = os.pipe()
-        head, body = encode_request(job.id, job.body)
+        head, body = encode_request(job.key, job.body)
         try:
             sent = control.send([head, body], [write_fd])
         except OSError:
@@ -317,7 +325,7 @@ class WorkerPool:
         if control is None:
             raise RuntimeError(f"worker {worker.id} is {worker.state} without a control socket")
         pipes = [os.pipe() for _ in jobs]
-        head, bodies = encode_batch([(job.id, job.body) for job in jobs])
+        head, bodies = encode_batch([(job.key, job.body) for job in jobs])
         try:
             sent = control.send([head, bodies], [write_fd for _, write_fd in pipes])
         except OSError:
@@ -345,8 +353,8 @@ class WorkerPool:
             done = list(worker.jobs)
             worker.jobs.clear()
         else:
-            request_id = payload.decode()
-            done = [next((job for job in worker.jobs if job.id == request_id), worker.jobs[0])]
+            key = payload.decode()  # the job's key, never the client's X-Request-ID: that may repeat
+            done = [next((job for job in worker.jobs if job.key == key), worker.jobs[0])]
             worker.jobs.remove(done[0])
         for job in done:
             job.ended()
@@ -376,6 +384,11 @@ class WorkerPool:
             lambda kind, payload: self._on_control_message(worker, kind, payload),
             lambda: self._on_control_closed(worker, control),
         )
+        if worker.exit_watch is not None:
+            worker.exit_watch.close()
+        # The process's own exit, not only the socket's end of file: a process the worker forked
+        # may hold a copy of the socket, and then no end of file ever comes.
+        worker.exit_watch = ExitWatch(worker.process, lambda: self._on_process_exit(worker, control))
         init = {
             "sys_path": list(sys.path),
             "api": self._api_bytes,
@@ -383,9 +396,15 @@ class WorkerPool:
             "device": worker.placement.device,
             "max_batch_size": self._max_batch_size,
             "spec": self._spec_bytes,
+            "code_origins": self._code_origins,
         }
         control.send([encode_frame(Kind.INIT, pickle.dumps(init))])
         return ready
+
+    def _on_process_exit(self, worker: WorkerProcess, control: ControlChannel) -> None:
+        if not control.closed():  # no end of file came: a descendant holds the worker's end
+            control.close()
+            self._on_control_closed(worker, control)
 
     def _on_control_closed(self, worker: WorkerProcess, control: ControlChannel) -> None:
         if control is worker.control:  # not the old channel of a replaced process

@@ -28,6 +28,7 @@ import hmac
 import ipaddress
 import secrets
 import os
+import re
 import socket
 import urllib.parse
 from typing import Iterable, Mapping
@@ -137,11 +138,18 @@ def _is_loopback_name(name: str) -> bool:
         return False
 
 
-def _split_host(host_header: str) -> str:
-    """The name part of a Host header (``[::1]:8000`` -> ``[::1]``, ``localhost:8000`` -> ``localhost``)."""
-    if host_header.startswith("["):
-        return host_header[: host_header.find("]") + 1]
-    return host_header.rsplit(":", 1)[0] if host_header.count(":") == 1 else host_header
+# A Host header as RFC 9110 has it: uri-host [ ":" port ], uri-host being an IP literal in brackets
+# or a reg-name (unreserved, pct-encoded and sub-delims characters of RFC 3986; IPv4 addresses are
+# reg-names too). No "@", no "/", nothing after the port.
+_HOST = re.compile(r"(?P<name>\[[0-9A-Za-z:.%~_\-]+\]|[A-Za-z0-9\-._~!$&'()*+,;=%]*)(?::[0-9]*)?")
+
+
+def _split_host(host_header: str) -> str | None:
+    """The name part of a Host header (``[::1]:8000`` -> ``[::1]``, ``localhost:8000`` -> ``localhost``);
+    None when the header is not ``host[:port]`` (``[::1].evil.example``, ``[::1]@evil.example``,
+    ``127.0.0.1:evil.example``)."""
+    match = _HOST.fullmatch(host_header)
+    return match.group("name") if match is not None else None
 
 
 class AccessPolicy:
@@ -166,6 +174,12 @@ class AccessPolicy:
         if not self.loopback_only or self.proxied_hosts is None:
             return
         name = _split_host(host_header)
+        if name is None:
+            raise AccessDenied(
+                400,
+                f"Host {host_header!r} is not a host name or address with an optional :port; "
+                "send Host: localhost:PORT or 127.0.0.1:PORT",
+            )
         if not _is_loopback_name(name) and name.lower() not in self.proxied_hosts:
             raise AccessDenied(
                 403,

@@ -12,6 +12,7 @@ This module validates every endpoint option, so ``serve()`` fails before any pro
 from __future__ import annotations
 
 import asyncio
+import difflib
 import time
 from typing import Any, Mapping, Protocol, TypeVar
 
@@ -22,6 +23,7 @@ from ..api import LitAPI, is_async_api, is_streaming_api
 from ..pool.devices import plan_workers
 from ..pool.logs import WorkerLog
 from ..pool.pool import WorkerPool
+from ..wire.sources import code_origins
 from ..pool.tracking import RequestTracker
 from ..specs import Spec
 from ..wire.protocol import MAX_FDS_PER_MESSAGE
@@ -102,6 +104,8 @@ class EndpointPlan:
         self.path = path
         self.api_name = type(api).__qualname__
         self.api_bytes = _pickle(api)
+        self.async_api = is_async_api(api)
+        self.code_origins = code_origins(api)  # for the workers' tracebacks (litkit.wire.sources)
         spec: Spec | None = options["spec"]
         self.spec_bytes = None if spec is None else _pickle(spec)
         self.options = options
@@ -170,9 +174,11 @@ class EndpointState:
             batch_timeout=options["batch_timeout"],
             placements=options["placements"],
             max_concurrency=options["max_concurrency"],
+            async_api=plan.async_api,
             spec=plan.spec_bytes,
             log=WorkerLog(plan.path),
             cancel_grace=options["cancel_grace"],
+            code_origins=plan.code_origins,
         )
         self.stopping = False
         self.active: set[ActiveRequest] = set()
@@ -347,6 +353,7 @@ def _check_options(api: Any, options: dict[str, Any]) -> dict[str, Any]:
         raise TypeError(f"serve() takes an API instance, got the class {api.__name__}; call it: serve({api.__name__}())")
     if not isinstance(api, LitAPI):
         raise TypeError(f"serve() takes a litkit.LitAPI instance, got {type(api).__name__}; define `class MyAPI(litkit.LitAPI)` with setup/decode_request/predict/encode_response")
+    _check_predict(api)
     check_int("workers", options["workers"], 1, 1024)
     check_int("max_queue", options["max_queue"], 1, 10**9)
     check_int("max_body_size", options["max_body_size"], 1, 2**32 - 2**21)
@@ -366,6 +373,17 @@ def _check_options(api: Any, options: dict[str, Any]) -> dict[str, Any]:
     stream = _resolve_stream(api, options["stream"])
     placements = plan_workers(options["accelerator"], options["devices"], options["workers"], options["workers_per_device"])
     return {**options, "stream": stream, "placements": placements}
+
+
+def _check_predict(api: LitAPI) -> None:
+    """Refuse an API that does not define ``predict``: it would start and then fail every request."""
+    cls = type(api)
+    if getattr(cls, "predict", None) is not LitAPI.predict and callable(getattr(api, "predict", None)):
+        return
+    own = [name for klass in cls.__mro__ if klass is not LitAPI and klass is not object for name in vars(klass) if not name.startswith("__")]
+    close = difflib.get_close_matches("predict", own, n=1, cutoff=0.6)
+    hint = f"; {cls.__name__} has {close[0]!r}: did you mean predict?" if close else ""
+    raise TypeError(f"{cls.__name__} does not define predict(self, x), the hook every request calls{hint}")
 
 
 def _check_scheduling(api: LitAPI, max_batch_size: Any, batch_timeout: Any, max_concurrency: Any) -> None:

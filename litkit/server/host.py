@@ -108,6 +108,9 @@ class ThreadHost:
     def add_output_listener(self, listener: OutputListener) -> None:
         self._server_loop.call(lambda: self._server_loop.add_output_listener(listener))
 
+    def remove_output_listener(self, listener: OutputListener) -> None:
+        self._server_loop.call(lambda: self._server_loop.remove_output_listener(listener))
+
 
 # -- in a sub-interpreter of its own: the caller's end --------------------------------------------
 
@@ -207,17 +210,18 @@ class InterpreterHost:
         elif name == "stop_requested":  # the dashboard's Stop, over HTTP
             self._request_stop()
 
-    def _call(self, name: str, *arguments: Any) -> Any:
+    def _call(self, name: str, *arguments: Any, wait: bool = True) -> Any:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         call_id = next(self._call_ids)
-        self._calls[call_id] = future
+        if wait:
+            self._calls[call_id] = future
         try:
             with self._send_lock:
                 self._own.sendall(encode_frame(Kind.HOST_CALL, pickle.dumps((call_id, name, arguments))))
         except OSError as error:
             self._calls.pop(call_id, None)
             raise EOFError("the server has stopped") from error
-        return future.result(_CALL_TIMEOUT_S)
+        return future.result(_CALL_TIMEOUT_S) if wait else None
 
     def status(self, state: str) -> dict[str, Any]:
         if not self.finished.is_set():
@@ -244,10 +248,17 @@ class InterpreterHost:
             logger.error("the litkit server's interpreter did not answer a stop within %.0fs", _CALL_TIMEOUT_S)
 
     def add_output_listener(self, listener: OutputListener) -> None:
+        """From now on, ``listener`` gets the workers' lines on the events thread. Asking the
+        server to send them does not wait for its answer: serve() adds one before the server's
+        loop runs, which reads the request before any worker starts."""
         first = not self._listeners
         self._listeners.append(listener)
         if first:
-            self._call("listen_output")
+            self._call("listen_output", wait=False)
+
+    def remove_output_listener(self, listener: OutputListener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)  # the server may go on sending lines: nobody reads them
 
 
 # -- in a sub-interpreter of its own: the server's end --------------------------------------------

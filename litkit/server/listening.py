@@ -9,6 +9,18 @@ from ..errors import PortInUseError
 
 __all__ = ["listen"]
 
+_SOMAXCONN = "/proc/sys/net/core/somaxconn"
+
+
+def _backlog() -> int:
+    """The most connections the kernel queues for a listening socket: past the backlog, a burst's
+    extra SYNs are dropped and each of those clients waits a second for its retry."""
+    try:
+        with open(_SOMAXCONN) as file:
+            return max(int(file.read().strip()), socket.SOMAXCONN)
+    except (OSError, ValueError):
+        return socket.SOMAXCONN
+
 
 def listen(host: str, port: int) -> tuple[list[socket.socket], int]:
     """Listening sockets for every address ``host`` resolves to, all on one port (``0``: a free
@@ -38,7 +50,7 @@ def listen(host: str, port: int) -> tuple[list[socket.socket], int]:
                 address = (address[0], sockets[0].getsockname()[1], *address[2:])
             sock.bind(address)
             sock.setblocking(False)
-            sock.listen(128)
+            sock.listen(_backlog())
     except OSError as error:
         for sock in sockets:
             sock.close()

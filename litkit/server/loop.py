@@ -149,6 +149,11 @@ class ServerLoop:
         for endpoint in self.serving.endpoints:
             endpoint.pool.log.listeners.append(listener)
 
+    def remove_output_listener(self, listener: OutputListener) -> None:
+        for endpoint in self.serving.endpoints:
+            if listener in endpoint.pool.log.listeners:
+                endpoint.pool.log.listeners.remove(listener)
+
     # -- the loop ---------------------------------------------------------------------------------
 
     def run(self, prepare: Callable[[], None] | None = None) -> None:

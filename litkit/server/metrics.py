@@ -16,7 +16,7 @@ from .endpoints import ServingState
 
 __all__ = ["render_metrics"]
 
-WORKER_STATES = ("starting", "idle", "busy", "dead")
+WORKER_STATES = ("starting", "idle", "busy", "dead", "stopped")
 
 
 def render_metrics(serving: ServingState) -> str:

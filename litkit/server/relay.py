@@ -10,7 +10,8 @@ the worker (``docs/benchmarks.md``). Health, info, metrics and 404s stay ordinar
 The way through:
 
 1. **Headers**: the access checks (Host, Origin, API key; ``litkit.server.access``) and the limits, all
-   before any body is read: 401, 403, 405, 413 (by ``Content-Length``) and 431. A CORS preflight
+   before any body is read: 401, 403, 405, 400 and 413 (by ``Content-Length``, ``litkit.server.headers``)
+   and 431. A CORS preflight
    is answered here.
 2. **Body**: gathered as it arrives, 413 past ``max_body_size`` (chunked uploads too).
 3. **Queued**: a job in the endpoint's pool (503 when the queue is full or the server stops).
@@ -47,6 +48,7 @@ from ..pool.jobs import Job, JobDropped, NoWorkers, QueueFull
 from ..wire.protocol import FrameParser, Kind
 from .access import KEY_CHALLENGE, PREFLIGHT_HEADERS, PREFLIGHT_REFUSED, AccessDenied, cors_headers
 from .endpoints import EndpointState, ServingState
+from .headers import BadHeader, content_length
 
 __all__ = ["EndpointRoute", "EndpointRequest", "HEADER_LIMIT", "new_request_id", "error_body", "oversized_headers"]
 
@@ -69,6 +71,11 @@ def new_request_id(offered: str | None) -> str:
     """The client's ``X-Request-ID`` when it is sane (1-128 of ``A-Za-z0-9._:-``), else a fresh id."""
     if offered and _CLIENT_REQUEST_ID.fullmatch(offered):
         return offered
+    return _fresh_id()
+
+
+def _fresh_id() -> str:
+    """An id no other request of this process has had."""
     return f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
 
 
@@ -86,6 +93,14 @@ def oversized_headers(method: str, uri: str, headers: HTTPHeaders) -> str | None
     if size <= HEADER_LIMIT:
         return None
     return f"request headers of {size} bytes exceed {HEADER_LIMIT} bytes; send smaller headers"
+
+
+def _split_line_message(chunk: int) -> str:
+    return (
+        f"chunk {chunk} is text with a newline, which would split its NDJSON line; yield a dict or list "
+        "(sent as one JSON line), text without newlines, or stream as SSE (Accept: text/event-stream), "
+        "which carries them"
+    )
 
 
 class _HTTPDate:
@@ -126,7 +141,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
     __slots__ = (
         "endpoint", "serving", "_connection", "request_id", "_method", "_uri", "_arrived", "_body",
         "_body_size", "_cors_origin", "_sse", "_job", "_pipe", "_parser", "_status", "_streaming",
-        "_finished", "_gone", "_released", "_loop", "_timeout_handle", "_write_deadline",
+        "_finished", "_gone", "_released", "_loop", "_timeout_handle", "_write_deadline", "_own_id",
     )
 
     def __init__(self, endpoint: EndpointState, serving: ServingState, connection: HTTP1Connection, loop: asyncio.AbstractEventLoop) -> None:
@@ -134,6 +149,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         self.serving = serving
         self._connection = connection
         self.request_id = ""
+        self._own_id = True  # request_id was made here (no usable X-Request-ID)
         self._method = ""
         self._uri = ""
         self._arrived = 0.0
@@ -160,7 +176,9 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         start_line = cast(RequestStartLine, start_line)
         self._method = method = start_line.method
         self._uri = start_line.path
-        self.request_id = new_request_id(headers.get("X-Request-ID"))
+        offered = headers.get("X-Request-ID")
+        self.request_id = new_request_id(offered)
+        self._own_id = self.request_id != offered
         self._sse = self.endpoint.always_sse or "text/event-stream" in headers.get("Accept", "")
         policy = self.serving.access
         host = headers.get("Host", "")
@@ -182,9 +200,10 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
             self._refuse(431, too_large)
             return None
         limit = self.endpoint.max_body_size
-        length = headers.get("Content-Length")
-        if length is not None and length.isdigit() and int(length) > limit:
-            self._refuse_too_large(int(length))
+        try:
+            content_length(headers.get("Content-Length"), limit)
+        except BadHeader as bad:
+            self._refuse(bad.status, bad.message)
             return None
         # Bound chunked uploads too; this request refuses with 413 before the connection's limit trips.
         self._connection.set_max_body_size(limit + _BODY_LIMIT_SLACK)
@@ -212,7 +231,9 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         record.arrived = self._arrived
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         self._body = []
-        job = Job(record, body)
+        # The job's key on the wire is ours: a client's X-Request-ID may repeat (two requests in
+        # flight with one id), so it is echoed, never used to match a worker's DONE.
+        job = Job(record, body, key=None if self._own_id else _fresh_id())
         try:
             endpoint.pool.submit(job)
         except (QueueFull, NoWorkers) as error:
@@ -297,6 +318,11 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         for kind, payload in frames:
             if kind == Kind.CHUNK:
                 record.chunks += 1
+                if not self._sse and b"\n" in payload:  # JSON chunks have none; text might
+                    if out:
+                        self._send_stream(out)
+                    self._answer_error(500, _split_line_message(record.chunks))
+                    return
                 out.append(self._format_chunk(payload))
             elif kind == Kind.RESULT:
                 self._clear_timeout()

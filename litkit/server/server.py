@@ -17,6 +17,7 @@ from typing import Any, Mapping, Sequence
 
 from ..api import LitAPI
 from ..client.client import ChunkStream, Client
+from ..errors import ServerStoppedError, WorkerStartError
 from ..pool.logs import OutputListener
 from ..specs import Spec
 from ..worker.timeslice import slice_ms_from_environment
@@ -29,6 +30,7 @@ from .kernel import current_cell, in_jupyter_kernel
 from .controls import CONTROL_PATH, SECRET_HEADER, new_secret
 from .links import local_url, public_url
 from .listening import listen
+from .startup import wait_for_start
 
 __all__ = ["Server", "serve"]
 
@@ -151,9 +153,14 @@ class Server:
 
         Raises:
             litkit.HTTPError: the server answered with an error status.
-            ValueError: the server has no endpoint at ``path``.
+            ValueError: the server has no endpoint at ``path``, or it streams (``stream()`` fits it).
+            litkit.ServerStoppedError: the server was stopped.
         """
-        return self.client.predict(payload, path=self._find(path).path, timeout=timeout)
+        endpoint = self._find(path)
+        self._check_serving()
+        if endpoint.stream and endpoint.spec is None:  # a spec's request says whether to stream
+            raise ValueError(f"the endpoint at {endpoint.path} streams its answer; call server.stream(...) instead of server.predict(...)")
+        return self.client.predict(payload, path=endpoint.path, timeout=timeout)
 
     def stream(self, payload: Any, sse: bool = False, timeout: float | None = 60.0, path: str | None = None) -> ChunkStream:
         """POST ``payload`` to a streaming endpoint and iterate over the chunks as they arrive.
@@ -163,9 +170,20 @@ class Server:
 
         Raises:
             litkit.HTTPError: the server refused the request.
-            ValueError: the server has no endpoint at ``path``.
+            ValueError: the server has no endpoint at ``path``, or it answers with one JSON body
+                (``predict()`` fits it).
+            litkit.ServerStoppedError: the server was stopped.
         """
-        return self.client.stream(payload, path=self._find(path).path, sse=sse, timeout=timeout)
+        endpoint = self._find(path)
+        self._check_serving()
+        if not endpoint.stream and endpoint.spec is None:
+            raise ValueError(f"the endpoint at {endpoint.path} answers with one JSON body; call server.predict(...) instead of server.stream(...)")
+        return self.client.stream(payload, path=endpoint.path, sse=sse, timeout=timeout)
+
+    def _check_serving(self) -> None:
+        if self.state in ("stopped", "replaced"):
+            why = "stopped" if self.state == "stopped" else "replaced by a later serve() on its port"
+            raise ServerStoppedError(f"the server at {self.url} was {why}; call litkit.serve(...) again to serve")
 
     @property
     def client(self) -> Client:
@@ -227,7 +245,7 @@ class Server:
         self._host.start()
         try:
             # The pool enforces start_timeout; the margin covers spawning and the thread starting.
-            self._host.started.result(timeout=start_timeout + 10.0)
+            wait_for_start(self._host.started, self._host, sum(plan.workers for plan in self._plans), start_timeout + 10.0)
         except BaseException:
             self._shutdown("stopped", 10.0)
             raise
@@ -372,7 +390,12 @@ def serve(
     recipe = ServerRecipe(plans, access, client_timeout, slice_ms, local_url(host, port), new_secret())
     server = Server(recipe, sockets, port)
     registry.register(server, cell)
-    server._start(start_timeout)
+    try:
+        server._start(start_timeout)
+    except WorkerStartError as error:
+        # The message carries the worker's own traceback; litkit's frames from here down to the
+        # pool (9 of them) would only stand between the user's call and it.
+        raise error.with_traceback(None) from None
     return server
 
 

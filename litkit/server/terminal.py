@@ -3,23 +3,55 @@ SIGTERM), show what the workers print, then stop cleanly."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from ..api import LitAPI
 from .endpoints import Endpoint
 from .server import Server, serve
 
-__all__ = ["banner", "block_until_interrupted", "run"]
+__all__ = ["banner", "block_until_interrupted", "loading_for_command", "run"]
 
 _WATCH_INTERVAL_S = 0.5
+# The file the litkit command is loading, while it loads it (``loading_for_command``).
+_command_target: str | None = None
+
+
+@contextlib.contextmanager
+def loading_for_command(path: str) -> Iterator[None]:
+    """While the ``litkit`` command runs the body of ``path``, a ``run()`` there serves nothing.
+
+    A script's ``litkit.run(Api(), port=8000)`` at module level, with no main guard, would block the
+    load and serve with the script's options; the command serves the class it was given, with its
+    own flags, once the file has loaded.
+    """
+    global _command_target
+    previous, _command_target = _command_target, path
+    try:
+        yield
+    finally:
+        _command_target = previous
 
 
 def run(api: LitAPI | Mapping[str, LitAPI | Endpoint], **options: Any) -> None:
-    """Serve ``api`` and block until Ctrl+C (or SIGTERM); then stop cleanly. Takes ``serve()``'s options."""
+    """Serve ``api`` and block until Ctrl+C (or SIGTERM); then stop cleanly. Takes ``serve()``'s options.
+
+    Called from the body of a file that ``litkit serve FILE:Name`` is loading, it returns at once
+    and says so: the command serves ``Name`` itself, with its own flags.
+    """
+    if _command_target is not None:
+        print(
+            f"litkit: {_command_target} called litkit.run() while `litkit serve` loaded it; that call serves "
+            "nothing: the command serves the class it was given, with its own flags (put the call under "
+            '`if __name__ == "__main__":` to keep both ways without this line)',
+            file=sys.stderr,
+            flush=True,
+        )
+        return
     server = serve(api, **options)
     key = f"\nlitkit: api key:  {server.api_key}   (send it as 'Authorization: Bearer KEY')" if server.api_key else ""
     block_until_interrupted(server, banner(server, "Ctrl+C to stop") + key)

@@ -22,7 +22,8 @@ Two kinds of channel, both inherited or handed over as file descriptors, never a
   per request, in the order of its entries, so each request is answered and cancelled on its own.
 
 Every message is a frame: one byte of kind, four bytes of payload length (network order), the
-payload. ``REQUEST``'s payload is a two-byte id length, the request id, then the raw HTTP body,
+payload. ``REQUEST``'s payload is a two-byte id length, the request id (the server's own key for
+the request, unique in the serving process; ``DONE`` names it back), then the raw HTTP body,
 which the worker parses (JSON is decoded once, in the worker). ``BATCH``'s payload is a two-byte
 count, then per request a two-byte id length, the id and a four-byte body length, then the bodies
 one after another. ``INIT``'s payload is a stdlib

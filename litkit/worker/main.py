@@ -22,6 +22,7 @@ import json
 import os
 import pickle
 import select
+import signal
 import socket
 import sys
 import threading
@@ -35,6 +36,7 @@ from ..api import LitAPI, is_async_api
 from ..cancellation import _set_current
 from ..wire.encoding import decode_body, encode_chunk, encode_decode_error, encode_error, encode_json
 from ..wire.protocol import ChannelClosed, Kind, MessageReader, ProtocolError, decode_batch, decode_request, encode_frame, send_message, write_all
+from ..wire.sources import restore_code_origins
 from .batch import close_generator, run_batch
 
 if TYPE_CHECKING:
@@ -50,11 +52,37 @@ class ClientGone(BrokenPipeError):
     """The server closed this request's response pipe: the client left or the request was cancelled."""
 
 
+# litkit's channels in this process: the control socket and every open response pipe. A forked
+# child gets none of them (``_drop_channels_in_child``).
+_CHANNEL_FDS: set[int] = set()
+
+
+def _drop_channels_in_child() -> None:
+    """In a child forked from a worker (a hook's ``os.fork()``, a fork ``multiprocessing.Process``):
+    point litkit's descriptors at /dev/null. A copy of the control socket or of a response pipe
+    held by a child would hide the worker's death from the server (no end of file) and keep a
+    cancelled request's pipe open. /dev/null, not a close, so the numbers stay taken and no later
+    close of a Python object hits an unrelated file."""
+    if not _CHANNEL_FDS:
+        return
+    null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        for fd in _CHANNEL_FDS:
+            try:
+                os.dup2(null, fd, inheritable=False)
+            except OSError:
+                pass  # closed meanwhile
+    finally:
+        os.close(null)
+    _CHANNEL_FDS.clear()
+
+
 class ResponseChannel:
     """The write end of one request's response pipe."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        _CHANNEL_FDS.add(fd)
         self.broken = False
         self._poller = select.poll()
         # No events asked for: a pipe's write end reports POLLERR once no reader is left.
@@ -82,6 +110,7 @@ class ResponseChannel:
             raise ClientGone("the server closed this request's response pipe") from error
 
     def close(self) -> None:
+        _CHANNEL_FDS.discard(self.fd)
         os.close(self.fd)
 
 
@@ -133,6 +162,7 @@ class Worker:
         try:
             stage = "loading the API object (cloudpickle.loads)"
             api = cloudpickle.loads(init["api"])
+            restore_code_origins(api, init.get("code_origins"))  # tracebacks name the user's files
             self.stream = init["stream"]
             if init.get("spec") is not None:
                 stage = "loading the endpoint's spec (cloudpickle.loads)"
@@ -142,7 +172,7 @@ class Worker:
         except BaseException as error:  # noqa: BLE001 - every failure must reach the server
             report = {
                 "reason": f"{stage} raised {type(error).__name__}: {error}",
-                "traceback": traceback.format_exc(),
+                "traceback": _user_traceback(error),
             }
             try:
                 send_message(self.control, Kind.START_FAILED, json.dumps(report).encode())
@@ -257,6 +287,22 @@ class Worker:
         channel.send(Kind.RESULT, encode_json(self.spec.complete(collected, context)))
 
 
+_LITKIT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
+
+
+def _user_traceback(error: BaseException) -> str:
+    """``error``'s traceback without litkit's own frames (the worker loop calling ``setup``): what
+    is left is the user's code, and what it called."""
+    report = traceback.TracebackException.from_exception(error)
+    seen = set()
+    part: traceback.TracebackException | None = report
+    while part is not None and id(part) not in seen:
+        seen.add(id(part))
+        part.stack = traceback.StackSummary.from_list([frame for frame in part.stack if not frame.filename.startswith(_LITKIT_DIR)])
+        part = part.__cause__ or part.__context__
+    return "".join(report.format())
+
+
 def _watch_for_server_exit(control: socket.socket) -> None:
     """Exit soon after the serving process is gone, even while a hook is busy.
 
@@ -278,13 +324,39 @@ def _watch_for_server_exit(control: socket.socket) -> None:
     threading.Thread(target=watch, name="litkit-server-watch", daemon=True).start()
 
 
+def _die_with_server(server_pid: int | None) -> None:
+    """Ask the kernel to SIGKILL this process when the serving process dies (Linux).
+
+    The watcher thread of ``_watch_for_server_exit`` cannot run while a hook holds the GIL inside C
+    (a catastrophic regex, a long native call); the kernel's ``PR_SET_PDEATHSIG`` needs no thread.
+    It fires when the *thread* that started this process ends: litkit starts workers on the server's
+    own thread, which outlives them. A server that died before the call is caught by the
+    ``getppid()`` check right after it, as torch and vLLM do.
+    """
+    if server_pid is None or not sys.platform.startswith("linux"):
+        return
+    import ctypes  # only here: the rest of the worker has no use for it
+
+    pr_set_pdeathsig = 1
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # no prctl: the watcher thread alone ends this process
+    if os.getppid() != server_pid:
+        os._exit(0)  # the server is gone already
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m litkit.worker", description="litkit worker process (started by the server)")
     parser.add_argument("--control-fd", type=int, required=True)
     parser.add_argument("--worker-id", type=int, required=True)
+    parser.add_argument("--server-pid", type=int, default=None)
     args = parser.parse_args(argv)
+    _die_with_server(args.server_pid)
     control = socket.socket(fileno=args.control_fd)
     os.set_inheritable(args.control_fd, False)  # a subprocess started by a hook must not hold it open
+    _CHANNEL_FDS.add(args.control_fd)  # nor a process it forks
+    os.register_at_fork(after_in_child=_drop_channels_in_child)
     try:
         return Worker(control, args.worker_id).run()
     finally:

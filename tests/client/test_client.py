@@ -97,3 +97,27 @@ def test_clients_check_their_url():
     for cls in (litkit.Client, litkit.AsyncClient):
         with pytest.raises(ValueError, match="url must look like 'http://127.0.0.1:8000', got 'localhost:8000'"):
             cls("localhost:8000")
+
+
+@pytest.mark.parametrize("head", [b"HTTP/1.1 \xb2\xb2\xb2 OK\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: \xb2\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 1_0\r\n\r\n"], ids=["status", "length", "underscore"])
+def test_async_client_refuses_a_response_head_int_cannot_read(head):
+    """Regression (issue 14, bug 1, the client side): ``str.isdigit()`` let ``²`` through to
+    ``int()``, which raised a bare ValueError; ``int()`` alone took ``1_0`` as ten."""
+
+    async def main():
+        async def answer(reader, writer):
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(head + b"0123456789")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        try:
+            with pytest.raises(ConnectionError, match="not an HTTP response|Content-Length is not a number of bytes"):
+                await litkit.AsyncClient(f"http://127.0.0.1:{port}").health(timeout=5)
+        finally:
+            server.close()
+            await server.wait_closed()
+
+    asyncio.run(main())

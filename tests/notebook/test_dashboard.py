@@ -263,6 +263,64 @@ def test_cancel_button_on_a_real_stream(serve, events, frontend):
     wait_until(lambda: "cancelled from the dashboard after" in dashboard._sections["requests"].value, message="the reason in the table")
 
 
+def test_cancel_button_on_a_real_json_request_answers_its_client_503(serve, events, frontend):
+    """The README says a request cancelled from the dashboard answers its client 503 (issue 14
+    reported a 500): a real server, a real click, a real client."""
+    server = serve(apis.SlowUntilCancelled(events.path))
+    dashboard = server.widget
+    answer: dict = {}
+    client = threading.Thread(target=lambda: answer.setdefault("response", requests.post(server.url + "/predict", json={}, headers={"X-Request-ID": "json-button"}, timeout=10)))
+    client.start()
+    try:
+        events.wait_for("started")
+        wait_until(lambda: "json-button" in dashboard._cancel_rows, message="a Cancel row for the request")
+        dashboard._cancel_rows["json-button"].children[1].click()
+    finally:
+        client.join(10)
+    response = answer["response"]
+    assert response.status_code == 503, response.text
+    assert response.json()["error"] == "request json-button was cancelled from the dashboard"
+    events.wait_for("saw_cancelled")
+    assert server.status()["counts"]["cancelled"] == 1
+
+
+def test_a_real_server_s_status_cancel_and_stop_from_several_threads(serve, events, frontend):
+    """The dashboard's callbacks may run on another thread than the refresher's (ipykernel 7):
+    ``status``, ``cancel`` and ``stop`` of a real server, called at once from several threads, raise
+    nothing and leave nothing behind (the stand-in of the other tests always answers True)."""
+    server = serve(apis.Ticker(events.path), workers=2)
+    dashboard = server.widget
+    streams = [raw_post(server.url, json.dumps({"interval": 0.005}).encode(), {"X-Request-ID": f"s{i}"}) for i in range(2)]
+    errors: list[BaseException] = []
+    done = threading.Event()
+
+    def hammer(index: int) -> None:
+        try:
+            while not done.is_set():
+                snapshot = server.status()
+                for record in snapshot["recent"]:
+                    server.cancel(record["id"], f"cancelled by thread {index}")
+                dashboard.refresh()
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=hammer, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_until(lambda: server.status()["counts"]["cancelled"] == 2, message="both streams cancelled")
+        server.stop()
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join(10)
+        for sock in streams:
+            sock.close()
+    assert errors == []
+    assert server.status()["state"] == "stopped"
+    assert [w["state"] for w in server.status()["workers"]] == ["stopped", "stopped"]
+
+
 def test_rerunning_serve_on_the_same_port_marks_the_old_widget_replaced(serve, frontend):
     first = serve(apis.Echo())
     old = first.widget

@@ -45,6 +45,34 @@ def test_auto_without_a_gpu_serves_on_the_cpu_and_leaves_the_environment_alone(s
     assert server.status()["workers"][0]["device"] == "cpu"
 
 
+def _gpus_the_driver_lists() -> int:
+    """Counted here the way a person would: the driver's folder, else ``nvidia-smi -L``, else none."""
+    import os
+    import shutil
+    import subprocess
+
+    if os.path.isdir("/proc/driver/nvidia/gpus"):
+        return len(os.listdir("/proc/driver/nvidia/gpus"))
+    if shutil.which("nvidia-smi"):
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=10)
+        return sum(line.startswith("GPU ") for line in listing.stdout.splitlines())
+    return 0
+
+
+def test_auto_without_cuda_visible_devices_finds_the_gpus_the_driver_lists(serve, events, monkeypatch):
+    """README: with ``accelerator="auto"`` litkit finds the GPUs without torch, also when
+    ``CUDA_VISIBLE_DEVICES`` is not set: one worker per GPU the driver lists, each seeing only its
+    own; on a machine without one (this suite's usual case) the workers serve on the CPU."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    count = _gpus_the_driver_lists()
+    assert find_cuda_devices() == [str(i) for i in range(count)]
+    serve(apis.DeviceReporter(events.path), workers=max(count, 1), workers_per_device=1)
+    if count:
+        assert _setups(events, count) == [(str(i), "cuda:0") for i in range(count)]
+    else:
+        assert _setups(events, 1) == [(None, "cpu")]
+
+
 def test_accelerator_cpu_hides_the_gpus_from_the_workers(serve, events, monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
     serve(apis.DeviceReporter(events.path), accelerator="cpu", workers=2)

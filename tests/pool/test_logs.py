@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 import pytest
 
@@ -108,3 +109,31 @@ def test_several_endpoints_share_one_log_panel_and_cancel(serve, events):
     assert status["counts"]["cancelled"] == 1 and status["stats"]["completed"] == 1
     header = server.widget._sections["header"].value
     assert "Echo, Ticker" in header and f"POST {server.url} /echo /ticks" in header
+
+
+class SlowSetup(litkit.LitAPI):
+    """A setup() that prints, then takes a while (loading a model), then prints to stderr."""
+
+    def setup(self, device):
+        import sys
+        import time
+
+        print("loading the weights", flush=True)
+        time.sleep(1.5)
+        print("weights loaded", file=sys.stderr, flush=True)
+
+    def predict(self, x):
+        return x
+
+
+def test_what_workers_print_while_they_start_shows_in_the_caller_with_a_progress_line(serve, capsys):
+    """Regression (issue 14, a new user's rough edges): a long ``setup()`` showed nothing, and its
+    prints reached neither the notebook cell nor the terminal."""
+    server = serve(SlowSetup(), workers=1)
+    captured = capsys.readouterr()
+    assert "loading the weights\n" in captured.out
+    assert "weights loaded\n" in captured.err
+    assert re.search(r"^litkit: starting 1 worker: setup\(\) has run for \d+ s$", captured.out, re.MULTILINE), captured.out
+    assert captured.out.index("loading the weights") < captured.out.index("litkit: starting 1 worker")
+    assert server.predict({"x": 1}) == {"x": 1}
+    assert capsys.readouterr().out == ""  # once started, nothing more is printed by serve()

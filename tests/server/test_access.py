@@ -106,6 +106,16 @@ def test_a_page_from_a_foreign_origin_is_refused_before_any_work(serve, events):
     assert post(server, body={"x": 1}).status_code == 200  # no Origin: not a browser page
 
 
+def test_cors_origins_star_allows_any_page(serve, events):
+    """README: ``cors_origins=["*"]`` lets pages from any origin call the server."""
+    server = serve(apis.Echo(events.path), cors_origins=["*"])
+    for origin in ("http://evil.example", "https://lab.example.org:8443"):
+        answered = post(server, {"Origin": origin}, body={"tag": origin})
+        assert answered.status_code == 200, answered.text
+        assert answered.headers["Access-Control-Allow-Origin"] == origin
+    assert [e["tag"] for e in events.named("request")] == ["http://evil.example", "https://lab.example.org:8443"]
+
+
 def test_cors_origins_allows_a_page_and_answers_its_preflight(serve):
     page = "http://localhost:3000"
     server = serve(apis.Echo(), cors_origins=[page], api_key=KEY)
@@ -147,6 +157,18 @@ def test_on_loopback_a_foreign_host_name_is_refused(serve, events):
     assert events.named("request") == []
     for host in (f"localhost:{port}", f"127.0.0.1:{port}", "127.0.0.1", f"[::1]:{port}", "LOCALHOST"):
         assert post(server, {"Host": host}, body={"x": 1}).status_code == 200, host
+
+
+@pytest.mark.parametrize("host", ["[::1].evil.example", "[::1]@evil.example", "127.0.0.1:evil.example", "localhost@evil.example", "127.0.0.1:80:80", "[::1]:80x", "localhost/x"])
+def test_on_loopback_a_host_header_that_is_not_host_and_port_is_refused(serve, events, host):
+    """Regression (issue 14, weak spot): the Host check took ``[::1].evil.example``,
+    ``[::1]@evil.example`` and ``127.0.0.1:evil.example`` for loopback names; Host is now parsed
+    strictly (RFC 3986 host, optional port) and anything else is a 400."""
+    server = serve(apis.Echo(events.path))
+    refused = post(server, {"Host": host}, body={"tag": "rebound"})
+    assert refused.status_code == 400, refused.text
+    assert "is not a host name or address with an optional :port" in refused.json()["error"]
+    assert events.named("request") == []
 
 
 def test_behind_a_notebook_proxy_its_host_name_is_served(serve, monkeypatch):

@@ -4,6 +4,7 @@ server keeps answering. Ends with a property-based test that throws random reque
 from __future__ import annotations
 
 import json
+import logging
 import socket
 import time
 
@@ -127,6 +128,49 @@ def test_413_by_content_length_comes_before_the_body_is_sent(echo):
     assert status == 413
     assert "max_body_size=1000" in json.loads(body)["error"]
     sock.close()
+
+
+def read_answer_and_close(sock: socket.socket) -> tuple[int, dict[str, str], bytes, bytes]:
+    """One answer off a raw socket, then whatever else the server sends before it closes."""
+    file = sock.makefile("rb")
+    status = int(file.readline().split()[1])
+    headers = {}
+    while (line := file.readline()) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body = file.read(int(headers.get("content-length", 0)))
+    rest = file.read()
+    file.close()
+    return status, headers, body, rest
+
+
+@pytest.mark.parametrize(
+    ("length", "status", "message"),
+    [
+        (b"\xb2", 400, "Content-Length must be a number of bytes in decimal digits (0-9), got '\u00b2'"),
+        (b"\xd9\xa3", 400, "Content-Length must be a number of bytes in decimal digits"),  # U+0663 in UTF-8
+        (b"+5", 400, "got '+5'"),
+        (b"-1", 400, "got '-1'"),
+        (b"1_0", 400, "got '1_0'"),
+        (b"5, 6", 400, "several different values"),
+        (b"9" * 4301, 413, "a number of 4301 digits, more than max_body_size=1000 bytes"),
+        (b"0" * 5000 + b"7", 400, "has 5001 characters"),
+    ],
+    ids=["superscript-two", "arabic-indic-digit", "plus", "minus", "underscore", "unequal-repeats", "4301-digits", "5000-zeros"],
+)
+def test_a_content_length_int_cannot_read_is_a_clear_4xx_with_nothing_logged_at_error(echo, caplog, length, status, message):
+    """Regression (issue 14, bug 1): ``str.isdigit()`` accepted ``²`` and a 4,301-digit number, which
+    ``int()`` refuses; the relay raised ValueError, Tornado logged an ERROR traceback and the client
+    got no answer at all."""
+    sock = connect(echo)
+    sock.sendall(b"POST /predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: " + length + b'\r\n\r\n{"x": 1}')
+    got, _headers, body, rest = read_answer_and_close(sock)
+    sock.close()
+    assert got == status, body
+    assert message in json.loads(body)["error"]
+    assert rest == b"", "nothing may follow the answer (the connection is closed: the body's end is unknown)"
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert_still_serving(echo, worker_pid(echo))
 
 
 def test_413_for_a_chunked_upload_comes_once_it_passes_the_limit(echo):

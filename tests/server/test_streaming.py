@@ -48,6 +48,29 @@ def test_ndjson_lines_are_json_for_objects_and_text_for_str(serve):
     assert response.text == 'hello\n{"a":1}\n[1,2]\n3.5\n'
 
 
+def test_a_str_chunk_with_a_newline_cannot_split_an_ndjson_line(serve, events):
+    """Regression (issue 14, weak spot): a ``str`` chunk holding a newline went out as two NDJSON
+    lines, so a model's text could forge a line of its own, such as an ``{"error": ...}``. Such a
+    chunk now ends the stream with an error line saying what to yield instead; SSE carries it."""
+    server = serve(apis.TextChunks())
+    forged = 'fine\n{"error": "forged", "request_id": "x"}'
+    sock = raw_post(server.url, json.dumps({"chunks": ["ok", forged, "never sent"]}).encode())
+    reader = ChunkReader(sock)
+    assert reader.status == 200
+    assert reader.line() == b"ok"
+    last = json.loads(reader.line())
+    assert last["request_id"] == reader.headers["x-request-id"]
+    assert "chunk 2 is text with a newline, which would split its NDJSON line" in last["error"]
+    assert "yield a dict or list" in last["error"]
+    with pytest.raises(EOFError):
+        reader.line()
+    reader.close()
+    sock.close()
+    assert server.status()["counts"]["failed"] == 1
+    sse = requests.post(server.url + "/predict", json={"chunks": [forged]}, headers={"Accept": "text/event-stream"}, timeout=10)
+    assert sse.text == 'data: fine\ndata: {"error": "forged", "request_id": "x"}\n\ndata: [DONE]\n\n'
+
+
 def test_sse_events_end_with_done(serve):
     server = serve(apis.TextChunks())
     response = requests.post(

@@ -4,7 +4,12 @@
 from __future__ import annotations
 
 import concurrent.futures
+import fcntl
 import json
+import os
+import stat
+import struct
+import termios
 import time
 
 import pytest
@@ -95,18 +100,29 @@ def test_a_failed_write_reaches_the_async_generator_as_generator_exit(serve, eve
     assert events.named("generator_exit") and not events.named("cancelled_error")
 
 
+def _a_response_pipe_is_full() -> bool:
+    """Whether a pipe read end of this process (the serving one: the server's end of a response
+    pipe) holds as many bytes as the pipe can: its worker's next write waits."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            if not stat.S_ISFIFO(os.fstat(fd).st_mode):
+                continue
+            held = struct.unpack("i", fcntl.ioctl(fd, termios.FIONREAD, b"\0" * 4))[0]
+            if held and held >= fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ):
+                return True
+        except OSError:
+            continue  # closed meanwhile, or the write end
+    return False
+
+
 def test_a_client_that_reads_slowly_holds_up_only_its_own_request(serve, events):
     """Regression: blocking pipe writes stalled the worker's loop, and every other request with it."""
     server = serve(apis.AsyncTicker(events.path), max_concurrency=2)
     slow = raw_post(server.url, json.dumps({"tag": "slow", "interval": 0, "pad": 65536}).encode())  # never read
 
-    def stalled():
-        before = len(events.named("yield"))
-        time.sleep(0.2)
-        return before > 0 and len(events.named("yield")) == before
-
     try:
-        wait_until(stalled, message="the slow stream to fill its pipe and wait")
+        wait_until(_a_response_pipe_is_full, message="the slow stream to fill its pipe and wait")
         assert list(server.stream({"n": 3, "tag": "other"}, timeout=5)) == [{"i": 0}, {"i": 1}, {"i": 2}]
     finally:
         slow.close()
@@ -147,3 +163,39 @@ def test_max_concurrency_needs_an_async_predict():
         litkit.serve(apis.Doubler(), port=0, max_concurrency=4)
     with pytest.raises(ValueError, match="max_batch_size=4 is not supported with an async predict"):
         litkit.serve(apis.AsyncSleeper(), port=0, max_batch_size=4)
+
+
+def test_two_requests_with_the_same_x_request_id_are_told_apart_by_the_server(serve, events):
+    """Regression (issue 14, bug 4): with max_concurrency above 1, the DONE of one request was
+    matched by the client's X-Request-ID, so a second request with the same id disarmed the
+    runaway kill of the first (``killed`` stayed 0 and the worker stayed busy)."""
+    server = serve(apis.AsyncStubborn(events.path), max_concurrency=2, cancel_grace=1.5)
+    same = {"X-Request-ID": "same-id"}
+    stubborn = raw_post(server.url, json.dumps({"tag": "stubborn", "stubborn": True}).encode(), same)
+    events.wait_for("started")
+    quick = raw_post(server.url, json.dumps({"tag": "quick", "delay": 0.5}).encode(), same)
+    events.wait_for("started", 2)
+    stubborn.close()  # cancelled; the quick one ends within the stubborn one's cancel_grace
+    events.wait_for("ignored the cancel")
+    reader = ChunkReader(quick)
+    assert reader.status == 200 and json.loads(reader.body()) == {"tag": "quick"}
+    assert reader.headers["x-request-id"] == "same-id"  # the client's id is echoed
+    reader.close()
+    quick.close()
+    worker = wait_until(lambda: (lambda w: w["killed"] == 1 and w)(server.status()["workers"][0]), message="the stubborn request's worker to be killed")
+    assert worker["restarts"] <= 1
+    wait_until(lambda: server.status()["workers"][0]["state"] == "idle", message="a replacement worker")
+    assert server.predict({"tag": "after"}) == {"tag": "after"}
+
+
+def test_an_async_predict_with_the_default_max_concurrency_runs_one_request_at_a_time(serve, events):
+    """Regression (issue 14, bug 5): with ``max_concurrency=1`` the pool sent a busy async worker one
+    request ahead, as it does for sync workers, and the worker's event loop started it at once: two
+    ran together (six 1 s requests took 3 s). The README says one at a time."""
+    server = serve(apis.AsyncSleeper(events.path))
+    responses = _post_all(server, [{"tag": i, "delay": 0.2} for i in range(4)])
+    assert [r.status_code for r in responses] == [200] * 4
+    spans = sorted(zip(sorted(e["t"] for e in events.named("started")), sorted(e["t"] for e in events.named("finally"))))
+    assert len(spans) == 4
+    for (_, done), (next_start, _) in zip(spans, spans[1:]):
+        assert next_start >= done, f"a request started {done - next_start:.3f}s before the one before it ended"

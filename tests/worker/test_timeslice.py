@@ -66,6 +66,23 @@ def test_a_worker_streams_with_the_longer_slice_and_takes_its_own_back_after(ser
 
 
 @kernel_slices
+def test_litkit_slice_ms_other_than_zero_is_the_slice_applied(serve, monkeypatch):
+    """README: ``LITKIT_SLICE_MS`` sets another length; the server thread and a streaming worker
+    take that one (7 ms here), not the default."""
+    monkeypatch.setenv("LITKIT_SLICE_MS", "7")
+    assert timeslice.SLICE_MS != 7
+    default = timeslice.current_slice_ms()
+    server = serve(apis.Ticker())
+    pid = worker_pid(server)
+    assert timeslice.current_slice_ms(server._thread.native_id) == 7
+    chunks = server.stream({"interval": 0.05, "n": 100})
+    assert next(iter(chunks)) == {"i": 0}
+    assert timeslice.current_slice_ms(pid) == 7
+    chunks.close()
+    wait_until(lambda: timeslice.current_slice_ms(pid) == default, message="the worker's own slice back")
+
+
+@kernel_slices
 def test_litkit_slice_ms_zero_leaves_the_kernels_slice(serve, monkeypatch):
     monkeypatch.setenv("LITKIT_SLICE_MS", "0")
     default = timeslice.current_slice_ms()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -260,3 +261,55 @@ def test_a_hooks_threads_may_ask_cancelled_at_the_same_time():
     finally:
         _set_current(None)
         channel.close()
+
+
+CELL = '''\
+import litkit
+
+class CellAPI(litkit.LitAPI):
+    def predict(self, x):
+        return helper(x)
+
+def helper(x):
+    raise ValueError(f"bad input {x!r}")
+'''
+
+
+def test_a_hook_s_traceback_shows_the_source_lines_of_a_notebook_cell(serve, caplog):
+    """Regression (issue 14, a new user's rough edges): tracebacks of classes from a cell or
+    ``__main__`` read ``File "<dynamic-code>"`` with no source. The cell is made the way ipykernel
+    makes one: compiled under a file name that exists nowhere, its lines only in ``linecache``, its
+    class in ``__main__`` (so cloudpickle sends it by value)."""
+    import linecache
+
+    filename = "/tmp/ipykernel_0/1234567890.py"
+    linecache.cache[filename] = (len(CELL), None, CELL.splitlines(True), filename)
+    namespace = {"__name__": "__main__"}
+    exec(compile(CELL, filename, "exec"), namespace)
+    try:
+        server = serve(namespace["CellAPI"]())
+        caplog.set_level(logging.ERROR, logger="litkit.server")
+        response = requests.post(server.url + "/predict", json={"a": 1}, timeout=10)
+        assert response.status_code == 500
+        logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "litkit.server")
+        assert "<dynamic-code>" not in logged, logged
+        assert f'File "{filename}", line 5, in predict\n    return helper(x)' in logged, logged
+        assert f'File "{filename}", line 8, in helper\n    raise ValueError(f"bad input {{x!r}}")' in logged, logged
+    finally:
+        linecache.cache.pop(filename, None)
+
+
+def test_a_start_failure_is_the_message_then_the_user_s_traceback_without_litkit_frames():
+    """Regression (issue 14): a WorkerStartError in a notebook was 80 lines, 9 of litkit's frames
+    before the message, and the worker's traceback began in litkit's worker loop."""
+    import traceback
+
+    with pytest.raises(litkit.WorkerStartError) as raised:
+        litkit.serve(apis.FailingSetup(), port=0)
+    frames = traceback.extract_tb(raised.value.__traceback__)
+    assert [frame.name for frame in frames] == ["test_a_start_failure_is_the_message_then_the_user_s_traceback_without_litkit_frames", "serve"]
+    text = str(raised.value)
+    assert text.startswith("worker 0 failed to start: FailingSetup.setup('cpu') raised RuntimeError: model weights not found")
+    worker_part = text.split("Traceback from the worker process:\n", 1)[1]
+    assert "litkit" + os.sep + "worker" not in worker_part, worker_part
+    assert 'line ' in worker_part and "in setup" in worker_part
