@@ -273,8 +273,11 @@ def test_cancel_button_on_a_real_json_request_answers_its_client_503(serve, even
     client.start()
     try:
         events.wait_for("started")
-        wait_until(lambda: "json-button" in dashboard._cancel_rows, message="a Cancel row for the request")
-        dashboard._cancel_rows["json-button"].children[1].click()
+        # The browser's Cancel is the POST its front end sends, with the secret from the panel's model.
+        wait_until(lambda: "json-button" in [request_id for request_id, _ in dashboard._panel.rows], message="a Cancel row for the request")
+        control = dashboard._panel.control
+        clicked = requests.post(control["url"] + "/cancel", json={"request_id": "json-button"}, headers={control["header"]: control["secret"]}, timeout=10)
+        assert clicked.json() == {"cancelled": True, "request_id": "json-button"}
     finally:
         client.join(10)
     response = answer["response"]

@@ -18,7 +18,7 @@ def _control(server, action: str, body: dict | None = None, headers: dict | None
 
 
 def _secret(server) -> str:
-    return server._controls.secret  # what the dashboard's widget model receives
+    return server._control_secret  # what the dashboard's widget model receives
 
 
 def test_cancel_with_the_secret_cancels_a_live_stream(serve, events):
