@@ -4,7 +4,7 @@
 processes; streams stop when their client leaves. See the README for a tour.
 
 The server side (``serve``, ``run``, ``Server``, ``Endpoint``), the clients (``Client``,
-``AsyncClient``) and ``specs`` are imported on first use, so that worker processes, which import
+``AsyncClient``), ``specs`` and LitServe's names (``LitServer``; ``litkit.compat``) are imported on first use, so that worker processes, which import
 this package, never load the HTTP stack.
 """
 
@@ -19,6 +19,7 @@ from .errors import HTTPError, LitkitError, PortInUseError, ServerStoppedError, 
 if TYPE_CHECKING:
     from . import specs
     from .client import AsyncClient, Client
+    from .compat import LitServer
     from .server import Endpoint, Server, run, serve
 
 __version__ = "0.1.0"
@@ -38,6 +39,7 @@ __all__ = [
     "PortInUseError",
     "ServerStoppedError",
     "LitkitError",
+    "LitServer",
     "__version__",
 ]
 
@@ -50,6 +52,8 @@ _LAZY = {
     "Client": "client",
     "AsyncClient": "client",
     "specs": "specs",
+    # LitServe's names (litkit.compat), so that `import litkit as ls` runs LitServe code.
+    "LitServer": "compat",
 }
 
 

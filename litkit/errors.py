@@ -7,12 +7,15 @@ pickle round trip, so each one keeps its constructor arguments in ``args``.
 
 from __future__ import annotations
 
+import json
+
 __all__ = [
     "LitkitError",
     "HTTPError",
     "WorkerStartError",
     "PortInUseError",
     "ServerStoppedError",
+    "http_exception_status",
 ]
 
 
@@ -90,3 +93,21 @@ class PortInUseError(LitkitError, OSError):
 
 class ServerStoppedError(LitkitError):
     """The server was stopped, so it cannot take this call."""
+
+
+def http_exception_status(error: BaseException) -> tuple[int, str] | None:
+    """(status, message) of a ``fastapi.HTTPException`` (or Starlette's), else None.
+
+    Recognised by its ``status_code`` (an int from 400 to 599) and ``detail`` attributes, so
+    fastapi need not be installed, nor is it imported. A ``detail`` that is not a str is given as its JSON.
+    """
+    status = getattr(error, "status_code", None)
+    if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599 or not hasattr(error, "detail"):
+        return None
+    detail = error.detail  # type: ignore[attr-defined]
+    if not isinstance(detail, str):
+        try:
+            detail = json.dumps(detail)
+        except (TypeError, ValueError):
+            detail = str(detail)
+    return status, detail

@@ -29,11 +29,13 @@ ALLOWED = {
     "server": {"shared", "wire", "specs", "worker", "pool", "client", "notebook", "package"},
     "notebook": {"shared"},
     "front": {"shared", "specs", "server", "client", "package"},  # cli, demo, __main__
-    "package": {"shared", "specs", "server", "client"},  # litkit/__init__.py: lazily, by name
+    # LitServe compatibility: LitServer over serve(), LitServe's specs, loggers and callbacks.
+    "compat": {"shared", "specs", "pool", "server"},
+    "package": {"shared", "specs", "server", "client", "compat"},  # litkit/__init__.py: lazily, by name
 }
 
 # Imports of these rooms are allowed only inside a function (loaded on first use, never at import).
-LAZY_ONLY = {("server", "notebook"), ("package", "specs"), ("package", "server"), ("package", "client")}
+LAZY_ONLY = {("server", "notebook"), ("package", "specs"), ("package", "server"), ("package", "client"), ("package", "compat")}
 
 
 def _room(module: str) -> str:
@@ -158,7 +160,7 @@ def _loaded_after(code: str, watched: tuple[str, ...]) -> list[str]:
     return ast.literal_eval(output.strip())
 
 
-HEAVY = ("tornado", "ipywidgets", "IPython", "litkit.server", "litkit.pool", "litkit.notebook", "litkit.client")
+HEAVY = ("tornado", "ipywidgets", "IPython", "litkit.server", "litkit.pool", "litkit.notebook", "litkit.client", "litkit.compat", "pydantic", "fastapi")
 
 
 def test_import_litkit_loads_neither_tornado_nor_ipywidgets():

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Protocol
 import cloudpickle
 
 from .. import __version__
-from ..api import LitAPI, is_async_api, is_streaming_api
+from ..api import LitAPI, api_options, is_async_api, is_streaming_api
 from ..pool.devices import plan_workers
 from ..pool.logs import WorkerLog
 from ..pool.pool import WorkerPool
@@ -26,6 +26,7 @@ from ..pool.tracking import RequestTracker
 from ..specs import Spec
 from ..wire.protocol import MAX_FDS_PER_MESSAGE
 from .access import AccessPolicy
+from .authorization import Authorizer, make_authorizer
 
 __all__ = ["ActiveRequest", "Endpoint", "EndpointState", "ServingState", "ENDPOINT_OPTIONS", "RESERVED_PATHS", "plan_endpoints"]
 
@@ -47,6 +48,7 @@ ENDPOINT_OPTIONS = (
     "workers",
     "stream",
     "timeout",
+    "queue_timeout",
     "max_queue",
     "max_body_size",
     "max_batch_size",
@@ -58,6 +60,10 @@ ENDPOINT_OPTIONS = (
     "spec",
     "cancel_grace",
 )
+# The options a LitAPI's constructor may carry (litkit.api.api_options), and serve()'s defaults for
+# them: an API's value replaces a default; a different value given to serve() or Endpoint() too is
+# an error, never silently overridden.
+API_OPTION_DEFAULTS = {"max_batch_size": 1, "batch_timeout": 0.0, "stream": None, "spec": None}
 RESERVED_PATHS = ("/health", "/info", "/metrics")
 DEFAULT_API_PATH = "/predict"
 
@@ -66,7 +72,7 @@ class Endpoint:
     """One API with its own options, as a value of the dict given to ``serve()``.
 
     ``litkit.Endpoint(Chat(), workers=2, timeout=30)`` takes any of ``serve()``'s per-endpoint
-    keyword arguments (``ENDPOINT_OPTIONS``): ``workers``, ``stream``, ``timeout``, ``max_queue``,
+    keyword arguments (``ENDPOINT_OPTIONS``): ``workers``, ``stream``, ``timeout``, ``queue_timeout``, ``max_queue``,
     ``max_body_size``, ``max_batch_size``, ``batch_timeout``, ``accelerator``, ``devices``,
     ``workers_per_device``, ``max_concurrency``, ``spec``, ``cancel_grace``. Those not given are taken
     from ``serve()``.
@@ -100,6 +106,9 @@ class EndpointState:
         self.api_name = type(api).__qualname__
         self.workers = len(placements)
         self.timeout: float | None = options["timeout"]
+        self.queue_timeout: float | None = options["queue_timeout"]
+        # The API's authorize() hook, called in this process for every request (None: no hook).
+        self.authorize: Authorizer | None = make_authorizer(api)
         self.max_body_size: int = options["max_body_size"]
         self.max_batch_size: int = options["max_batch_size"]
         self.max_concurrency: int = options["max_concurrency"]
@@ -144,6 +153,7 @@ class EndpointState:
             "workers": self.workers,
             "stream": self.stream,
             "timeout": self.timeout,
+            "queue_timeout": self.queue_timeout,
             "max_body_size": self.max_body_size,
             "max_batch_size": self.max_batch_size,
             "max_concurrency": self.max_concurrency,
@@ -254,6 +264,8 @@ def plan_endpoints(api: Any, api_path: str, defaults: dict[str, Any], start_time
         TypeError: an API is not a LitAPI instance, or cannot be pickled.
         ValueError: a path or an option is out of range.
     """
+    if not isinstance(api, Mapping):
+        api_path = _api_path_of(api, api_path)
     if isinstance(api, Mapping):
         if not api:
             raise ValueError("serve() got an empty dict; map at least one path to an API, e.g. {'/predict': MyAPI()}")
@@ -262,6 +274,10 @@ def plan_endpoints(api: Any, api_path: str, defaults: dict[str, Any], start_time
         if defaults["spec"] is not None:
             raise ValueError("with a dict of endpoints pass spec per endpoint: {'/': litkit.Endpoint(api, spec=...)}")
         entries = [(path, _as_endpoint(value), f"endpoint path {path!r}") for path, value in api.items()]
+        for path, endpoint, _ in entries:
+            own = api_options(endpoint.api).get("api_path")
+            if own is not None and own != path:
+                raise ValueError(f"{type(endpoint.api).__name__} was made with api_path={own!r} but is served at {path!r}; give the path in one place")
     else:
         if defaults["spec"] is not None and api_path != DEFAULT_API_PATH:
             raise ValueError(
@@ -273,7 +289,7 @@ def plan_endpoints(api: Any, api_path: str, defaults: dict[str, Any], start_time
     seen: set[str] = set()
     for path, endpoint, label in entries:
         endpoint_api = endpoint.api
-        options = _check_options(endpoint_api, {**defaults, **endpoint.options})
+        options = _check_options(endpoint_api, _merge_options(endpoint_api, defaults, endpoint.options))
         _check_path(path, label)
         if options["spec"] is not None:
             # A spec's paths are fixed (clients expect them); a dict key puts them under a prefix.
@@ -286,6 +302,42 @@ def plan_endpoints(api: Any, api_path: str, defaults: dict[str, Any], start_time
             seen.add(taken)
         endpoints.append(state)
     return endpoints
+
+
+def _api_path_of(api: Any, api_path: str) -> str:
+    """The path of one API: ``api_path``, or the API's own (``MyAPI(api_path=...)``) in place of the default.
+
+    Raises:
+        ValueError: both name a path, and not the same one.
+    """
+    own = api_options(api).get("api_path")
+    if own is None or own == api_path:
+        return api_path
+    if api_path != DEFAULT_API_PATH:
+        raise ValueError(f"{type(api).__name__} was made with api_path={own!r} but is served at {api_path!r}; give the path in one place")
+    return own  # type: ignore[no-any-return]
+
+
+def _merge_options(api: Any, defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """serve()'s defaults, then the options the API was made with, then the Endpoint's.
+
+    Raises:
+        ValueError: the API and serve() (or Endpoint()) set one option to different values.
+    """
+    merged = dict(defaults)
+    for name, value in api_options(api).items():
+        if name not in API_OPTION_DEFAULTS:
+            continue  # api_path: placed by plan_endpoints
+        other = given.get(name, defaults[name])
+        explicit = name in given or defaults[name] != API_OPTION_DEFAULTS[name]
+        if explicit and other is not value and other != value:
+            raise ValueError(
+                f"{type(api).__name__} was made with {name}={value!r} but is served with {name}={other!r}; "
+                "set it in one place (on the API or in serve()/Endpoint())"
+            )
+        merged[name] = value
+    merged.update(given)
+    return merged
 
 
 def _as_endpoint(value: Any) -> Endpoint:
@@ -309,6 +361,8 @@ def _check_options(api: Any, options: dict[str, Any]) -> dict[str, Any]:
     check_int("max_body_size", options["max_body_size"], 1, 2**32 - 2**21)
     if options["timeout"] is not None:
         check_seconds("timeout", options["timeout"], " or None")
+    if options["queue_timeout"] is not None:
+        check_seconds("queue_timeout", options["queue_timeout"], " or None")
     _check_scheduling(api, options["max_batch_size"], options["batch_timeout"], options["max_concurrency"])
     check_seconds("cancel_grace", options["cancel_grace"])
     spec = options["spec"]

@@ -9,9 +9,9 @@ the worker (``docs/benchmarks.md``). Health, info, metrics and 404s stay ordinar
 
 The way through:
 
-1. **Headers**: the access checks (Host, Origin, API key; ``litkit.server.access``) and the limits, all
-   before any body is read: 401, 403, 405, 413 (by ``Content-Length``) and 431. A CORS preflight
-   is answered here.
+1. **Headers**: the access checks (Host, Origin, API key; ``litkit.server.access``; then the API's
+   own ``authorize`` hook, ``litkit.server.authorization``) and the limits, all before any body is
+   read: 401, 403, 405, 413 (by ``Content-Length``) and 431. A CORS preflight is answered here.
 2. **Body**: gathered as it arrives, 413 past ``max_body_size`` (chunked uploads too).
 3. **Queued**: a job in the endpoint's pool (503 when the queue is full or the server stops).
 4. **Relayed**: once a worker starts the job, its response pipe is read whenever it is readable.
@@ -20,7 +20,7 @@ The way through:
    a final error line once streaming began.
 
 Ending early, all through ``cancel``: the client leaves; ``timeout`` passes before the first
-response byte (504); the client reads nothing for ``client_timeout``; the server stops or
+response byte, or ``queue_timeout`` before a worker takes the request (504); the client reads nothing for ``client_timeout``; the server stops or
 ``Server.cancel`` is called (503). The job is dropped if queued, or its pipe closed if running.
 
 Buffering is bounded: the pipe is read only while the socket has taken everything written so far,
@@ -126,7 +126,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
     __slots__ = (
         "endpoint", "serving", "_connection", "request_id", "_method", "_uri", "_arrived", "_body",
         "_body_size", "_cors_origin", "_sse", "_job", "_pipe", "_parser", "_status", "_streaming",
-        "_finished", "_gone", "_released", "_loop", "_timeout_handle", "_write_deadline",
+        "_finished", "_gone", "_released", "_loop", "_timeout_handle", "_write_deadline", "_queue_handle",
     )
 
     def __init__(self, endpoint: EndpointState, serving: ServingState, connection: HTTP1Connection, loop: asyncio.AbstractEventLoop) -> None:
@@ -152,6 +152,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         self._loop = loop
         self._timeout_handle: asyncio.TimerHandle | None = None
         self._write_deadline: asyncio.TimerHandle | None = None
+        self._queue_handle: asyncio.TimerHandle | None = None
 
     # -- the request arrives (called by Tornado's HTTP1Connection) --------------------------------
 
@@ -174,6 +175,8 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
                 self._refuse(405, f"{method} is not allowed on {self.endpoint.path}; send a POST with a JSON body")
                 return None
             policy.check_key(headers)
+            if self.endpoint.authorize is not None:  # the API's own authorize() hook
+                self.endpoint.authorize(headers, method, self._uri)
         except AccessDenied as denied:
             self._refuse(denied.status, denied.message)
             return None
@@ -225,6 +228,8 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         if endpoint.timeout is not None:
             # asyncio's clock is time.monotonic(), the one _arrived was read from.
             self._timeout_handle = self._loop.call_at(self._arrived + endpoint.timeout, self._on_timeout)
+        if endpoint.queue_timeout is not None and not job.assigned.done():
+            self._queue_handle = self._loop.call_at(self._arrived + endpoint.queue_timeout, self._on_queue_timeout)
         if job.assigned.done():  # a worker was free: its pipe is there already
             self._on_assigned(job.assigned)
         else:
@@ -237,6 +242,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
     # -- relaying the worker's answer ---------------------------------------------------------------
 
     def _on_assigned(self, assigned: asyncio.Future[PipeReader]) -> None:
+        self._clear_queue_timeout()
         if assigned.cancelled() or self._gone:
             return
         error = assigned.exception()
@@ -492,6 +498,14 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         self.cancel(message, "timed_out")
         self._end_with_error(504, message + "; serve with a larger timeout if this is expected")
 
+    def _on_queue_timeout(self) -> None:
+        self._queue_handle = None
+        if self._gone or self._finished or self._job is None or self._job.assigned.done():
+            return
+        message = f"the request waited in the queue for more than queue_timeout={self.endpoint.queue_timeout:g}s"
+        self.cancel(message, "timed_out")
+        self._end_with_error(504, message + "; add workers, or serve with a larger queue_timeout")
+
     def cancel(self, reason: str, state: str = "cancelled") -> None:
         """End this request early: count it, and stop its work (dropped if queued, pipe closed if running)."""
         job = self._job
@@ -499,6 +513,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
             return
         self._gone = True
         self._clear_timeout()
+        self._clear_queue_timeout()
         self.endpoint.tracker.finish(job.record, state, reason.format(chunks=job.record.chunks))
         self.endpoint.pool.cancel(job)
 
@@ -523,6 +538,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
             return
         self._released = True
         self._clear_timeout()
+        self._clear_queue_timeout()
         self._clear_write_deadline()
         if self._job is not None:
             self._job.close_pipe()
@@ -532,6 +548,11 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         if self._timeout_handle is not None:
             self._timeout_handle.cancel()
             self._timeout_handle = None
+
+    def _clear_queue_timeout(self) -> None:
+        if self._queue_handle is not None:
+            self._queue_handle.cancel()
+            self._queue_handle = None
 
     def _clear_write_deadline(self) -> None:
         if self._write_deadline is not None:

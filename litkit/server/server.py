@@ -416,6 +416,7 @@ def serve(
     stream: bool | None = None,
     api_path: str = DEFAULT_API_PATH,
     timeout: float | None = None,
+    queue_timeout: float | None = None,
     max_queue: int = 1024,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     start_timeout: float = 60.0,
@@ -452,6 +453,8 @@ def serve(
         api_path: the path of the predict endpoint.
         timeout: seconds from a request's arrival to its first response byte; past it the client
             gets 504 and the work is cancelled. None for no limit.
+        queue_timeout: seconds a request may wait in the queue until a worker takes it (LitServe's
+            ``timeout``); past it the client gets 504 and the request never runs. None for no limit.
         max_queue: requests that may wait for a free worker; past it the server answers 503.
         max_body_size: the largest request body in bytes; larger ones get 413.
         start_timeout: seconds each worker may take to load the API and run ``setup``.
@@ -470,7 +473,8 @@ def serve(
             the API is then served at the spec's paths (``/v1/chat/completions``, ``/v1/models``).
         api_key: a key every caller must send (``Authorization: Bearer KEY`` or ``X-API-Key: KEY``;
             ``/health`` stays open), or ``"auto"`` to generate one (read it from ``server.api_key``).
-            Required when ``host`` is not a loopback address.
+            Required when ``host`` is not a loopback address, unless every API has its own
+            ``authorize`` hook (``litkit.server.authorization``).
         cors_origins: web origins (e.g. ``["http://localhost:3000"]``, or ``["*"]``) whose pages may
             call the server from a browser; requests from any other foreign ``Origin`` get 403.
         cancel_grace: seconds a cancelled request's worker may keep running (a hook that neither
@@ -495,11 +499,10 @@ def serve(
     check_int("port", port, 0, 65535)
     check_seconds("start_timeout", start_timeout)
     check_seconds("client_timeout", client_timeout)
-    access = _access_policy(host, api_key, cors_origins)
+    endpoints = plan_endpoints(api, api_path, defaults, start_timeout)
+    access = _access_policy(host, api_key, cors_origins, authorized=all(endpoint.authorize is not None for endpoint in endpoints))
     slice_ms = slice_ms_from_environment()  # a bad LITKIT_SLICE_MS fails here, not in each worker
-    serving = ServingState(
-        plan_endpoints(api, api_path, defaults, start_timeout), access=access, client_timeout=client_timeout, slice_ms=slice_ms
-    )
+    serving = ServingState(endpoints, access=access, client_timeout=client_timeout, slice_ms=slice_ms)
     cell = current_cell()
     registry.stop_servers_of_earlier_runs(cell)
     if port:
@@ -511,17 +514,19 @@ def serve(
     return server
 
 
-def _access_policy(host: str, api_key: str | None, cors_origins: Any) -> AccessPolicy:
-    """Check the security arguments; a non-loopback host without a key is refused."""
+def _access_policy(host: str, api_key: str | None, cors_origins: Any, authorized: bool = False) -> AccessPolicy:
+    """Check the security arguments; a non-loopback host without a key is refused, unless every
+    endpoint's API checks its callers itself (``authorized``: each has an ``authorize`` hook)."""
     if api_key == "auto":
         api_key = make_api_key()
     check_api_key(api_key)
     origins = check_cors_origins(cors_origins)
     loopback = is_loopback_host(host)
-    if not loopback and api_key is None:
+    if not loopback and api_key is None and not authorized:
         raise ValueError(
             f"host={host!r} lets other machines reach the server, so it needs an API key: pass "
-            "api_key='auto' (read the key from server.api_key) or api_key='<a secret of 16+ characters>'; "
+            "api_key='auto' (read the key from server.api_key) or api_key='<a secret of 16+ characters>' "
+            "(under litkit.LitServer: set LIT_SERVER_API_KEY, or define authorize() on the API); "
             "or keep the default host='127.0.0.1'"
         )
     return AccessPolicy(api_key, origins, loopback_only=loopback, proxied_hosts=proxied_hosts())

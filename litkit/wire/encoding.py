@@ -7,7 +7,7 @@ import json
 import traceback
 from typing import Any
 
-from ..errors import HTTPError
+from ..errors import HTTPError, http_exception_status
 
 __all__ = ["decode_body", "encode_json", "encode_chunk", "encode_error", "encode_decode_error"]
 
@@ -71,13 +71,17 @@ def encode_chunk(value: Any) -> bytes:
 
 
 def encode_error(error: BaseException, status: int = 500, prefix: str = "") -> bytes:
-    """The ``ERROR`` payload for an exception a hook raised: its status (``HTTPError``), else
+    """The ``ERROR`` payload for an exception a hook raised: its status (``HTTPError``, or a
+    ``fastapi.HTTPException``), else
     ``status`` (500) with ``prefix`` before the error's type and message.
 
     Call it inside the ``except`` block, so the report carries the traceback for the server's log.
     """
     if isinstance(error, HTTPError):
         return json.dumps({"status": error.status, "error": error.message}).encode()
+    raised = http_exception_status(error)  # a fastapi.HTTPException keeps its status, as in LitServe
+    if raised is not None:
+        return json.dumps({"status": raised[0], "error": raised[1]}).encode()
     report = {"status": status, "error": f"{prefix}{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
     return json.dumps(report).encode()
 

@@ -1,0 +1,98 @@
+"""LitServe-style APIs, written as LitServe's README and docs write them, but for ``import litkit as ls``.
+
+The tests register this module with cloudpickle by value, the way a script's classes travel.
+"""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import Depends, HTTPException
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+import litkit as ls
+
+
+class SimpleLitAPI(ls.LitAPI):
+    """LitServe's README example: y = x**2."""
+
+    def setup(self, device):
+        self.model = lambda x: x**2
+
+    def decode_request(self, request):
+        return request["input"]
+
+    def predict(self, x):
+        return self.model(x)
+
+    def encode_response(self, output):
+        return {"output": output}
+
+
+class Cube(SimpleLitAPI):
+    def setup(self, device):
+        self.model = lambda x: x**3
+
+
+class BatchSizes(ls.LitAPI):
+    """Answers with the size of the batch its request was in."""
+
+    def decode_request(self, request):
+        return request["input"]
+
+    def predict(self, batch):
+        time.sleep(0.05)
+        return [len(batch)] * len(batch)
+
+    def encode_response(self, output):
+        return {"batch_size": output}
+
+
+class StreamingAPI(ls.LitAPI):
+    def decode_request(self, request):
+        return request["n"]
+
+    def predict(self, n):
+        for i in range(n):
+            yield i
+
+    def encode_response(self, output):
+        for i in output:
+            yield {"output": i}
+
+
+class Slow(ls.LitAPI):
+    def decode_request(self, request):
+        return request["seconds"]
+
+    def predict(self, seconds):
+        time.sleep(seconds)
+        return seconds
+
+    def encode_response(self, output):
+        return {"slept": output}
+
+
+class RequestAuth(SimpleLitAPI):
+    """authorize(self, request): the token is read from the request's headers."""
+
+    def authorize(self, request):
+        if request.headers.get("Authorization") != "Bearer 1234":
+            raise HTTPException(status_code=401, detail="Bad token")
+
+
+class BearerAuth(SimpleLitAPI):
+    """LitServe's documented form: FastAPI's HTTPBearer dependency."""
+
+    def authorize(self, auth: HTTPAuthorizationCredentials = Depends(HTTPBearer())):
+        if auth.scheme != "Bearer" or auth.credentials != "1234":
+            raise HTTPException(status_code=401, detail="Bad token")
+
+
+class RefusesOdd(SimpleLitAPI):
+    """decode_request raises fastapi's HTTPException, as LitServe users do to refuse a request."""
+
+    def decode_request(self, request):
+        if request["input"] % 2:
+            raise HTTPException(status_code=422, detail="input must be even")
+        return request["input"]

@@ -1,0 +1,307 @@
+"""LitServe code under ``import litkit as ls``: ``ls.LitServer(...).run(...)`` over real HTTP.
+
+Each test is written as LitServe's docs write it; the server is litkit's, on a free port, with real
+spawned workers. ``run()`` blocks outside Jupyter, so the in-process tests run it on a thread and
+stop it through the ``Server`` it started; one test runs a script in its own interpreter.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+from typing import Any, Callable, Iterator
+
+import cloudpickle
+import pytest
+import requests
+
+import litkit
+import litkit as ls
+import litserve_apis as apis
+from conftest import assert_no_children, litkit_threads, wait_until
+
+cloudpickle.register_pickle_by_value(apis)
+
+
+@pytest.fixture
+def run() -> Iterator[Callable[..., Any]]:
+    """``run(LitServer(...), **run_options)``: LitServer.run on a thread; returns the litkit Server once it serves."""
+    started: list[tuple[ls.LitServer, threading.Thread]] = []
+
+    def start(lit_server: ls.LitServer, **options: Any) -> litkit.Server:
+        options.setdefault("port", 0)
+        options.setdefault("generate_client_file", False)
+        errors: list[BaseException] = []
+
+        def main() -> None:
+            try:
+                lit_server.run(**options)
+            except BaseException as error:  # noqa: BLE001 - handed to the test
+                errors.append(error)
+
+        thread = threading.Thread(target=main, name="test-litserver-run")
+        thread.start()
+        started.append((lit_server, thread))
+        wait_until(lambda: errors or (lit_server.server is not None and lit_server.server.state == "serving"), message="LitServer.run() to serve")
+        if errors:
+            raise errors[0]
+        return lit_server.server
+
+    yield start
+    for lit_server, thread in started:
+        if lit_server.server is not None:
+            lit_server.server.stop()
+        thread.join(10)
+        assert not thread.is_alive(), "LitServer.run() did not return after its server stopped"
+    assert_no_children()
+    assert not litkit_threads()
+
+
+def post(server: litkit.Server, path: str, body: Any, **kwargs: Any) -> requests.Response:
+    return requests.post(server.url + path, json=body, timeout=10, **kwargs)
+
+
+def test_readme_example_runs_unchanged_but_for_the_import(run):
+    server = run(ls.LitServer(apis.SimpleLitAPI(), accelerator="auto", devices=1, workers_per_device=2, timeout=30))
+    answer = post(server, "/predict", {"input": 4.0})
+    assert (answer.status_code, answer.json()) == (200, {"output": 16.0})
+    assert len(server.status()["workers"]) == 2
+
+
+def test_a_list_of_apis_each_at_its_api_path(run):
+    server = run(ls.LitServer([apis.SimpleLitAPI(api_path="/square"), apis.Cube(api_path="/cube")]))
+    assert post(server, "/square", {"input": 3}).json() == {"output": 9}
+    assert post(server, "/cube", {"input": 3}).json() == {"output": 27}
+
+
+def test_a_dict_of_apis_by_path(run):
+    server = run(ls.LitServer({"/square": apis.SimpleLitAPI(), "/cube": apis.Cube()}, workers_per_device={"/cube": 2}))
+    assert post(server, "/cube", {"input": 2}).json() == {"output": 8}
+    assert {e["path"]: len(e["workers"]) for e in server.status()["endpoints"]} == {"/square": 1, "/cube": 2}
+
+
+def test_two_apis_on_one_path_are_refused():
+    with pytest.raises(ValueError, match="several APIs use the path /predict"):
+        ls.LitServer([apis.SimpleLitAPI(), apis.Cube()])
+
+
+def test_batching_options_on_the_api_object(run):
+    server = run(ls.LitServer(apis.BatchSizes(max_batch_size=4, batch_timeout=0.5)))
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda i: post(server, "/predict", {"input": i}).json(), range(4)))
+    assert max(answer["batch_size"] for answer in answers) > 1
+
+
+def test_the_older_batching_arguments_on_the_server(run):
+    with pytest.warns(DeprecationWarning, match="pass max_batch_size and batch_timeout to ls.LitAPI"):
+        lit_server = ls.LitServer(apis.BatchSizes(), max_batch_size=4, batch_timeout=0.5)
+    server = run(lit_server)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda i: post(server, "/predict", {"input": i}).json(), range(4)))
+    assert max(answer["batch_size"] for answer in answers) > 1
+
+
+def test_stream_true_streams_each_chunk(run):
+    server = run(ls.LitServer(apis.StreamingAPI(stream=True)))
+    with requests.post(server.url + "/predict", json={"n": 3}, stream=True, timeout=10) as answer:
+        chunks = [json.loads(line) for line in answer.iter_lines() if line]
+    assert chunks == [{"output": 0}, {"output": 1}, {"output": 2}]  # one JSON line each, as LitServe sends
+
+
+def test_litkit_serve_honours_the_api_objects_options_and_refuses_a_conflict(serve):
+    server = serve(apis.SimpleLitAPI(api_path="/square"))
+    assert server.api_path == "/square"
+    assert server.predict({"input": 5}, path="/square") == {"output": 25}
+    with pytest.raises(ValueError, match="made with max_batch_size=4 but is served with max_batch_size=2"):
+        serve(apis.BatchSizes(max_batch_size=4), max_batch_size=2)
+
+
+@pytest.mark.parametrize("api_class", [apis.RequestAuth, apis.BearerAuth], ids=["authorize(request)", "Depends(HTTPBearer())"])
+def test_authorize_hook_refuses_a_wrong_token(run, api_class):
+    """The bug this pins: a LitServe API's authorize() was ignored, so a wrong token got 200."""
+    server = run(ls.LitServer(api_class()))
+    wrong = post(server, "/predict", {"input": 2}, headers={"Authorization": "Bearer wrong"})
+    assert wrong.status_code == 401
+    assert "Bad token" in wrong.text
+    assert post(server, "/predict", {"input": 2}).status_code == 401
+    right = post(server, "/predict", {"input": 2}, headers={"Authorization": "Bearer 1234"})
+    assert (right.status_code, right.json()) == (200, {"output": 4})
+
+
+def test_lit_server_api_key_is_required(run, monkeypatch):
+    """The bug this pins: LIT_SERVER_API_KEY was ignored, so a request without the key got 200."""
+    monkeypatch.setenv("LIT_SERVER_API_KEY", "a-key-of-some-length-1234")
+    server = run(ls.LitServer(apis.SimpleLitAPI()))
+    assert post(server, "/predict", {"input": 2}).status_code == 401
+    assert post(server, "/predict", {"input": 2}, headers={"X-API-Key": "wrong-key-of-some-length"}).status_code == 401
+    right = post(server, "/predict", {"input": 2}, headers={"X-API-Key": "a-key-of-some-length-1234"})
+    assert (right.status_code, right.json()) == (200, {"output": 4})
+
+
+def test_a_short_api_key_or_a_key_beside_authorize_is_an_error(monkeypatch):
+    monkeypatch.setenv("LIT_SERVER_API_KEY", "1234")
+    with pytest.raises(ValueError, match="LIT_SERVER_API_KEY: api_key must be at least 16 characters"):
+        ls.LitServer(apis.SimpleLitAPI())
+    monkeypatch.setenv("LIT_SERVER_API_KEY", "a-key-of-some-length-1234")
+    with pytest.raises(ValueError, match="LitServe would check only authorize"):
+        ls.LitServer(apis.RequestAuth())
+
+
+def test_binding_every_address_needs_a_key():
+    with pytest.raises(ValueError, match="LIT_SERVER_API_KEY"):
+        ls.LitServer(apis.SimpleLitAPI()).run(host="0.0.0.0", port=0, generate_client_file=False)
+    assert not litkit_threads()
+
+
+def test_an_api_with_authorize_may_bind_every_address(run):
+    server = run(ls.LitServer(apis.RequestAuth()), host="0.0.0.0")
+    assert post(server, "/predict", {"input": 3}).status_code == 401
+    assert post(server, "/predict", {"input": 3}, headers={"Authorization": "Bearer 1234"}).json() == {"output": 9}
+
+
+def test_timeout_is_the_wait_in_the_queue(run):
+    """LitServe's timeout: a request that waits longer than it for a worker gets 504; one that
+    a worker took in time may run longer."""
+    server = run(ls.LitServer(apis.Slow(), timeout=0.3))
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first = pool.submit(post, server, "/predict", {"seconds": 1.0})
+        wait_until(lambda: server.status()["counts"]["running"] == 1, message="the first request to run")
+        second = pool.submit(post, server, "/predict", {"seconds": 0.01})
+        assert first.result().status_code == 200  # ran for 1 s, past the 0.3 s timeout
+        late = second.result()
+    assert late.status_code == 504
+    assert "waited in the queue for more than queue_timeout=0.3s" in late.json()["error"]
+
+
+@pytest.mark.parametrize("off", [False, -1])
+def test_timeout_false_or_minus_one_turns_it_off(run, off):
+    server = run(ls.LitServer(apis.Slow(), timeout=off))
+    assert server.endpoint_info("/predict")["queue_timeout"] is None
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        answers = list(pool.map(lambda s: post(server, "/predict", {"seconds": s}), (0.4, 0.01)))
+    assert [answer.status_code for answer in answers] == [200, 200]
+
+
+def test_fastapi_http_exception_keeps_its_status(run):
+    server = run(ls.LitServer(apis.RefusesOdd()))
+    refused = post(server, "/predict", {"input": 3})
+    assert refused.status_code == 422
+    assert "input must be even" in refused.text
+    assert post(server, "/predict", {"input": 4}).json() == {"output": 16}
+
+
+def test_max_payload_size(run):
+    server = run(ls.LitServer(apis.SimpleLitAPI(), max_payload_size="1KB"))
+    assert post(server, "/predict", {"input": 1, "pad": "x" * 2000}).status_code == 413
+    assert post(server, "/predict", {"input": 1}).status_code == 200
+
+
+def test_generate_client_file_writes_a_client_that_works(run, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    server = run(ls.LitServer(apis.SimpleLitAPI()), generate_client_file=True)
+    client = tmp_path / "client.py"
+    assert client.exists()
+    result = subprocess.run([sys.executable, str(client)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    assert '{"output":16.0}' in result.stdout
+    assert server.url in client.read_text()
+
+
+def test_track_requests_counts_the_active_requests(run):
+    lit_server = ls.LitServer(apis.Slow(), track_requests=True)
+    server = run(lit_server)
+    assert lit_server.active_requests == 0
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        answer = pool.submit(post, server, "/predict", {"seconds": 0.5})
+        wait_until(lambda: lit_server.active_requests == 1, message="one active request")
+        assert answer.result().status_code == 200
+    assert lit_server.active_requests == 0
+
+
+@pytest.mark.parametrize(
+    "arguments, named",
+    [
+        ({"callbacks": [object()]}, "callbacks"),
+        ({"middlewares": [object()]}, "middlewares"),
+        ({"loggers": [object()]}, "loggers"),
+        ({"enable_shutdown_api": True}, "enable_shutdown_api"),
+        ({"fast_queue": True}, "fast_queue"),
+        ({"healthcheck_path": "/healthz"}, "healthcheck_path"),
+        ({"info_path": "/about"}, "info_path"),
+        ({"model_metadata": {"name": "x"}}, "model_metadata"),
+        ({"accelerator": "mps"}, "accelerator='mps'"),
+        ({"loop": object()}, "loop"),
+    ],
+)
+def test_each_unsupported_argument_is_a_type_error_naming_it(arguments, named):
+    with pytest.raises(TypeError, match=re.escape(f"LitServer({named}")) as raised:
+        ls.LitServer(apis.SimpleLitAPI(), **arguments)
+    assert "migrating-from-litserve.md" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "arguments, named",
+    [({"num_api_servers": 2}, "num_api_servers"), ({"api_server_worker_type": "process"}, "api_server_worker_type"), ({"pretty_logs": True}, "pretty_logs"), ({"workers": 4}, "workers")],
+)
+def test_each_unsupported_run_argument_is_a_type_error_naming_it(arguments, named):
+    with pytest.raises(TypeError, match=named):
+        ls.LitServer(apis.SimpleLitAPI()).run(port=0, generate_client_file=False, **arguments)
+    assert not litkit_threads()
+
+
+@pytest.mark.parametrize("arguments, named", [({"mcp": object()}, "mcp"), ({"loop": object()}, "loop")])
+def test_unsupported_litapi_options_are_type_errors(arguments, named):
+    with pytest.raises(TypeError, match=f"{named}="):
+        apis.SimpleLitAPI(**arguments)
+
+
+def test_enable_async_needs_an_async_predict():
+    with pytest.raises(ValueError, match="enable_async=True but SimpleLitAPI.predict is a plain function"):
+        apis.SimpleLitAPI(enable_async=True)
+
+
+def test_run_blocks_in_a_script_until_interrupted(tmp_path):
+    """A LitServe script: run() blocks; Ctrl+C stops the server and its workers."""
+    script = tmp_path / "server.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import litkit as ls
+
+            class SimpleLitAPI(ls.LitAPI):
+                def setup(self, device):
+                    self.model = lambda x: x**2
+                def decode_request(self, request):
+                    return request["input"]
+                def predict(self, x):
+                    return self.model(x)
+                def encode_response(self, output):
+                    return {"output": output}
+
+            if __name__ == "__main__":
+                server = ls.LitServer(SimpleLitAPI(), accelerator="auto", max_batch_size=1)
+                server.run(port=0, generate_client_file=False)
+                print("run() returned", flush=True)
+            """
+        )
+    )
+    process = subprocess.Popen([sys.executable, "-W", "ignore::DeprecationWarning", str(script)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path)
+    try:
+        banner = process.stdout.readline()
+        url = re.search(r"at (http://\S+?)/predict", banner).group(1)
+        assert requests.post(url + "/predict", json={"input": 3}, timeout=10).json() == {"output": 9}
+        assert process.poll() is None  # still serving: run() blocks
+        process.send_signal(signal.SIGINT)
+        output, _ = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)
+    assert process.returncode == 0, output
+    assert "litkit: stopped" in output and "run() returned" in output
