@@ -305,3 +305,39 @@ def test_run_blocks_in_a_script_until_interrupted(tmp_path):
             process.wait(10)
     assert process.returncode == 0, output
     assert "litkit: stopped" in output and "run() returned" in output
+
+
+def test_run_returns_the_server_at_once_in_a_jupyter_kernel(tmp_path):
+    """In a kernel, run() returns the litkit Server, so the next cell can call it; then it stops."""
+    import nbformat
+    from nbclient import NotebookClient
+
+    cells = [
+        """
+        import litkit as ls, requests
+
+        class SimpleLitAPI(ls.LitAPI):
+            def setup(self, device):
+                self.model = lambda x: x**2
+            def decode_request(self, request):
+                return request["input"]
+            def predict(self, x):
+                return self.model(x)
+            def encode_response(self, output):
+                return {"output": output}
+
+        server = ls.LitServer(SimpleLitAPI(), accelerator="auto").run(port=0, generate_client_file=False)
+        print("returned:", type(server).__name__, server.state)
+        """,
+        """
+        print("answer:", requests.post(server.url + "/predict", json={"input": 5}, timeout=10).json())
+        server.stop()
+        print("state:", server.state)
+        """,
+    ]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(textwrap.dedent(cell)) for cell in cells])
+    NotebookClient(notebook, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    printed = "".join(output.get("text", "") for cell in notebook.cells for output in cell.outputs if output.output_type == "stream")
+    assert "returned: Server serving" in printed
+    assert "answer: {'output': 25}" in printed
+    assert "state: stopped" in printed
