@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from . import specs
     from .client import AsyncClient, Client
     from .compat import LitServer
+    from .specs import OpenAIEmbeddingSpec, OpenAISpec
     from .server import Endpoint, Server, run, serve
 
 __version__ = "0.1.0"
@@ -40,6 +41,8 @@ __all__ = [
     "ServerStoppedError",
     "LitkitError",
     "LitServer",
+    "OpenAISpec",
+    "OpenAIEmbeddingSpec",
     "__version__",
 ]
 
@@ -54,6 +57,8 @@ _LAZY = {
     "specs": "specs",
     # LitServe's names (litkit.compat), so that `import litkit as ls` runs LitServe code.
     "LitServer": "compat",
+    "OpenAISpec": "specs",
+    "OpenAIEmbeddingSpec": "specs",
 }
 
 

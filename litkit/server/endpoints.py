@@ -369,11 +369,13 @@ def _check_options(api: Any, options: dict[str, Any]) -> dict[str, Any]:
     if spec is not None:
         if not isinstance(spec, Spec):
             raise TypeError(f"spec must be a litkit spec such as litkit.specs.OpenAIChat(), got {type(spec).__name__}")
-        if options["max_batch_size"] > 1 or is_async_api(api):
+        if (options["max_batch_size"] > 1 and not spec.batchable) or is_async_api(api):
             raise ValueError(
-                f"spec={type(spec).__name__}() works with a plain (sync) predict without batching for now; "
-                f"leave max_batch_size at 1 and make {type(api).__name__}.predict a plain function or generator"
+                f"spec={type(spec).__name__}() works with a plain (sync) predict{'' if spec.batchable else ' without batching'} for now; "
+                f"{'' if spec.batchable else 'leave max_batch_size at 1 and '}make {type(api).__name__}.predict a plain function or generator"
             )
+        if spec.batchable and is_streaming_api(api):
+            raise ValueError(f"spec={type(spec).__name__}() answers with one response; make {type(api).__name__}.predict `return` instead of `yield`")
     stream = _resolve_stream(api, options["stream"])
     placements = plan_workers(options["accelerator"], options["devices"], options["workers"], options["workers_per_device"])
     return {**options, "stream": stream, "placements": placements}

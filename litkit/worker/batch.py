@@ -27,7 +27,7 @@ from ..errors import HTTPError
 from ..wire.encoding import decode_body, encode_chunk, encode_decode_error, encode_error, encode_json
 from ..wire.protocol import Kind
 
-__all__ = ["close_generator", "run_batch"]
+__all__ = ["close_generator", "decode_input", "run_batch"]
 
 
 class Channel(Protocol):
@@ -50,46 +50,69 @@ class _AllGone:
         return all(channel.is_cancelled() for channel in self.channels)
 
 
-def run_batch(api: LitAPI, bodies: list[bytes], channels: list[Channel], stream: bool) -> None:
-    """Answer every request of a batch on its own channel; close every channel on the way out."""
+def decode_input(api: LitAPI, spec: Any, request: Any) -> Any:
+    """``api.decode_request(request)``; with a spec, an API that keeps LitAPI's own ``decode_request``
+    gets ``spec.default_input(request)`` (LitServe's convention: an embeddings request's ``input``)."""
+    if spec is not None and getattr(type(api), "decode_request", None) is LitAPI.decode_request:
+        return spec.default_input(request)
+    return api.decode_request(request)
+
+
+def run_batch(api: LitAPI, bodies: list[bytes], channels: list[Channel], stream: bool, spec: Any = None, request_ids: list[str] | None = None) -> None:
+    """Answer every request of a batch on its own channel; close every channel on the way out.
+
+    With a (batchable) ``spec``, each body is validated by it and each answer built by it.
+    """
     try:
-        live = _decode_each(api, bodies, channels)
+        live = _decode_each(api, bodies, channels, spec, request_ids or [""] * len(bodies))
         if live:
-            _set_current(_AllGone([channel for channel, _ in live]))
+            _set_current(_AllGone([channel for channel, _, _ in live]))
             if stream:
                 _stream_batch(api, live)
             else:
-                _predict_batch(api, live)
+                _predict_batch(api, live, spec)
     finally:
         _set_current(None)
         for channel in channels:
             channel.close()
 
 
-def _decode_each(api: LitAPI, bodies: list[bytes], channels: list[Channel]) -> list[tuple[Channel, Any]]:
-    """Decode each request; answer the ones that fail; skip the ones whose client already left."""
+def _decode_each(api: LitAPI, bodies: list[bytes], channels: list[Channel], spec: Any, request_ids: list[str]) -> list[tuple[Channel, Any, Any]]:
+    """Decode each request; answer the ones that fail; skip the ones whose client already left.
+
+    Returns (channel, decoded input, the spec's context or None) for each request that goes on.
+    """
     live = []
-    for body, channel in zip(bodies, channels):
+    for body, channel, request_id in zip(bodies, channels, request_ids):
         if channel.is_cancelled():
             continue
         try:
-            live.append((channel, api.decode_request(decode_body(body))))
+            request = decode_body(body)
+            context = None
+            if spec is not None:
+                request, _ = spec.decode_request(request)
+                spec.check_batched(request)
+                context = spec.context(request, request_id)
+            live.append((channel, decode_input(api, spec, request), context))
         except Exception as error:  # noqa: BLE001 - this request fails (400: its body), the others go on
             _send(channel, Kind.ERROR, encode_decode_error(error))
     return live
 
 
-def _predict_batch(api: LitAPI, live: list[tuple[Channel, Any]]) -> None:
+def _predict_batch(api: LitAPI, live: list[tuple[Channel, Any, Any]], spec: Any) -> None:
     try:
-        outputs = _unbatch(api, api.predict(api.batch([x for _, x in live])), len(live))
+        outputs = _unbatch(api, api.predict(api.batch([x for _, x, _ in live])), len(live))
     except Exception as error:  # noqa: BLE001 - the whole batch failed: every request hears why
         payload = encode_error(error)
-        for channel, _ in live:
+        for channel, _, _ in live:
             _send(channel, Kind.ERROR, payload)
         return
-    for (channel, _), output in zip(live, outputs):
+    for (channel, _, context), output in zip(live, outputs):
         try:
-            kind, payload = Kind.RESULT, encode_json(api.encode_response(output))
+            answer = api.encode_response(output)
+            if spec is not None:
+                answer = spec.complete([answer], context)
+            kind, payload = Kind.RESULT, encode_json(answer)
         except Exception as error:  # noqa: BLE001 - this request fails, the others go on
             kind, payload = Kind.ERROR, encode_error(error)
         _send(channel, kind, payload)
@@ -164,15 +187,15 @@ class _Stream:
             close_generator(generator)
 
 
-def _stream_batch(api: LitAPI, live: list[tuple[Channel, Any]]) -> None:
+def _stream_batch(api: LitAPI, live: list[tuple[Channel, Any, Any]]) -> None:
     outputs: Any = None
     lanes: _Lanes | None = None
     streams: list[_Stream] = []
     started = False
     try:
-        outputs = api.predict(api.batch([x for _, x in live]))
+        outputs = api.predict(api.batch([x for _, x, _ in live]))
         lanes = _Lanes(api, iter(outputs), len(live))
-        for index, (channel, _) in enumerate(live):
+        for index, (channel, _, _) in enumerate(live):
             lane = lanes.lane(index)
             chunks = api.encode_response(lane)
             if isinstance(chunks, (dict, str, bytes)) or not hasattr(chunks, "__iter__"):
@@ -190,7 +213,7 @@ def _stream_batch(api: LitAPI, live: list[tuple[Channel, Any]]) -> None:
                     stream.close()
     except Exception as error:  # noqa: BLE001 - predict, unbatch or a setup step failed: every request hears why
         payload = (lanes.error if lanes is not None else None) or encode_error(error)
-        unfinished = [stream.channel for stream in streams] if started else [channel for channel, _ in live]
+        unfinished = [stream.channel for stream in streams] if started else [channel for channel, _, _ in live]
         for channel in unfinished:
             _send(channel, Kind.ERROR, payload)
     finally:

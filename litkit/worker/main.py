@@ -35,7 +35,7 @@ from ..api import LitAPI, is_async_api
 from ..cancellation import _set_current
 from ..wire.encoding import decode_body, encode_chunk, encode_decode_error, encode_error, encode_json
 from ..wire.protocol import ChannelClosed, Kind, MessageReader, ProtocolError, decode_batch, decode_request, encode_frame, send_message, write_all
-from .batch import close_generator, run_batch
+from .batch import close_generator, decode_input, run_batch
 
 if TYPE_CHECKING:
     from .timeslice import StreamSlice
@@ -164,7 +164,7 @@ class Worker:
         requests = decode_batch(payload)
         if len(fds) != len(requests):
             raise ProtocolError(f"protocol error: BATCH of {len(requests)} requests came with {len(fds)} fds")
-        run_batch(api, [body for _, body in requests], [ResponseChannel(fd) for fd in fds], self.stream)
+        run_batch(api, [body for _, body in requests], [ResponseChannel(fd) for fd in fds], self.stream, self.spec, [request_id for request_id, _ in requests])
         return requests[0][0]
 
     def _handle(self, api: LitAPI, request_id: str, body: bytes, channel: ResponseChannel) -> None:
@@ -183,7 +183,7 @@ class Worker:
             request = decode_body(body)
             if self.spec is not None:
                 request, stream_answer = self.spec.decode_request(request)
-            x = api.decode_request(request)
+            x = decode_input(api, self.spec, request)
         except ClientGone:
             raise
         except Exception as error:  # noqa: BLE001 - decode_request failing means the body is not what it expects

@@ -96,3 +96,57 @@ class RefusesOdd(SimpleLitAPI):
         if request["input"] % 2:
             raise HTTPException(status_code=422, detail="input must be even")
         return request["input"]
+
+
+class OpenAILitAPI(ls.LitAPI):
+    """LitServe's OpenAISpec example: the request arrives as an object with attribute access."""
+
+    def setup(self, device):
+        self.model = lambda messages: f"you said: {messages[-1].content}"
+
+    def predict(self, request):
+        reply = self.model(request.messages)
+        for word in reply.split(" "):
+            yield word + " "
+
+    def encode_response(self, output):
+        for chunk in output:
+            yield {"role": "assistant", "content": chunk}
+
+
+class UsageAPI(ls.LitAPI):
+    """Token usage and the request's options, as LitServe's docs show them."""
+
+    def predict(self, request):
+        yield {"role": "assistant", "content": f"max_tokens={request.max_tokens} temperature={request.temperature}", "prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+
+
+class ToolCallAPI(ls.LitAPI):
+    def predict(self, request):
+        assert request.tools[0].function.name == "get_weather"
+        yield {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}}],
+        }
+
+
+class Embedder(ls.LitAPI):
+    """A stand-in embedding model: the vector is made from the text's length and first letter."""
+
+    def setup(self, device):
+        self.model = lambda texts: [[float(len(text)), float(ord(text[0])), 1.0] for text in texts]
+
+    def predict(self, inputs):
+        return self.model(inputs if isinstance(inputs, list) else [inputs])
+
+
+class BatchedEmbedder(Embedder):
+    def predict(self, inputs):
+        import numpy
+
+        time.sleep(0.05)
+        return numpy.array(self.model(inputs))  # one row per request of the batch
+
+    def encode_response(self, output):
+        return {"embeddings": output, "prompt_tokens": 2, "total_tokens": 2}
