@@ -29,8 +29,6 @@ from typing import Any
 
 import litkit as ls  # was: import litserve as ls
 
-MODEL_NAME = "all-MiniLM-L6-v2"
-
 
 class MiniLM(ls.LitAPI):
     """Sentence embeddings with all-MiniLM-L6-v2, one text per request."""
@@ -64,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8000, help="TCP port, 0 for any free one (default: 8000)")
     parser.add_argument("--max-batch-size", type=int, default=16, help="requests encoded in one forward pass (default: 16)")
     args = parser.parse_args(argv)
-    api = MiniLM(max_batch_size=args.max_batch_size, batch_timeout=0.01, spec=ls.OpenAIEmbeddingSpec(model=MODEL_NAME))
+    api = MiniLM(max_batch_size=args.max_batch_size, batch_timeout=0.01, spec=ls.OpenAIEmbeddingSpec())
     # Blocks: prints "litkit: serving MiniLM at <url>/v1/embeddings ...", then serves until Ctrl+C.
     ls.LitServer(api, accelerator="auto", workers_per_device=1, timeout=False).run(port=args.port, generate_client_file=False)
 

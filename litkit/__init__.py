@@ -19,7 +19,7 @@ from .errors import HTTPError, LitkitError, PortInUseError, ServerStoppedError, 
 if TYPE_CHECKING:
     from . import specs
     from .client import AsyncClient, Client
-    from .compat import LitServer
+    from .compat import Callback, LitServer, Logger
     from .specs import OpenAIEmbeddingSpec, OpenAISpec
     from .server import Endpoint, Server, run, serve
 
@@ -41,6 +41,8 @@ __all__ = [
     "ServerStoppedError",
     "LitkitError",
     "LitServer",
+    "Logger",
+    "Callback",
     "OpenAISpec",
     "OpenAIEmbeddingSpec",
     "__version__",
@@ -57,6 +59,8 @@ _LAZY = {
     "specs": "specs",
     # LitServe's names (litkit.compat), so that `import litkit as ls` runs LitServe code.
     "LitServer": "compat",
+    "Logger": "compat",
+    "Callback": "compat",
     "OpenAISpec": "specs",
     "OpenAIEmbeddingSpec": "specs",
 }

@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import inspect
 import sys
-from typing import Any
+import warnings
+from typing import Any, Callable
 
-__all__ = ["LitAPI", "api_options", "is_streaming_api", "is_async_api"]
+__all__ = ["LitAPI", "api_options", "is_streaming_api", "is_async_api", "set_log_sink"]
+
+# Where self.log(key, value) goes: set by the worker process to a function that sends it to the
+# server (its loggers); None elsewhere.
+_log_sink: Callable[[str, Any], None] | None = None
+
+
+def set_log_sink(sink: Callable[[str, Any], None] | None) -> None:
+    """Send every ``LitAPI.log(key, value)`` of this process to ``sink`` (the worker sets it)."""
+    global _log_sink
+    _log_sink = sink
 
 
 class LitAPI:
@@ -101,6 +112,25 @@ class LitAPI:
 
     def setup(self, device: str) -> None:
         """Prepare the worker, e.g. load a model. ``device`` is where to put it, e.g. ``"cpu"``."""
+
+    def log(self, key: str, value: Any) -> None:
+        """Hand ``(key, value)`` to the server's loggers (``litkit.LitServer(loggers=...)``, or
+        ``serve(on_log=...)``), from any hook; LitServe's ``self.log``.
+
+        ``value`` must be JSON-encodable (a number, str, bool, None, list or dict): it travels from
+        the worker process to the server as JSON. Outside a worker (no server to send to) it warns
+        and drops the entry, as LitServe does without a logger.
+
+        Raises:
+            TypeError: ``key`` is not a str, or ``value`` cannot be encoded as JSON.
+        """
+        if not isinstance(key, str):
+            raise TypeError(f"self.log(key, value): key must be a str, got {type(key).__name__}")
+        sink = _log_sink
+        if sink is None:
+            warnings.warn(f"self.log({key!r}, ...) outside a litkit worker: there is no server to send it to; the entry is dropped", stacklevel=2)
+            return
+        sink(key, value)
 
     def decode_request(self, request: Any) -> Any:
         """Turn the parsed JSON body into the input of ``predict``. Default: pass it through."""

@@ -6,6 +6,8 @@ lazily (``litkit.LitServer``), so ``import litkit`` stays light. ``docs/migratin
 lists every LitServe feature and what litkit does with it.
 """
 
+from .callbacks import Callback
+from .loggers import Logger
 from .server import LitServer
 
-__all__ = ["LitServer"]
+__all__ = ["Callback", "LitServer", "Logger"]

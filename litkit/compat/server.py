@@ -19,7 +19,9 @@ from ..server import Endpoint, Server, serve
 from ..server.endpoints import DEFAULT_API_PATH
 from ..server.kernel import in_jupyter_kernel
 from ..server.terminal import banner, block_until_interrupted
+from .callbacks import check_callbacks, trigger, with_callbacks
 from .client_file import write_client_file
+from .loggers import LoggerRelay, check_loggers
 
 __all__ = ["LitServer", "queue_timeout_of"]
 
@@ -111,9 +113,11 @@ class LitServer:
             except (TypeError, ValueError):
                 raise ValueError("model_metadata must be JSON serializable") from None
             raise _unsupported("model_metadata=...", "/info does not carry model metadata yet; leave model_metadata out")
-        for name, value in (("callbacks", callbacks), ("middlewares", middlewares), ("loggers", loggers)):
-            if value not in (None, []):
-                raise _unsupported(f"{name}=...", f"{name} are not supported by litkit yet; leave {name} out")
+        if middlewares not in (None, []):
+            raise _unsupported("middlewares=...", "ASGI middlewares are not supported by litkit yet; leave middlewares out (max_payload_size and the API key are built in)")
+        self._callbacks = check_callbacks(callbacks)
+        self._loggers = check_loggers(loggers)
+        self._paths = [(path, with_callbacks(api, self._callbacks)) for path, api in self._paths]
         if fast_queue:
             raise _unsupported("fast_queue=True", "litkit's workers always take requests over direct pipes (no ZeroMQ); leave fast_queue out")
         # restart_workers=True asks for what litkit always does: a worker that dies is replaced.
@@ -180,27 +184,38 @@ class LitServer:
         if isinstance(port, str) and port.isdigit():
             port = int(port)
         logging.getLogger("litkit").setLevel(_LOG_LEVELS[log_level])
-        self.server = serve(self._endpoints(), host=host, port=port, max_body_size=self._max_body_size, api_key=self._api_key) if len(self._paths) > 1 else self._serve_single(host, port)
+        trigger(self._callbacks, "on_server_start", litserver=self)
+        relay = LoggerRelay(self._loggers)
+        self.server = server = serve(
+            self._endpoints(), host=host, port=port, max_body_size=self._max_body_size, api_key=self._api_key, on_log=relay.put if self._loggers else None
+        )
         if generate_client_file:
-            write_client_file(self.server)
+            write_client_file(server)
+
+        def end() -> None:
+            trigger(self._callbacks, "on_server_end", litserver=self)
+
+        thread_name = f"litkit-loggers-{server.url.rsplit(':', 1)[1]}"
         if in_jupyter_kernel():
-            return self.server
-        block_until_interrupted(self.server, banner(self.server, "Ctrl+C to stop"))
+            if self._loggers or self._callbacks:  # feeds the loggers, then calls on_server_end once the server stops
+                relay.start(thread_name, until=lambda: server.state in ("stopped", "replaced"), on_end=end)
+            return server
+        if self._loggers:
+            relay.start(thread_name, until=lambda: False)
+        try:
+            block_until_interrupted(server, banner(server, "Ctrl+C to stop"))
+        finally:
+            relay.stop()
+            end()
         return None
 
-    def _serve_single(self, host: str, port: Any) -> Server:
-        path, api = self._paths[0]
-        options = self._options(path)
-        spec = options.get("spec", api_options(api).get("spec"))
-        if spec is not None:
-            return serve({"/": Endpoint(api, **options)}, host=host, port=port, max_body_size=self._max_body_size, api_key=self._api_key)
-        return serve({path: Endpoint(api, **options)}, host=host, port=port, max_body_size=self._max_body_size, api_key=self._api_key)
-
     def _endpoints(self) -> dict[str, Endpoint]:
+        """One endpoint per API; an API with a spec at the spec's paths (under no prefix), as in LitServe."""
         endpoints = {}
         for path, api in self._paths:
-            key = "/" if api_options(api).get("spec") is not None else path
-            endpoints[key] = Endpoint(api, **self._options(path))
+            options = self._options(path)
+            key = "/" if options.get("spec", api_options(api).get("spec")) is not None else path
+            endpoints[key] = Endpoint(api, **options)
         return endpoints
 
     def _options(self, path: str) -> dict[str, Any]:

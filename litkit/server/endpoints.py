@@ -12,8 +12,10 @@ This module validates every endpoint option, so ``serve()`` fails before any pro
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
 import time
-from typing import Any, Mapping, Protocol
+from typing import Any, Callable, Mapping, Protocol
 
 import cloudpickle
 
@@ -25,10 +27,13 @@ from ..pool.pool import WorkerPool
 from ..pool.tracking import RequestTracker
 from ..specs import Spec
 from ..wire.protocol import MAX_FDS_PER_MESSAGE
+from ..worker.hooks import resolve_request_model
 from .access import AccessPolicy
 from .authorization import Authorizer, make_authorizer
 
 __all__ = ["ActiveRequest", "Endpoint", "EndpointState", "ServingState", "ENDPOINT_OPTIONS", "RESERVED_PATHS", "plan_endpoints"]
+
+logger = logging.getLogger("litkit.server")
 
 
 class ActiveRequest(Protocol):
@@ -109,6 +114,9 @@ class EndpointState:
         self.queue_timeout: float | None = options["queue_timeout"]
         # The API's authorize() hook, called in this process for every request (None: no hook).
         self.authorize: Authorizer | None = make_authorizer(api)
+        # The API's health() hook (LitServe's), asked by GET /health in this process (None: no hook).
+        health = getattr(api, "health", None)
+        self.health_hook: Callable[[], Any] | None = health if callable(health) else None
         self.max_body_size: int = options["max_body_size"]
         self.max_batch_size: int = options["max_batch_size"]
         self.max_concurrency: int = options["max_concurrency"]
@@ -120,6 +128,7 @@ class EndpointState:
         self.created = int(time.time())
         self.tracker = RequestTracker()
         spec_bytes = None if spec is None else _pickle(spec)
+        resolve_request_model(api)  # a pydantic request model, resolved where the API's module is
         self.pool = WorkerPool(
             _pickle(api),
             count=len(placements),
@@ -212,6 +221,24 @@ class ServingState:
             ok, reason = endpoint.pool.health()
             if not ok:
                 return False, reason if len(self.endpoints) == 1 else f"{endpoint.path}: {reason}"
+        return True, None
+
+    async def api_health(self) -> tuple[bool, str | None]:
+        """(ok, reason) from each API's own ``health()`` hook (sync or async; LitServe's), called on
+        the API object in this process, where ``setup`` has not run; an exception counts as unhealthy."""
+        for endpoint in self.endpoints:
+            hook = endpoint.health_hook
+            if hook is None:
+                continue
+            try:
+                result = hook()
+                if inspect.isawaitable(result):
+                    result = await result
+            except Exception as error:  # noqa: BLE001 - a failing check is an unhealthy API, not a failed server
+                logger.exception("%s.health() raised", endpoint.api_name)
+                return False, f"{endpoint.api_name}.health() raised {type(error).__name__}: {error}"
+            if not result:
+                return False, f"{endpoint.api_name}.health() returned {result!r}"
         return True, None
 
     async def start(self) -> None:

@@ -431,6 +431,7 @@ def serve(
     cors_origins: Sequence[str] = (),
     cancel_grace: float = 5.0,
     client_timeout: float = 60.0,
+    on_log: Callable[[str, Any], None] | None = None,
 ) -> Server:
     """Serve ``api`` over HTTP from this process and return once every worker is ready.
 
@@ -482,6 +483,10 @@ def serve(
         client_timeout: seconds a client may take to send its request headers, to send its body,
             or to read a pending part of the response; past it the connection is closed (and the
             request cancelled). Also how long an idle keep-alive connection stays open.
+        on_log: called with ``(key, value)`` for each ``self.log(key, value)`` a hook makes in a
+            worker, on the server's thread (so it must be quick: hand the entry to a queue);
+            without it such entries are dropped with one warning. ``litkit.LitServer(loggers=...)``
+            uses it.
 
     Raises:
         TypeError: ``api`` is not a LitAPI, or cloudpickle cannot serialize it.
@@ -500,6 +505,10 @@ def serve(
     check_seconds("start_timeout", start_timeout)
     check_seconds("client_timeout", client_timeout)
     endpoints = plan_endpoints(api, api_path, defaults, start_timeout)
+    if on_log is not None and not callable(on_log):
+        raise TypeError(f"on_log must be a function of (key, value), got {type(on_log).__name__}")
+    for endpoint in endpoints:
+        endpoint.pool.on_log = on_log
     access = _access_policy(host, api_key, cors_origins, authorized=all(endpoint.authorize is not None for endpoint in endpoints))
     slice_ms = slice_ms_from_environment()  # a bad LITKIT_SLICE_MS fails here, not in each worker
     serving = ServingState(endpoints, access=access, client_timeout=client_timeout, slice_ms=slice_ms)

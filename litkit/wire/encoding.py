@@ -11,7 +11,17 @@ from ..errors import HTTPError, http_exception_status
 
 __all__ = ["decode_body", "encode_json", "encode_chunk", "encode_error", "encode_decode_error"]
 
-_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+def _model_dump(value: Any) -> Any:
+    """JSON for what the encoder does not know: a pydantic model (anywhere in the value) as its
+    ``model_dump(mode="json")``, recognised without importing pydantic."""
+    dump = getattr(value, "model_dump", None)
+    if callable(dump) and not isinstance(value, type):
+        return dump(mode="json")
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+# ``default`` runs only for values JSON does not know, so plain answers pay nothing for it.
+_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_model_dump)
 
 
 def decode_body(body: bytes) -> Any:
@@ -47,7 +57,7 @@ _decoder = json.JSONDecoder(parse_float=_finite_float, parse_constant=_reject_co
 
 
 def encode_json(value: Any, hook: str = "encode_response") -> bytes:
-    """The JSON body for a non-streaming response.
+    """The JSON body for a non-streaming response; a pydantic model is sent as its ``model_dump(mode="json")``.
 
     Raises:
         TypeError: ``value`` holds something JSON cannot encode; the message names the hook.

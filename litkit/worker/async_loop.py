@@ -30,6 +30,7 @@ from ..api import LitAPI
 from ..cancellation import _set_task_current
 from ..wire.encoding import decode_body, encode_chunk, encode_decode_error, encode_error, encode_json
 from ..wire.protocol import ChannelClosed, Kind, MessageReader, ProtocolError, decode_request, encode_frame, send_message
+from .hooks import decode_input
 
 __all__ = ["AsyncRequestLoop"]
 
@@ -126,7 +127,7 @@ class AsyncRequestLoop:
     async def _run_hooks(self, body: bytes, channel: Channel) -> None:
         api = self.api
         try:
-            x = await _result(api.decode_request(decode_body(body)))
+            x = await _result(decode_input(api, None, decode_body(body)))
         except BrokenPipeError:
             raise
         except Exception as error:  # noqa: BLE001 - decode_request failing means the body is not what it expects

@@ -26,8 +26,9 @@ from ..cancellation import _set_current
 from ..errors import HTTPError
 from ..wire.encoding import decode_body, encode_chunk, encode_decode_error, encode_error, encode_json
 from ..wire.protocol import Kind
+from .hooks import decode_input
 
-__all__ = ["close_generator", "decode_input", "run_batch"]
+__all__ = ["close_generator", "run_batch"]
 
 
 class Channel(Protocol):
@@ -48,14 +49,6 @@ class _AllGone:
 
     def is_cancelled(self) -> bool:
         return all(channel.is_cancelled() for channel in self.channels)
-
-
-def decode_input(api: LitAPI, spec: Any, request: Any) -> Any:
-    """``api.decode_request(request)``; with a spec, an API that keeps LitAPI's own ``decode_request``
-    gets ``spec.default_input(request)`` (LitServe's convention: an embeddings request's ``input``)."""
-    if spec is not None and getattr(type(api), "decode_request", None) is LitAPI.decode_request:
-        return spec.default_input(request)
-    return api.decode_request(request)
 
 
 def run_batch(api: LitAPI, bodies: list[bytes], channels: list[Channel], stream: bool, spec: Any = None, request_ids: list[str] | None = None) -> None:

@@ -31,11 +31,12 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from ..api import LitAPI, is_async_api
+from ..api import LitAPI, is_async_api, set_log_sink
 from ..cancellation import _set_current
 from ..wire.encoding import decode_body, encode_chunk, encode_decode_error, encode_error, encode_json
 from ..wire.protocol import ChannelClosed, Kind, MessageReader, ProtocolError, decode_batch, decode_request, encode_frame, send_message, write_all
-from .batch import close_generator, decode_input, run_batch
+from .batch import close_generator, run_batch
+from .hooks import decode_input
 
 if TYPE_CHECKING:
     from .timeslice import StreamSlice
@@ -95,6 +96,8 @@ class Worker:
         self.stream = False
         self.spec: Any = None  # a litkit.specs.Spec, when the endpoint speaks another protocol
         self.stream_slice: StreamSlice | None = None  # the slice to stream with (litkit.worker.timeslice)
+        # LOG frames may come from a hook's own threads; DONE, READY come from the loop's thread alone.
+        self._log_lock = threading.Lock()
 
     def run(self) -> int:
         _watch_for_server_exit(self.control)
@@ -137,6 +140,7 @@ class Worker:
             if init.get("spec") is not None:
                 stage = "loading the endpoint's spec (cloudpickle.loads)"
                 self.spec = cloudpickle.loads(init["spec"])
+            set_log_sink(self._send_log)  # self.log(key, value), from setup on
             stage = f"{type(api).__name__}.setup({init['device']!r})"
             api.setup(init["device"])
         except BaseException as error:  # noqa: BLE001 - every failure must reach the server
@@ -158,6 +162,15 @@ class Worker:
         except OSError:
             return None  # the server went away while this worker started: just exit
         return api
+
+    def _send_log(self, key: str, value: Any) -> None:
+        """``LitAPI.log``: one LOG frame on the control socket (any thread: async hooks too)."""
+        try:
+            payload = json.dumps({"key": key, "value": value}, allow_nan=False).encode()
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"self.log({key!r}, value): the value must be JSON-encodable (a number, str, bool, None, list or dict); {error}") from None
+        with self._log_lock:
+            send_message(self.control, Kind.LOG, payload)
 
     def _handle_batch(self, api: LitAPI, payload: bytes, fds: list[int]) -> str:
         """Run a BATCH frame (see ``litkit.worker.batch``); return the id DONE reports."""

@@ -150,3 +150,28 @@ class BatchedEmbedder(Embedder):
 
     def encode_response(self, output):
         return {"embeddings": output, "prompt_tokens": 2, "total_tokens": 2}
+
+
+class Logs(SimpleLitAPI):
+    """self.log from the hooks, as LitServe's docs show for loggers."""
+
+    def predict(self, x):
+        self.log("input", x)
+        return self.model(x)
+
+
+class HealthFile(SimpleLitAPI):
+    """health() says what a file says: 'ok' is healthy."""
+
+    def __init__(self, path, **options):
+        super().__init__(**options)
+        self.path = path
+
+    def health(self):
+        with open(self.path) as status:
+            return status.read() == "ok"
+
+
+class AsyncHealth(SimpleLitAPI):
+    async def health(self):
+        return False

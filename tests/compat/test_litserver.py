@@ -193,9 +193,7 @@ def test_track_requests_counts_the_active_requests(run):
 @pytest.mark.parametrize(
     "arguments, named",
     [
-        ({"callbacks": [object()]}, "callbacks"),
         ({"middlewares": [object()]}, "middlewares"),
-        ({"loggers": [object()]}, "loggers"),
         ({"enable_shutdown_api": True}, "enable_shutdown_api"),
         ({"fast_queue": True}, "fast_queue"),
         ({"healthcheck_path": "/healthz"}, "healthcheck_path"),
@@ -209,6 +207,12 @@ def test_each_unsupported_argument_is_a_type_error_naming_it(arguments, named):
     with pytest.raises(TypeError, match=re.escape(f"LitServer({named}")) as raised:
         ls.LitServer(apis.SimpleLitAPI(), **arguments)
     assert "migrating-from-litserve.md" in str(raised.value)
+
+
+@pytest.mark.parametrize("arguments", [{"callbacks": [object()]}, {"loggers": [object()]}], ids=["callbacks", "loggers"])
+def test_callbacks_and_loggers_must_be_litserves_classes(arguments):
+    with pytest.raises(ValueError, match="must be ls.(Callback|Logger) instances"):
+        ls.LitServer(apis.SimpleLitAPI(), **arguments)
 
 
 @pytest.mark.parametrize(
