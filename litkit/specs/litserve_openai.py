@@ -39,6 +39,10 @@ class OpenAISpec(OpenAIChat):
         body, stream = super().decode_request(request)
         return ChatCompletionRequest(body), stream
 
+    def populate_context(self, context: dict[str, Any], request: Any) -> None:
+        """As LitServe: the request's options (``temperature``, ``max_tokens``, ...), without the messages."""
+        context.update({key: value for key, value in request.model_dump().items() if key != "messages"})
+
     def stream(self, chunks: Iterable[Any], context: Any) -> Iterator[Any]:
         usage = None
         for chunk in chunks:

@@ -33,6 +33,9 @@ class Spec:
         validated request, or a part of it (LitServe's convention)."""
         return request
 
+    def populate_context(self, context: dict[str, Any], request: Any) -> None:
+        """Fill the dict that hooks declaring a ``context`` parameter receive (LitServe's); default: nothing."""
+
     def check_batched(self, request: Any) -> None:
         """Raise ``litkit.HTTPError`` if this request cannot join a batch (batchable specs only)."""
 

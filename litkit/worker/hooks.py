@@ -1,5 +1,5 @@
-"""How the worker calls ``decode_request``: a spec's input, and a pydantic model when the hook's
-annotation asks for one.
+"""How the worker calls the hooks: a spec's input, a pydantic model when ``decode_request``'s
+annotation asks for one, and a ``context`` for the hooks that declare one.
 
 * With a spec, an API that keeps LitAPI's own ``decode_request`` gets ``spec.default_input(request)``
   (LitServe's convention: an embeddings request's ``input``).
@@ -7,6 +7,10 @@ annotation asks for one.
   validated into a ``Person`` first (``Person.model_validate``); a body that does not fit is a 422
   naming each field and what is wrong with it, as LitServe (FastAPI) answers. pydantic is never
   imported here: the annotation is a class the API's own module imported.
+* A hook with a parameter named ``context`` (``def predict(self, x, context)``, LitServe's) gets a
+  dict made for the request, the same one in each of its hooks (with a spec, it starts with the
+  request's options); under batching, ``batch``, ``predict`` and ``unbatch`` get the list of the
+  batch's dicts, and ``decode_request`` and ``encode_response`` their request's own.
 
 Stdlib only: this module runs in worker processes.
 """
@@ -21,7 +25,9 @@ from typing import Any
 from ..api import LitAPI
 from ..errors import HTTPError
 
-__all__ = ["decode_input", "request_model", "resolve_request_model", "REQUEST_MODEL"]
+__all__ = ["call_hook", "context_hooks", "decode_input", "request_model", "resolve_request_model", "REQUEST_MODEL"]
+
+HOOKS = ("decode_request", "predict", "encode_response", "batch", "unbatch")
 
 # The attribute the serving process sets on an API to the model it resolved (see resolve_request_model).
 REQUEST_MODEL = "_litkit_request_model"
@@ -41,7 +47,28 @@ def resolve_request_model(api: Any) -> None:
         pass
 
 
-def decode_input(api: LitAPI, spec: Any, request: Any) -> Any:
+@functools.lru_cache(maxsize=64)
+def context_hooks(api_class: type) -> frozenset[str]:
+    """The hooks of ``api_class`` that declare a ``context`` parameter."""
+    names = set()
+    for name in HOOKS:
+        try:
+            if "context" in inspect.signature(getattr(api_class, name)).parameters:
+                names.add(name)
+        except (AttributeError, TypeError, ValueError):
+            continue
+    return frozenset(names)
+
+
+def call_hook(api: LitAPI, name: str, context: Any, *args: Any) -> Any:
+    """``api.<name>(*args)``, with ``context=context`` when that hook declares it."""
+    hook = getattr(api, name)
+    if name in context_hooks(type(api)):
+        return hook(*args, context=context)
+    return hook(*args)
+
+
+def decode_input(api: LitAPI, spec: Any, request: Any, context: Any = None) -> Any:
     """What ``predict`` receives for one parsed request body.
 
     Raises:
@@ -55,7 +82,7 @@ def decode_input(api: LitAPI, spec: Any, request: Any) -> Any:
         model = request_model(type(api))
     if model is not None:
         request = _validated(model, request)
-    return api.decode_request(request)
+    return call_hook(api, "decode_request", context, request)
 
 
 @functools.lru_cache(maxsize=64)

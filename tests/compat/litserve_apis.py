@@ -175,3 +175,37 @@ class HealthFile(SimpleLitAPI):
 class AsyncHealth(SimpleLitAPI):
     async def health(self):
         return False
+
+
+class WithContext(ls.LitAPI):
+    """LitServe's context argument: one dict per request, shared by its hooks."""
+
+    def decode_request(self, request, context):
+        context["seen_by"] = ["decode_request"]
+        return request["input"]
+
+    def predict(self, x, context):
+        context["seen_by"].append("predict")
+        return x + 1
+
+    def encode_response(self, output, context):
+        return {"output": output, "seen_by": context["seen_by"] + ["encode_response"]}
+
+
+class BatchedContext(ls.LitAPI):
+    def decode_request(self, request, context):
+        context["input"] = request["input"]
+        return request["input"]
+
+    def predict(self, inputs, context):
+        time.sleep(0.05)
+        assert [c["input"] for c in context] == inputs  # the batch's dicts, in order
+        return [len(inputs)] * len(inputs)
+
+    def encode_response(self, output, context):
+        return {"input": context["input"], "batch_size": output}
+
+
+class ChatContext(ls.LitAPI):
+    def predict(self, request, context):
+        yield f"temperature={context['temperature']} max_tokens={context['max_tokens']} has_messages={'messages' in context}"

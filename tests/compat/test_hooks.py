@@ -161,3 +161,28 @@ def test_pydantic_is_imported_only_where_an_annotation_asks(run):
 
     code = "import sys, litkit, litkit.worker.main, litkit.specs, litkit.wire.encoding; print('pydantic' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+
+
+def test_context_argument_is_one_dict_per_request(run):
+    server = run(ls.LitServer(apis.WithContext()))
+    assert post(server, {"input": 1}).json() == {"output": 2, "seen_by": ["decode_request", "predict", "encode_response"]}
+    assert post(server, {"input": 5}).json()["seen_by"] == ["decode_request", "predict", "encode_response"]  # a fresh dict
+
+
+def test_context_argument_under_batching(run):
+    import concurrent.futures
+
+    server = run(ls.LitServer(apis.BatchedContext(max_batch_size=4, batch_timeout=0.3)))
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda i: post(server, {"input": i}).json(), range(4)))
+    assert [answer["input"] for answer in answers] == [0, 1, 2, 3]
+    assert max(answer["batch_size"] for answer in answers) > 1
+
+
+def test_context_argument_with_the_openai_spec_holds_the_request_options(run):
+    import openai
+
+    server = run(ls.LitServer(apis.ChatContext(spec=ls.OpenAISpec())))
+    with openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=10) as client:
+        completion = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], temperature=0.2, max_tokens=9)
+    assert completion.choices[0].message.content == "temperature=0.2 max_tokens=9 has_messages=False"
