@@ -44,6 +44,7 @@ from tornado.httputil import HTTPHeaders, RequestStartLine, ResponseStartLine
 
 from ..pool.channels import PipeClosed, PipeReader
 from ..pool.jobs import Job, JobDropped, NoWorkers, QueueFull
+from ..wire.forms import is_form, mark_form
 from ..wire.protocol import FrameParser, Kind
 from .access import KEY_CHALLENGE, PREFLIGHT_HEADERS, PREFLIGHT_REFUSED, AccessDenied, cors_headers
 from .endpoints import EndpointState, ServingState
@@ -126,7 +127,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
     __slots__ = (
         "endpoint", "serving", "_connection", "request_id", "_method", "_uri", "_arrived", "_body",
         "_body_size", "_cors_origin", "_sse", "_job", "_pipe", "_parser", "_status", "_streaming",
-        "_finished", "_gone", "_released", "_loop", "_timeout_handle", "_write_deadline", "_queue_handle",
+        "_finished", "_gone", "_released", "_loop", "_timeout_handle", "_write_deadline", "_queue_handle", "_form_type",
     )
 
     def __init__(self, endpoint: EndpointState, serving: ServingState, connection: HTTP1Connection, loop: asyncio.AbstractEventLoop) -> None:
@@ -153,6 +154,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         self._timeout_handle: asyncio.TimerHandle | None = None
         self._write_deadline: asyncio.TimerHandle | None = None
         self._queue_handle: asyncio.TimerHandle | None = None
+        self._form_type: str | None = None  # the Content-Type of an HTML form body (litkit.wire.forms)
 
     # -- the request arrives (called by Tornado's HTTP1Connection) --------------------------------
 
@@ -180,6 +182,9 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         except AccessDenied as denied:
             self._refuse(denied.status, denied.message)
             return None
+        content_type = headers.get("Content-Type")
+        if content_type is not None and is_form(content_type):
+            self._form_type = content_type
         too_large = oversized_headers(method, self._uri, headers)
         if too_large is not None:
             self._refuse(431, too_large)
@@ -214,6 +219,8 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         record = endpoint.tracker.admit(self.request_id, self._uri)
         record.arrived = self._arrived
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        if self._form_type is not None:
+            body = mark_form(self._form_type, body)  # the worker parses the form
         self._body = []
         job = Job(record, body)
         try:

@@ -8,6 +8,7 @@ import traceback
 from typing import Any
 
 from ..errors import HTTPError, http_exception_status
+from .forms import FORM_MARKER, decode_form
 
 __all__ = ["decode_body", "encode_json", "encode_chunk", "encode_error", "encode_decode_error"]
 
@@ -26,11 +27,17 @@ _encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan
 
 def decode_body(body: bytes) -> Any:
     """The parsed JSON of a request body, strictly: UTF-8, no NaN or Infinity, no number too large
-    for a float, no nesting past the interpreter's recursion limit.
+    for a float, no nesting past the interpreter's recursion limit. An HTML form (which the server
+    marks, see ``litkit.wire.forms``) becomes a ``FormData``.
 
     Raises:
         HTTPError: 400 saying what is wrong with the body.
     """
+    if body.startswith(FORM_MARKER):  # an HTML form the server passed on (litkit.wire.forms)
+        try:
+            return decode_form(body)
+        except ValueError as error:
+            raise HTTPError(400, f"request body is not a valid form: {error}") from None
     try:
         # What json.loads does with bytes (detect UTF-8/16/32, skip a UTF-8 BOM), then one shared
         # decoder: json.loads(body, parse_float=...) builds a new JSONDecoder on every call, about

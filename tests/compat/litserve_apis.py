@@ -209,3 +209,22 @@ class BatchedContext(ls.LitAPI):
 class ChatContext(ls.LitAPI):
     def predict(self, request, context):
         yield f"temperature={context['temperature']} max_tokens={context['max_tokens']} has_messages={'messages' in context}"
+
+
+class FileAPI(ls.LitAPI):
+    """LitServe's multipart example: the form's file arrives as an UploadFile."""
+
+    def decode_request(self, request):
+        upload = request["content"]
+        return {"name": request["name"], "filename": upload.filename, "type": upload.content_type, "data": upload.file.read()}
+
+    def predict(self, x):
+        return {**x, "data": x["data"].decode(), "size": len(x["data"])}
+
+
+class FormFields(ls.LitAPI):
+    def decode_request(self, request):
+        return {key: request[key] for key in sorted(request)}
+
+    def predict(self, x):
+        return x

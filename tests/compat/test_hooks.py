@@ -186,3 +186,23 @@ def test_context_argument_with_the_openai_spec_holds_the_request_options(run):
     with openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=10) as client:
         completion = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], temperature=0.2, max_tokens=9)
     assert completion.choices[0].message.content == "temperature=0.2 max_tokens=9 has_messages=False"
+
+
+def test_multipart_form_upload(run):
+    server = run(ls.LitServer(apis.FileAPI()))
+    answer = requests.post(server.url + "/predict", files={"content": ("notes.txt", b"hello file", "text/plain")}, data={"name": "Ada"}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"name": "Ada", "filename": "notes.txt", "type": "text/plain", "data": "hello file", "size": 10}
+
+
+def test_urlencoded_form(run):
+    server = run(ls.LitServer(apis.FormFields()))
+    answer = requests.post(server.url + "/predict", data={"b": "two words", "a": "1"}, timeout=10)
+    assert answer.json() == {"a": "1", "b": "two words"}
+
+
+def test_a_multipart_body_without_a_boundary_is_a_400(run):
+    server = run(ls.LitServer(apis.FormFields()))
+    answer = requests.post(server.url + "/predict", data=b"whatever", headers={"Content-Type": "multipart/form-data"}, timeout=10)
+    assert answer.status_code == 400
+    assert "needs a boundary" in answer.json()["error"]
