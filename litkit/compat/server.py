@@ -16,6 +16,7 @@ from typing import Any, Mapping, Sequence
 from ..api import LitAPI, api_options
 from ..pool.devices import find_cuda_devices
 from ..server import Endpoint, Server, serve
+from ..server.access import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS
 from ..server.endpoints import DEFAULT_API_PATH
 from ..server.kernel import in_jupyter_kernel
 from ..server.terminal import banner, block_until_interrupted
@@ -113,8 +114,7 @@ class LitServer:
             except (TypeError, ValueError):
                 raise ValueError("model_metadata must be JSON serializable") from None
             raise _unsupported("model_metadata=...", "/info does not carry model metadata yet; leave model_metadata out")
-        if middlewares not in (None, []):
-            raise _unsupported("middlewares=...", "ASGI middlewares are not supported by litkit yet; leave middlewares out (max_payload_size and the API key are built in)")
+        self._cors_origins = _cors_origins_of(middlewares)
         self._callbacks = check_callbacks(callbacks)
         self._loggers = check_loggers(loggers)
         self._paths = [(path, with_callbacks(api, self._callbacks)) for path, api in self._paths]
@@ -187,7 +187,13 @@ class LitServer:
         trigger(self._callbacks, "on_server_start", litserver=self)
         relay = LoggerRelay(self._loggers)
         self.server = server = serve(
-            self._endpoints(), host=host, port=port, max_body_size=self._max_body_size, api_key=self._api_key, on_log=relay.put if self._loggers else None
+            self._endpoints(),
+            host=host,
+            port=port,
+            max_body_size=self._max_body_size,
+            api_key=self._api_key,
+            cors_origins=self._cors_origins,
+            on_log=relay.put if self._loggers else None,
         )
         if generate_client_file:
             write_client_file(server)
@@ -226,6 +232,49 @@ class LitServer:
             "workers_per_device": self._workers[path],
             **self._legacy,
         }
+
+
+_CORS_MIDDLEWARE = "starlette.middleware.cors.CORSMiddleware"  # fastapi.middleware.cors re-exports it
+# What litkit's CORS answers allow (litkit.server.access), lower case.
+_CORS_METHODS = frozenset(method.strip().lower() for method in CORS_ALLOW_METHODS.split(","))
+_CORS_HEADERS = frozenset(header.strip().lower() for header in CORS_ALLOW_HEADERS.split(","))
+
+
+def _cors_origins_of(middlewares: Any) -> tuple[str, ...]:
+    """LitServe's ``middlewares``: Starlette's ``CORSMiddleware`` with ``allow_origins`` becomes
+    ``serve(cors_origins=...)``; any other middleware is refused (an ASGI app cannot wrap litkit's server).
+
+    Raises:
+        ValueError: ``middlewares`` is not a list.
+        TypeError: a middleware, or a CORSMiddleware option, litkit cannot honour.
+    """
+    if middlewares is None:
+        return ()
+    if not isinstance(middlewares, list):
+        raise ValueError("middlewares must be a list of middlewares or (middleware, options) tuples, e.g. [(CORSMiddleware, {'allow_origins': ['*']})]")
+    origins: list[str] = []
+    for item in middlewares:
+        middleware, options = item if isinstance(item, tuple) else (item, {})
+        name = f"{getattr(middleware, '__module__', '')}.{getattr(middleware, '__qualname__', type(middleware).__name__)}"
+        if name != _CORS_MIDDLEWARE:
+            raise _unsupported(
+                f"middlewares=[{getattr(middleware, '__name__', name)}]",
+                "litkit serves with Tornado, so ASGI middlewares cannot wrap it; only Starlette's CORSMiddleware "
+                "(allow_origins=...) is taken, as cors_origins. Request ids (X-Request-ID), the body limit "
+                "(max_payload_size) and the API key are built in",
+            )
+        other = sorted(set(options) - {"allow_origins", "allow_methods", "allow_headers"})
+        if other:
+            raise _unsupported(f"middlewares=[(CORSMiddleware, {{{', '.join(map(repr, other))}: ...}})]", "litkit takes allow_origins (and allow_methods, allow_headers within what it allows); leave the rest out")
+        for option, allowed in (("allow_methods", _CORS_METHODS), ("allow_headers", _CORS_HEADERS)):
+            beyond = [value for value in options.get(option, ()) if str(value).lower() not in allowed]
+            if beyond:
+                raise _unsupported(
+                    f"middlewares=[(CORSMiddleware, {{{option!r}: {beyond!r}}})]",
+                    f"litkit allows the {option.split('_')[1]} {', '.join(sorted(allowed))} to browser pages of allowed origins, and no others; leave {option} out",
+                )
+        origins.extend(options.get("allow_origins", ()))
+    return tuple(origins)
 
 
 def _paths_of(lit_api: Any) -> list[tuple[str, LitAPI]]:

@@ -193,7 +193,7 @@ def test_track_requests_counts_the_active_requests(run):
 @pytest.mark.parametrize(
     "arguments, named",
     [
-        ({"middlewares": [object()]}, "middlewares"),
+        ({"middlewares": [object]}, "middlewares=[object]"),
         ({"enable_shutdown_api": True}, "enable_shutdown_api"),
         ({"fast_queue": True}, "fast_queue"),
         ({"healthcheck_path": "/healthz"}, "healthcheck_path"),
@@ -311,3 +311,27 @@ def test_run_returns_the_server_at_once_in_a_jupyter_kernel(tmp_path):
     assert "returned: Server serving" in printed
     assert "answer: {'output': 25}" in printed
     assert "state: stopped" in printed
+
+
+def test_cors_middleware_becomes_cors_origins(run):
+    from fastapi.middleware.cors import CORSMiddleware
+
+    server = run(ls.LitServer(apis.SimpleLitAPI(), middlewares=[(CORSMiddleware, {"allow_origins": ["http://app.example"], "allow_methods": ["POST"]})]))
+    allowed = post(server, "/predict", {"input": 2}, headers={"Origin": "http://app.example"})
+    assert (allowed.status_code, allowed.headers["Access-Control-Allow-Origin"]) == (200, "http://app.example")
+    assert post(server, "/predict", {"input": 2}, headers={"Origin": "http://evil.example"}).status_code == 403
+
+
+@pytest.mark.parametrize("options, named", [({"allow_headers": ["*"]}, "allow_headers"), ({"allow_credentials": True}, "allow_credentials")])
+def test_cors_middleware_options_litkit_cannot_honour_are_refused(options, named):
+    from fastapi.middleware.cors import CORSMiddleware
+
+    with pytest.raises(TypeError, match=named):
+        ls.LitServer(apis.SimpleLitAPI(), middlewares=[(CORSMiddleware, {"allow_origins": ["*"], **options})])
+
+
+def test_other_middlewares_are_refused_naming_them():
+    from starlette.middleware.gzip import GZipMiddleware
+
+    with pytest.raises(TypeError, match=r"middlewares=\[GZipMiddleware\].*only Starlette's CORSMiddleware"):
+        ls.LitServer(apis.SimpleLitAPI(), middlewares=[(GZipMiddleware, {"minimum_size": 1000})])
