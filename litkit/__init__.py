@@ -66,12 +66,24 @@ _LAZY = {
 }
 
 
+# LitServe names that litkit does not offer, and what to use instead (docs/migrating-from-litserve.md).
+_LITSERVE_ONLY = {
+    "Request": "litkit's hooks receive the parsed body; authorize(self, request) gets the headers",
+    "Response": "return a JSON-encodable value (or a pydantic model) from encode_response",
+    "test_examples": "write the example API in your own code",
+    "set_trace": "debug a hook by calling it in this process (api.setup('cpu'); api.predict(x)), or print() in it: the worker's output is in server.status()['logs']",
+    "set_trace_if_debug": "debug a hook by calling it in this process (api.setup('cpu'); api.predict(x)), or print() in it: the worker's output is in server.status()['logs']",
+}
+
+
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
         module = importlib.import_module(f".{_LAZY[name]}", __name__)
         return module if name == _LAZY[name] else getattr(module, name)
+    if name in _LITSERVE_ONLY:
+        raise AttributeError(f"litkit has no {name} (LitServe's ls.{name}): {_LITSERVE_ONLY[name]}; see docs/migrating-from-litserve.md")
     raise AttributeError(f"module 'litkit' has no attribute {name!r}")
 
 

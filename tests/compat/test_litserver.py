@@ -335,3 +335,10 @@ def test_other_middlewares_are_refused_naming_them():
 
     with pytest.raises(TypeError, match=r"middlewares=\[GZipMiddleware\].*only Starlette's CORSMiddleware"):
         ls.LitServer(apis.SimpleLitAPI(), middlewares=[(GZipMiddleware, {"minimum_size": 1000})])
+
+
+def test_litserve_names_litkit_lacks_say_what_to_use():
+    with pytest.raises(AttributeError, match=r"litkit has no Request \(LitServe's ls.Request\)"):
+        ls.Request  # noqa: B018
+    with pytest.raises(AttributeError, match="has no attribute 'Nonexistent'"):
+        ls.Nonexistent  # noqa: B018
