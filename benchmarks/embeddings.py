@@ -10,7 +10,9 @@ under ``benchmarks/.venvs/litserve-embeddings`` on first use (torch's CPU build 
 For each system and ``max_batch_size`` (1 and 16) the script starts the example on a free port,
 waits for its first 200, and drives ``POST /v1/embeddings`` with wrk (one thread, keep-alive
 connections, one sentence per request) at concurrency 1 and 16. Rounds alternate the systems'
-order; the table gives each setting's median over the rounds. Both run one worker on the CPU.
+order; the table gives each setting's median over the rounds, and each line printed on the way
+the 1-minute load average, since other work on the machine moves these figures more than
+anything the systems do. Both run one worker on the CPU.
 """
 
 from __future__ import annotations
@@ -151,7 +153,8 @@ def main() -> None:
                         for concurrency in (1, 16):
                             measured = wrk_embeddings(example.url, concurrency, args.duration, script)
                             results.setdefault((name, batch, concurrency), []).append(measured)
-                            print(f"round {round_index + 1}: {name} max_batch_size={batch} c={concurrency}: {measured['rps']:.1f} req/s, p50 {measured['p50_ms']:.1f} ms", flush=True)
+                            load = os.getloadavg()[0]  # other work on the machine shows here
+                            print(f"round {round_index + 1}: {name} max_batch_size={batch} c={concurrency}: {measured['rps']:.1f} req/s, p50 {measured['p50_ms']:.1f} ms (load average {load:.1f})", flush=True)
                     finally:
                         example.stop()
     print(f"\n{wrk_version()}; {os.cpu_count()} cores; medians of {args.rounds} rounds of {args.duration} s\n")
