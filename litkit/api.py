@@ -145,11 +145,14 @@ class LitAPI:
     def batch(self, inputs: list[Any]) -> Any:
         """Combine decoded inputs into one input for ``predict`` (batching only).
 
-        Default: numpy arrays are stacked with ``numpy.stack``; anything else stays a list.
+        Default: numpy arrays are stacked with ``numpy.stack``, torch tensors with ``torch.stack``
+        (as LitServe's default does); anything else stays a list.
         """
-        numpy = sys.modules.get("numpy")  # loaded already if any input is an array: never import it here
-        if numpy is not None and inputs and all(isinstance(x, numpy.ndarray) for x in inputs):
-            return numpy.stack(inputs)
+        # Loaded already if any input is an array or a tensor: never import them here.
+        for name, kind in (("numpy", "ndarray"), ("torch", "Tensor")):
+            module = sys.modules.get(name)
+            if module is not None and inputs and all(isinstance(x, getattr(module, kind)) for x in inputs):
+                return module.stack(inputs)
         return list(inputs)
 
     def unbatch(self, output: Any) -> Any:

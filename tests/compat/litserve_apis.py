@@ -228,3 +228,16 @@ class FormFields(ls.LitAPI):
 
     def predict(self, x):
         return x
+
+
+class TorchBatch(ls.LitAPI):
+    """LitServe's default batch stacks torch tensors; so does litkit's."""
+
+    def decode_request(self, request):
+        import torch
+
+        return torch.tensor(request["vector"])
+
+    def predict(self, batch):
+        time.sleep(0.05)
+        return [{"type": type(batch).__name__, "batch_shape": list(batch.shape), "row_sum": float(row.sum())} for row in batch]

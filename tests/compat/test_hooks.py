@@ -206,3 +206,14 @@ def test_a_multipart_body_without_a_boundary_is_a_400(run):
     answer = requests.post(server.url + "/predict", data=b"whatever", headers={"Content-Type": "multipart/form-data"}, timeout=10)
     assert answer.status_code == 400
     assert "needs a boundary" in answer.json()["error"]
+
+
+def test_default_batch_stacks_torch_tensors(run):
+    pytest.importorskip("torch")
+    import concurrent.futures
+
+    server = run(ls.LitServer(apis.TorchBatch(max_batch_size=3, batch_timeout=5.0)))
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        answers = list(pool.map(lambda i: post(server, {"vector": [float(i), 1.0]}).json(), range(3)))
+    assert sorted(answer["row_sum"] for answer in answers) == [1.0, 2.0, 3.0]
+    assert all(answer["type"] == "Tensor" and answer["batch_shape"] == [3, 2] for answer in answers)
