@@ -16,6 +16,7 @@ __all__ = [
     "PortInUseError",
     "ServerStoppedError",
     "http_exception_status",
+    "http_exception_detail",
 ]
 
 
@@ -111,3 +112,14 @@ def http_exception_status(error: BaseException) -> tuple[int, str] | None:
         except (TypeError, ValueError):
             detail = str(detail)
     return status, detail
+
+
+def http_exception_detail(error: BaseException) -> object:
+    """The ``detail`` of a ``fastapi.HTTPException`` as JSON can carry it (LitServe answers
+    ``{"detail": detail}``): as it is when JSON can encode it, else its ``str``."""
+    detail = getattr(error, "detail", None)
+    try:
+        json.dumps(detail)
+    except (TypeError, ValueError):
+        return str(detail)
+    return detail

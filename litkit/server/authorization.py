@@ -22,7 +22,7 @@ import inspect
 import logging
 from typing import Any, Callable, Mapping
 
-from ..errors import HTTPError, http_exception_status
+from ..errors import HTTPError, http_exception_detail, http_exception_status
 from .access import AccessDenied
 
 __all__ = ["Authorizer", "AuthRequest", "BearerCredentials", "make_authorizer"]
@@ -115,7 +115,7 @@ def _call(hook: Callable[[Any], Any], argument: Any, name: str) -> None:
     except Exception as error:  # noqa: BLE001 - a failing hook refuses the request; the server lives on
         status = http_exception_status(error)
         if status is not None:
-            raise AccessDenied(*status) from None
+            raise AccessDenied(*status, detail=http_exception_detail(error)) from None
         logger.exception("%s.authorize raised", name)
         raise AccessDenied(500, f"{name}.authorize raised {type(error).__name__}: {error}") from None
     if allowed is False:

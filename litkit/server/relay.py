@@ -73,12 +73,14 @@ def new_request_id(offered: str | None) -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
 
 
-def error_body(endpoint: Any, status: int, message: str, request_id: str) -> dict[str, Any]:
-    """An error answer's JSON: the spec's envelope (OpenAI's, for instance) or litkit's own."""
+def error_body(endpoint: Any, status: int, message: str, request_id: str, detail: Any = None) -> dict[str, Any]:
+    """An error answer's JSON: the spec's envelope (OpenAI's, for instance) or litkit's own; with
+    the ``detail`` of a ``fastapi.HTTPException`` when one was raised (LitServe's ``{"detail": ...}``)."""
     spec = getattr(endpoint, "spec", None)
-    if spec is not None:
-        return spec.error_body(status, message, request_id)  # type: ignore[no-any-return]
-    return {"error": message, "request_id": request_id}
+    body: dict[str, Any] = spec.error_body(status, message, request_id) if spec is not None else {"error": message, "request_id": request_id}
+    if detail is not None:
+        body["detail"] = detail
+    return body
 
 
 def oversized_headers(method: str, uri: str, headers: HTTPHeaders) -> str | None:
@@ -180,7 +182,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
             if self.endpoint.authorize is not None:  # the API's own authorize() hook
                 self.endpoint.authorize(headers, method, self._uri)
         except AccessDenied as denied:
-            self._refuse(denied.status, denied.message)
+            self._refuse(denied.status, denied.message, detail=denied.detail)
             return None
         content_type = headers.get("Content-Type")
         if content_type is not None and is_form(content_type):
@@ -327,7 +329,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
                 if out:
                     self._send_stream(out)
                 report = json.loads(payload)
-                self._answer_error(report["status"], report["error"], report.get("traceback"))
+                self._answer_error(report["status"], report["error"], report.get("traceback"), report.get("detail"))
                 return
         if out:
             self._send_stream(out)
@@ -431,7 +433,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         if access_logger.isEnabledFor(logging.DEBUG):
             access_logger.debug("%d %s %s %.2fms", self._status, self._method, self._uri, 1000 * (time.monotonic() - self._arrived))
 
-    def _refuse(self, status: int, message: str, headers: HTTPHeaders | None = None) -> None:
+    def _refuse(self, status: int, message: str, headers: HTTPHeaders | None = None, detail: Any = None) -> None:
         """Answer an error before any work started (a check failed, or the queue is full)."""
         access_logger.info("%d %s %s (%s): %s", status, self._method, self._uri, self._connection.context, message)
         if headers is None:
@@ -440,7 +442,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
             headers["WWW-Authenticate"] = KEY_CHALLENGE
         elif status == 405:
             headers["Allow"] = ", ".join(_METHODS)
-        self._respond(status, json.dumps(error_body(self.endpoint, status, message, self.request_id)).encode(), headers)
+        self._respond(status, json.dumps(error_body(self.endpoint, status, message, self.request_id, detail)).encode(), headers)
 
     def _refuse_too_large(self, size: int) -> None:
         self._refuse(
@@ -461,8 +463,9 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         self._connection.write_headers(ResponseStartLine("HTTP/1.1", 204, "No Content"), headers)
         self._complete()
 
-    def _answer_error(self, status: int, message: str, traceback_text: str | None = None) -> None:
-        """A failed request: count it, log a hook's traceback, and tell the client."""
+    def _answer_error(self, status: int, message: str, traceback_text: str | None = None, detail: Any = None) -> None:
+        """A failed request: count it, log a hook's traceback, and tell the client (``detail``: a
+        ``fastapi.HTTPException``'s, which the body carries too, as LitServe's does)."""
         self._clear_timeout()
         job = self._job
         if job is not None:
@@ -474,11 +477,11 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
             # Into the dashboard's log panel too; the logger line above already reported it.
             worker_id = job.worker.id if job.worker is not None else -1
             self.endpoint.pool.log.add(worker_id, "traceback", f"request {self.request_id} failed:\n{traceback_text.rstrip()}", to_logger=False)
-        self._end_with_error(status, message)
+        self._end_with_error(status, message, detail)
 
-    def _end_with_error(self, status: int, message: str) -> None:
+    def _end_with_error(self, status: int, message: str, detail: Any = None) -> None:
         """An error status before the first chunk; a final error line or SSE event after it."""
-        body = json.dumps(error_body(self.endpoint, status, message, self.request_id)).encode()
+        body = json.dumps(error_body(self.endpoint, status, message, self.request_id, detail)).encode()
         if not self._streaming:
             self._respond(status, body)
             return

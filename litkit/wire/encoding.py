@@ -7,7 +7,7 @@ import json
 import traceback
 from typing import Any
 
-from ..errors import HTTPError, http_exception_status
+from ..errors import HTTPError, http_exception_detail, http_exception_status
 from .forms import FORM_MARKER, decode_form
 
 __all__ = ["decode_body", "encode_json", "encode_chunk", "encode_error", "encode_decode_error"]
@@ -96,9 +96,9 @@ def encode_error(error: BaseException, status: int = 500, prefix: str = "") -> b
     """
     if isinstance(error, HTTPError):
         return json.dumps({"status": error.status, "error": error.message}).encode()
-    raised = http_exception_status(error)  # a fastapi.HTTPException keeps its status, as in LitServe
+    raised = http_exception_status(error)  # a fastapi.HTTPException keeps its status and detail, as in LitServe
     if raised is not None:
-        return json.dumps({"status": raised[0], "error": raised[1]}).encode()
+        return json.dumps({"status": raised[0], "error": raised[1], "detail": http_exception_detail(error)}).encode()
     report = {"status": status, "error": f"{prefix}{type(error).__name__}: {error}", "traceback": traceback.format_exc()}
     return json.dumps(report).encode()
 
