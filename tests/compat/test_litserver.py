@@ -342,3 +342,22 @@ def test_litserve_names_litkit_lacks_say_what_to_use():
         ls.Request  # noqa: B018
     with pytest.raises(AttributeError, match="has no attribute 'Nonexistent'"):
         ls.Nonexistent  # noqa: B018
+
+
+# LitServe 0.2.19's signatures (read from its wheel): every name must be taken, in LitServe's order
+# for the positional ones, so that no LitServe call fails with Python's bare "unexpected keyword".
+LITSERVE_LITSERVER = (
+    "lit_api", "accelerator", "devices", "workers_per_device", "timeout", "healthcheck_path", "info_path", "shutdown_path",
+    "enable_shutdown_api", "model_metadata", "spec", "max_payload_size", "track_requests", "callbacks", "middlewares", "loggers",
+    "fast_queue", "disable_openapi_url", "max_batch_size", "batch_timeout", "stream", "api_path", "loop", "restart_workers",
+)
+LITSERVE_RUN = ("host", "port", "num_api_servers", "log_level", "generate_client_file", "api_server_worker_type", "pretty_logs")
+LITSERVE_LITAPI = ("max_batch_size", "batch_timeout", "api_path", "stream", "loop", "spec", "mcp", "enable_async")
+
+
+def test_every_litserve_argument_has_a_place():
+    import inspect
+
+    assert tuple(inspect.signature(ls.LitServer).parameters) == LITSERVE_LITSERVER
+    assert tuple(inspect.signature(ls.LitServer.run).parameters)[1:-1] == LITSERVE_RUN
+    assert set(inspect.signature(ls.LitAPI).parameters) == set(LITSERVE_LITAPI)
