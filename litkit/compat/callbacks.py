@@ -5,9 +5,10 @@ The worker-side events (``on_before_setup``/``on_after_setup``, ``..._decode_req
 in LitServe: ``with_callbacks`` gives the API a subclass whose hooks call them around the user's
 own (sync, async, generator or async generator alike), and the callbacks travel with it. For a
 generator ``predict`` or ``encode_response``, the "after" event comes after its last item.
-``on_server_start`` and ``on_server_end`` run in the serving process with ``litserver=``.
-``on_request`` and ``on_response`` (LitServe calls them in the HTTP process for every request) are
-not supported yet: a callback that defines them is refused with a TypeError.
+``on_server_start`` and ``on_server_end`` run in the serving process with ``litserver=``;
+``on_request`` (``active_requests=``, ``litserver=``, as a request arrives) and ``on_response``
+(``litserver=``, once it completed) on the server's thread, as LitServe calls them on its event
+loop: keep them quick. An exception in one is logged and the request goes on.
 """
 
 from __future__ import annotations
@@ -15,9 +16,12 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import logging
 from typing import Any, Callable
 
-__all__ = ["Callback", "check_callbacks", "with_callbacks", "trigger"]
+__all__ = ["Callback", "check_callbacks", "request_listener", "with_callbacks", "trigger"]
+
+logger = logging.getLogger("litkit.compat")
 
 # hook -> (event before it, event after it); they run in the worker.
 _WORKER_EVENTS = {
@@ -26,7 +30,6 @@ _WORKER_EVENTS = {
     "predict": ("on_before_predict", "on_after_predict"),
     "encode_response": ("on_before_encode_response", "on_after_encode_response"),
 }
-_UNSUPPORTED = ("on_request", "on_response")
 
 
 class Callback:
@@ -63,10 +66,10 @@ class Callback:
         """After the server stopped, in the serving process (``litserver=``)."""
 
     def on_request(self, *args: Any, **kwargs: Any) -> None:
-        """Not supported by litkit yet: a callback that overrides it is refused."""
+        """As a request arrives, on the server's thread (``active_requests=``, ``litserver=``)."""
 
     def on_response(self, *args: Any, **kwargs: Any) -> None:
-        """Not supported by litkit yet: a callback that overrides it is refused."""
+        """Once a request completed, on the server's thread (``litserver=``)."""
 
 
 def check_callbacks(callbacks: Any) -> list[Callback]:
@@ -74,7 +77,6 @@ def check_callbacks(callbacks: Any) -> list[Callback]:
 
     Raises:
         ValueError: something that is not an ``ls.Callback``.
-        TypeError: a callback overrides ``on_request`` or ``on_response``, which litkit does not call yet.
     """
     if callbacks is None:
         return []
@@ -82,14 +84,23 @@ def check_callbacks(callbacks: Any) -> list[Callback]:
     for item in items:
         if not isinstance(item, Callback):
             raise ValueError(f"callbacks must be ls.Callback instances, got {type(item).__name__}")
-        overridden = [name for name in _UNSUPPORTED if getattr(type(item), name) is not getattr(Callback, name)]
-        if overridden:
-            raise TypeError(
-                f"LitServer(callbacks=...): {type(item).__name__} defines {', '.join(overridden)}, which litkit does not call yet; "
-                "use on_before_decode_request / on_after_encode_response, which run in the worker for each request "
-                "(docs/migrating-from-litserve.md)"
-            )
     return list(items)
+
+
+def request_listener(callbacks: list[Callback], litserver: Any) -> Callable[[str, Any], None]:
+    """A ``RequestTracker`` listener that calls ``on_request`` and ``on_response`` (server side)."""
+
+    def listen(event: str, record: Any) -> None:
+        if event == "finished" and record.state != "completed":
+            return  # LitServe calls on_response for answers only, not for errors or cancellations
+        name, kwargs = ("on_request", {"active_requests": litserver.active_requests}) if event == "admitted" else ("on_response", {})
+        for callback in callbacks:
+            try:
+                getattr(callback, name)(litserver=litserver, **kwargs)
+            except Exception:  # noqa: BLE001 - a failing callback must not fail the request
+                logger.exception("%s.%s raised", type(callback).__name__, name)
+
+    return listen
 
 
 def trigger(callbacks: Any, event: str, **kwargs: Any) -> None:

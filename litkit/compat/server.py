@@ -20,7 +20,7 @@ from ..server.access import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS
 from ..server.endpoints import DEFAULT_API_PATH
 from ..server.kernel import in_jupyter_kernel
 from ..server.terminal import banner, block_until_interrupted
-from .callbacks import check_callbacks, trigger, with_callbacks
+from .callbacks import check_callbacks, request_listener, trigger, with_callbacks
 from .client_file import write_client_file
 from .loggers import LoggerRelay, check_loggers
 
@@ -148,8 +148,8 @@ class LitServer:
         """Requests queued or running (None before ``run()``, or unless ``track_requests=True``, as in LitServe)."""
         if self.server is None or not self.track_requests:
             return None
-        counts = self.server.status()["counts"]
-        return int(counts["queued"] + counts["running"])
+        # The trackers' live counts, not status(): on_request reads this for every request.
+        return sum(counts["queued"] + counts["running"] for counts in (endpoint.tracker.counts() for endpoint in self.server._serving.endpoints))
 
     def run(
         self,
@@ -197,6 +197,10 @@ class LitServer:
         )
         if generate_client_file:
             write_client_file(server)
+        if self._callbacks:
+            listener = request_listener(self._callbacks, self)
+            for endpoint in server._serving.endpoints:  # on_request / on_response
+                endpoint.tracker.listeners.append(listener)
 
         def end() -> None:
             trigger(self._callbacks, "on_server_end", litserver=self)

@@ -115,13 +115,33 @@ def test_callbacks_keep_a_streaming_predict_streaming(run):
         assert len([line for line in answer.iter_lines() if line]) == 2
 
 
-def test_a_callback_on_request_is_refused():
-    class PerRequest(ls.Callback):
-        def on_request(self, **kwargs):
-            pass
+class PerRequest(ls.Callback):
+    def __init__(self):
+        self.seen = []
 
-    with pytest.raises(TypeError, match="PerRequest defines on_request, which litkit does not call yet"):
-        ls.LitServer(apis.SimpleLitAPI(), callbacks=[PerRequest()])
+    def on_request(self, active_requests, litserver):
+        self.seen.append(("request", active_requests))
+
+    def on_response(self, litserver):
+        self.seen.append(("response", None))
+
+
+def test_on_request_and_on_response_run_per_request_in_the_serving_process(run):
+    callback = PerRequest()
+    server = run(ls.LitServer(apis.RefusesOdd(), callbacks=callback, track_requests=True))
+    assert post(server, {"input": 2}).status_code == 200
+    assert post(server, {"input": 3}).status_code == 422  # an error: on_request, but no on_response, as in LitServe
+    assert callback.seen == [("request", 1), ("response", None), ("request", 1)]
+
+
+def test_a_failing_on_request_is_logged_and_the_request_goes_on(run, caplog):
+    class Failing(ls.Callback):
+        def on_request(self, **kwargs):
+            raise RuntimeError("callback bug")
+
+    server = run(ls.LitServer(apis.SimpleLitAPI(), callbacks=Failing()))
+    assert post(server, {"input": 2}).json() == {"output": 4}
+    assert "Failing.on_request raised" in caplog.text
 
 
 def test_health_hook_decides_health(run, tmp_path):
