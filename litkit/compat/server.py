@@ -108,12 +108,11 @@ class LitServer:
             raise _unsupported(f"healthcheck_path={healthcheck_path!r}", "litkit answers health checks at /health only; leave healthcheck_path out")
         if info_path != "/info":
             raise _unsupported(f"info_path={info_path!r}", "litkit serves its info at /info only; leave info_path out")
-        if model_metadata is not None:
-            try:
-                json.dumps(model_metadata)
-            except (TypeError, ValueError):
-                raise ValueError("model_metadata must be JSON serializable") from None
-            raise _unsupported("model_metadata=...", "/info does not carry model metadata yet; leave model_metadata out")
+        try:
+            json.dumps(model_metadata)
+        except (TypeError, ValueError):
+            raise ValueError("model_metadata must be JSON serializable") from None
+        self.model_metadata = model_metadata
         self._cors_origins = _cors_origins_of(middlewares)
         self._callbacks = check_callbacks(callbacks)
         self._loggers = check_loggers(loggers)
@@ -195,6 +194,7 @@ class LitServer:
             cors_origins=self._cors_origins,
             on_log=relay.put if self._loggers else None,
         )
+        server._serving.model_metadata = self.model_metadata  # GET /info's "model", as LitServe's
         if generate_client_file:
             write_client_file(server)
         if self._callbacks:

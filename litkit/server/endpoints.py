@@ -195,6 +195,8 @@ class ServingState:
         self.access = access if access is not None else AccessPolicy(None, (), loopback_only=True)
         self.client_timeout = client_timeout
         self.slice_ms = slice_ms
+        # JSON that GET /info carries as "model" (LitServer(model_metadata=...)); None: no such key.
+        self.model_metadata: Any = None
 
     @property
     def first(self) -> EndpointState:
@@ -278,6 +280,7 @@ class ServingState:
             **{key: first[key] for key in ("api", "workers", "stream", "timeout", "max_body_size")},
             "paths": paths,
             "endpoints": [endpoint.info() for endpoint in self.endpoints],
+            **({"model": self.model_metadata} if self.model_metadata is not None else {}),
         }
 
 

@@ -198,7 +198,6 @@ def test_track_requests_counts_the_active_requests(run):
         ({"fast_queue": True}, "fast_queue"),
         ({"healthcheck_path": "/healthz"}, "healthcheck_path"),
         ({"info_path": "/about"}, "info_path"),
-        ({"model_metadata": {"name": "x"}}, "model_metadata"),
         ({"accelerator": "mps"}, "accelerator='mps'"),
         ({"loop": object()}, "loop"),
     ],
@@ -361,3 +360,11 @@ def test_every_litserve_argument_has_a_place():
     assert tuple(inspect.signature(ls.LitServer).parameters) == LITSERVE_LITSERVER
     assert tuple(inspect.signature(ls.LitServer.run).parameters)[1:-1] == LITSERVE_RUN
     assert set(inspect.signature(ls.LitAPI).parameters) == set(LITSERVE_LITAPI)
+
+
+def test_model_metadata_is_in_info(run):
+    server = run(ls.LitServer(apis.SimpleLitAPI(), model_metadata={"name": "square", "version": "1.0"}))
+    info = requests.get(server.url + "/info", timeout=10).json()
+    assert info["model"] == {"name": "square", "version": "1.0"}
+    with pytest.raises(ValueError, match="model_metadata must be JSON serializable"):
+        ls.LitServer(apis.SimpleLitAPI(), model_metadata={"f": object()})
