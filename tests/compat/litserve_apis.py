@@ -241,3 +241,27 @@ class TorchBatch(ls.LitAPI):
     def predict(self, batch):
         time.sleep(0.05)
         return [{"type": type(batch).__name__, "batch_shape": list(batch.shape), "row_sum": float(row.sum())} for row in batch]
+
+
+class EndlessStream(ls.LitAPI):
+    """A LitServe streaming API whose generator would run forever; its finally marks a file."""
+
+    def __init__(self, marker, **options):
+        super().__init__(**options)
+        self.marker = marker
+
+    def decode_request(self, request):
+        return request
+
+    def predict(self, x):
+        try:
+            while True:
+                time.sleep(0.01)
+                yield "token"
+        finally:
+            with open(self.marker, "w") as mark:
+                mark.write("stopped")
+
+    def encode_response(self, output):
+        for token in output:
+            yield {"output": token}

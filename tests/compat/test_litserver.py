@@ -368,3 +368,14 @@ def test_model_metadata_is_in_info(run):
     assert info["model"] == {"name": "square", "version": "1.0"}
     with pytest.raises(ValueError, match="model_metadata must be JSON serializable"):
         ls.LitServer(apis.SimpleLitAPI(), model_metadata={"f": object()})
+
+
+def test_a_litserve_stream_stops_when_its_client_leaves(run, tmp_path):
+    """Where litkit is better: LitServe code's generator is closed (its finally runs) on disconnect."""
+    marker = tmp_path / "stopped"
+    server = run(ls.LitServer(apis.EndlessStream(str(marker), stream=True)))
+    with requests.post(server.url + "/predict", json={}, stream=True, timeout=10) as answer:
+        lines = answer.iter_lines()
+        assert json.loads(next(lines)) == {"output": "token"}
+    wait_until(marker.exists, message="the generator's finally after the client left")
+    wait_until(lambda: server.status()["counts"]["cancelled"] == 1, message="the request counted cancelled")
