@@ -4,7 +4,7 @@
 processes; streams stop when their client leaves. See the README for a tour.
 
 The server side (``serve``, ``run``, ``Server``, ``Endpoint``), the clients (``Client``,
-``AsyncClient``) and ``specs`` are imported on first use, so that worker processes, which import
+``AsyncClient``), ``specs`` and LitServe's names (``LitServer``; ``litkit.compat``) are imported on first use, so that worker processes, which import
 this package, never load the HTTP stack.
 """
 
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from . import specs
     from .client import AsyncClient, Client
     from .ray import ray_app
+    from .compat import Callback, LitServer, Logger
+    from .specs import OpenAIEmbeddingSpec, OpenAISpec
     from .server import Endpoint, Server, run, serve
 
 __version__ = "0.1.0"
@@ -40,6 +42,11 @@ __all__ = [
     "PortInUseError",
     "ServerStoppedError",
     "LitkitError",
+    "LitServer",
+    "Logger",
+    "Callback",
+    "OpenAISpec",
+    "OpenAIEmbeddingSpec",
     "__version__",
 ]
 
@@ -53,6 +60,22 @@ _LAZY = {
     "AsyncClient": "client",
     "specs": "specs",
     "ray_app": "ray",  # Ray Serve (the optional extra litkit[ray]); imports ray only when called
+    # LitServe's names (litkit.compat), so that `import litkit as ls` runs LitServe code.
+    "LitServer": "compat",
+    "Logger": "compat",
+    "Callback": "compat",
+    "OpenAISpec": "specs",
+    "OpenAIEmbeddingSpec": "specs",
+}
+
+
+# LitServe names that litkit does not offer, and what to use instead (docs/migrating-from-litserve.md).
+_LITSERVE_ONLY = {
+    "Request": "litkit's hooks receive the parsed body; authorize(self, request) gets the headers",
+    "Response": "return a JSON-encodable value (or a pydantic model) from encode_response",
+    "test_examples": "write the example API in your own code",
+    "set_trace": "debug a hook by calling it in this process (api.setup('cpu'); api.predict(x)), or print() in it: the worker's output is in server.status()['logs']",
+    "set_trace_if_debug": "debug a hook by calling it in this process (api.setup('cpu'); api.predict(x)), or print() in it: the worker's output is in server.status()['logs']",
 }
 
 
@@ -62,6 +85,8 @@ def __getattr__(name: str) -> Any:
 
         module = importlib.import_module(f".{_LAZY[name]}", __name__)
         return module if name == _LAZY[name] else getattr(module, name)
+    if name in _LITSERVE_ONLY:
+        raise AttributeError(f"litkit has no {name} (LitServe's ls.{name}): {_LITSERVE_ONLY[name]}; see docs/migrating-from-litserve.md")
     raise AttributeError(f"module 'litkit' has no attribute {name!r}")
 
 

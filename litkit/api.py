@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import inspect
 import sys
-from typing import Any
+import warnings
+from typing import Any, Callable
 
-__all__ = ["LitAPI", "is_streaming_api", "is_async_api"]
+__all__ = ["LitAPI", "api_options", "is_streaming_api", "is_async_api", "set_log_sink"]
+
+# Where self.log(key, value) goes: set by the worker process to a function that sends it to the
+# server (its loggers); None elsewhere.
+_log_sink: Callable[[str, Any], None] | None = None
+
+
+def set_log_sink(sink: Callable[[str, Any], None] | None) -> None:
+    """Send every ``LitAPI.log(key, value)`` of this process to ``sink`` (the worker sets it)."""
+    global _log_sink
+    _log_sink = sink
 
 
 class LitAPI:
@@ -25,10 +36,101 @@ class LitAPI:
     The object is sent to the workers with cloudpickle, so a class defined in a notebook cell works.
     Keep what ``setup`` loads (models, clients, open files) out of ``__init__``: ``__init__`` runs in
     the serving process and its attributes travel to every worker.
+
+    LitServe's constructor options may be given on the API object instead of to ``serve()``
+    (``MyAPI(max_batch_size=8, batch_timeout=0.01, stream=True, api_path="/embed", spec=...)``);
+    ``serve()`` and ``litkit.LitServer`` honour them. A subclass whose ``__init__`` does not call
+    ``super().__init__()`` simply has none. Options the API does not set keep ``serve()``'s.
+
+    Args:
+        max_batch_size: requests a worker takes at once (``serve(max_batch_size=...)``).
+        batch_timeout: seconds a partial batch waits for more (``serve(batch_timeout=...)``).
+        stream: True to insist on streaming, False on a single answer (``serve(stream=...)``).
+        api_path: the endpoint's path (``serve(api_path=...)``).
+        spec: a spec such as ``litkit.OpenAISpec()`` (``serve(spec=...)``).
+        enable_async: True asserts that ``predict`` is ``async def`` or an async generator (litkit
+            runs async hooks on an event loop whether or not this is set).
+        loop: LitServe's ``"auto"`` only; custom LitServe loops are not supported.
+        mcp: not supported yet; must be None.
+
+    Raises:
+        ValueError: an option is out of range, or ``enable_async=True`` with a plain ``predict``.
+        TypeError: an option litkit cannot honour (a custom ``loop``, ``mcp``).
     """
+
+    # The options given to __init__ (read them with api_options()); a private name, so that no
+    # attribute a subclass sets can collide with it.
+    _litkit_options: dict[str, Any] = {}
+
+    def __init__(
+        self,
+        *,
+        max_batch_size: int | None = None,
+        batch_timeout: float | None = None,
+        stream: bool | None = None,
+        api_path: str | None = None,
+        spec: Any = None,
+        enable_async: bool = False,
+        loop: Any = "auto",
+        mcp: Any = None,
+    ) -> None:
+        options: dict[str, Any] = {}
+        name = type(self).__name__
+        if max_batch_size is not None:
+            if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
+                raise ValueError(f"max_batch_size must be an int of at least 1, got {max_batch_size!r}")
+            options["max_batch_size"] = max_batch_size
+        if batch_timeout is not None:
+            if isinstance(batch_timeout, bool) or not isinstance(batch_timeout, (int, float)) or batch_timeout < 0:
+                raise ValueError(f"batch_timeout must be a number of seconds of at least 0, got {batch_timeout!r}")
+            options["batch_timeout"] = batch_timeout
+        if stream is not None:
+            if not isinstance(stream, bool):
+                raise ValueError(f"stream must be True or False, got {stream!r}")
+            options["stream"] = stream
+        if api_path is not None:
+            if not isinstance(api_path, str) or not api_path.startswith("/"):
+                raise ValueError(f"api_path must start with '/', e.g. '/predict' or '/v1/embed', got {api_path!r}")
+            options["api_path"] = api_path
+        if spec is not None:
+            options["spec"] = spec  # serve() checks that it is a litkit spec
+        if not isinstance(enable_async, bool):
+            raise ValueError(f"enable_async must be True or False, got {enable_async!r}")
+        if enable_async and not is_async_api(self):
+            raise ValueError(
+                f"enable_async=True but {name}.predict is a plain function; write `async def predict` "
+                "(or an async generator), or leave enable_async out"
+            )
+        if loop not in ("auto", None):
+            raise TypeError(
+                f"{name}(loop={loop!r}): custom LitServe loops are not supported by litkit; leave loop out "
+                "(litkit picks the worker loop from predict: sync, async, batched or streaming)"
+            )
+        if mcp is not None:
+            raise TypeError(f"{name}(mcp=...): MCP endpoints are not supported by litkit yet; leave mcp out (docs/migrating-from-litserve.md)")
+        self._litkit_options = options
 
     def setup(self, device: str) -> None:
         """Prepare the worker, e.g. load a model. ``device`` is where to put it, e.g. ``"cpu"``."""
+
+    def log(self, key: str, value: Any) -> None:
+        """Hand ``(key, value)`` to the server's loggers (``litkit.LitServer(loggers=...)``, or
+        ``serve(on_log=...)``), from any hook; LitServe's ``self.log``.
+
+        ``value`` must be JSON-encodable (a number, str, bool, None, list or dict): it travels from
+        the worker process to the server as JSON. Outside a worker (no server to send to) it warns
+        and drops the entry, as LitServe does without a logger.
+
+        Raises:
+            TypeError: ``key`` is not a str, or ``value`` cannot be encoded as JSON.
+        """
+        if not isinstance(key, str):
+            raise TypeError(f"self.log(key, value): key must be a str, got {type(key).__name__}")
+        sink = _log_sink
+        if sink is None:
+            warnings.warn(f"self.log({key!r}, ...) outside a litkit worker: there is no server to send it to; the entry is dropped", stacklevel=2)
+            return
+        sink(key, value)
 
     def decode_request(self, request: Any) -> Any:
         """Turn the parsed JSON body into the input of ``predict``. Default: pass it through."""
@@ -43,11 +145,14 @@ class LitAPI:
     def batch(self, inputs: list[Any]) -> Any:
         """Combine decoded inputs into one input for ``predict`` (batching only).
 
-        Default: numpy arrays are stacked with ``numpy.stack``; anything else stays a list.
+        Default: numpy arrays are stacked with ``numpy.stack``, torch tensors with ``torch.stack``
+        (as LitServe's default does); anything else stays a list.
         """
-        numpy = sys.modules.get("numpy")  # loaded already if any input is an array: never import it here
-        if numpy is not None and inputs and all(isinstance(x, numpy.ndarray) for x in inputs):
-            return numpy.stack(inputs)
+        # Loaded already if any input is an array or a tensor: never import them here.
+        for name, kind in (("numpy", "ndarray"), ("torch", "Tensor")):
+            module = sys.modules.get(name)
+            if module is not None and inputs and all(isinstance(x, getattr(module, kind)) for x in inputs):
+                return module.stack(inputs)
         return list(inputs)
 
     def unbatch(self, output: Any) -> Any:
@@ -63,6 +168,12 @@ class LitAPI:
         Default: pass it through.
         """
         return output
+
+
+def api_options(api: Any) -> dict[str, Any]:
+    """The serving options given to the API's constructor (``max_batch_size``, ``stream``, ...), by
+    ``serve()``'s names; empty for an API whose ``__init__`` did not pass any to ``LitAPI``."""
+    return dict(getattr(api, "_litkit_options", {}))
 
 
 def is_streaming_api(api: Any) -> bool:

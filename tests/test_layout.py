@@ -30,12 +30,14 @@ ALLOWED = {
     "notebook": {"shared"},
     "jupyter": {"shared", "wire"},  # the Jupyter server extension: reads servers' registrations (wire.registration)
     "front": {"shared", "specs", "server", "client", "package"},  # cli, demo, __main__
-    "package": {"shared", "specs", "server", "client", "ray"},  # litkit/__init__.py: lazily, by name
+    "package": {"shared", "specs", "server", "client", "ray", "compat"},  # litkit/__init__.py: lazily, by name
     "ray": {"shared", "wire", "specs", "client"},  # Ray Serve: a peer of server/, never importing it
+    # LitServe compatibility: LitServer over serve(), LitServe's specs, loggers and callbacks.
+    "compat": {"shared", "specs", "pool", "server"},
 }
 
 # Imports of these rooms are allowed only inside a function (loaded on first use, never at import).
-LAZY_ONLY = {("server", "notebook"), ("server", "ray"), ("package", "specs"), ("package", "server"), ("package", "client"), ("package", "ray")}
+LAZY_ONLY = {("server", "notebook"), ("server", "ray"), ("package", "specs"), ("package", "server"), ("package", "client"), ("package", "ray"), ("package", "compat")}
 
 
 def _room(module: str) -> str:
@@ -160,7 +162,7 @@ def _loaded_after(code: str, watched: tuple[str, ...]) -> list[str]:
     return ast.literal_eval(output.strip())
 
 
-HEAVY = ("tornado", "ipywidgets", "IPython", "litkit.server", "litkit.pool", "litkit.notebook", "litkit.client", "ray", "litkit.ray", "litkit.jupyter", "jupyter_server")
+HEAVY = ("tornado", "ipywidgets", "IPython", "litkit.server", "litkit.pool", "litkit.notebook", "litkit.client", "ray", "litkit.ray", "litkit.jupyter", "jupyter_server", "litkit.compat", "pydantic", "fastapi")
 
 
 def test_import_litkit_loads_neither_tornado_nor_ipywidgets():

@@ -23,7 +23,7 @@ import os
 import pickle
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import LitkitError, WorkerStartError
 from ..wire.protocol import Kind, encode_batch, encode_frame, encode_request
@@ -78,6 +78,9 @@ class WorkerPool:
         self._api_bytes = api_bytes
         self._spec_bytes = spec
         self._code_origins = code_origins
+        # Called with (key, value) for each self.log() in a worker, on this loop (None: dropped).
+        self.on_log: Callable[[str, Any], None] | None = None
+        self._warned_no_logger = False
         self._cancel_grace = cancel_grace
         self._stream = stream
         self._max_batch_size = max_batch_size
@@ -436,12 +439,28 @@ class WorkerPool:
                 worker.state = "idle"
                 self._idle.append(worker)
             self._dispatch()
+        elif kind == Kind.LOG:
+            self._on_log(worker, payload)
         elif kind == Kind.START_FAILED:
             report = json.loads(payload)
             worker.last_error = report["reason"]
             _fail(worker.ready, WorkerStartError(worker.id, report["reason"], report["traceback"]))
         else:
             logger.error("worker %d sent an unexpected %s message; ignoring it", worker.id, kind.name)
+
+    def _on_log(self, worker: WorkerProcess, payload: bytes) -> None:
+        """``self.log(key, value)`` in worker ``worker``: hand it to ``on_log`` (on this loop; keep it quick)."""
+        on_log = self.on_log
+        if on_log is None:
+            if not self._warned_no_logger:
+                self._warned_no_logger = True
+                logger.warning("worker %d called self.log(), but this server has no loggers; pass loggers=[...] to LitServer (or on_log= to serve()) to receive the entries", worker.id)
+            return
+        try:
+            entry = json.loads(payload)
+            on_log(entry["key"], entry["value"])
+        except Exception:  # noqa: BLE001 - a failing logger must not take the pool down
+            logger.exception("handling self.log() from worker %d failed", worker.id)
 
     async def _on_worker_exit(self, worker: WorkerProcess) -> None:
         was_starting = worker.state == "starting"

@@ -12,7 +12,7 @@ import collections
 import heapq
 import math
 import time
-from typing import Any
+from typing import Any, Callable
 
 __all__ = ["RequestRecord", "RequestTracker", "Histogram", "TERMINAL_STATES", "merge_recent", "merge_stats"]
 
@@ -106,12 +106,17 @@ class RequestTracker:
         self._completions: collections.deque[tuple[float, float]] = collections.deque(maxlen=STATS_SAMPLES)
         self._per_second: collections.deque[list[int]] = collections.deque()
         self._stopped_at: float | None = None
+        # Called with ("admitted" | "finished", record) on the server's loop (litkit.compat's
+        # on_request/on_response callbacks); each must be quick and must not raise.
+        self.listeners: list[Callable[[str, RequestRecord], None]] = []
 
     def admit(self, request_id: str, path: str) -> RequestRecord:
         record = RequestRecord(request_id, path)
         self._live["queued"] += 1
         self._recent.append(record)
         self._in_flight.add(record)
+        for listener in self.listeners:
+            listener("admitted", record)
         return record
 
     def start(self, record: RequestRecord) -> None:
@@ -145,6 +150,8 @@ class RequestTracker:
                 self._per_second[-1][1] += 1
             else:
                 self._per_second.append([second, 1])
+        for listener in self.listeners:
+            listener("finished", record)
         return True
 
     def counts(self) -> dict[str, int]:

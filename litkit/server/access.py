@@ -55,12 +55,14 @@ KEY_CHALLENGE = 'Bearer realm="litkit"'
 
 
 class AccessDenied(Exception):
-    """A request failed a check: ``status`` (401 or 403) and a message that says what to do."""
+    """A request failed a check: ``status`` (401 or 403) and a message that says what to do;
+    ``detail``, the ``fastapi.HTTPException`` detail of an API's ``authorize`` hook, if it raised one."""
 
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, detail: object = None) -> None:
         super().__init__(status, message)
         self.status = status
         self.message = message
+        self.detail = detail
 
 
 def cors_headers(origin: str) -> tuple[tuple[str, str], ...]:

@@ -13,13 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import difflib
+import inspect
+import logging
 import time
-from typing import Any, Mapping, Protocol, TypeVar
+from typing import Any, Callable, Mapping, Protocol, TypeVar
 
 import cloudpickle
 
 from .. import __version__
-from ..api import LitAPI, is_async_api, is_streaming_api
+from ..api import LitAPI, api_options, is_async_api, is_streaming_api
 from ..pool.devices import plan_workers
 from ..pool.logs import WorkerLog
 from ..pool.pool import WorkerPool
@@ -27,9 +29,13 @@ from ..wire.sources import code_origins
 from ..pool.tracking import RequestTracker
 from ..specs import Spec
 from ..wire.protocol import MAX_FDS_PER_MESSAGE
+from ..worker.hooks import resolve_request_model
 from .access import AccessPolicy
+from .authorization import Authorizer, make_authorizer
 
 __all__ = ["ActiveRequest", "Endpoint", "EndpointPlan", "EndpointState", "ServingState", "ENDPOINT_OPTIONS", "RESERVED_PATHS", "find_endpoint", "plan_endpoints"]
+
+logger = logging.getLogger("litkit.server")
 
 
 class ActiveRequest(Protocol):
@@ -49,6 +55,7 @@ ENDPOINT_OPTIONS = (
     "workers",
     "stream",
     "timeout",
+    "queue_timeout",
     "max_queue",
     "max_body_size",
     "max_batch_size",
@@ -60,6 +67,10 @@ ENDPOINT_OPTIONS = (
     "spec",
     "cancel_grace",
 )
+# The options a LitAPI's constructor may carry (litkit.api.api_options), and serve()'s defaults for
+# them: an API's value replaces a default; a different value given to serve() or Endpoint() too is
+# an error, never silently overridden.
+API_OPTION_DEFAULTS = {"max_batch_size": 1, "batch_timeout": 0.0, "stream": None, "spec": None}
 RESERVED_PATHS = ("/health", "/info", "/metrics")
 DEFAULT_API_PATH = "/predict"
 
@@ -68,7 +79,7 @@ class Endpoint:
     """One API with its own options, as a value of the dict given to ``serve()``.
 
     ``litkit.Endpoint(Chat(), workers=2, timeout=30)`` takes any of ``serve()``'s per-endpoint
-    keyword arguments (``ENDPOINT_OPTIONS``): ``workers``, ``stream``, ``timeout``, ``max_queue``,
+    keyword arguments (``ENDPOINT_OPTIONS``): ``workers``, ``stream``, ``timeout``, ``queue_timeout``, ``max_queue``,
     ``max_body_size``, ``max_batch_size``, ``batch_timeout``, ``accelerator``, ``devices``,
     ``workers_per_device``, ``max_concurrency``, ``spec``, ``cancel_grace``. Those not given are taken
     from ``serve()``.
@@ -103,6 +114,12 @@ class EndpointPlan:
         """``options``: the endpoint's options as ``_check_options`` returns them."""
         self.path = path
         self.api_name = type(api).__qualname__
+        # The API's authorize() and health() hooks (LitServe's) run in this process, on the object
+        # itself (None: no hook); an endpoint with one keeps its server in this interpreter.
+        self.authorize: Authorizer | None = make_authorizer(api)
+        health = getattr(api, "health", None)
+        self.health_hook: Callable[[], Any] | None = health if callable(health) else None
+        resolve_request_model(api)  # a pydantic request model, resolved where the API's module is
         self.api_bytes = _pickle(api)
         self.async_api = is_async_api(api)
         self.code_origins = code_origins(api)  # for the workers' tracebacks (litkit.wire.sources)
@@ -132,6 +149,7 @@ class EndpointPlan:
             "workers": self.workers,
             "stream": self.stream,
             "timeout": options["timeout"],
+            "queue_timeout": options["queue_timeout"],
             "max_body_size": options["max_body_size"],
             "max_batch_size": options["max_batch_size"],
             "max_concurrency": options["max_concurrency"],
@@ -153,6 +171,9 @@ class EndpointState:
         self.api_name = plan.api_name
         self.workers = plan.workers
         self.timeout: float | None = options["timeout"]
+        self.queue_timeout: float | None = options["queue_timeout"]
+        self.authorize = plan.authorize
+        self.health_hook = plan.health_hook
         self.max_body_size: int = options["max_body_size"]
         self.max_batch_size: int = options["max_batch_size"]
         self.max_concurrency: int = options["max_concurrency"]
@@ -213,6 +234,8 @@ class ServingState:
         self.access = access if access is not None else AccessPolicy(None, (), loopback_only=True)
         self.client_timeout = client_timeout
         self.slice_ms = slice_ms
+        # JSON that GET /info carries as "model" (LitServer(model_metadata=...)); None: no such key.
+        self.model_metadata: Any = None
 
     @property
     def first(self) -> EndpointState:
@@ -234,6 +257,24 @@ class ServingState:
             ok, reason = endpoint.pool.health()
             if not ok:
                 return False, reason if len(self.endpoints) == 1 else f"{endpoint.path}: {reason}"
+        return True, None
+
+    async def api_health(self) -> tuple[bool, str | None]:
+        """(ok, reason) from each API's own ``health()`` hook (sync or async; LitServe's), called on
+        the API object in this process, where ``setup`` has not run; an exception counts as unhealthy."""
+        for endpoint in self.endpoints:
+            hook = endpoint.health_hook
+            if hook is None:
+                continue
+            try:
+                result = hook()
+                if inspect.isawaitable(result):
+                    result = await result
+            except Exception as error:  # noqa: BLE001 - a failing check is an unhealthy API, not a failed server
+                logger.exception("%s.health() raised", endpoint.api_name)
+                return False, f"{endpoint.api_name}.health() raised {type(error).__name__}: {error}"
+            if not result:
+                return False, f"{endpoint.api_name}.health() returned {result!r}"
         return True, None
 
     async def start(self) -> None:
@@ -273,6 +314,7 @@ class ServingState:
             **{key: first[key] for key in ("api", "workers", "stream", "timeout", "max_body_size")},
             "paths": paths,
             "endpoints": [endpoint.info() for endpoint in self.endpoints],
+            **({"model": self.model_metadata} if self.model_metadata is not None else {}),
         }
 
 
@@ -303,6 +345,8 @@ def plan_endpoints(api: Any, api_path: str, defaults: dict[str, Any], start_time
         TypeError: an API is not a LitAPI instance, or cannot be pickled.
         ValueError: a path or an option is out of range.
     """
+    if not isinstance(api, Mapping):
+        api_path = _api_path_of(api, api_path)
     if isinstance(api, Mapping):
         if not api:
             raise ValueError("serve() got an empty dict; map at least one path to an API, e.g. {'/predict': MyAPI()}")
@@ -311,6 +355,10 @@ def plan_endpoints(api: Any, api_path: str, defaults: dict[str, Any], start_time
         if defaults["spec"] is not None:
             raise ValueError("with a dict of endpoints pass spec per endpoint: {'/': litkit.Endpoint(api, spec=...)}")
         entries = [(path, _as_endpoint(value), f"endpoint path {path!r}") for path, value in api.items()]
+        for path, endpoint, _ in entries:
+            own = api_options(endpoint.api).get("api_path")
+            if own is not None and own != path:
+                raise ValueError(f"{type(endpoint.api).__name__} was made with api_path={own!r} but is served at {path!r}; give the path in one place")
     else:
         if defaults["spec"] is not None and api_path != DEFAULT_API_PATH:
             raise ValueError(
@@ -322,7 +370,7 @@ def plan_endpoints(api: Any, api_path: str, defaults: dict[str, Any], start_time
     seen: set[str] = set()
     for path, endpoint, label in entries:
         endpoint_api = endpoint.api
-        options = _check_options(endpoint_api, {**defaults, **endpoint.options})
+        options = _check_options(endpoint_api, _merge_options(endpoint_api, defaults, endpoint.options))
         _check_path(path, label)
         if options["spec"] is not None:
             # A spec's paths are fixed (clients expect them); a dict key puts them under a prefix.
@@ -335,6 +383,42 @@ def plan_endpoints(api: Any, api_path: str, defaults: dict[str, Any], start_time
             seen.add(taken)
         endpoints.append(plan)
     return endpoints
+
+
+def _api_path_of(api: Any, api_path: str) -> str:
+    """The path of one API: ``api_path``, or the API's own (``MyAPI(api_path=...)``) in place of the default.
+
+    Raises:
+        ValueError: both name a path, and not the same one.
+    """
+    own = api_options(api).get("api_path")
+    if own is None or own == api_path:
+        return api_path
+    if api_path != DEFAULT_API_PATH:
+        raise ValueError(f"{type(api).__name__} was made with api_path={own!r} but is served at {api_path!r}; give the path in one place")
+    return own  # type: ignore[no-any-return]
+
+
+def _merge_options(api: Any, defaults: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """serve()'s defaults, then the options the API was made with, then the Endpoint's.
+
+    Raises:
+        ValueError: the API and serve() (or Endpoint()) set one option to different values.
+    """
+    merged = dict(defaults)
+    for name, value in api_options(api).items():
+        if name not in API_OPTION_DEFAULTS:
+            continue  # api_path: placed by plan_endpoints
+        other = given.get(name, defaults[name])
+        explicit = name in given or defaults[name] != API_OPTION_DEFAULTS[name]
+        if explicit and other is not value and other != value:
+            raise ValueError(
+                f"{type(api).__name__} was made with {name}={value!r} but is served with {name}={other!r}; "
+                "set it in one place (on the API or in serve()/Endpoint())"
+            )
+        merged[name] = value
+    merged.update(given)
+    return merged
 
 
 def _as_endpoint(value: Any) -> Endpoint:
@@ -359,17 +443,21 @@ def _check_options(api: Any, options: dict[str, Any]) -> dict[str, Any]:
     check_int("max_body_size", options["max_body_size"], 1, 2**32 - 2**21)
     if options["timeout"] is not None:
         check_seconds("timeout", options["timeout"], " or None")
+    if options["queue_timeout"] is not None:
+        check_seconds("queue_timeout", options["queue_timeout"], " or None")
     _check_scheduling(api, options["max_batch_size"], options["batch_timeout"], options["max_concurrency"])
     check_seconds("cancel_grace", options["cancel_grace"])
     spec = options["spec"]
     if spec is not None:
         if not isinstance(spec, Spec):
             raise TypeError(f"spec must be a litkit spec such as litkit.specs.OpenAIChat(), got {type(spec).__name__}")
-        if options["max_batch_size"] > 1 or is_async_api(api):
+        if (options["max_batch_size"] > 1 and not spec.batchable) or is_async_api(api):
             raise ValueError(
-                f"spec={type(spec).__name__}() works with a plain (sync) predict without batching for now; "
-                f"leave max_batch_size at 1 and make {type(api).__name__}.predict a plain function or generator"
+                f"spec={type(spec).__name__}() works with a plain (sync) predict{'' if spec.batchable else ' without batching'} for now; "
+                f"{'' if spec.batchable else 'leave max_batch_size at 1 and '}make {type(api).__name__}.predict a plain function or generator"
             )
+        if spec.batchable and is_streaming_api(api):
+            raise ValueError(f"spec={type(spec).__name__}() answers with one response; make {type(api).__name__}.predict `return` instead of `yield`")
     stream = _resolve_stream(api, options["stream"])
     placements = plan_workers(options["accelerator"], options["devices"], options["workers"], options["workers_per_device"])
     return {**options, "stream": stream, "placements": placements}

@@ -156,8 +156,10 @@ class HealthHandler(JSONHandler):
     state: ServingState
     open = True
 
-    def get(self) -> None:
+    async def get(self) -> None:
         ok, reason = self.state.health()
+        if ok:
+            ok, reason = await self.state.api_health()  # each API's own health() hook, if it has one
         if ok:
             self.write_json(200, {"status": "ok"})
         else:

@@ -57,16 +57,46 @@ _OUTBOX_LIMIT = 1 << 20  # bytes of log and output events the server queues for 
 class ServerRecipe:
     """What a server's loop is made from: plain data, able to cross to another interpreter."""
 
-    def __init__(self, plans: list[EndpointPlan], access: Any, client_timeout: float, slice_ms: float, url: str, control_secret: str) -> None:
+    def __init__(
+        self,
+        plans: list[EndpointPlan],
+        access: Any,
+        client_timeout: float,
+        slice_ms: float,
+        url: str,
+        control_secret: str,
+        on_log: Callable[[str, Any], None] | None = None,
+    ) -> None:
         self.plans = plans
         self.control_secret = control_secret
         self.access = access
         self.client_timeout = client_timeout
         self.slice_ms = slice_ms
         self.url = url
+        self.on_log = on_log  # the caller's: it stays on the caller's side
+        self.forwards_log = on_log is not None
 
-    def serving(self) -> ServingState:
-        return ServingState(self.plans, access=self.access, client_timeout=self.client_timeout, slice_ms=self.slice_ms)
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["on_log"] = None
+        return state
+
+    def caller_only(self) -> str | None:
+        """Why this server must run in the caller's interpreter (None: it need not): an API hook
+        that the server calls itself (LitServe's ``authorize`` and ``health``) runs on the API object,
+        which only the caller's interpreter holds."""
+        for plan in self.plans:
+            if plan.authorize is not None:
+                return f"{plan.api_name}.authorize() runs in the serving process, on the API object"
+            if plan.health_hook is not None:
+                return f"{plan.api_name}.health() runs in the serving process, on the API object"
+        return None
+
+    def serving(self, on_log: Callable[[str, Any], None] | None) -> ServingState:
+        serving = ServingState(self.plans, access=self.access, client_timeout=self.client_timeout, slice_ms=self.slice_ms)
+        for endpoint in serving.endpoints:
+            endpoint.pool.on_log = on_log
+        return serving
 
 
 def _lengthen_slice(slice_ms: float) -> None:
@@ -83,7 +113,8 @@ class ThreadHost:
 
     def __init__(self, recipe: ServerRecipe, sockets: list[socket.socket], name: str, request_stop: Callable[[], None]) -> None:
         self._slice_ms = recipe.slice_ms
-        self._server_loop = ServerLoop(recipe.serving(), sockets, recipe.url, recipe.control_secret, request_stop)
+        self.serving = recipe.serving(recipe.on_log)  # in this interpreter: litkit.compat reads it
+        self._server_loop = ServerLoop(self.serving, sockets, recipe.url, recipe.control_secret, request_stop)
         self.started = self._server_loop.started
         self.finished = self._server_loop.finished
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -119,8 +150,12 @@ class InterpreterHost:
     """The server's loop in a sub-interpreter with its own GIL, run by a thread of the caller's."""
 
     def __init__(self, recipe: ServerRecipe, sockets: list[socket.socket], name: str, request_stop: Callable[[], None]) -> None:
+        reason = recipe.caller_only()
+        if reason is not None:
+            raise ValueError(f"this server cannot run in a sub-interpreter: {reason}")
         self._slice_ms = recipe.slice_ms
         self._request_stop = request_stop
+        self._on_log = recipe.on_log
         # The server's interpreter works on duplicates of these descriptors, which it makes and
         # closes itself; this side closes the originals once that interpreter has ended.
         self._sockets = sockets
@@ -209,6 +244,8 @@ class InterpreterHost:
             self._final = value
         elif name == "stop_requested":  # the dashboard's Stop, over HTTP
             self._request_stop()
+        elif name == "log_entry" and self._on_log is not None:  # a hook's self.log(key, value)
+            self._on_log(*value)
 
     def _call(self, name: str, *arguments: Any, wait: bool = True) -> Any:
         future: concurrent.futures.Future[Any] = concurrent.futures.Future()
@@ -435,9 +472,9 @@ def serve_in_this_interpreter(fd: int) -> None:
         init = pickle.loads(payload)
         sys.path[:] = init["sys_path"]
         recipe: ServerRecipe = init["recipe"]
-        serving = recipe.serving()
-        sockets = [socket.socket(fileno=os.dup(listen_fd)) for listen_fd in init["listen_fds"]]
         link = _CallerLink(sock)
+        serving = recipe.serving((lambda key, value: link.event("log_entry", (key, value))) if recipe.forwards_log else None)
+        sockets = [socket.socket(fileno=os.dup(listen_fd)) for listen_fd in init["listen_fds"]]
         server_loop = ServerLoop(serving, sockets, recipe.url, recipe.control_secret, lambda: link.event("stop_requested", None, droppable=False))
         link.server_loop = server_loop
         handler = _ForwardingHandler(link)

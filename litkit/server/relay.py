@@ -9,10 +9,10 @@ the worker (``docs/benchmarks.md``). Health, info, metrics and 404s stay ordinar
 
 The way through:
 
-1. **Headers**: the access checks (Host, Origin, API key; ``litkit.server.access``) and the limits, all
-   before any body is read: 401, 403, 405, 400 and 413 (by ``Content-Length``, ``litkit.server.headers``)
-   and 431. A CORS preflight
-   is answered here.
+1. **Headers**: the access checks (Host, Origin, API key; ``litkit.server.access``; then the API's
+   own ``authorize`` hook, ``litkit.server.authorization``) and the limits, all before any body is
+   read: 401, 403, 405, 400 and 413 (by ``Content-Length``, ``litkit.server.headers``) and 431. A
+   CORS preflight is answered here.
 2. **Body**: gathered as it arrives, 413 past ``max_body_size`` (chunked uploads too).
 3. **Queued**: a job in the endpoint's pool (503 when the queue is full or the server stops).
 4. **Relayed**: once a worker starts the job, its response pipe is read whenever it is readable.
@@ -21,7 +21,7 @@ The way through:
    a final error line once streaming began.
 
 Ending early, all through ``cancel``: the client leaves; ``timeout`` passes before the first
-response byte (504); the client reads nothing for ``client_timeout``; the server stops or
+response byte, or ``queue_timeout`` before a worker takes the request (504); the client reads nothing for ``client_timeout``; the server stops or
 ``Server.cancel`` is called (503). The job is dropped if queued, or its pipe closed if running.
 
 Buffering is bounded: the pipe is read only while the socket has taken everything written so far,
@@ -45,6 +45,7 @@ from tornado.httputil import HTTPHeaders, RequestStartLine, ResponseStartLine
 
 from ..pool.channels import PipeClosed, PipeReader
 from ..pool.jobs import Job, JobDropped, NoWorkers, QueueFull
+from ..wire.forms import is_form, mark_form
 from ..wire.protocol import FrameParser, Kind
 from .access import KEY_CHALLENGE, PREFLIGHT_HEADERS, PREFLIGHT_REFUSED, AccessDenied, cors_headers
 from .endpoints import EndpointState, ServingState
@@ -79,12 +80,14 @@ def _fresh_id() -> str:
     return f"{_ID_PREFIX}{next(_ID_COUNTER):08x}"
 
 
-def error_body(endpoint: Any, status: int, message: str, request_id: str) -> dict[str, Any]:
-    """An error answer's JSON: the spec's envelope (OpenAI's, for instance) or litkit's own."""
+def error_body(endpoint: Any, status: int, message: str, request_id: str, detail: Any = None) -> dict[str, Any]:
+    """An error answer's JSON: the spec's envelope (OpenAI's, for instance) or litkit's own; with
+    the ``detail`` of a ``fastapi.HTTPException`` when one was raised (LitServe's ``{"detail": ...}``)."""
     spec = getattr(endpoint, "spec", None)
-    if spec is not None:
-        return spec.error_body(status, message, request_id)  # type: ignore[no-any-return]
-    return {"error": message, "request_id": request_id}
+    body: dict[str, Any] = spec.error_body(status, message, request_id) if spec is not None else {"error": message, "request_id": request_id}
+    if detail is not None:
+        body["detail"] = detail
+    return body
 
 
 def oversized_headers(method: str, uri: str, headers: HTTPHeaders) -> str | None:
@@ -141,7 +144,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
     __slots__ = (
         "endpoint", "serving", "_connection", "request_id", "_method", "_uri", "_arrived", "_body",
         "_body_size", "_cors_origin", "_sse", "_job", "_pipe", "_parser", "_status", "_streaming",
-        "_finished", "_gone", "_released", "_loop", "_timeout_handle", "_write_deadline", "_own_id",
+        "_finished", "_gone", "_released", "_loop", "_timeout_handle", "_write_deadline", "_own_id", "_queue_handle", "_form_type",
     )
 
     def __init__(self, endpoint: EndpointState, serving: ServingState, connection: HTTP1Connection, loop: asyncio.AbstractEventLoop) -> None:
@@ -168,6 +171,8 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         self._loop = loop
         self._timeout_handle: asyncio.TimerHandle | None = None
         self._write_deadline: asyncio.TimerHandle | None = None
+        self._queue_handle: asyncio.TimerHandle | None = None
+        self._form_type: str | None = None  # the Content-Type of an HTML form body (litkit.wire.forms)
 
     # -- the request arrives (called by Tornado's HTTP1Connection) --------------------------------
 
@@ -192,9 +197,14 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
                 self._refuse(405, f"{method} is not allowed on {self.endpoint.path}; send a POST with a JSON body")
                 return None
             policy.check_key(headers)
+            if self.endpoint.authorize is not None:  # the API's own authorize() hook
+                self.endpoint.authorize(headers, method, self._uri)
         except AccessDenied as denied:
-            self._refuse(denied.status, denied.message)
+            self._refuse(denied.status, denied.message, detail=denied.detail)
             return None
+        content_type = headers.get("Content-Type")
+        if content_type is not None and is_form(content_type):
+            self._form_type = content_type
         too_large = oversized_headers(method, self._uri, headers)
         if too_large is not None:
             self._refuse(431, too_large)
@@ -230,6 +240,8 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         record = endpoint.tracker.admit(self.request_id, self._uri)
         record.arrived = self._arrived
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        if self._form_type is not None:
+            body = mark_form(self._form_type, body)  # the worker parses the form
         self._body = []
         # The job's key on the wire is ours: a client's X-Request-ID may repeat (two requests in
         # flight with one id), so it is echoed, never used to match a worker's DONE.
@@ -246,6 +258,8 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         if endpoint.timeout is not None:
             # asyncio's clock is time.monotonic(), the one _arrived was read from.
             self._timeout_handle = self._loop.call_at(self._arrived + endpoint.timeout, self._on_timeout)
+        if endpoint.queue_timeout is not None and not job.assigned.done():
+            self._queue_handle = self._loop.call_at(self._arrived + endpoint.queue_timeout, self._on_queue_timeout)
         if job.assigned.done():  # a worker was free: its pipe is there already
             self._on_assigned(job.assigned)
         else:
@@ -258,6 +272,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
     # -- relaying the worker's answer ---------------------------------------------------------------
 
     def _on_assigned(self, assigned: asyncio.Future[PipeReader]) -> None:
+        self._clear_queue_timeout()
         if assigned.cancelled() or self._gone:
             return
         error = assigned.exception()
@@ -340,7 +355,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
                 if out:
                     self._send_stream(out)
                 report = json.loads(payload)
-                self._answer_error(report["status"], report["error"], report.get("traceback"))
+                self._answer_error(report["status"], report["error"], report.get("traceback"), report.get("detail"))
                 return
         if out:
             self._send_stream(out)
@@ -444,7 +459,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         if access_logger.isEnabledFor(logging.DEBUG):
             access_logger.debug("%d %s %s %.2fms", self._status, self._method, self._uri, 1000 * (time.monotonic() - self._arrived))
 
-    def _refuse(self, status: int, message: str, headers: HTTPHeaders | None = None) -> None:
+    def _refuse(self, status: int, message: str, headers: HTTPHeaders | None = None, detail: Any = None) -> None:
         """Answer an error before any work started (a check failed, or the queue is full)."""
         access_logger.info("%d %s %s (%s): %s", status, self._method, self._uri, self._connection.context, message)
         if headers is None:
@@ -453,7 +468,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
             headers["WWW-Authenticate"] = KEY_CHALLENGE
         elif status == 405:
             headers["Allow"] = ", ".join(_METHODS)
-        self._respond(status, json.dumps(error_body(self.endpoint, status, message, self.request_id)).encode(), headers)
+        self._respond(status, json.dumps(error_body(self.endpoint, status, message, self.request_id, detail)).encode(), headers)
 
     def _refuse_too_large(self, size: int) -> None:
         self._refuse(
@@ -474,8 +489,9 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         self._connection.write_headers(ResponseStartLine("HTTP/1.1", 204, "No Content"), headers)
         self._complete()
 
-    def _answer_error(self, status: int, message: str, traceback_text: str | None = None) -> None:
-        """A failed request: count it, log a hook's traceback, and tell the client."""
+    def _answer_error(self, status: int, message: str, traceback_text: str | None = None, detail: Any = None) -> None:
+        """A failed request: count it, log a hook's traceback, and tell the client (``detail``: a
+        ``fastapi.HTTPException``'s, which the body carries too, as LitServe's does)."""
         self._clear_timeout()
         job = self._job
         if job is not None:
@@ -487,11 +503,11 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
             # Into the dashboard's log panel too; the logger line above already reported it.
             worker_id = job.worker.id if job.worker is not None else -1
             self.endpoint.pool.log.add(worker_id, "traceback", f"request {self.request_id} failed:\n{traceback_text.rstrip()}", to_logger=False)
-        self._end_with_error(status, message)
+        self._end_with_error(status, message, detail)
 
-    def _end_with_error(self, status: int, message: str) -> None:
+    def _end_with_error(self, status: int, message: str, detail: Any = None) -> None:
         """An error status before the first chunk; a final error line or SSE event after it."""
-        body = json.dumps(error_body(self.endpoint, status, message, self.request_id)).encode()
+        body = json.dumps(error_body(self.endpoint, status, message, self.request_id, detail)).encode()
         if not self._streaming:
             self._respond(status, body)
             return
@@ -518,6 +534,14 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         self.cancel(message, "timed_out")
         self._end_with_error(504, message + "; serve with a larger timeout if this is expected")
 
+    def _on_queue_timeout(self) -> None:
+        self._queue_handle = None
+        if self._gone or self._finished or self._job is None or self._job.assigned.done():
+            return
+        message = f"the request waited in the queue for more than queue_timeout={self.endpoint.queue_timeout:g}s"
+        self.cancel(message, "timed_out")
+        self._end_with_error(504, message + "; add workers, or serve with a larger queue_timeout")
+
     def cancel(self, reason: str, state: str = "cancelled") -> None:
         """End this request early: count it, and stop its work (dropped if queued, pipe closed if running)."""
         job = self._job
@@ -525,6 +549,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
             return
         self._gone = True
         self._clear_timeout()
+        self._clear_queue_timeout()
         self.endpoint.tracker.finish(job.record, state, reason.format(chunks=job.record.chunks))
         self.endpoint.pool.cancel(job)
 
@@ -549,6 +574,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
             return
         self._released = True
         self._clear_timeout()
+        self._clear_queue_timeout()
         self._clear_write_deadline()
         if self._job is not None:
             self._job.close_pipe()
@@ -558,6 +584,11 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         if self._timeout_handle is not None:
             self._timeout_handle.cancel()
             self._timeout_handle = None
+
+    def _clear_queue_timeout(self) -> None:
+        if self._queue_handle is not None:
+            self._queue_handle.cancel()
+            self._queue_handle = None
 
     def _clear_write_deadline(self) -> None:
         if self._write_deadline is not None:

@@ -10,10 +10,11 @@ requests in flight), in a sub-interpreter of its own on Python 3.13+ (``litkit.s
 from __future__ import annotations
 
 import inspect
+import contextlib
 import logging
 import socket
 import threading
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..api import LitAPI
 from ..client.client import ChunkStream, Client
@@ -23,7 +24,7 @@ from ..specs import Spec
 from ..worker.timeslice import slice_ms_from_environment
 from . import registry
 from .access import AccessPolicy, check_api_key, check_cors_origins, is_loopback_host, make_api_key, proxied_hosts
-from .endpoints import DEFAULT_API_PATH, ENDPOINT_OPTIONS, Endpoint, EndpointPlan, check_int, check_seconds, find_endpoint, plan_endpoints
+from .endpoints import DEFAULT_API_PATH, ENDPOINT_OPTIONS, Endpoint, EndpointPlan, ServingState, check_int, check_seconds, find_endpoint, plan_endpoints
 from .host import InterpreterHost, ServerRecipe, ThreadHost
 from .interpreters import unavailable_reason
 from .kernel import current_cell, in_jupyter_kernel
@@ -62,7 +63,10 @@ class Server:
         self.state = "starting"
         # Where the server's loop runs: a sub-interpreter with its own GIL where this Python has
         # one (3.13+), else a thread of this interpreter (litkit.server.host).
-        host_type = InterpreterHost if unavailable_reason() is None else ThreadHost
+        elsewhere = unavailable_reason() or recipe.caller_only() or _thread_host_wanted()
+        if elsewhere is not None and unavailable_reason() is None:
+            logger.info("serving from a thread of this interpreter, not a sub-interpreter: %s", elsewhere)
+        host_type = InterpreterHost if elsewhere is None else ThreadHost
         self._host: InterpreterHost | ThreadHost = host_type(recipe, sockets, f"litkit-server-{port}", self._stop_on_a_thread)
         self._control_secret = recipe.control_secret  # the dashboard's buttons over HTTP: for the widget's model only
         self._thread = self._host.thread
@@ -266,6 +270,15 @@ class Server:
         if dashboard is not None:
             dashboard.finish()
 
+    @property
+    def _serving(self) -> ServingState:
+        """The server's own state, for code of litkit's that must reach into it (``litkit.compat``:
+        LitServe's callbacks and request tracking); only a server on a thread of this interpreter
+        has it here (``in_this_interpreter()``)."""
+        if not isinstance(self._host, ThreadHost):
+            raise AttributeError("this server runs in a sub-interpreter of its own; serve it inside `with in_this_interpreter():` to reach its state")
+        return self._host.serving
+
     def _stop_on_a_thread(self) -> None:
         """The dashboard's Stop over HTTP, called on the server's loop (or its events thread):
         stop() waits for that loop to end, so it runs on a thread of its own."""
@@ -274,6 +287,26 @@ class Server:
     def _listen_to_workers(self, listener: OutputListener) -> None:
         """Call ``listener(worker_id, stream, line)`` for every line the workers print from now on."""
         self._host.add_output_listener(listener)
+
+
+_here = threading.local()
+
+
+@contextlib.contextmanager
+def in_this_interpreter(reason: str) -> Iterator[None]:
+    """Servers made by ``serve()`` in this block, on this thread, run on a thread of this
+    interpreter even where a sub-interpreter is available: for code that must reach into the
+    server's state (``reason`` says why; it is logged)."""
+    previous = getattr(_here, "reason", None)
+    _here.reason = reason
+    try:
+        yield
+    finally:
+        _here.reason = previous
+
+
+def _thread_host_wanted() -> str | None:
+    return getattr(_here, "reason", None)
 
 
 # -- serve() ----------------------------------------------------------------------------------
@@ -289,6 +322,7 @@ def serve(
     stream: bool | None = None,
     api_path: str = DEFAULT_API_PATH,
     timeout: float | None = None,
+    queue_timeout: float | None = None,
     max_queue: int = 1024,
     max_body_size: int = DEFAULT_MAX_BODY_SIZE,
     start_timeout: float = 60.0,
@@ -303,6 +337,7 @@ def serve(
     cors_origins: Sequence[str] = (),
     cancel_grace: float = 5.0,
     client_timeout: float = 60.0,
+    on_log: Callable[[str, Any], None] | None = None,
     backend: str = "local",
     **backend_options: Any,
 ) -> Server:
@@ -327,6 +362,8 @@ def serve(
         api_path: the path of the predict endpoint.
         timeout: seconds from a request's arrival to its first response byte; past it the client
             gets 504 and the work is cancelled. None for no limit.
+        queue_timeout: seconds a request may wait in the queue until a worker takes it (LitServe's
+            ``timeout``); past it the client gets 504 and the request never runs. None for no limit.
         max_queue: requests that may wait for a free worker; past it the server answers 503.
         max_body_size: the largest request body in bytes; larger ones get 413.
         start_timeout: seconds each worker may take to load the API and run ``setup``.
@@ -345,7 +382,8 @@ def serve(
             the API is then served at the spec's paths (``/v1/chat/completions``, ``/v1/models``).
         api_key: a key every caller must send (``Authorization: Bearer KEY`` or ``X-API-Key: KEY``;
             ``/health`` stays open), or ``"auto"`` to generate one (read it from ``server.api_key``).
-            Required when ``host`` is not a loopback address.
+            Required when ``host`` is not a loopback address, unless every API has its own
+            ``authorize`` hook (``litkit.server.authorization``).
         cors_origins: web origins (e.g. ``["http://localhost:3000"]``, or ``["*"]``) whose pages may
             call the server from a browser; requests from any other foreign ``Origin`` get 403.
         cancel_grace: seconds a cancelled request's worker may keep running (a hook that neither
@@ -359,6 +397,10 @@ def serve(
         **backend_options: with ``backend="ray"``, ``litkit.ray.serve_on_ray``'s own options:
             ``address``, ``replicas``, ``name``, ``route_prefix``, ``ray_actor_options``,
             ``max_ongoing_requests``, ``autoscaling_config``.
+        on_log: called with ``(key, value)`` for each ``self.log(key, value)`` a hook makes in a
+            worker, on the server's thread (so it must be quick: hand the entry to a queue);
+            without it such entries are dropped with one warning. ``litkit.LitServer(loggers=...)``
+            uses it.
 
     Raises:
         TypeError: ``api`` is not a LitAPI, or cloudpickle cannot serialize it.
@@ -378,16 +420,18 @@ def serve(
     check_int("port", port, 0, 65535)
     check_seconds("start_timeout", start_timeout)
     check_seconds("client_timeout", client_timeout)
-    access = _access_policy(host, api_key, cors_origins)
+    plans = plan_endpoints(api, api_path, defaults, start_timeout)
+    if on_log is not None and not callable(on_log):
+        raise TypeError(f"on_log must be a function of (key, value), got {type(on_log).__name__}")
+    access = _access_policy(host, api_key, cors_origins, authorized=all(plan.authorize is not None for plan in plans))
     slice_ms = slice_ms_from_environment()  # a bad LITKIT_SLICE_MS fails here, not in each worker
     unavailable_reason()  # a bad LITKIT_SUBINTERPRETER fails here too
-    plans = plan_endpoints(api, api_path, defaults, start_timeout)
     cell = current_cell()
     registry.stop_servers_of_earlier_runs(cell)
     if port:
         registry.stop_server_on_port(port)
     sockets, port = listen(host, port)
-    recipe = ServerRecipe(plans, access, client_timeout, slice_ms, local_url(host, port), new_secret())
+    recipe = ServerRecipe(plans, access, client_timeout, slice_ms, local_url(host, port), new_secret(), on_log)
     server = Server(recipe, sockets, port)
     registry.register(server, cell)
     try:
@@ -426,17 +470,19 @@ def _is_default(value: Any, default: Any) -> bool:
         return False
 
 
-def _access_policy(host: str, api_key: str | None, cors_origins: Any) -> AccessPolicy:
-    """Check the security arguments; a non-loopback host without a key is refused."""
+def _access_policy(host: str, api_key: str | None, cors_origins: Any, authorized: bool = False) -> AccessPolicy:
+    """Check the security arguments; a non-loopback host without a key is refused, unless every
+    endpoint's API checks its callers itself (``authorized``: each has an ``authorize`` hook)."""
     if api_key == "auto":
         api_key = make_api_key()
     check_api_key(api_key)
     origins = check_cors_origins(cors_origins)
     loopback = is_loopback_host(host)
-    if not loopback and api_key is None:
+    if not loopback and api_key is None and not authorized:
         raise ValueError(
             f"host={host!r} lets other machines reach the server, so it needs an API key: pass "
-            "api_key='auto' (read the key from server.api_key) or api_key='<a secret of 16+ characters>'; "
+            "api_key='auto' (read the key from server.api_key) or api_key='<a secret of 16+ characters>' "
+            "(under litkit.LitServer: set LIT_SERVER_API_KEY, or define authorize() on the API); "
             "or keep the default host='127.0.0.1'"
         )
     return AccessPolicy(api_key, origins, loopback_only=loopback, proxied_hosts=proxied_hosts())

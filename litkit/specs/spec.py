@@ -17,6 +17,7 @@ class Spec:
     path = "/"  # the endpoint's POST path (under the endpoint's prefix)
     extra_paths: dict[str, str] = {}  # GET paths the server answers from ``extra_response``
     always_sse = False  # stream as server-sent events whatever the Accept header says
+    batchable = False  # may serve with max_batch_size > 1 (its answers never stream)
     model: str | None = None
 
     def decode_request(self, request: Any) -> tuple[Any, bool]:
@@ -26,6 +27,17 @@ class Spec:
             litkit.HTTPError: the body does not follow the spec (400).
         """
         raise NotImplementedError
+
+    def default_input(self, request: Any) -> Any:
+        """What ``predict`` receives from an API that keeps LitAPI's own ``decode_request``: the
+        validated request, or a part of it (LitServe's convention)."""
+        return request
+
+    def populate_context(self, context: dict[str, Any], request: Any) -> None:
+        """Fill the dict that hooks declaring a ``context`` parameter receive (LitServe's); default: nothing."""
+
+    def check_batched(self, request: Any) -> None:
+        """Raise ``litkit.HTTPError`` if this request cannot join a batch (batchable specs only)."""
 
     def context(self, request: Any, request_id: str) -> Any:
         """Per-request values the envelopes share (ids, timestamps)."""

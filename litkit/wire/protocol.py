@@ -90,6 +90,7 @@ class Kind(enum.IntEnum):
     READY = 10
     START_FAILED = 11
     DONE = 12
+    LOG = 13  # self.log(key, value) in a hook: JSON {"key", "value"}
     # response pipe, worker -> server
     CHUNK = 20
     RESULT = 21

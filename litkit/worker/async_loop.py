@@ -30,6 +30,7 @@ from ..api import LitAPI
 from ..cancellation import _set_task_current
 from ..wire.encoding import decode_body, encode_chunk, encode_decode_error, encode_error, encode_json
 from ..wire.protocol import ChannelClosed, Kind, MessageReader, ProtocolError, decode_request, encode_frame, send_message
+from .hooks import call_hook, decode_input
 
 __all__ = ["AsyncRequestLoop"]
 
@@ -125,8 +126,9 @@ class AsyncRequestLoop:
 
     async def _run_hooks(self, body: bytes, channel: Channel) -> None:
         api = self.api
+        hook_context: dict[str, Any] = {}  # what hooks that declare `context` share (LitServe's)
         try:
-            x = await _result(api.decode_request(decode_body(body)))
+            x = await _result(decode_input(api, None, decode_body(body), hook_context))
         except BrokenPipeError:
             raise
         except Exception as error:  # noqa: BLE001 - decode_request failing means the body is not what it expects
@@ -134,18 +136,18 @@ class AsyncRequestLoop:
             return
         try:
             if self.stream:
-                await self._stream(x, channel)
+                await self._stream(x, channel, hook_context)
             else:
-                output = await _result(api.predict(x))
-                await _send(channel, Kind.RESULT, encode_json(await _result(api.encode_response(output))))
+                output = await _result(call_hook(api, "predict", hook_context, x))
+                await _send(channel, Kind.RESULT, encode_json(await _result(call_hook(api, "encode_response", hook_context, output))))
         except BrokenPipeError:
             raise
         except Exception as error:  # noqa: BLE001 - a failing hook answers 500 (or its HTTPError); the worker lives on
             await _send(channel, Kind.ERROR, encode_error(error))
 
-    async def _stream(self, x: Any, channel: Channel) -> None:
-        outputs = self.api.predict(x)
-        chunks = await _result(self.api.encode_response(outputs))
+    async def _stream(self, x: Any, channel: Channel, hook_context: dict[str, Any]) -> None:
+        outputs = call_hook(self.api, "predict", hook_context, x)
+        chunks = await _result(call_hook(self.api, "encode_response", hook_context, outputs))
         try:
             if hasattr(chunks, "__aiter__"):
                 async for chunk in chunks:

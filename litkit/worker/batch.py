@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import collections
 import traceback
-from typing import Any, Iterator, Protocol
+from typing import Any, Iterator, NamedTuple, Protocol
 
 from ..api import LitAPI
 from ..cancellation import _set_current
 from ..errors import HTTPError
 from ..wire.encoding import decode_body, encode_chunk, encode_decode_error, encode_error, encode_json
 from ..wire.protocol import Kind
+from .hooks import call_hook, decode_input
 
 __all__ = ["close_generator", "run_batch"]
 
@@ -40,6 +41,16 @@ class Channel(Protocol):
     def close(self) -> None: ...
 
 
+class _Live(NamedTuple):
+    """A request of the batch that goes on: its channel, its decoded input, the spec's context
+    (None without a spec), and the dict its hooks share as ``context``."""
+
+    channel: Channel
+    x: Any
+    context: Any
+    hook_context: dict[str, Any]
+
+
 class _AllGone:
     """``litkit.cancelled()`` during a batch: True once every client of the batch has left."""
 
@@ -50,54 +61,70 @@ class _AllGone:
         return all(channel.is_cancelled() for channel in self.channels)
 
 
-def run_batch(api: LitAPI, bodies: list[bytes], channels: list[Channel], stream: bool) -> None:
-    """Answer every request of a batch on its own channel; close every channel on the way out."""
+def run_batch(api: LitAPI, bodies: list[bytes], channels: list[Channel], stream: bool, spec: Any = None, request_ids: list[str] | None = None) -> None:
+    """Answer every request of a batch on its own channel; close every channel on the way out.
+
+    With a (batchable) ``spec``, each body is validated by it and each answer built by it.
+    """
     try:
-        live = _decode_each(api, bodies, channels)
+        live = _decode_each(api, bodies, channels, spec, request_ids or [""] * len(bodies))
         if live:
-            _set_current(_AllGone([channel for channel, _ in live]))
+            _set_current(_AllGone([request.channel for request in live]))
             if stream:
                 _stream_batch(api, live)
             else:
-                _predict_batch(api, live)
+                _predict_batch(api, live, spec)
     finally:
         _set_current(None)
         for channel in channels:
             channel.close()
 
 
-def _decode_each(api: LitAPI, bodies: list[bytes], channels: list[Channel]) -> list[tuple[Channel, Any]]:
+def _decode_each(api: LitAPI, bodies: list[bytes], channels: list[Channel], spec: Any, request_ids: list[str]) -> list[_Live]:
     """Decode each request; answer the ones that fail; skip the ones whose client already left."""
     live = []
-    for body, channel in zip(bodies, channels):
+    for body, channel, request_id in zip(bodies, channels, request_ids):
         if channel.is_cancelled():
             continue
         try:
-            live.append((channel, api.decode_request(decode_body(body))))
+            request = decode_body(body)
+            context, hook_context = None, {}
+            if spec is not None:
+                request, _ = spec.decode_request(request)
+                spec.check_batched(request)
+                context = spec.context(request, request_id)
+                spec.populate_context(hook_context, request)
+            live.append(_Live(channel, decode_input(api, spec, request, hook_context), context, hook_context))
         except Exception as error:  # noqa: BLE001 - this request fails (400: its body), the others go on
             _send(channel, Kind.ERROR, encode_decode_error(error))
     return live
 
 
-def _predict_batch(api: LitAPI, live: list[tuple[Channel, Any]]) -> None:
+def _predict_batch(api: LitAPI, live: list[_Live], spec: Any) -> None:
+    contexts = [request.hook_context for request in live]
     try:
-        outputs = _unbatch(api, api.predict(api.batch([x for _, x in live])), len(live))
+        batched = call_hook(api, "batch", contexts, [request.x for request in live])
+        outputs = _unbatch(api, call_hook(api, "predict", contexts, batched), len(live), contexts)
     except Exception as error:  # noqa: BLE001 - the whole batch failed: every request hears why
         payload = encode_error(error)
-        for channel, _ in live:
-            _send(channel, Kind.ERROR, payload)
+        for request in live:
+            _send(request.channel, Kind.ERROR, payload)
         return
-    for (channel, _), output in zip(live, outputs):
+    for request, output in zip(live, outputs):
+        channel = request.channel
         try:
-            kind, payload = Kind.RESULT, encode_json(api.encode_response(output))
+            answer = call_hook(api, "encode_response", request.hook_context, output)
+            if spec is not None:
+                answer = spec.complete([answer], request.context)
+            kind, payload = Kind.RESULT, encode_json(answer)
         except Exception as error:  # noqa: BLE001 - this request fails, the others go on
             kind, payload = Kind.ERROR, encode_error(error)
         _send(channel, kind, payload)
 
 
-def _unbatch(api: LitAPI, output: Any, expected: int) -> list[Any]:
+def _unbatch(api: LitAPI, output: Any, expected: int, contexts: list[dict[str, Any]]) -> list[Any]:
     """``api.unbatch(output)`` as a list, checked to hold one item per request."""
-    items = api.unbatch(output)
+    items = call_hook(api, "unbatch", contexts, output)
     try:
         items = list(items)
     except TypeError:
@@ -114,8 +141,9 @@ def _unbatch(api: LitAPI, output: Any, expected: int) -> list[Any]:
 class _Lanes:
     """Splits ``predict``'s batched stream into one iterator per request, pulled on demand."""
 
-    def __init__(self, api: LitAPI, outputs: Iterator[Any], count: int) -> None:
+    def __init__(self, api: LitAPI, outputs: Iterator[Any], count: int, contexts: list[dict[str, Any]]) -> None:
         self.api = api
+        self.contexts = contexts
         self.outputs = outputs
         self.buffers: list[collections.deque[Any] | None] = [collections.deque() for _ in range(count)]
         self.exhausted = False
@@ -137,7 +165,7 @@ class _Lanes:
         if self.exhausted:
             return False
         try:
-            items = _unbatch(self.api, next(self.outputs), len(self.buffers))
+            items = _unbatch(self.api, next(self.outputs), len(self.buffers), self.contexts)
         except StopIteration:
             self.exhausted = True
             return False
@@ -164,17 +192,19 @@ class _Stream:
             close_generator(generator)
 
 
-def _stream_batch(api: LitAPI, live: list[tuple[Channel, Any]]) -> None:
+def _stream_batch(api: LitAPI, live: list[_Live]) -> None:
     outputs: Any = None
     lanes: _Lanes | None = None
     streams: list[_Stream] = []
     started = False
     try:
-        outputs = api.predict(api.batch([x for _, x in live]))
-        lanes = _Lanes(api, iter(outputs), len(live))
-        for index, (channel, _) in enumerate(live):
+        contexts = [request.hook_context for request in live]
+        outputs = call_hook(api, "predict", contexts, call_hook(api, "batch", contexts, [request.x for request in live]))
+        lanes = _Lanes(api, iter(outputs), len(live), contexts)
+        for index, request in enumerate(live):
+            channel = request.channel
             lane = lanes.lane(index)
-            chunks = api.encode_response(lane)
+            chunks = call_hook(api, "encode_response", request.hook_context, lane)
             if isinstance(chunks, (dict, str, bytes)) or not hasattr(chunks, "__iter__"):
                 raise TypeError(
                     f"encode_response of a streaming endpoint must return an iterator of chunks, got "
@@ -190,7 +220,7 @@ def _stream_batch(api: LitAPI, live: list[tuple[Channel, Any]]) -> None:
                     stream.close()
     except Exception as error:  # noqa: BLE001 - predict, unbatch or a setup step failed: every request hears why
         payload = (lanes.error if lanes is not None else None) or encode_error(error)
-        unfinished = [stream.channel for stream in streams] if started else [channel for channel, _ in live]
+        unfinished = [stream.channel for stream in streams] if started else [request.channel for request in live]
         for channel in unfinished:
             _send(channel, Kind.ERROR, payload)
     finally:

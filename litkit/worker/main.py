@@ -32,12 +32,13 @@ from typing import TYPE_CHECKING, Any
 
 import cloudpickle
 
-from ..api import LitAPI, is_async_api
+from ..api import LitAPI, is_async_api, set_log_sink
 from ..cancellation import _set_current
 from ..wire.encoding import decode_body, encode_chunk, encode_decode_error, encode_error, encode_json
 from ..wire.protocol import ChannelClosed, Kind, MessageReader, ProtocolError, decode_batch, decode_request, encode_frame, send_message, write_all
 from ..wire.sources import restore_code_origins
 from .batch import close_generator, run_batch
+from .hooks import call_hook, decode_input
 
 if TYPE_CHECKING:
     from .timeslice import StreamSlice
@@ -124,6 +125,8 @@ class Worker:
         self.stream = False
         self.spec: Any = None  # a litkit.specs.Spec, when the endpoint speaks another protocol
         self.stream_slice: StreamSlice | None = None  # the slice to stream with (litkit.worker.timeslice)
+        # LOG frames may come from a hook's own threads; DONE, READY come from the loop's thread alone.
+        self._log_lock = threading.Lock()
 
     def run(self) -> int:
         _watch_for_server_exit(self.control)
@@ -167,6 +170,7 @@ class Worker:
             if init.get("spec") is not None:
                 stage = "loading the endpoint's spec (cloudpickle.loads)"
                 self.spec = cloudpickle.loads(init["spec"])
+            set_log_sink(self._send_log)  # self.log(key, value), from setup on
             stage = f"{type(api).__name__}.setup({init['device']!r})"
             api.setup(init["device"])
         except BaseException as error:  # noqa: BLE001 - every failure must reach the server
@@ -189,12 +193,21 @@ class Worker:
             return None  # the server went away while this worker started: just exit
         return api
 
+    def _send_log(self, key: str, value: Any) -> None:
+        """``LitAPI.log``: one LOG frame on the control socket (any thread: async hooks too)."""
+        try:
+            payload = json.dumps({"key": key, "value": value}, allow_nan=False).encode()
+        except (TypeError, ValueError) as error:
+            raise TypeError(f"self.log({key!r}, value): the value must be JSON-encodable (a number, str, bool, None, list or dict); {error}") from None
+        with self._log_lock:
+            send_message(self.control, Kind.LOG, payload)
+
     def _handle_batch(self, api: LitAPI, payload: bytes, fds: list[int]) -> str:
         """Run a BATCH frame (see ``litkit.worker.batch``); return the id DONE reports."""
         requests = decode_batch(payload)
         if len(fds) != len(requests):
             raise ProtocolError(f"protocol error: BATCH of {len(requests)} requests came with {len(fds)} fds")
-        run_batch(api, [body for _, body in requests], [ResponseChannel(fd) for fd in fds], self.stream)
+        run_batch(api, [body for _, body in requests], [ResponseChannel(fd) for fd in fds], self.stream, self.spec, [request_id for request_id, _ in requests])
         return requests[0][0]
 
     def _handle(self, api: LitAPI, request_id: str, body: bytes, channel: ResponseChannel) -> None:
@@ -211,9 +224,11 @@ class Worker:
     def _run_hooks(self, api: LitAPI, request_id: str, body: bytes, channel: ResponseChannel) -> None:
         try:
             request = decode_body(body)
+            hook_context: dict[str, Any] = {}  # what hooks that declare `context` share (LitServe's)
             if self.spec is not None:
                 request, stream_answer = self.spec.decode_request(request)
-            x = api.decode_request(request)
+                self.spec.populate_context(hook_context, request)
+            x = decode_input(api, self.spec, request, hook_context)
         except ClientGone:
             raise
         except Exception as error:  # noqa: BLE001 - decode_request failing means the body is not what it expects
@@ -221,25 +236,25 @@ class Worker:
             return
         try:
             if self.spec is not None:
-                self._run_spec(api, x, self.spec.context(request, request_id), stream_answer, channel)
+                self._run_spec(api, x, self.spec.context(request, request_id), stream_answer, channel, hook_context)
                 return
             if self.stream:
-                self._stream(api, x, channel)
+                self._stream(api, x, channel, hook_context)
             else:
-                output = api.predict(x)
-                channel.send(Kind.RESULT, encode_json(api.encode_response(output)))
+                output = call_hook(api, "predict", hook_context, x)
+                channel.send(Kind.RESULT, encode_json(call_hook(api, "encode_response", hook_context, output)))
         except ClientGone:
             raise
         except Exception as error:  # noqa: BLE001 - a failing hook answers 500 (or its HTTPError); the worker lives on
             channel.send(Kind.ERROR, encode_error(error))
 
-    def _stream(self, api: LitAPI, x: Any, channel: ResponseChannel) -> None:
-        outputs = api.predict(x)
-        self._send_chunks(channel, self._chunks(api, outputs), outputs)
+    def _stream(self, api: LitAPI, x: Any, channel: ResponseChannel, hook_context: dict[str, Any]) -> None:
+        outputs = call_hook(api, "predict", hook_context, x)
+        self._send_chunks(channel, self._chunks(api, outputs, hook_context), outputs)
 
-    def _chunks(self, api: LitAPI, outputs: Any) -> Any:
+    def _chunks(self, api: LitAPI, outputs: Any, hook_context: dict[str, Any]) -> Any:
         """``encode_response``'s iterator of chunks for a streaming ``predict``'s output."""
-        chunks = api.encode_response(outputs)
+        chunks = call_hook(api, "encode_response", hook_context, outputs)
         if isinstance(chunks, (dict, str, bytes)) or not hasattr(chunks, "__iter__"):
             close_generator(outputs)
             raise TypeError(
@@ -268,10 +283,11 @@ class Worker:
             for generator in (iterator, chunks, *sources):
                 close_generator(generator)
 
-    def _run_spec(self, api: LitAPI, x: Any, context: Any, stream_answer: bool, channel: ResponseChannel) -> None:
-        """Run the hooks of an endpoint with a spec, which builds the envelope of every answer."""
-        outputs = api.predict(x)
-        chunks = self._chunks(api, outputs) if self.stream else iter([api.encode_response(outputs)])
+    def _run_spec(self, api: LitAPI, x: Any, context: Any, stream_answer: bool, channel: ResponseChannel, hook_context: dict[str, Any]) -> None:
+        """Run the hooks of an endpoint with a spec, which builds the envelope of every answer
+        (``context``: the spec's, e.g. ids; ``hook_context``: the hooks')."""
+        outputs = call_hook(api, "predict", hook_context, x)
+        chunks = self._chunks(api, outputs, hook_context) if self.stream else iter([call_hook(api, "encode_response", hook_context, outputs)])
         if stream_answer:
             self._send_chunks(channel, self.spec.stream(chunks, context), chunks, outputs)
             return

@@ -1,0 +1,393 @@
+"""``LitServer``: LitServe's server class over ``litkit.serve()``, so ``import litkit as ls`` runs LitServe code.
+
+Every argument of LitServe 0.2.19's ``LitServer(...)`` and ``run(...)`` either does what LitServe
+does with it, or raises a TypeError that names it and says what to use instead; nothing is
+accepted and dropped. ``docs/migrating-from-litserve.md`` lists each one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import warnings
+from typing import Any, Mapping, Sequence
+
+from ..api import LitAPI, api_options
+from ..pool.devices import find_cuda_devices
+from ..server import Endpoint, Server, serve
+from ..server.access import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS
+from ..server.endpoints import DEFAULT_API_PATH
+from ..server.kernel import in_jupyter_kernel
+from ..server.server import in_this_interpreter
+from ..server.terminal import banner, block_until_interrupted
+from .callbacks import check_callbacks, request_listener, trigger, with_callbacks
+from .client_file import write_client_file
+from .loggers import LoggerRelay, check_loggers
+
+__all__ = ["LitServer", "queue_timeout_of"]
+
+logger = logging.getLogger("litkit.compat")
+
+API_KEY_VARIABLE = "LIT_SERVER_API_KEY"
+_LOG_LEVELS = {"critical": logging.CRITICAL, "error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG, "trace": logging.DEBUG}
+
+
+def queue_timeout_of(timeout: Any) -> float | None:
+    """LitServe's ``timeout`` (seconds a request may wait in the queue; ``False`` or ``-1``: none)
+    as ``serve(queue_timeout=...)``.
+
+    Raises:
+        ValueError: not a positive number, ``False`` or ``-1``.
+    """
+    if timeout is False or (timeout == -1 and not isinstance(timeout, bool)):
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ValueError(f"timeout must be a positive number of seconds, or False or -1 for no limit, got {timeout!r}")
+    return float(timeout)
+
+
+def _unsupported(argument: str, instead: str) -> TypeError:
+    return TypeError(f"LitServer({argument}): {instead} (docs/migrating-from-litserve.md)")
+
+
+class LitServer:
+    """LitServe's ``LitServer``: one API, a list of them (each at its ``api_path``), or a dict
+    ``{path: api}``; ``run()`` serves them with ``litkit.serve()``.
+
+    ``run()`` blocks until Ctrl+C in a script, as LitServe's does; in a Jupyter kernel it returns
+    the running ``litkit.Server`` at once. Arguments are checked here, before ``run()``.
+
+    Raises:
+        TypeError: an argument litkit does not support (the message says what to use instead).
+        ValueError: an argument is out of range, or ``LIT_SERVER_API_KEY`` and an ``authorize``
+            hook are both set.
+    """
+
+    def __init__(
+        self,
+        lit_api: LitAPI | Sequence[LitAPI] | Mapping[str, LitAPI],
+        accelerator: str = "auto",
+        devices: int | str = "auto",
+        workers_per_device: int | Sequence[int] | Mapping[str, int] = 1,
+        timeout: float | bool = 30,
+        healthcheck_path: str = "/health",
+        info_path: str = "/info",
+        shutdown_path: str = "/shutdown",
+        enable_shutdown_api: bool = False,
+        model_metadata: dict | None = None,
+        spec: Any = None,
+        max_payload_size: int | None = None,
+        track_requests: bool = False,
+        callbacks: Any = None,
+        middlewares: Any = None,
+        loggers: Any = None,
+        fast_queue: bool = False,
+        disable_openapi_url: bool = False,
+        max_batch_size: int | None = None,
+        batch_timeout: float = 0.0,
+        stream: bool = False,
+        api_path: str | None = None,
+        loop: Any = None,
+        restart_workers: bool = False,
+    ) -> None:
+        self._paths = _paths_of(lit_api)  # [(path, api)], checked for collisions
+        single = len(self._paths) == 1 and not isinstance(lit_api, Mapping)
+        legacy = {"max_batch_size": max_batch_size, "stream": stream or None, "api_path": api_path, "spec": spec}
+        given = ", ".join(name for name, value in legacy.items() if value is not None)
+        if given and not single:
+            raise ValueError(f"LitServer({given}=...) applies to a single API; with several, pass it to each ls.LitAPI(...)")
+        if given:  # as LitServe 0.2.1x warns: these moved to LitAPI
+            warnings.warn(f"LitServer({given}=...) is deprecated, as in LitServe: pass max_batch_size and batch_timeout to ls.LitAPI(...) (and stream, api_path, spec)", DeprecationWarning, stacklevel=2)
+        if loop not in (None, "auto"):
+            raise _unsupported("loop=...", "custom LitServe loops are not supported; leave loop out")
+        if enable_shutdown_api:
+            raise _unsupported("enable_shutdown_api=True", "litkit has no shutdown endpoint; stop the server with Ctrl+C, or server.stop() on the Server that run() returns in a notebook")
+        if shutdown_path != "/shutdown":
+            raise _unsupported(f"shutdown_path={shutdown_path!r}", "litkit has no shutdown endpoint; leave shutdown_path out")
+        if healthcheck_path != "/health":
+            raise _unsupported(f"healthcheck_path={healthcheck_path!r}", "litkit answers health checks at /health only; leave healthcheck_path out")
+        if info_path != "/info":
+            raise _unsupported(f"info_path={info_path!r}", "litkit serves its info at /info only; leave info_path out")
+        try:
+            json.dumps(model_metadata)
+        except (TypeError, ValueError):
+            raise ValueError("model_metadata must be JSON serializable") from None
+        self.model_metadata = model_metadata
+        self._cors_origins = _cors_origins_of(middlewares)
+        self._callbacks = check_callbacks(callbacks)
+        self._loggers = check_loggers(loggers)
+        self._paths = [(path, with_callbacks(api, self._callbacks)) for path, api in self._paths]
+        if fast_queue:
+            raise _unsupported("fast_queue=True", "litkit's workers always take requests over direct pipes (no ZeroMQ); leave fast_queue out")
+        # restart_workers=True asks for what litkit always does: a worker that dies is replaced.
+        if not isinstance(disable_openapi_url, bool):
+            raise ValueError(f"disable_openapi_url must be True or False, got {disable_openapi_url!r}")
+        # litkit serves no OpenAPI schema at all, so disable_openapi_url=True holds either way.
+        if track_requests not in (True, False):
+            raise ValueError(f"track_requests must be True or False, got {track_requests!r}")
+        self._queue_timeout = queue_timeout_of(timeout)
+        self._accelerator, self._devices = _accelerator_and_devices(accelerator, devices)
+        self._workers = _workers_per_path(workers_per_device, [path for path, _ in self._paths])
+        self._max_body_size = _payload_size(max_payload_size)
+        self._legacy = {name: value for name, value in (("max_batch_size", max_batch_size), ("stream", stream or None), ("spec", spec)) if value is not None}
+        if max_batch_size is not None:
+            self._legacy["batch_timeout"] = batch_timeout
+        if api_path is not None:
+            if not isinstance(api_path, str) or not api_path.startswith("/"):
+                raise ValueError(f"api_path must start with '/', e.g. '/predict', got {api_path!r}")
+            self._paths = [(api_path, self._paths[0][1])]
+            self._workers = {api_path: next(iter(self._workers.values()))}
+        self._api_key = _api_key_from_environment([api for _, api in self._paths])
+        self.track_requests = track_requests
+        self.timeout = timeout
+        self.server: Server | None = None
+
+    @property
+    def active_requests(self) -> int | None:
+        """Requests queued or running (None before ``run()``, or unless ``track_requests=True``, as in LitServe)."""
+        if self.server is None or not self.track_requests:
+            return None
+        # The trackers' live counts, not status(): on_request reads this for every request.
+        return sum(counts["queued"] + counts["running"] for counts in (endpoint.tracker.counts() for endpoint in self.server._serving.endpoints))
+
+    def run(
+        self,
+        host: str = "127.0.0.1",
+        port: int | str = 8000,
+        num_api_servers: int | None = None,
+        log_level: str = "info",
+        generate_client_file: bool = True,
+        api_server_worker_type: str | None = None,
+        pretty_logs: bool = False,
+        **kwargs: Any,
+    ) -> Server | None:
+        """Serve; block until Ctrl+C in a script, return the ``litkit.Server`` at once in Jupyter.
+
+        ``host`` defaults to ``127.0.0.1`` (LitServe's is ``0.0.0.0``): any other address needs
+        ``LIT_SERVER_API_KEY`` or an ``authorize`` hook on every API.
+
+        Raises:
+            TypeError: an argument litkit does not support (``num_api_servers`` above 1,
+                ``api_server_worker_type="process"``, ``pretty_logs=True``, uvicorn's ``**kwargs``).
+        """
+        if kwargs:
+            raise TypeError(f"LitServer.run() got {', '.join(sorted(kwargs))}: LitServe passes these to uvicorn, which litkit does not use; leave them out")
+        if num_api_servers not in (None, 1):
+            raise TypeError(f"LitServer.run(num_api_servers={num_api_servers!r}): litkit runs one HTTP server thread in front of its workers; leave num_api_servers out (workers_per_device adds workers)")
+        if api_server_worker_type not in (None, "thread"):
+            raise TypeError(f"LitServer.run(api_server_worker_type={api_server_worker_type!r}): litkit's HTTP server is a thread of this process; leave api_server_worker_type out")
+        if pretty_logs:
+            raise TypeError("LitServer.run(pretty_logs=True): litkit does not format logs; leave pretty_logs out")
+        if log_level not in _LOG_LEVELS:
+            raise ValueError(f"log_level must be one of {', '.join(_LOG_LEVELS)}, got {log_level!r}")
+        if isinstance(port, str) and port.isdigit():
+            port = int(port)
+        logging.getLogger("litkit").setLevel(_LOG_LEVELS[log_level])
+        trigger(self._callbacks, "on_server_start", litserver=self)
+        relay = LoggerRelay(self._loggers)
+        # LitServe's callbacks, request tracking and model metadata reach into the server's own
+        # state, which then has to live in this interpreter (not in a sub-interpreter of its own).
+        reaches_in = self._callbacks or self.track_requests or self.model_metadata is not None
+        with in_this_interpreter("LitServer's callbacks, track_requests or model_metadata read the server's state") if reaches_in else contextlib.nullcontext():
+            self.server = server = serve(
+                self._endpoints(),
+                host=host,
+                port=port,
+                max_body_size=self._max_body_size,
+                api_key=self._api_key,
+                cors_origins=self._cors_origins,
+                on_log=relay.put if self._loggers else None,
+            )
+        if self.model_metadata is not None:
+            server._serving.model_metadata = self.model_metadata  # GET /info's "model", as LitServe's
+        if generate_client_file:
+            write_client_file(server)
+        if self._callbacks:
+            listener = request_listener(self._callbacks, self)
+            for endpoint in server._serving.endpoints:  # on_request / on_response
+                endpoint.tracker.listeners.append(listener)
+
+        def end() -> None:
+            trigger(self._callbacks, "on_server_end", litserver=self)
+
+        thread_name = f"litkit-loggers-{server.url.rsplit(':', 1)[1]}"
+        if in_jupyter_kernel():
+            if self._loggers or self._callbacks:  # feeds the loggers, then calls on_server_end once the server stops
+                relay.start(thread_name, until=lambda: server.state in ("stopped", "replaced"), on_end=end)
+            return server
+        if self._loggers:
+            relay.start(thread_name, until=lambda: False)
+        try:
+            block_until_interrupted(server, banner(server, "Ctrl+C to stop"))
+        finally:
+            relay.stop()
+            end()
+        return None
+
+    def _endpoints(self) -> dict[str, Endpoint]:
+        """One endpoint per API; an API with a spec at the spec's paths (under no prefix), as in LitServe."""
+        endpoints = {}
+        for path, api in self._paths:
+            options = self._options(path)
+            key = "/" if options.get("spec", api_options(api).get("spec")) is not None else path
+            endpoints[key] = Endpoint(api, **options)
+        return endpoints
+
+    def _options(self, path: str) -> dict[str, Any]:
+        return {
+            "queue_timeout": self._queue_timeout,
+            "accelerator": self._accelerator,
+            "devices": self._devices,
+            "workers_per_device": self._workers[path],
+            **self._legacy,
+        }
+
+
+_CORS_MIDDLEWARE = "starlette.middleware.cors.CORSMiddleware"  # fastapi.middleware.cors re-exports it
+# What litkit's CORS answers allow (litkit.server.access), lower case.
+_CORS_METHODS = frozenset(method.strip().lower() for method in CORS_ALLOW_METHODS.split(","))
+_CORS_HEADERS = frozenset(header.strip().lower() for header in CORS_ALLOW_HEADERS.split(","))
+
+
+def _cors_origins_of(middlewares: Any) -> tuple[str, ...]:
+    """LitServe's ``middlewares``: Starlette's ``CORSMiddleware`` with ``allow_origins`` becomes
+    ``serve(cors_origins=...)``; any other middleware is refused (an ASGI app cannot wrap litkit's server).
+
+    Raises:
+        ValueError: ``middlewares`` is not a list.
+        TypeError: a middleware, or a CORSMiddleware option, litkit cannot honour.
+    """
+    if middlewares is None:
+        return ()
+    if not isinstance(middlewares, list):
+        raise ValueError("middlewares must be a list of middlewares or (middleware, options) tuples, e.g. [(CORSMiddleware, {'allow_origins': ['*']})]")
+    origins: list[str] = []
+    for item in middlewares:
+        middleware, options = item if isinstance(item, tuple) else (item, {})
+        name = f"{getattr(middleware, '__module__', '')}.{getattr(middleware, '__qualname__', type(middleware).__name__)}"
+        if name != _CORS_MIDDLEWARE:
+            raise _unsupported(
+                f"middlewares=[{getattr(middleware, '__name__', name)}]",
+                "litkit serves with Tornado, so ASGI middlewares cannot wrap it; only Starlette's CORSMiddleware "
+                "(allow_origins=...) is taken, as cors_origins. Request ids (X-Request-ID), the body limit "
+                "(max_payload_size) and the API key are built in",
+            )
+        other = sorted(set(options) - {"allow_origins", "allow_methods", "allow_headers"})
+        if other:
+            raise _unsupported(f"middlewares=[(CORSMiddleware, {{{', '.join(map(repr, other))}: ...}})]", "litkit takes allow_origins (and allow_methods, allow_headers within what it allows); leave the rest out")
+        for option, allowed in (("allow_methods", _CORS_METHODS), ("allow_headers", _CORS_HEADERS)):
+            beyond = [value for value in options.get(option, ()) if str(value).lower() not in allowed]
+            if beyond:
+                raise _unsupported(
+                    f"middlewares=[(CORSMiddleware, {{{option!r}: {beyond!r}}})]",
+                    f"litkit allows the {option.split('_')[1]} {', '.join(sorted(allowed))} to browser pages of allowed origins, and no others; leave {option} out",
+                )
+        origins.extend(options.get("allow_origins", ()))
+    return tuple(origins)
+
+
+def _paths_of(lit_api: Any) -> list[tuple[str, LitAPI]]:
+    if isinstance(lit_api, Mapping):
+        pairs = list(lit_api.items())
+        for path, api in pairs:
+            own = api_options(api).get("api_path")
+            if own is not None and own != path:
+                raise ValueError(f"{type(api).__name__} was made with api_path={own!r} but is given at {path!r}; give the path in one place")
+    elif isinstance(lit_api, (list, tuple)):
+        pairs = [(api_options(api).get("api_path", DEFAULT_API_PATH), api) for api in lit_api]
+    else:
+        pairs = [(api_options(lit_api).get("api_path", DEFAULT_API_PATH), lit_api)]
+    if not pairs:
+        raise ValueError("LitServer() got no API; pass one ls.LitAPI, a list of them, or a dict {path: api}")
+    for _, api in pairs:
+        if not isinstance(api, LitAPI):
+            raise TypeError(f"LitServer() takes ls.LitAPI instances (import litkit as ls), got {type(api).__name__}")
+    paths = [path for path, _ in pairs]
+    duplicates = sorted({path for path in paths if paths.count(path) > 1})
+    if duplicates:
+        raise ValueError(f"several APIs use the path {', '.join(duplicates)}; give each its own api_path, e.g. ls.LitAPI(api_path='/v2/predict')")
+    return pairs
+
+
+def _accelerator_and_devices(accelerator: Any, devices: Any) -> tuple[str, Any]:
+    """LitServe's ``accelerator`` and ``devices`` as ``serve()``'s.
+
+    LitServe runs the CPU as one device (``devices`` counts GPUs), so on the CPU ``devices`` may be
+    ``"auto"`` or 1; ``workers_per_device`` sets how many workers it gets.
+    """
+    if accelerator == "mps":
+        raise _unsupported("accelerator='mps'", "litkit serves on 'cpu' or 'cuda'; pass accelerator='cpu'")
+    if accelerator not in ("auto", "cpu", "cuda", "gpu"):
+        raise ValueError(f"accelerator must be 'auto', 'cpu', 'cuda' or 'gpu', got {accelerator!r}")
+    accelerator = "cuda" if accelerator == "gpu" else accelerator
+    if devices != "auto" and (isinstance(devices, bool) or not isinstance(devices, int) or devices < 1):
+        raise ValueError(f"devices must be 'auto' or a number of devices of at least 1, got {devices!r}")
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not find_cuda_devices())
+    if on_cpu:
+        if devices not in ("auto", 1):
+            raise ValueError(f"devices={devices!r} on the CPU: LitServe and litkit run the CPU as one device; leave devices out and set workers_per_device")
+        return accelerator, None
+    return accelerator, None if devices == "auto" else devices
+
+
+def _workers_per_path(workers_per_device: Any, paths: list[str]) -> dict[str, int]:
+    """LitServe's ``workers_per_device``: one int for every API, a list in the APIs' order, or a dict by path."""
+    if isinstance(workers_per_device, Mapping):
+        unknown = sorted(set(workers_per_device) - set(paths))
+        if unknown:
+            raise ValueError(f"workers_per_device names {', '.join(unknown)}, which no API serves; the paths are {', '.join(paths)}")
+        values = [workers_per_device.get(path, 1) for path in paths]
+    elif isinstance(workers_per_device, (list, tuple)):
+        if len(workers_per_device) != len(paths):
+            raise ValueError(f"workers_per_device has {len(workers_per_device)} entries for {len(paths)} APIs; give one per API")
+        values = list(workers_per_device)
+    else:
+        values = [workers_per_device] * len(paths)
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"workers_per_device must be an int of at least 1 (or a list or dict of them), got {value!r}")
+    return dict(zip(paths, values))
+
+
+def _payload_size(max_payload_size: Any) -> int:
+    """LitServe's ``max_payload_size`` (bytes, or a string such as ``"10MB"``) as ``serve(max_body_size=...)``."""
+    from ..server.server import DEFAULT_MAX_BODY_SIZE
+
+    if max_payload_size is None:
+        return DEFAULT_MAX_BODY_SIZE
+    if isinstance(max_payload_size, str):
+        text = max_payload_size.strip().upper()
+        for suffix, factor in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024), ("B", 1)):
+            if text.endswith(suffix) and text[: -len(suffix)].strip().isdigit():
+                return int(text[: -len(suffix)]) * factor
+        raise ValueError(f"max_payload_size must be a number of bytes or a size such as '10MB', got {max_payload_size!r}")
+    if isinstance(max_payload_size, bool) or not isinstance(max_payload_size, int) or max_payload_size < 1:
+        raise ValueError(f"max_payload_size must be a number of bytes or a size such as '10MB', got {max_payload_size!r}")
+    return max_payload_size
+
+
+def _api_key_from_environment(apis: list[LitAPI]) -> str | None:
+    """``LIT_SERVER_API_KEY``, which every request must then carry (``X-API-Key``), or None.
+
+    Raises:
+        ValueError: the key is also set while an API has its own ``authorize`` (LitServe would then
+            ignore the key for that API), or the key is too short for litkit.
+    """
+    key = os.environ.get(API_KEY_VARIABLE)
+    if not key:
+        return None
+    hooked = [type(api).__name__ for api in apis if getattr(api, "authorize", None) is not None]
+    if hooked:
+        raise ValueError(
+            f"{API_KEY_VARIABLE} is set and {', '.join(hooked)} defines authorize(); LitServe would check only authorize() "
+            f"and ignore the key for it. Unset {API_KEY_VARIABLE}, or compare the key inside authorize()"
+        )
+    from ..server.access import check_api_key
+
+    try:
+        check_api_key(key)
+    except ValueError as error:
+        raise ValueError(f"{API_KEY_VARIABLE}: {error}; set a longer key, e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))'") from None
+    return key

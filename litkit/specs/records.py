@@ -1,0 +1,104 @@
+"""Request objects with attribute access over parsed JSON, as LitServe's pydantic request models read.
+
+``ChatCompletionRequest(body)`` gives ``request.messages[0].content``, ``request.max_tokens`` (None
+when absent), ``request.temperature`` (OpenAI's default when absent); ``model_dump()`` returns the
+JSON. Stdlib only, no pydantic: worker processes import this module, and a spec must not cost a
+pydantic import per worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["Record", "ChatCompletionRequest", "ChatMessage", "EmbeddingRequest"]
+
+
+class Record:
+    """A JSON object read by attribute: nested objects are Records, lists of objects lists of Records.
+
+    A field the JSON lacks reads as its class default (``defaults``), else None; ``record["key"]``
+    and ``record.get("key")`` read the JSON as it came.
+    """
+
+    defaults: dict[str, Any] = {}
+    _nested: dict[str, type[Record]] = {}
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+        for name, value in data.items():
+            self.__dict__[name] = self._wrap(name, value)
+
+    def _wrap(self, name: str, value: Any) -> Any:
+        kind = self._nested.get(name, Record)
+        if isinstance(value, dict):
+            return kind(value)
+        if isinstance(value, list):
+            return [kind(item) if isinstance(item, dict) else item for item in value]
+        return value
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self.defaults.get(name)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._data.get(key, default)
+
+    def model_dump(self, **_: Any) -> dict[str, Any]:
+        """The fields, defaults included, as plain JSON values."""
+        return {**self.defaults, **self._data}
+
+    dict = model_dump  # pydantic v1's name, which LitServe code still calls
+
+    def __getstate__(self) -> dict[str, Any]:
+        return self._data
+
+    def __setstate__(self, data: dict[str, Any]) -> None:
+        self.__init__(data)  # type: ignore[misc]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Record) and self.model_dump() == other.model_dump()
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={value!r}" for name, value in self._data.items())
+        return f"{type(self).__name__}({fields})"
+
+
+class ChatMessage(Record):
+    """One message: ``role``, ``content`` (a str, or a list of parts such as ``{"type": "text", "text": ...}``),
+    ``name``, ``tool_calls``, ``tool_call_id``."""
+
+
+class ChatCompletionRequest(Record):
+    """The body of ``POST /v1/chat/completions``, with OpenAI's (and LitServe's) defaults."""
+
+    defaults = {
+        "model": "",
+        "temperature": 0.7,
+        "top_p": 1.0,
+        "n": 1,
+        "stream": False,
+        "presence_penalty": 0.0,
+        "frequency_penalty": 0.0,
+        "tool_choice": "auto",
+    }
+    _nested = {"messages": ChatMessage}
+
+
+class EmbeddingRequest(Record):
+    """The body of ``POST /v1/embeddings``: ``input`` (a str or a list), ``model``, ``dimensions``,
+    ``encoding_format`` (``"float"`` or ``"base64"``), ``user``."""
+
+    defaults = {"encoding_format": "float"}
+
+    def ensure_list(self) -> list[Any]:
+        return self.input if isinstance(self.input, list) else [self.input]
+
+    def get_num_items(self) -> int:
+        return len(self.input) if isinstance(self.input, list) else 1
