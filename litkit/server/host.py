@@ -37,7 +37,7 @@ from typing import Any, Callable
 import cloudpickle
 
 from ..pool.logs import OutputListener
-from ..wire.protocol import FrameParser, Kind, MessageReader, encode_frame
+from ..wire.protocol import HEADER, FrameParser, Kind, MessageReader, encode_frame
 from .endpoints import EndpointPlan, ServingState
 from .interpreters import Interpreter, InterpreterFailed
 from .loop import ServerLoop
@@ -457,6 +457,18 @@ def _portable(error: BaseException) -> BaseException:
         return RuntimeError(f"{type(error).__name__}: {error}")
 
 
+def _recv_exactly(sock: socket.socket, count: int) -> bytes:
+    data = bytearray(count)
+    view = memoryview(data)
+    received = 0
+    while received < count:
+        n = sock.recv_into(view[received:])
+        if n == 0:
+            raise EOFError("the caller closed the host socket before its HOST_INIT was whole")
+        received += n
+    return bytes(data)
+
+
 def serve_in_this_interpreter(fd: int) -> None:
     """The server's side: read the ``HOST_INIT``, serve until stopped, say how it ended.
 
@@ -466,10 +478,11 @@ def serve_in_this_interpreter(fd: int) -> None:
     """
     sock = socket.socket(fileno=os.dup(fd))
     try:
-        kind, payload, _ = MessageReader(sock).recv()
+        # Exactly the INIT frame: the caller's first calls may follow it at once, for the link.
+        kind, length = HEADER.unpack(_recv_exactly(sock, HEADER.size))
         if kind != Kind.HOST_INIT:
-            raise RuntimeError(f"the host socket began with {kind.name}, not HOST_INIT")
-        init = pickle.loads(payload)
+            raise RuntimeError(f"the host socket began with frame kind {kind}, not HOST_INIT")
+        init = pickle.loads(_recv_exactly(sock, length))
         sys.path[:] = init["sys_path"]
         recipe: ServerRecipe = init["recipe"]
         link = _CallerLink(sock)
