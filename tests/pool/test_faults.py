@@ -13,7 +13,7 @@ import pytest
 import requests
 
 import apis
-import litkit.pool.pool
+import litkit
 from conftest import ChunkReader, assert_no_children, raw_post, wait_until
 from helpers import litkit_command, running
 
@@ -142,13 +142,15 @@ def _gaps(values: list[float]) -> list[float]:
     return [b - a for a, b in zip(values, values[1:])]
 
 
-def test_requests_queued_when_the_last_worker_gives_up_get_503(serve, tmp_path, monkeypatch, events):
-    monkeypatch.setattr(litkit.pool.pool, "RESTART_BACKOFF_S", (0.2, 0.01, 0.01, 0.01, 0.01))
+@pytest.mark.slow
+def test_requests_queued_when_the_last_worker_gives_up_get_503(serve, tmp_path, events):
+    """With the pool's real back-off (about 7.6 s of retries, issue 14: not a patched constant)."""
     corrupt = tmp_path / "corrupt"
     server = serve(apis.Crasher(fail_setup_if=str(corrupt)))
     corrupt.touch()
     crashing = raw_post(server.url, json.dumps({"crash": "exit"}).encode())
     waiting = raw_post(server.url, b'{"x": 1}')  # queued behind the crash, then no worker is left
+    waiting.settimeout(30)  # it waits through the five retries
     for sock, status in ((crashing, 500), (waiting, 503)):
         reader = ChunkReader(sock)
         assert reader.status == status
