@@ -159,7 +159,7 @@ def _loaded_after(code: str, watched: tuple[str, ...]) -> list[str]:
     return ast.literal_eval(output.strip())
 
 
-HEAVY = ("tornado", "ipywidgets", "IPython", "litkit.server", "litkit.pool", "litkit.notebook", "litkit.client", "litkit.jupyter", "jupyter_server")
+HEAVY = ("tornado", "ipywidgets", "IPython", "litkit.server", "litkit.pool", "litkit.notebook", "litkit.client", "litkit.jupyter", "jupyter_server", "anywidget")
 
 
 def test_import_litkit_loads_neither_tornado_nor_ipywidgets():

@@ -221,8 +221,16 @@ def test_dashboard_in_jupyterlab_shows_live_counts_and_stop_stops_the_server(jup
             left = page.locator(".litkit-requests").get_by_text(re.compile(r"client left after \d+ chunks"))
             assert left.count() >= 1 and int(re.search(r"after (\d+)", left.first.inner_text()).group(1)) >= 2
             assert page.locator(".litkit-logs").get_by_text("client left: stopped after").count() >= 1
+            # The charts, drawn by the browser: the throughput and latency lines, and the streams'
+            # bars, some of them ended by clients that left.
+            charts = page.locator(".litkit-dashboard .litkit-charts")
+            for series in ("req/s", "p50", "p95"):
+                wait_until(lambda: charts.locator(f'path[data-series="{series}"]').count() == 1, 10, f"the {series} line", interval=0.1)
+            wait_until(lambda: charts.locator('.litkit-bar-row[data-outcome="client left"]').count() >= 1, 10, "a bar of a stream whose client left", interval=0.1)
+            assert charts.locator('.litkit-bar-row[data-outcome="completed"]').count() >= 1
             dashboard = page.locator(".litkit-dashboard")
             dashboard.scroll_into_view_if_needed()
+            page.add_style_tag(content=".jp-toast-container, .Toastify { display: none !important; }")  # JupyterLab's news prompt
             screenshot = tmp_path / "dashboard.png"
             dashboard.screenshot(path=str(screenshot))
             if os.environ.get(SCREENSHOT_ENV):
@@ -237,7 +245,7 @@ def test_dashboard_in_jupyterlab_shows_live_counts_and_stop_stops_the_server(jup
             page.locator(".jp-OutputArea-output", has_text="sleeping").wait_for()
             assert page.locator(".jp-Notebook-ExecutionIndicator[data-status='busy']").count() == 1
             cancel.click()
-            panel = page.locator(".litkit-dashboard .litkit-controls")
+            panel = page.locator(".litkit-dashboard .litkit-controls:has(.litkit-cancel-grid)")
             wait_until(lambda: panel.get_attribute("data-cancel-status") is not None, 10, "the Cancel request's answer", interval=0.02)
             assert panel.get_attribute("data-cancel-status") == "200"
             took_ms = float(panel.get_attribute("data-cancel-ms") or "nan")
