@@ -39,6 +39,8 @@ CHROMIUM = "/usr/bin/chromium"
 START_S = 90.0  # JupyterLab and a kernel on two busy cores
 RUN_S = 120.0
 SCREENSHOT_ENV = "LITKIT_SCREENSHOT"  # also save the dashboard's screenshot there (docs/img/dashboard.png)
+# Run the notebook's kernel on this interpreter instead (one with litkit and another ipykernel, e.g. 6).
+KERNEL_PYTHON_ENV = "LITKIT_BROWSER_KERNEL_PYTHON"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -83,7 +85,8 @@ print("long stream started")"""
 # Appended after it: the kernel stays busy in a cell while the test presses Cancel and Stop, whose
 # clicks go from the browser to the server over HTTP (litkit.notebook.controls), not through it.
 SLEEP_CELL = """import time
-print("sleeping")
+import ipykernel
+print("sleeping, on ipykernel", ipykernel.__version__)
 time.sleep(60)"""
 CANCEL_WITHIN_MS = 250  # issue 15's floor: from the click to the server's answer that it cancelled
 # From the page: a long stream through litkit's Jupyter route, aborted after 5 lines.
@@ -159,6 +162,13 @@ def jupyterlab(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
         env[variable] = str(tmp_path / folder)
     # litkit's Jupyter server extension, enabled by the file litkit installs (an editable install leaves it out).
     env["JUPYTER_CONFIG_PATH"] = str(ROOT / "jupyter-config")
+    kernel_python = os.environ.get(KERNEL_PYTHON_ENV)
+    if kernel_python:  # the notebook's kernel ("python3") runs on that interpreter, e.g. one with ipykernel 6
+        spec = tmp_path / "kernel-path" / "kernels" / "python3"
+        spec.mkdir(parents=True)
+        env["JUPYTER_PATH"] = str(tmp_path / "kernel-path")  # searched before the environment's own kernels
+        argv = [kernel_python, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+        (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "Python 3", "language": "python"}))
     log_path = tmp_path / "jupyterlab.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
@@ -272,7 +282,9 @@ def test_dashboard_in_jupyterlab_shows_live_counts_and_stop_stops_the_server(jup
             cancel = page.locator(".litkit-dashboard .litkit-cancel")
             wait_until(lambda: cancel.count() == 1, 20, "one Cancel button (the long stream's)", interval=0.1)
             # While a cell runs time.sleep: the click goes from the browser to the server, not through the kernel.
-            page.locator(".jp-OutputArea-output", has_text="sleeping").wait_for()
+            sleeping = page.locator(".jp-OutputArea-output", has_text="sleeping")
+            sleeping.wait_for()
+            print(sleeping.inner_text().strip())
             assert page.locator(".jp-Notebook-ExecutionIndicator[data-status='busy']").count() == 1
             cancel.click()
             panel = page.locator(".litkit-dashboard .litkit-controls:has(.litkit-cancel-grid)")
