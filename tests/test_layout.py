@@ -162,7 +162,7 @@ def _loaded_after(code: str, watched: tuple[str, ...]) -> list[str]:
     return ast.literal_eval(output.strip())
 
 
-HEAVY = ("tornado", "ipywidgets", "IPython", "litkit.server", "litkit.pool", "litkit.notebook", "litkit.client", "ray", "litkit.ray", "litkit.jupyter", "jupyter_server", "litkit.compat", "pydantic", "fastapi")
+HEAVY = ("tornado", "ipywidgets", "IPython", "litkit.server", "litkit.pool", "litkit.notebook", "litkit.client", "ray", "litkit.ray", "litkit.jupyter", "jupyter_server", "litkit.compat", "pydantic", "fastapi", "anywidget")
 
 
 def test_import_litkit_loads_neither_tornado_nor_ipywidgets():

@@ -111,10 +111,15 @@ class RelayHandler(JupyterHandler):
         try:
             await connection.read_response(_Downstream(self))
         except (tornado.iostream.StreamClosedError, tornado.httputil.HTTPInputError) as error:
-            if not self._browser_left and not self._answer_ended:
-                if self._answer_started:
-                    raise  # the answer was under way: the browser sees it cut short
+            if self._browser_left or self._answer_ended:
+                return
+            if not self._answer_started:
                 raise tornado.web.HTTPError(502, f"the litkit server on port {port} closed the connection: {error}") from None
+            # The answer was under way (its kernel died, say): close the browser's connection
+            # without the last chunk, so the browser sees the stream cut short, not complete.
+            self.log.warning("litkit: the litkit server on port %d ended its answer half-way (%s)", port, error)
+            self._browser_left = True
+            self.request.connection.close()
         finally:
             stream.close()
 

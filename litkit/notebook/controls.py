@@ -53,7 +53,8 @@ function render({ model, el }) {
   grid.className = "litkit-cancel-grid";
   const more = document.createElement("div");
   more.className = "litkit-more";
-  el.append(stop, grid, more);
+  const part = model.get("part");  // "stop": the Stop button only (in the header); "cancel": the rows only
+  el.append(...(part === "cancel" ? [] : [stop]), ...(part === "stop" ? [] : [grid, more]));
   const rows = new Map();  // request id -> {label, cancel}
 
   stop.addEventListener("click", async () => {
@@ -139,12 +140,14 @@ _CSS = """
 
 class ControlPanel(anywidget.AnyWidget):
     """Stop and Cancel, in the browser. ``control``: ``{"url", "header", "secret"}`` of the
-    server's control paths; ``rows``: ``[request id, HTML text]`` of the requests that may be
+    server's control paths; ``part``: ``"stop"`` (the Stop button), ``"cancel"`` (the Cancel
+    rows) or ``"all"``; ``rows``: ``[request id, HTML text]`` of the requests that may be
     cancelled, oldest first; ``more``: HTML under them; ``state``: the server's state."""
 
     _esm = _ESM
     _css = _CSS
     control = traitlets.Dict().tag(sync=True)
+    part = traitlets.Enum(("all", "stop", "cancel"), default_value="all").tag(sync=True)
     rows = traitlets.List().tag(sync=True)
     more = traitlets.Unicode("").tag(sync=True)
     state = traitlets.Unicode("starting").tag(sync=True)

@@ -24,10 +24,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from typing import Any, Callable
 
 import ipywidgets as widgets
 
+from .figures import ChartSeries, stream_bars
 from .formatting import (
     render_counts,
     render_header,
@@ -96,7 +98,9 @@ class Dashboard(widgets.VBox):
         self._thread: threading.Thread | None = None
         self._lock = threading.RLock()
         self._cancel_rows: dict[str, widgets.HBox] = {}
-        self._panel: Any = None
+        self._panel: Any = None  # the Cancel rows, drawn by the browser
+        self._stop_panel: Any = None  # the Stop button, drawn by the browser
+        self._charts: Any = None
         super().__init__()
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval < 0.05:
             raise ValueError(f"interval must be at least 0.05 seconds (at most 20 refreshes a second), got {interval!r}")
@@ -119,8 +123,12 @@ class Dashboard(widgets.VBox):
         self._stop_button.on_click(self._on_stop)
         self._cancel_box = widgets.VBox()
         self._more = widgets.HTML()
-        self._panel = _control_panel(control)
-        in_header = [self._stop_button] if stop is not None and self._panel is None else []
+        self._panel = _control_panel(control, "cancel")
+        self._stop_panel = _control_panel(control, "stop") if self._panel is not None and stop is not None else None
+        self._charts = _charts()
+        self._series = ChartSeries()
+        self._series_due = False
+        in_header = [self._stop_panel] if self._stop_panel is not None else [self._stop_button] if stop is not None and self._panel is None else []
         header = widgets.HBox([self._sections["header"], *in_header])
         buttons = (self._panel,) if self._panel is not None else (self._cancel_box, self._more)
         self.children = (
@@ -128,6 +136,7 @@ class Dashboard(widgets.VBox):
                 self._sections["health"],
                 self._sections["counts"],
                 self._sections["stats"],
+                *((self._charts,) if self._charts is not None else ()),
                 self._sections["workers"],
                 *buttons,
                 self._sections["requests"],
@@ -169,12 +178,17 @@ class Dashboard(widgets.VBox):
             rows_changed = self._panel_differs(live, state) if self._panel is not None else self._rows_differ(live)
             stop_label = state.capitalize()  # shown on the Stop button once the server has ended
             stop_changed = self._panel is None and state in _FINAL_STATES and (self._stop_button.description != stop_label or not self._stop_button.disabled)
+            charts_changed = self._charts_differ(state, snapshot.get("stats"), recent)
             if resend:
                 for name in sections.keys() - changed.keys():
                     self._sections[name].send_state("value")
+                if self._charts is not None and not charts_changed:
+                    self._charts.send_state(["series", "streams"])
                 if self._panel is not None and not rows_changed:
                     self._panel.send_state(["rows", "more", "state"])
-            if not changed and not rows_changed and not stop_changed:
+                    if self._stop_panel is not None:
+                        self._stop_panel.send_state("state")
+            if not changed and not rows_changed and not stop_changed and not charts_changed:
                 return False
             with contextlib.ExitStack() as held:
                 for name in changed:
@@ -185,6 +199,8 @@ class Dashboard(widgets.VBox):
                     self._show_panel(live, state)
                 elif rows_changed:
                     self._show_rows(live)
+                if charts_changed:
+                    self._show_charts(recent)
                 if stop_changed:
                     with self._stop_button.hold_sync():
                         self._stop_button.description = stop_label
@@ -229,18 +245,39 @@ class Dashboard(widgets.VBox):
             for row in self._cancel_rows.values():
                 _close_all(row)
             self._cancel_rows.clear()
-            if self._panel is not None:
-                self._panel.close()
+            for widget in (self._panel, self._stop_panel, self._charts):
+                if widget is not None:
+                    widget.close()
             for child in list(self.children):
                 _close_all(child)
             super().close()
+
+    # -- the charts -------------------------------------------------------------------------------
+
+    def _charts_differ(self, state: str, stats: dict[str, Any] | None, recent: list[dict[str, Any]]) -> bool:
+        """Whether the charts need new values: a point of the series is due (at most one a second,
+        while serving), or the streams' bars changed."""
+        if self._charts is None:
+            return False
+        self._series_due = state not in _FINAL_STATES and self._series.sample(time.monotonic(), stats)
+        return self._series_due or self._charts.streams != stream_bars(recent)
+
+    def _show_charts(self, recent: list[dict[str, Any]]) -> None:
+        charts = self._charts
+        with charts.hold_sync():
+            if self._series_due:
+                charts.series = self._series.points()
+            bars = stream_bars(recent)
+            if charts.streams != bars:
+                charts.streams = bars
 
     # -- the Cancel rows --------------------------------------------------------------------------
 
     def _panel_differs(self, live: list[tuple[str, str]], state: str) -> bool:
         panel = self._panel
         rows = [list(row) for row in live[:MAX_CANCEL_ROWS]]
-        return panel.rows != rows or panel.more != _more_text(len(live)) or panel.state != state
+        stop_panel = self._stop_panel
+        return panel.rows != rows or panel.more != _more_text(len(live)) or panel.state != state or (stop_panel is not None and stop_panel.state != state)
 
     def _show_panel(self, live: list[tuple[str, str]], state: str) -> None:
         panel = self._panel
@@ -252,6 +289,8 @@ class Dashboard(widgets.VBox):
                 panel.more = _more_text(len(live))
             if panel.state != state:
                 panel.state = state
+        if self._stop_panel is not None and self._stop_panel.state != state:
+            self._stop_panel.state = state
 
     def _rows_differ(self, live: list[tuple[str, str]]) -> bool:
         shown = live[:MAX_CANCEL_ROWS]
@@ -306,8 +345,18 @@ class Dashboard(widgets.VBox):
             self._stop()
 
 
-def _control_panel(control: dict[str, str] | None) -> Any:
-    """The browser's buttons for ``control``, or None (no control paths, or no anywidget)."""
+def _charts() -> Any:
+    """The browser-drawn charts, or None without anywidget (the figures stay as text)."""
+    try:
+        from .charts import Charts  # anywidget only where a dashboard is shown
+    except ImportError:
+        return None
+    return Charts()
+
+
+def _control_panel(control: dict[str, str] | None, part: str) -> Any:
+    """The browser's ``part`` of the buttons for ``control`` (see ``ControlPanel``), or None (no
+    control paths, or no anywidget)."""
     if control is None:
         return None
     try:
@@ -315,7 +364,7 @@ def _control_panel(control: dict[str, str] | None) -> Any:
     except ImportError:
         logger.info("anywidget is not installed: the dashboard's buttons go through the kernel (pip install 'litkit[dashboard]')")
         return None
-    panel = ControlPanel(control=dict(control))
+    panel = ControlPanel(control=dict(control), part=part)
     panel.add_class("litkit-control-panel")
     return panel
 

@@ -282,3 +282,26 @@ def test_the_dashboard_s_cancel_through_the_route_answers_while_a_cell_runs(hub,
         sock.close()
         kernel.client.get_shell_msg(timeout=DEADLINE_S)  # the sleeping cell's reply
         assert busy
+
+
+def test_a_stream_cut_short_upstream_reaches_the_browser_cut_short(hub, events: Events):
+    """The kernel serving a stream dies mid-stream: the browser's connection closes without the
+    chunked body's end, so the browser cannot take the stream for complete."""
+    server, _ = hub
+    kernel = server.start_kernel()
+    try:
+        info = _serve(kernel, f"apis.Ticker({events.path!r})")
+        body = json.dumps({"n": 100_000, "interval": 0.01}).encode()
+        sock = raw_post(f"http://127.0.0.1:{server.port}", body, server.auth(), path=_route(server, info["port"]))
+        sock.settimeout(DEADLINE_S)
+        reader = ChunkReader(sock)
+        assert reader.status == 200 and reader.line()
+        os.kill(int(kernel.pid), 9)
+        with pytest.raises((ValueError, ConnectionError, EOFError)) as cut:
+            while True:
+                reader.line()
+        assert not isinstance(cut.value, EOFError), "the stream ended as if complete"  # EOFError: the last chunk came
+        reader.close()
+        sock.close()
+    finally:
+        kernel.shutdown()

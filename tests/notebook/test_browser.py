@@ -5,7 +5,9 @@ a copy of ``notebooks/dashboard.ipynb`` without its final ``server.stop()`` cell
 the dashboard's Stop button instead) and with one more cell that starts a long stream in a thread
 (the test presses its Cancel button), and a last cell that sleeps, so both buttons are pressed while
 the kernel is busy: their clicks go from the browser to the server over HTTP (anywidget's front end,
-``litkit.notebook.controls``), and Cancel must answer within 250 ms (issue 15). Chromium is Debian's package (``/usr/bin/chromium``;
+``litkit.notebook.controls``), and Cancel must answer within 250 ms (issue 15). JupyterLab runs
+litkit's Jupyter server extension too: the page fetches a long stream through its route, reads 5
+lines and aborts, and the server must see the hang-up at once. Chromium is Debian's package (``/usr/bin/chromium``;
 ``.ci/run`` installs it); Playwright's own browser download is not used. Without Chromium the test
 is skipped, unless ``LITKIT_REQUIRE_BROWSER=1`` (set by ``.ci/run``) makes that a failure.
 """
@@ -37,6 +39,8 @@ CHROMIUM = "/usr/bin/chromium"
 START_S = 90.0  # JupyterLab and a kernel on two busy cores
 RUN_S = 120.0
 SCREENSHOT_ENV = "LITKIT_SCREENSHOT"  # also save the dashboard's screenshot there (docs/img/dashboard.png)
+# Run the notebook's kernel on this interpreter instead (one with litkit and another ipykernel, e.g. 6).
+KERNEL_PYTHON_ENV = "LITKIT_BROWSER_KERNEL_PYTHON"
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(400)]
 
@@ -81,9 +85,36 @@ print("long stream started")"""
 # Appended after it: the kernel stays busy in a cell while the test presses Cancel and Stop, whose
 # clicks go from the browser to the server over HTTP (litkit.notebook.controls), not through it.
 SLEEP_CELL = """import time
-print("sleeping")
+import ipykernel
+print("sleeping, on ipykernel", ipykernel.__version__)
 time.sleep(60)"""
 CANCEL_WITHIN_MS = 250  # issue 15's floor: from the click to the server's answer that it cancelled
+# From the page: a long stream through litkit's Jupyter route, aborted after 5 lines.
+FETCH_AND_ABORT = """async ([url, body]) => {
+  const xsrf = (document.cookie.match(/(?:^|;\\s*)_xsrf=([^;]*)/) || [])[1];
+  const controller = new AbortController();
+  const started = performance.now();
+  const response = await fetch(url, { method: "POST", body: JSON.stringify(body), signal: controller.signal,
+    headers: { "Content-Type": "application/json", "X-XSRFToken": decodeURIComponent(xsrf || "") } });
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let text = "";
+  while (text.split("\\n").length <= 5) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += decoder.decode(value, { stream: true });
+  }
+  controller.abort();
+  const abortedAfterMs = performance.now() - started;
+  return { status: response.status, type: response.headers.get("content-type"), id: response.headers.get("x-request-id"),
+           lines: text.split("\\n").slice(0, 5), abortedAfterMs };
+}"""
+# The server must see the page's hang-up within this of the abort: the request's duration on the
+# dashboard, minus the time from the page's fetch to its abort (both durations, so no clock offset;
+# short by the request's way from fetch() to the server, so tests/jupyter holds the exact floor).
+# (How many tokens the generator made tells little here: the page's main thread, busy rendering
+# the dashboard, reads the stream late, while Chromium buffers what the route already relayed.)
+HANG_UP_SEEN_WITHIN_MS = 100
 
 
 def _notebook_for_the_browser(folder: Path) -> Path:
@@ -129,6 +160,15 @@ def jupyterlab(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])))
     for variable, folder in (("JUPYTER_RUNTIME_DIR", "runtime"), ("JUPYTER_DATA_DIR", "data"), ("JUPYTERLAB_WORKSPACES_DIR", "workspaces")):
         env[variable] = str(tmp_path / folder)
+    # litkit's Jupyter server extension, enabled by the file litkit installs (an editable install leaves it out).
+    env["JUPYTER_CONFIG_PATH"] = str(ROOT / "jupyter-config")
+    kernel_python = os.environ.get(KERNEL_PYTHON_ENV)
+    if kernel_python:  # the notebook's kernel ("python3") runs on that interpreter, e.g. one with ipykernel 6
+        spec = tmp_path / "kernel-path" / "kernels" / "python3"
+        spec.mkdir(parents=True)
+        env["JUPYTER_PATH"] = str(tmp_path / "kernel-path")  # searched before the environment's own kernels
+        argv = [kernel_python, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+        (spec / "kernel.json").write_text(json.dumps({"argv": argv, "display_name": "Python 3", "language": "python"}))
     log_path = tmp_path / "jupyterlab.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
@@ -221,8 +261,16 @@ def test_dashboard_in_jupyterlab_shows_live_counts_and_stop_stops_the_server(jup
             left = page.locator(".litkit-requests").get_by_text(re.compile(r"client left after \d+ chunks"))
             assert left.count() >= 1 and int(re.search(r"after (\d+)", left.first.inner_text()).group(1)) >= 2
             assert page.locator(".litkit-logs").get_by_text("client left: stopped after").count() >= 1
+            # The charts, drawn by the browser: the throughput and latency lines, and the streams'
+            # bars, some of them ended by clients that left.
+            charts = page.locator(".litkit-dashboard .litkit-charts")
+            for series in ("req/s", "p50", "p95"):
+                wait_until(lambda: charts.locator(f'path[data-series="{series}"]').count() == 1, 10, f"the {series} line", interval=0.1)
+            wait_until(lambda: charts.locator('.litkit-bar-row[data-outcome="client left"]').count() >= 1, 10, "a bar of a stream whose client left", interval=0.1)
+            assert charts.locator('.litkit-bar-row[data-outcome="completed"]').count() >= 1
             dashboard = page.locator(".litkit-dashboard")
             dashboard.scroll_into_view_if_needed()
+            page.add_style_tag(content=".jp-toast-container, .Toastify { display: none !important; }")  # JupyterLab's news prompt
             screenshot = tmp_path / "dashboard.png"
             dashboard.screenshot(path=str(screenshot))
             if os.environ.get(SCREENSHOT_ENV):
@@ -234,10 +282,12 @@ def test_dashboard_in_jupyterlab_shows_live_counts_and_stop_stops_the_server(jup
             cancel = page.locator(".litkit-dashboard .litkit-cancel")
             wait_until(lambda: cancel.count() == 1, 20, "one Cancel button (the long stream's)", interval=0.1)
             # While a cell runs time.sleep: the click goes from the browser to the server, not through the kernel.
-            page.locator(".jp-OutputArea-output", has_text="sleeping").wait_for()
+            sleeping = page.locator(".jp-OutputArea-output", has_text="sleeping")
+            sleeping.wait_for()
+            print(sleeping.inner_text().strip())
             assert page.locator(".jp-Notebook-ExecutionIndicator[data-status='busy']").count() == 1
             cancel.click()
-            panel = page.locator(".litkit-dashboard .litkit-controls")
+            panel = page.locator(".litkit-dashboard .litkit-controls:has(.litkit-cancel-grid)")
             wait_until(lambda: panel.get_attribute("data-cancel-status") is not None, 10, "the Cancel request's answer", interval=0.02)
             assert panel.get_attribute("data-cancel-status") == "200"
             took_ms = float(panel.get_attribute("data-cancel-ms") or "nan")
@@ -250,13 +300,29 @@ def test_dashboard_in_jupyterlab_shows_live_counts_and_stop_stops_the_server(jup
             # Stop: the server stops, its port refuses connections, the widget keeps its figures.
             url = page.locator(".litkit-url").get_attribute("href")
             assert url is not None and url.startswith("http://127.0.0.1:")
+
+            # From the page, through litkit's Jupyter route (same origin, Jupyter's cookie and
+            # XSRF token): a long stream arrives line by line, and aborting it stops the generator.
+            server_port = re.match(r"http://127\.0\.0\.1:(\d+)", url).group(1)  # type: ignore[union-attr]
+            fetched = page.evaluate(FETCH_AND_ABORT, [f"/litkit/{server_port}/predict", {"text": "the quick brown fox jumps over the lazy dog", "repeat": 2000}])
+            assert fetched["status"] == 200 and fetched["type"] == "application/x-ndjson", fetched
+            assert [json.loads(line)["token"] for line in fetched["lines"]] == ["the", "quick", "brown", "fox", "jumps"]
+            stopped = page.locator(".litkit-logs").get_by_text(re.compile(r"client left: stopped after \d+ of 18000 tokens"))
+            wait_until(lambda: stopped.count() == 1, 10, "the aborted stream's generator to stop (its finally prints)", interval=0.1)
+            row = page.locator(".litkit-requests tr", has_text=fetched["id"])
+            wait_until(lambda: row.count() == 1 and "client left after" in row.inner_text(), 10, "the aborted request's row", interval=0.1)
+            duration = row.locator("td").nth(4).inner_text()
+            duration_ms = float(duration.split()[0]) * (1000 if duration.endswith(" s") else 1)
+            seen_ms = duration_ms - fetched["abortedAfterMs"]
+            print(f"aborted through litkit's route after 5 lines: the server saw it {seen_ms:.1f} ms after the abort ({duration} on the server)")
+            assert seen_ms < HANG_UP_SEEN_WITHIN_MS, f"the server saw the hang-up {seen_ms:.0f} ms after the page aborted"
             assert not _refuses_connections(url)
             assert page.locator(".jp-Notebook-ExecutionIndicator[data-status='busy']").count() == 1  # still sleeping
             page.locator(".litkit-stop").click()
             page.locator('.litkit-header [data-state="stopped"]').wait_for(timeout=30_000)
             wait_until(lambda: _refuses_connections(url), 10, f"{url} to refuse connections", interval=0.1)
             assert page.locator(".litkit-stop").inner_text().strip() == "Stopped"
-            assert _count(page, "cancelled") == 25 and _count(page, "completed") == 96
+            assert _count(page, "cancelled") == 26 and _count(page, "completed") == 96  # 24 left, 1 Cancel, 1 abort
         except BaseException:
             if page is not None:
                 page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)

@@ -234,7 +234,7 @@ def test_server_widget_follows_a_real_server_and_keeps_the_final_figures(serve, 
     assert not dashboard._thread.is_alive()  # stop() ends the refresher
     final = dashboard._sections["counts"].value
     assert 'data-state="stopped"' in dashboard._sections["header"].value
-    assert dashboard._panel.state == "stopped"  # the browser labels its Stop button "Stopped" (test_browser.py)
+    assert dashboard._stop_panel.state == "stopped"  # the browser labels its Stop button "Stopped" (test_browser.py)
     frontend.clear()
     assert dashboard.refresh() is False  # the figures stay as they were
     assert dashboard._sections["counts"].value == final
@@ -330,7 +330,7 @@ def test_rerunning_serve_on_the_same_port_marks_the_old_widget_replaced(serve, f
     second = serve(apis.Echo(), port=first.port)
     assert first.state == "replaced"
     assert 'data-state="replaced"' in old._sections["header"].value
-    assert old._panel.state == "replaced"  # the browser labels and disables its Stop button
+    assert old._stop_panel.state == "replaced"  # the browser labels and disables its Stop button
     assert second.state == "serving"
 
 
@@ -374,3 +374,25 @@ def test_shows_why_the_server_is_unhealthy_and_its_api_key(serve, frontend, tmp_
     assert "worker 0 is down after 5 failed starts in a row" in dashboard._sections["health"].value
     server.stop()
     assert dashboard._sections["health"].value == ""  # stopped: the state badge says it
+
+
+def test_charts_follow_a_real_server(serve, events, frontend):
+    """The browser draws the charts; the kernel gives them the series (at most a point a second,
+    only when the figures moved) and the streams' bars, and nothing while nothing changes."""
+    server = serve(apis.Ticker(events.path))
+    dashboard = server.widget
+    charts = dashboard._charts
+    assert len(list(server.stream({"n": 3, "interval": 0}))) == 3
+    sock = raw_post(server.url, json.dumps({"interval": 0.002}).encode(), {"X-Request-ID": "leaver"})
+    reader = ChunkReader(sock)
+    for _ in range(4):
+        reader.line()
+    reader.close()
+    sock.close()
+    wait_until(lambda: [bar[2] for bar in charts.streams] == ["completed", "client left"], message="bars for both streams")
+    assert charts.streams[0][1] == 3 and charts.streams[1][0] == "leaver" and charts.streams[1][1] >= 4
+    wait_until(lambda: charts.series and charts.series[-1][1] > 0, message="a point of throughput")
+    assert all(len(point) == 4 for point in charts.series)
+    server.stop()
+    frontend.clear()
+    assert dashboard.refresh() is False and updates(frontend) == []  # a stopped server sends nothing more

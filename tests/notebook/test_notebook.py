@@ -144,6 +144,12 @@ def test_dashboard_notebook_saves_the_final_figures_in_its_widget_state(tmp_path
     assert "model loaded" in logs_html or "client left: stopped after" in logs_html
     dashboard = next(model for model in state.values() if "litkit-dashboard" in model["state"].get("_dom_classes", []))
     assert dashboard["model_name"] == "VBoxModel"
+    # The charts' figures (anywidget models): throughput points and the last streams' bars, some
+    # ended by clients that left; the browser's Stop button reads the final state.
+    charts = [model["state"] for model in state.values() if "series" in model["state"] and "streams" in model["state"]]
+    assert len(charts) == 1 and charts[0]["series"] and max(point[1] for point in charts[0]["series"]) > 0
+    assert {outcome for _, _, outcome in charts[0]["streams"]} <= {"completed", "client left"} and charts[0]["streams"]
+    assert any(model["state"].get("part") == "stop" and model["state"].get("state") == "stopped" for model in state.values())
 
 
 def _run_cell(client: Any, code: str, cell_id: str) -> str:
