@@ -98,6 +98,9 @@ class LitServer:
             raise ValueError(f"LitServer({given}=...) applies to a single API; with several, pass it to each ls.LitAPI(...)")
         if given:  # as LitServe 0.2.1x warns: these moved to LitAPI
             warnings.warn(f"LitServer({given}=...) is deprecated, as in LitServe: pass max_batch_size and batch_timeout to ls.LitAPI(...) (and stream, api_path, spec)", DeprecationWarning, stacklevel=2)
+        if batch_timeout != 0.0 and max_batch_size is None:
+            # LitServe drops it without a word; here an argument that would do nothing is an error.
+            raise ValueError(f"LitServer(batch_timeout={batch_timeout!r}) does nothing without max_batch_size; pass both, or better ls.LitAPI(max_batch_size=..., batch_timeout=...)")
         if loop not in (None, "auto"):
             raise _unsupported("loop=...", "custom LitServe loops are not supported; leave loop out")
         if enable_shutdown_api:
