@@ -188,7 +188,7 @@ class LitServer:
         logging.getLogger("litkit").setLevel(_LOG_LEVELS[log_level])
         trigger(self._callbacks, "on_server_start", litserver=self)
         relay = LoggerRelay(self._loggers)
-        self.server = server = serve(
+        server = serve(
             self._endpoints(),
             host=host,
             port=port,
@@ -197,13 +197,18 @@ class LitServer:
             cors_origins=self._cors_origins,
             on_log=relay.put if self._loggers else None,
         )
-        server._serving.model_metadata = self.model_metadata  # GET /info's "model", as LitServe's
-        if generate_client_file:
-            write_client_file(server)
-        if self._callbacks:
-            listener = request_listener(self._callbacks, self)
-            for endpoint in server._serving.endpoints:  # on_request / on_response
-                endpoint.tracker.listeners.append(listener)
+        try:
+            server._serving.model_metadata = self.model_metadata  # GET /info's "model", as LitServe's
+            if generate_client_file:
+                write_client_file(server)
+            if self._callbacks:
+                listener = request_listener(self._callbacks, self)
+                for endpoint in server._serving.endpoints:  # on_request / on_response
+                    endpoint.tracker.listeners.append(listener)
+        except BaseException:
+            server.stop()  # e.g. client.py could not be written: no server is left running
+            raise
+        self.server = server  # published once everything above is in place
 
         def end() -> None:
             trigger(self._callbacks, "on_server_end", litserver=self)
