@@ -100,6 +100,9 @@ class LitServer:
             raise ValueError(f"LitServer({given}=...) applies to a single API; with several, pass it to each ls.LitAPI(...)")
         if given:  # as LitServe 0.2.1x warns: these moved to LitAPI
             warnings.warn(f"LitServer({given}=...) is deprecated, as in LitServe: pass max_batch_size and batch_timeout to ls.LitAPI(...) (and stream, api_path, spec)", DeprecationWarning, stacklevel=2)
+        if batch_timeout != 0.0 and max_batch_size is None:
+            # LitServe drops it without a word; here an argument that would do nothing is an error.
+            raise ValueError(f"LitServer(batch_timeout={batch_timeout!r}) does nothing without max_batch_size; pass both, or better ls.LitAPI(max_batch_size=..., batch_timeout=...)")
         if loop not in (None, "auto"):
             raise _unsupported("loop=...", "custom LitServe loops are not supported; leave loop out")
         if enable_shutdown_api:
@@ -191,7 +194,7 @@ class LitServer:
         # state, which then has to live in this interpreter (not in a sub-interpreter of its own).
         reaches_in = self._callbacks or self.track_requests or self.model_metadata is not None
         with in_this_interpreter("LitServer's callbacks, track_requests or model_metadata read the server's state") if reaches_in else contextlib.nullcontext():
-            self.server = server = serve(
+            server = serve(
                 self._endpoints(),
                 host=host,
                 port=port,
@@ -200,14 +203,19 @@ class LitServer:
                 cors_origins=self._cors_origins,
                 on_log=relay.put if self._loggers else None,
             )
-        if self.model_metadata is not None:
-            server._serving.model_metadata = self.model_metadata  # GET /info's "model", as LitServe's
-        if generate_client_file:
-            write_client_file(server)
-        if self._callbacks:
-            listener = request_listener(self._callbacks, self)
-            for endpoint in server._serving.endpoints:  # on_request / on_response
-                endpoint.tracker.listeners.append(listener)
+        try:
+            if self.model_metadata is not None:
+                server._serving.model_metadata = self.model_metadata  # GET /info's "model", as LitServe's
+            if generate_client_file:
+                write_client_file(server)
+            if self._callbacks:
+                listener = request_listener(self._callbacks, self)
+                for endpoint in server._serving.endpoints:  # on_request / on_response
+                    endpoint.tracker.listeners.append(listener)
+        except BaseException:
+            server.stop()  # e.g. client.py could not be written: no server is left running
+            raise
+        self.server = server  # published once everything above is in place
 
         def end() -> None:
             trigger(self._callbacks, "on_server_end", litserver=self)

@@ -379,3 +379,9 @@ def test_a_litserve_stream_stops_when_its_client_leaves(run, tmp_path):
         assert json.loads(next(lines)) == {"output": "token"}
     wait_until(marker.exists, message="the generator's finally after the client left")
     wait_until(lambda: server.status()["counts"]["cancelled"] == 1, message="the request counted cancelled")
+
+
+def test_batch_timeout_without_max_batch_size_is_an_error():
+    """LitServe 0.2.19 drops LitServer(batch_timeout=...) given alone; litkit says so instead."""
+    with pytest.raises(ValueError, match="does nothing without max_batch_size"):
+        ls.LitServer(apis.SimpleLitAPI(), batch_timeout=0.5)
