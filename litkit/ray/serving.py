@@ -18,26 +18,11 @@ from typing import Any
 from ..api import LitAPI, is_streaming_api
 from ..client.client import ChunkStream, Client
 from ..errors import WorkerStartError
-from .app import DEFAULT_API_PATH, import_ray_serve, ray_app
+from .app import DEFAULT_API_PATH, LOCAL_ONLY_OPTIONS, import_ray_serve, ray_app
 
-__all__ = ["RayServer", "serve_on_ray", "LOCAL_ONLY_OPTIONS"]
+__all__ = ["RayServer", "serve_on_ray"]
 
 logger = logging.getLogger("litkit.ray")
-
-# serve() options of the in-process server that Ray cannot honour, with what to use instead.
-LOCAL_ONLY_OPTIONS = {
-    "workers": "replicas=",
-    "max_queue": "nothing yet: Ray Serve queues requests itself (its max_queued_requests, unlimited by default)",
-    "max_body_size": "a limit in a proxy in front of Ray Serve",
-    "accelerator": "ray_actor_options={'num_gpus': 1} (setup then receives 'cuda:0')",
-    "devices": "ray_actor_options={'num_gpus': 1} per replica",
-    "workers_per_device": "replicas= with ray_actor_options={'num_gpus': 0.5}",
-    "max_concurrency": "max_ongoing_requests=",
-    "api_key": "authentication in a proxy in front of Ray Serve",
-    "cors_origins": "Ray Serve's HTTP middlewares",
-    "cancel_grace": "nothing: a cancelled sync hook runs to its end on its thread (check litkit.cancelled())",
-    "client_timeout": "Ray Serve's http_options keep_alive_timeout_s / request_timeout_s",
-}
 
 _POLL_S = 0.1
 
@@ -174,6 +159,11 @@ def serve_on_ray(
         raise ValueError(f"start_timeout must be a positive number of seconds, got {start_timeout!r}")
     if not isinstance(route_prefix, str) or not route_prefix.startswith("/"):
         raise ValueError(f"route_prefix must be a path starting with '/', got {route_prefix!r}")
+    if isinstance(api, dict):
+        raise ValueError(
+            "serve(backend='ray') takes one API for now; for several endpoints deploy "
+            "litkit.ray_app({'/a': A(), '/b': B()}) with ray.serve.run (docs/ray.md)"
+        )
     app = ray_app(api, api_path=api_path, num_replicas=replicas, **app_options)
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")

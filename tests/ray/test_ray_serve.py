@@ -91,7 +91,7 @@ def apps(ray_serve: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
     from ray.serve import RunTarget
 
     folder = tmp_path_factory.mktemp("ray-events")
-    events = {name: Events(folder / f"{name}.jsonl") for name in ("echo", "ticker", "slow", "async", "chat", "batch", "late", "serial")}
+    events = {name: Events(folder / f"{name}.jsonl") for name in ("echo", "ticker", "slow", "async", "chat", "batch", "late", "serial", "multi")}
     made = {
         "echo": (apis.Echo(events["echo"].path), {"num_replicas": 2}),
         "ticker": (apis.Ticker(events["ticker"].path), {}),
@@ -101,6 +101,7 @@ def apps(ray_serve: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
         "batch": (apis.BatchDoubler(events["batch"].path), {"max_batch_size": 4, "batch_timeout": 0.5}),
         "late": (apis.Ticker(events["late"].path), {"timeout": 0.5}),
         "serial": (_holder(events["serial"].path), {}),
+        "multi": ({"/double": apis.Doubler(), "/tick": apis.Ticker(events["multi"].path)}, {}),
     }
     targets = [
         RunTarget(litkit.ray_app(api, ray_actor_options=FRACTION, **options), name=name, route_prefix=f"/{name}")
@@ -217,9 +218,9 @@ def test_an_error_mid_stream_is_a_final_error_line(apps):
 
 
 @contextlib.contextmanager
-def reading(app: App, body: bytes, headers: dict[str, str] | None = None) -> Iterator[ChunkReader]:
+def reading(app: App, body: bytes, headers: dict[str, str] | None = None, path: str = "/predict") -> Iterator[ChunkReader]:
     """A raw POST's response, read line by line; leaving the block hangs up."""
-    sock = app.post(body, headers)
+    sock = app.post(body, headers, path)
     reader = ChunkReader(sock)
     try:
         yield reader
@@ -287,6 +288,27 @@ def test_timeout_before_a_streams_first_chunk(apps):
     assert time.monotonic() - started < 1.4  # not the 1.5 s predict is busy for
     app.events.wait_for("generator_exit")
     app.events.wait_for("finally")
+
+
+def test_several_endpoints_in_one_application(apps):
+    """``ray_app({path: api})``: a deployment per endpoint behind a router; answers, errors and
+    streams are relayed as they come, and a hang-up still closes the generator."""
+    app = apps["multi"]
+    assert app.client.predict({"input": 3}, path="/double") == {"output": 6}
+    status, _, body = _answer(app.post(b"{}", path="/double"))
+    assert (status, body["error"]) == (400, "decode_request could not use this request body: KeyError: 'input'")
+    status, _, body = _answer(app.post(b"{}", path="/nowhere"))
+    assert status == 404 and "this application serves /double, /tick" in body["error"]
+    with app.client.stream({"n": 3, "interval": 0}, path="/tick") as chunks:
+        assert list(chunks) == [{"i": 0}, {"i": 1}, {"i": 2}]
+    with reading(app, b'{"interval": 0.05}', path="/tick") as reader:  # the hang-up takes one more hop: tens of ms here
+        assert reader.status == 200
+        for _ in range(3):
+            reader.line()
+    left = time.monotonic()
+    ended = app.events.wait_for("finally", count=2)[-1]
+    assert ended["t"] - left < 0.1
+    assert len([e for e in app.events.named("yield") if e["t"] > left]) <= 1
 
 
 # -- OpenAI chat, batching -------------------------------------------------------------------------
@@ -373,7 +395,7 @@ def test_the_command_line_deploys_on_ray(ray_serve, tmp_path: Path):
     """))
     address = ray.get_runtime_context().gcs_address
     port = ray_serve.rsplit(":", 1)[1]
-    command = [*litkit_command(), "serve", f"{app_file}:Hello", "--backend", "ray", "--address", address, "--port", port, "--replicas", "1"]
+    command = [*litkit_command(), "serve", f"{app_file}:Hello", "--backend", "ray", "--address", address, "--port", port, "--replicas", "1", "--num-cpus", "0.1"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         lines: list[str] = []
