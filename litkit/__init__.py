@@ -4,8 +4,9 @@
 processes; streams stop when their client leaves. See the README for a tour.
 
 The server side (``serve``, ``run``, ``Server``, ``Endpoint``), the clients (``Client``,
-``AsyncClient``) and ``specs`` are imported on first use, so that worker processes, which import
-this package, never load the HTTP stack.
+``AsyncClient``), ``specs`` and ``ray_app`` (Ray Serve, the optional extra ``litkit[ray]``) are
+imported on first use, so that worker processes, which import this package, never load the HTTP
+stack, and ``import litkit`` never imports Ray.
 """
 
 from __future__ import annotations

@@ -364,6 +364,8 @@ def test_options_ray_cannot_honour_are_errors(ray_serve):
         litkit.serve(apis.Echo(), backend="ray", workers=2)
     with pytest.raises(ValueError, match=r"listens on port \d+ already"):
         litkit.serve(apis.Echo(), backend="ray", port=1)
+    with pytest.raises(ValueError, match=r"listens on 127.0.0.1 already"):
+        litkit.serve(apis.Echo(), backend="ray", host="0.0.0.0", port=0)
     with pytest.raises(TypeError, match="not options of the local server"):
         litkit.serve(apis.Echo(), replicas=2)
 
