@@ -33,6 +33,7 @@ import apis  # noqa: E402
 import litkit  # noqa: E402
 from conftest import ChunkReader, Events, assert_no_children, raw_post, wait_until  # noqa: E402
 from helpers import litkit_command  # noqa: E402
+from litkit.demo import TokenStreamer  # noqa: E402
 
 # Ray's own modules warn about their use of deprecated APIs (pydantic's, for one): not ours to fix.
 pytestmark = [pytest.mark.ray, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray"), pytest.mark.timeout(240)]
@@ -91,7 +92,7 @@ def apps(ray_serve: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
     from ray.serve import RunTarget
 
     folder = tmp_path_factory.mktemp("ray-events")
-    events = {name: Events(folder / f"{name}.jsonl") for name in ("echo", "ticker", "slow", "async", "chat", "batch", "late", "serial", "multi")}
+    events = {name: Events(folder / f"{name}.jsonl") for name in ("echo", "ticker", "slow", "async", "chat", "batch", "late", "serial", "multi", "demo")}
     made = {
         "echo": (apis.Echo(events["echo"].path), {"num_replicas": 2}),
         "ticker": (apis.Ticker(events["ticker"].path), {}),
@@ -102,6 +103,7 @@ def apps(ray_serve: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
         "late": (apis.Ticker(events["late"].path), {"timeout": 0.5}),
         "serial": (_holder(events["serial"].path), {}),
         "multi": ({"/double": apis.Doubler(), "/tick": apis.Ticker(events["multi"].path)}, {}),
+        "demo": (TokenStreamer(), {}),  # from an importable module: it travels by reference
     }
     targets = [
         RunTarget(litkit.ray_app(api, ray_actor_options=FRACTION, **options), name=name, route_prefix=f"/{name}")
@@ -196,6 +198,33 @@ def test_sync_hooks_run_one_request_at_a_time_per_replica(apps):
     spans = sorted(zip((e["t"] for e in app.events.named("enter")), (e["t"] for e in app.events.named("exit"))))
     assert len(spans) == 3
     assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:])), spans
+
+
+def test_a_class_from_an_importable_module_reaches_the_replicas(apps):
+    with apps["demo"].client.stream({"prompt": "a b", "max_tokens": 3, "delay": 0}) as chunks:
+        assert list(chunks) == [{"index": 0, "token": "a"}, {"index": 1, "token": "b"}, {"index": 2, "token": "a"}]
+
+
+def test_a_class_from_a_notebook_cell_in_a_real_kernel(ray_serve):
+    """A class defined in a cell, served with ``serve(backend="ray")`` from the kernel, which joins
+    this module's Ray (the one Ray session) as a second driver."""
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+
+    address = ray.get_runtime_context().gcs_address
+    port = int(ray_serve.rsplit(":", 1)[1])
+    cells = [
+        "import litkit\n\nclass Cell(litkit.LitAPI):\n    def predict(self, x):\n        return {'cell': x['n'] * 10}",
+        f"server = litkit.serve(Cell(), backend='ray', address={address!r}, port={port}, name='nb', route_prefix='/nb', "
+        "ray_actor_options={'num_cpus': 0.1})\nprint('answer:', server.predict({'n': 4}))\nprint('url:', server.url)",
+        "server.stop()\nprint('state:', server.state)",
+    ]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell) for cell in cells])
+    NotebookClient(notebook, timeout=120, kernel_name="python3").execute()
+    printed = [line for cell in notebook.cells for output in cell.outputs if output.get("name") == "stdout" for line in output.text.splitlines()]
+    assert "answer: {'cell': 40}" in printed
+    assert f"url: {ray_serve}/nb" in printed
+    assert "state: stopped" in printed
 
 
 # -- streams and cancellation ------------------------------------------------------------------------
