@@ -7,7 +7,9 @@ an ``HTTPError``'s status, 500 with type and message), ``timeout`` as 504, and c
 the client leaves (``litkit.ray.sources``). Ray's proxy echoes the client's ``X-Request-ID`` (or
 makes one) on every answer; error bodies carry the same id.
 
-Sync hooks run off the event loop (a thread per request); async hooks run on it. The replica is
+Sync hooks run off the event loop, on a thread per request, one request at a time per replica
+(as in a litkit worker; the others wait on a lock); async hooks run on the loop. ``forwarded`` is
+the same answer for ``litkit.ray.router`` (several endpoints in one application). The replica is
 built from bytes the caller's process made with cloudpickle (``litkit.ray.app``), so classes from
 a notebook cell or a script's ``__main__`` reach it.
 """
