@@ -19,7 +19,17 @@ _WATCH_INTERVAL_S = 0.5
 
 
 def run(api: LitAPI | Mapping[str, LitAPI | Endpoint], **options: Any) -> None:
-    """Serve ``api`` and block until Ctrl+C (or SIGTERM); then stop cleanly. Takes ``serve()``'s options."""
+    """Serve ``api`` and block until Ctrl+C (or SIGTERM); then stop cleanly. Takes ``serve()``'s options.
+
+    Raises:
+        ValueError: ``backend`` is not ``"local"``: from a script, serve on Ray with
+            ``litkit serve --backend ray file.py:Class``, or ``serve(backend="ray")`` then ``wait()``.
+    """
+    if options.get("backend", "local") != "local":
+        raise ValueError(
+            f"litkit.run() serves with the local backend, not backend={options['backend']!r}; for Ray use "
+            "`litkit serve --backend ray file.py:Class`, or server = litkit.serve(api, backend='ray') then server.wait()"
+        )
     server = serve(api, **options)
     key = f"\nlitkit: api key:  {server.api_key}   (send it as 'Authorization: Bearer KEY')" if server.api_key else ""
     block_until_interrupted(server, banner(server, "Ctrl+C to stop") + key)
