@@ -473,3 +473,14 @@ def test_a_serve_yaml_config_deploys_a_ray_app(ray_serve, tmp_path: Path):
         assert litkit.Client(ray_serve + "/yaml").predict({"name": "yaml"}) == {"hello": "yaml"}
     finally:
         serve.delete("yaml", _blocking=False)
+
+
+def test_the_benchmark_runs(ray_serve):
+    """benchmarks/ray_backend.py in its smallest form, on this module's Ray (speed is never asserted
+    here: this only proves the instrument works)."""
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "ray_backend.py"
+    address = ray.get_runtime_context().gcs_address
+    command = [sys.executable, str(script), "--requests", "8", "--rounds", "1", "--hangups", "1", "--address", address, "--num-cpus", "0.05"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "| p50_ms |" in run.stdout and "| async_20ms_finally_max_ms |" in run.stdout
