@@ -218,27 +218,33 @@ def hang_up(system: System, api: str, interval: float, trials: int) -> dict[str,
     return {"max_after": max(after), "median_after": statistics.median(after), "finally_p50_ms": statistics.median(finally_ms), "finally_max_ms": max(finally_ms)}
 
 
-def start_ray() -> tuple[System, Any]:
+APPS = ("echo", "echo4", "tokens", "async")
+
+
+def start_ray(address: str | None, num_cpus: float) -> tuple[System, Any]:
+    """A local Ray with Serve on a free port, or (``address``) the cluster and Serve running there."""
     import ray
     from ray import serve
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    options = {"ray_actor_options": {"num_cpus": 0.5}}
-    targets = [
-        serve.RunTarget(litkit.ray_app(Echo(), **options), name="echo", route_prefix="/echo"),
-        serve.RunTarget(litkit.ray_app(Echo(), max_ongoing_requests=4, **options), name="echo4", route_prefix="/echo4"),
-        serve.RunTarget(litkit.ray_app(Tokens(), **options), name="tokens", route_prefix="/tokens"),
-        serve.RunTarget(litkit.ray_app(AsyncTokens(), **options), name="async", route_prefix="/async"),
-    ]
-    serve.run_many(targets)
+    if address is None:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+    else:
+        from ray.serve.context import _get_global_client
+
+        ray.init(address=address, log_to_driver=False)
+        port = _get_global_client().http_config.port
+    options = {"ray_actor_options": {"num_cpus": num_cpus}}
+    apps = {"echo": (Echo(), {}), "echo4": (Echo(), {"max_ongoing_requests": 4}), "tokens": (Tokens(), {}), "async": (AsyncTokens(), {})}
+    serve.run_many([serve.RunTarget(litkit.ray_app(api, **options, **more), name=f"bench-{name}", route_prefix=f"/bench-{name}") for name, (api, more) in apps.items()])
     base = f"http://127.0.0.1:{port}"
     me = psutil.Process()
-    # Ray's processes are this driver's descendants (GCS, raylet, proxy, controller, replicas).
-    return System("ray", {"echo": base + "/echo", "echo4": base + "/echo4", "tokens": base + "/tokens", "async": base + "/async"}, lambda: [me, *me.children(recursive=True)]), ray
+    # Ray's processes are this driver's descendants (GCS, raylet, proxy, controller, replicas);
+    # on a cluster joined with --address, this process's only.
+    return System("ray", {name: f"{base}/bench-{name}" for name in APPS}, lambda: [me, *me.children(recursive=True)]), ray
 
 
 def start_litkit() -> tuple[System, list[Any]]:
@@ -253,9 +259,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--hangups", type=int, default=10)
+    parser.add_argument("--address", default=None, help="join this Ray cluster (its Serve already started) instead of starting a local Ray")
+    parser.add_argument("--num-cpus", type=float, default=0.5, help="CPUs per Ray replica")
     args = parser.parse_args()
     local, servers = start_litkit()
-    on_ray, ray = start_ray()
+    on_ray, ray = start_ray(args.address, args.num_cpus)
     results: dict[str, dict[str, list[float]]] = {"litkit": {}, "ray": {}}
     try:
         for round_number in range(args.rounds):
@@ -273,7 +281,11 @@ def main() -> None:
             server.stop()
         from ray import serve
 
-        serve.shutdown()
+        if args.address is None:
+            serve.shutdown()
+        else:
+            for name in APPS:
+                serve.delete(f"bench-{name}", _blocking=False)
         ray.shutdown()
     print(report(results, args))
 

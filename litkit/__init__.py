@@ -4,8 +4,10 @@
 processes; streams stop when their client leaves. See the README for a tour.
 
 The server side (``serve``, ``run``, ``Server``, ``Endpoint``), the clients (``Client``,
-``AsyncClient``), ``specs`` and LitServe's names (``LitServer``; ``litkit.compat``) are imported on first use, so that worker processes, which import
-this package, never load the HTTP stack.
+``AsyncClient``), ``specs``, LitServe's names (``LitServer``; ``litkit.compat``) and ``ray_app``
+(Ray Serve, the optional extra ``litkit[ray]``) are imported on first use, so that worker
+processes, which import this package, never load the HTTP stack, and ``import litkit`` never
+imports Ray.
 """
 
 from __future__ import annotations

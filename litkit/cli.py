@@ -291,6 +291,8 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     _add_serve_options(serve_parser)
     serve_parser.add_argument("--address", default=None, help="with --backend ray: the Ray cluster to join (default: start a local Ray)")
     serve_parser.add_argument("--replicas", type=int, default=None, help="with --backend ray: how many replicas (default: 1)")
+    serve_parser.add_argument("--num-cpus", type=float, default=None, help="with --backend ray: CPUs per replica (default: Ray's, 1)")
+    serve_parser.add_argument("--num-gpus", type=float, default=None, help="with --backend ray: GPUs per replica (default: none)")
     demo_parser = commands.add_parser("demo", help="serve the built-in streaming demo and show how to call it", description=_DEMO_HELP, formatter_class=raw)
     _add_serve_options(demo_parser, leave_out=("api_path", "stream", "spec"))
     return parser, {"serve": serve_parser, "demo": demo_parser}
@@ -327,13 +329,17 @@ def main(argv: list[str] | None = None) -> int:
         else:
             api = load_api(args.target)
             example, hint = {"input": 1}, "   (send what your decode_request expects)"
-        ray_options = {name: getattr(args, name) for name in ("address", "replicas") if getattr(args, name, None) is not None}
+        ray_options: dict[str, Any] = {name: getattr(args, name) for name in ("address", "replicas") if getattr(args, name, None) is not None}
+        resources = {name: getattr(args, name) for name in ("num_cpus", "num_gpus") if getattr(args, name, None) is not None}
+        if resources:
+            ray_options["ray_actor_options"] = resources
         if options.get("backend") == "ray":
             if getattr(args, "reload", False):
                 raise ValueError("--reload works with the local backend only; with --backend ray, deploy again after a change")
             ray_server = serve(api, **options, **ray_options)
         elif ray_options:
-            raise ValueError(f"{', '.join('--' + name for name in ray_options)} need --backend ray")
+            flags = [name for name in ("address", "replicas", "num_cpus", "num_gpus") if getattr(args, name, None) is not None]
+            raise ValueError(f"{', '.join('--' + name.replace('_', '-') for name in flags)}: options of --backend ray only")
         else:
             server = serve(api, **options)
             watch = _Reloader(args.target, options, lambda s: _how_to_call(s, example, hint)) if getattr(args, "reload", False) else None

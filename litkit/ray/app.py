@@ -16,10 +16,27 @@ import cloudpickle
 from ..api import LitAPI, is_async_api, is_streaming_api
 from ..specs import Spec
 
-__all__ = ["ray_app", "import_ray_serve"]
+__all__ = ["ray_app", "import_ray_serve", "LOCAL_ONLY_OPTIONS"]
 
 DEFAULT_API_PATH = "/predict"
 _RAY_DEFAULT_ONGOING = 5  # Ray Serve's default max_ongoing_requests; a batch must fit in it
+# What litkit.Endpoint(api, ...) may set per endpoint on Ray.
+_ENDPOINT_OPTIONS = ("stream", "spec", "timeout", "max_batch_size", "batch_timeout")
+
+# serve() options of the in-process server that Ray cannot honour, with what to use instead.
+LOCAL_ONLY_OPTIONS = {
+    "workers": "replicas= (ray_app: num_replicas=)",
+    "max_queue": "nothing yet: Ray Serve queues requests itself (its max_queued_requests, unlimited by default)",
+    "max_body_size": "a limit in a proxy in front of Ray Serve",
+    "accelerator": "ray_actor_options={'num_gpus': 1} (setup then receives 'cuda:0')",
+    "devices": "ray_actor_options={'num_gpus': 1} per replica",
+    "workers_per_device": "replicas= with ray_actor_options={'num_gpus': 0.5}",
+    "max_concurrency": "max_ongoing_requests=",
+    "api_key": "authentication in a proxy in front of Ray Serve",
+    "cors_origins": "Ray Serve's HTTP middlewares",
+    "cancel_grace": "nothing: a cancelled sync hook runs to its end on its thread (check litkit.cancelled())",
+    "client_timeout": "Ray Serve's http_options keep_alive_timeout_s / request_timeout_s",
+}
 
 
 def import_ray_serve() -> Any:
@@ -35,7 +52,7 @@ def import_ray_serve() -> Any:
 
 
 def ray_app(
-    api: LitAPI,
+    api: LitAPI | dict[str, Any],
     *,
     api_path: str = DEFAULT_API_PATH,
     stream: bool | None = None,
@@ -55,7 +72,10 @@ def ray_app(
     Ray gave it a GPU, else ``"cpu"``) and answers ``POST api_path`` as ``litkit.serve`` does.
 
     Args:
-        api: a ``litkit.LitAPI`` instance.
+        api: a ``litkit.LitAPI`` instance; or a dict of several endpoints, ``{"/embed": Embedder(),
+            "/chat": litkit.Endpoint(Chat(), timeout=30)}``, each a deployment of its own behind
+            one router (``Endpoint`` may set ``stream``, ``spec``, ``timeout``, ``max_batch_size``
+            and ``batch_timeout``; the deployment options below apply to each endpoint).
         api_path: the path of the endpoint under the application's route prefix.
         stream: None to stream exactly when ``predict`` is a generator function; True or False to insist.
         spec: a protocol such as ``litkit.specs.OpenAIChat()``, served at the spec's paths.
@@ -79,14 +99,93 @@ def ray_app(
         ValueError: an argument is out of range, or the options contradict each other or the API.
     """
     serve = import_ray_serve()
+    deployment = _deployment_options(num_replicas, ray_actor_options, max_ongoing_requests, autoscaling_config)
+    options = {"stream": stream, "spec": spec, "timeout": timeout, "max_batch_size": max_batch_size, "batch_timeout": batch_timeout}
     if isinstance(api, dict):
-        raise ValueError(
-            "ray_app() serves one endpoint per application for now; deploy each API as its own "
-            "application with a route prefix of its own: serve.run(litkit.ray_app(A()), name='a', route_prefix='/a')"
-        )
+        return _several_endpoints(serve, api, api_path, options, deployment)
+    path = api_path
+    if isinstance(spec, Spec):
+        if api_path != DEFAULT_API_PATH:
+            raise ValueError(f"with spec=... the API is served at the spec's paths ({spec.path}); to put them under a prefix, deploy with route_prefix=")
+        path = spec.path
+    return _endpoint(serve, api, path, options, deployment, type(api).__name__)
+
+
+def _endpoint(serve: Any, api: Any, path: str, options: dict[str, Any], deployment: dict[str, Any], name: str) -> Any:
+    """One endpoint's deployment, bound to the bytes its replicas start from."""
     _check_api(api)
-    streaming = _resolve_stream(api, stream)
-    _check_options(api, streaming, spec, api_path, timeout, max_batch_size, batch_timeout)
+    streaming = _resolve_stream(api, options["stream"])
+    spec, max_batch_size = options["spec"], options["max_batch_size"]
+    _check_options(api, streaming, spec, path, options["timeout"], max_batch_size, options["batch_timeout"])
+    config = {
+        "api": _pickle(api),
+        "spec": None if spec is None else _pickle(spec),
+        "api_path": path,
+        "stream": streaming,
+        "timeout": options["timeout"],
+        "max_batch_size": max_batch_size,
+        "batch_timeout": float(options["batch_timeout"]),
+        "sys_path": [entry or os.getcwd() for entry in sys.path],
+    }
+    deployment = dict(deployment)
+    if deployment.get("max_ongoing_requests") is None:
+        deployment.pop("max_ongoing_requests", None)
+        if max_batch_size > _RAY_DEFAULT_ONGOING:  # a batch must fit in what Ray hands a replica
+            deployment["max_ongoing_requests"] = max_batch_size
+    from .replica import Replica
+
+    return serve.deployment(Replica, name=name, **deployment).bind(cloudpickle.dumps(config))
+
+
+def _several_endpoints(serve: Any, apis: dict[Any, Any], api_path: str, defaults: dict[str, Any], deployment: dict[str, Any]) -> Any:
+    """``ray_app({"/a": A(), "/b": litkit.Endpoint(B(), timeout=30)})``: a deployment per
+    endpoint behind one ``Router`` (``litkit.ray.router``)."""
+    if api_path != DEFAULT_API_PATH:
+        raise ValueError("with a dict of endpoints the paths are its keys; leave api_path at its default")
+    if defaults["spec"] is not None:
+        raise ValueError("with a dict of endpoints pass spec per endpoint: {'/': litkit.Endpoint(api, spec=...)}")
+    if not apis:
+        raise ValueError("ray_app() got an empty dict; give at least one {path: api}")
+    routes: dict[str, str] = {}
+    endpoints: dict[str, Any] = {}
+    names: set[str] = set()
+    for key, value in apis.items():
+        if not isinstance(key, str) or not key.startswith("/") or "//" in key or key == "/health":
+            raise ValueError(f"each key of the dict is an endpoint's path starting with '/' other than /health, got {key!r}")
+        api, own = _unpack_endpoint(key, value)
+        options = {**defaults, **own}
+        spec = options["spec"]
+        path = key.rstrip("/") + spec.path if isinstance(spec, Spec) else key
+        name = type(api).__name__
+        name = name if name not in names else f"{name}_{len(names)}"
+        names.add(name)
+        endpoints[path] = _endpoint(serve, api, path, options, deployment, name)
+        prefix = key.rstrip("/")
+        for taken in (path, *(prefix + extra for extra in (spec.extra_paths.values() if isinstance(spec, Spec) else ()))):
+            if taken in routes:
+                raise ValueError(f"two endpoints use the path {taken}; give each its own path")
+            routes[taken] = path
+    from .router import Router
+
+    router = {**deployment, "ray_actor_options": {"num_cpus": 0.1}}  # it only relays; the endpoints compute
+    router.pop("max_ongoing_requests", None)
+    return serve.deployment(Router, name="Router", **router).bind(routes, endpoints)
+
+
+def _unpack_endpoint(path: str, value: Any) -> tuple[Any, dict[str, Any]]:
+    """A dict value: an API, or ``litkit.Endpoint(api, **options)`` with the options Ray can honour."""
+    if isinstance(value, LitAPI) or not (hasattr(value, "api") and hasattr(value, "options")):
+        return value, {}
+    own = dict(value.options)
+    for option in own:
+        if option not in _ENDPOINT_OPTIONS:
+            instead = LOCAL_ONLY_OPTIONS.get(option, "ray_app()'s own arguments")
+            raise ValueError(f"Endpoint(..., {option}=) at {path} is an option of the in-process server; with Ray use {instead}")
+    return value.api, own
+
+
+def _deployment_options(num_replicas: Any, ray_actor_options: Any, max_ongoing_requests: Any, autoscaling_config: Any) -> dict[str, Any]:
+    """Ray Serve's deployment options, checked."""
     _check_count("num_replicas", num_replicas)
     if autoscaling_config is not None and num_replicas != 1:
         raise ValueError(
@@ -95,32 +194,16 @@ def ray_app(
         )
     if ray_actor_options is not None and not isinstance(ray_actor_options, dict):
         raise TypeError(f"ray_actor_options must be a dict such as {{'num_cpus': 0.5}}, got {type(ray_actor_options).__name__}")
-    if max_ongoing_requests is None:
-        max_ongoing_requests = max_batch_size if max_batch_size > _RAY_DEFAULT_ONGOING else None
-    else:
+    if max_ongoing_requests is not None:
         _check_count("max_ongoing_requests", max_ongoing_requests)
-    config = {
-        "api": _pickle(api),
-        "spec": None if spec is None else _pickle(spec),
-        "api_path": spec.path if spec is not None else api_path,
-        "stream": streaming,
-        "timeout": timeout,
-        "max_batch_size": max_batch_size,
-        "batch_timeout": float(batch_timeout),
-        "sys_path": [entry or os.getcwd() for entry in sys.path],
-    }
-    options: dict[str, Any] = {"name": type(api).__name__}
+    options: dict[str, Any] = {"max_ongoing_requests": max_ongoing_requests}
     if autoscaling_config is not None:
         options["autoscaling_config"] = autoscaling_config
     else:
         options["num_replicas"] = num_replicas
     if ray_actor_options is not None:
         options["ray_actor_options"] = ray_actor_options
-    if max_ongoing_requests is not None:
-        options["max_ongoing_requests"] = max_ongoing_requests
-    from .replica import Replica
-
-    return serve.deployment(Replica, **options).bind(cloudpickle.dumps(config))
+    return options
 
 
 def _check_api(api: Any) -> None:
@@ -163,8 +246,6 @@ def _check_options(api: LitAPI, streaming: bool, spec: Any, api_path: Any, timeo
                 f"spec={type(spec).__name__}() works with a plain (sync) predict without batching for now; "
                 f"leave max_batch_size at 1 and make {name}.predict a plain function or generator"
             )
-        if api_path != DEFAULT_API_PATH:
-            raise ValueError(f"with spec=... the API is served at the spec's paths ({spec.path}); to put them under a prefix, deploy with route_prefix=")
 
 
 def _check_count(name: str, value: Any) -> None:

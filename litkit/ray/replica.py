@@ -7,7 +7,9 @@ an ``HTTPError``'s status, 500 with type and message), ``timeout`` as 504, and c
 the client leaves (``litkit.ray.sources``). Ray's proxy echoes the client's ``X-Request-ID`` (or
 makes one) on every answer; error bodies carry the same id.
 
-Sync hooks run off the event loop (a thread per request); async hooks run on it. The replica is
+Sync hooks run off the event loop, on a thread per request, one request at a time per replica
+(as in a litkit worker; the others wait on a lock); async hooks run on the loop. ``forwarded`` is
+the same answer for ``litkit.ray.router`` (several endpoints in one application). The replica is
 built from bytes the caller's process made with cloudpickle (``litkit.ray.app``), so classes from
 a notebook cell or a script's ``__main__`` reach it.
 """
@@ -31,7 +33,7 @@ from ..errors import HTTPError
 from ..wire.encoding import decode_body, encode_chunk, encode_decode_error, encode_error, encode_json
 from .sources import END, AsyncSource, Cancellation, ThreadedIterator
 
-__all__ = ["Replica"]
+__all__ = ["Replica", "path_in_app"]
 
 logger = logging.getLogger("litkit.ray")
 
@@ -83,20 +85,38 @@ class Replica:
     # -- routing ----------------------------------------------------------------------------------
 
     async def __call__(self, request: Request) -> Response:
-        request_id = request.headers.get("x-request-id", "")
-        path = _path_in_app(request)
-        if request.method == "GET" and path == "/health":
+        """A request from Ray's HTTP proxy (this replica's application has one endpoint)."""
+        body = await request.body() if request.method == "POST" else b""
+        headers = request.headers
+        return await self.respond(request.method, path_in_app(request), headers.get("x-request-id", ""), headers.get("accept", ""), body)
+
+    async def forwarded(self, method: str, path: str, request_id: str, accept: str, body: bytes) -> AsyncIterator[Any]:
+        """A request ``litkit.ray.router`` forwards (a handle call with ``stream=True``): the
+        status and headers first, then the body in parts. Ray cancels this generator when the
+        router's client leaves, which closes the stream's source as a direct hang-up does."""
+        response = await self.respond(method, path, request_id, accept, body)
+        yield response.status_code, [(name.decode("latin-1"), value.decode("latin-1")) for name, value in response.raw_headers]
+        if not isinstance(response, _Stream):
+            yield response.body
+            return
+        try:
+            async for part in response.body_iterator:
+                yield part
+        finally:
+            await response.source.aclose()
+
+    async def respond(self, method: str, path: str, request_id: str, accept: str, body: bytes) -> Response:
+        if method == "GET" and path == "/health":
             return _json(200, {"status": "ok"})
-        if self.spec is not None and request.method == "GET":
+        if self.spec is not None and method == "GET":
             for name, extra_path in self.spec.extra_paths.items():
                 if path == extra_path:
                     return _json(200, self.spec.extra_response(name, self.model, self.created))
         if path != self.api_path:
             return self._error(404, f"no endpoint at {path}; POST to {self.api_path}", request_id)
-        if request.method != "POST":
-            return self._error(405, f"{request.method} is not allowed at {path}; send a POST with a JSON body", request_id, {"Allow": "POST"})
-        sse = (self.spec is not None and self.spec.always_sse) or "text/event-stream" in request.headers.get("accept", "")
-        body = await request.body()
+        if method != "POST":
+            return self._error(405, f"{method} is not allowed at {path}; send a POST with a JSON body", request_id, {"Allow": "POST"})
+        sse = (self.spec is not None and self.spec.always_sse) or "text/event-stream" in accept
         cancellation = Cancellation()
         _set_task_current(cancellation)  # litkit.cancelled() in this task and the threads it starts
         try:
@@ -309,7 +329,7 @@ class _Stream(StreamingResponse):
             await self.source.aclose()
 
 
-def _path_in_app(request: Request) -> str:
+def path_in_app(request: Request) -> str:
     """The request's path under the application's route prefix (``serve run --route-prefix``, YAML)."""
     path: str = request.scope["path"]
     root: str = request.scope.get("root_path", "") or ""

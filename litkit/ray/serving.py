@@ -18,26 +18,11 @@ from typing import Any
 from ..api import LitAPI, is_streaming_api
 from ..client.client import ChunkStream, Client
 from ..errors import WorkerStartError
-from .app import DEFAULT_API_PATH, import_ray_serve, ray_app
+from .app import DEFAULT_API_PATH, LOCAL_ONLY_OPTIONS, import_ray_serve, ray_app
 
-__all__ = ["RayServer", "serve_on_ray", "LOCAL_ONLY_OPTIONS"]
+__all__ = ["RayServer", "serve_on_ray"]
 
 logger = logging.getLogger("litkit.ray")
-
-# serve() options of the in-process server that Ray cannot honour, with what to use instead.
-LOCAL_ONLY_OPTIONS = {
-    "workers": "replicas=",
-    "max_queue": "nothing yet: Ray Serve queues requests itself (its max_queued_requests, unlimited by default)",
-    "max_body_size": "a limit in a proxy in front of Ray Serve",
-    "accelerator": "ray_actor_options={'num_gpus': 1} (setup then receives 'cuda:0')",
-    "devices": "ray_actor_options={'num_gpus': 1} per replica",
-    "workers_per_device": "replicas= with ray_actor_options={'num_gpus': 0.5}",
-    "max_concurrency": "max_ongoing_requests=",
-    "api_key": "authentication in a proxy in front of Ray Serve",
-    "cors_origins": "Ray Serve's HTTP middlewares",
-    "cancel_grace": "nothing: a cancelled sync hook runs to its end on its thread (check litkit.cancelled())",
-    "client_timeout": "Ray Serve's http_options keep_alive_timeout_s / request_timeout_s",
-}
 
 _POLL_S = 0.1
 
@@ -133,7 +118,7 @@ def serve_on_ray(
     *,
     address: str | None = None,
     replicas: int = 1,
-    host: str = "127.0.0.1",
+    host: str | None = None,
     port: int = 8000,
     name: str = "litkit",
     route_prefix: str = "/",
@@ -148,7 +133,8 @@ def serve_on_ray(
         address: the Ray cluster to join (``"auto"``, ``"ray://head:10001"``); None starts a local
             Ray unless this process is connected to one already.
         replicas: how many replicas serve the API.
-        host: the address Ray Serve's HTTP proxy listens on, when this call starts Serve.
+        host: the address Ray Serve's HTTP proxy listens on; None: ``"127.0.0.1"`` when this call
+            starts Serve, else whatever it listens on (another address is then an error).
         port: its port; 0 picks a free one. Serve's port is fixed by its first start in the cluster.
         name: the Ray Serve application's name (deploying the same name again replaces it).
         route_prefix: where the application sits in Serve's URL space.
@@ -160,7 +146,7 @@ def serve_on_ray(
 
     Raises:
         ImportError: Ray Serve is not installed (``pip install 'litkit[ray]'``).
-        ValueError: an option is out of range, or Serve already listens on another port.
+        ValueError: an option is out of range, or Serve already listens on another host or port.
         WorkerStartError: a replica's ``setup`` failed, or the replicas were not running within
             ``start_timeout`` (the message names the resources asked for and available).
     """
@@ -174,6 +160,11 @@ def serve_on_ray(
         raise ValueError(f"start_timeout must be a positive number of seconds, got {start_timeout!r}")
     if not isinstance(route_prefix, str) or not route_prefix.startswith("/"):
         raise ValueError(f"route_prefix must be a path starting with '/', got {route_prefix!r}")
+    if isinstance(api, dict):
+        raise ValueError(
+            "serve(backend='ray') takes one API for now; for several endpoints deploy "
+            "litkit.ray_app({'/a': A(), '/b': B()}) with ray.serve.run (docs/ray.md)"
+        )
     app = ray_app(api, api_path=api_path, num_replicas=replicas, **app_options)
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
@@ -188,17 +179,22 @@ def serve_on_ray(
         # Here, on the calling thread: a thread that called ray.init and then exits kills Ray's daemons.
         ray.init(address=address)
         started_ray = address is None
+    started_serve = False
     try:
-        serve_port, started_serve = _start_serve(serve, host, port)
+        serve_host, serve_port, started_serve = _start_serve(serve, host, port)
         actor_options = app_options.get("ray_actor_options") or {}
         per_replica = {"num_cpus": actor_options.get("num_cpus", 1), **{k: v for k, v in actor_options.items() if k in ("num_gpus", "resources")}}
         asked = {"deployment": type(api).__name__, "replicas": replicas, "per_replica": per_replica}
         _deploy(serve, ray, app, name, route_prefix, start_timeout, asked)
     except BaseException:
+        if started_serve:
+            serve.shutdown()
         if started_ray:
             ray.shutdown()
         raise
-    url_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    url_host = serve_host
+    if serve_host in ("0.0.0.0", "::"):  # every node runs a proxy: this one's, or the head's through Ray Client
+        url_host = address.removeprefix("ray://").rsplit(":", 1)[0] if address and address.startswith("ray://") else "127.0.0.1"
     prefix = route_prefix.rstrip("/")
     return RayServer(f"http://{url_host}:{serve_port}{prefix}", api_path if app_options.get("spec") is None else app_options["spec"].path,
                      name, type(api).__name__, _streams(api, app_options), shutdown_serve=started_serve, shutdown_ray=started_ray)
@@ -209,23 +205,30 @@ def _streams(api: LitAPI, app_options: dict[str, Any]) -> bool:
     return is_streaming_api(api) if stream is None else bool(stream)
 
 
-def _start_serve(serve: Any, host: str, port: int) -> tuple[int, bool]:
-    """Start Ray Serve's proxy on ``port`` unless Serve runs already; return its port and whether we started it."""
+def _start_serve(serve: Any, host: str | None, port: int) -> tuple[str, int, bool]:
+    """Start Ray Serve's proxy on ``host:port`` unless Serve runs already; return its host, its
+    port and whether we started it."""
     from ray.serve.context import _get_global_client
 
     client = _get_global_client(raise_if_no_controller_running=False)
     if client is None:
+        host = host or "127.0.0.1"
         if port == 0:
             port = _free_port(host)
         serve.start(http_options={"host": host, "port": port})
-        return port, True
-    running = client.http_config.port
+        return host, port, True
+    running, running_host = client.http_config.port, client.http_config.host
+    if host is not None and host != running_host:
+        raise ValueError(
+            f"Ray Serve in this cluster listens on {running_host} already (its first serve.start fixed it); "
+            f"pass host=None (or host={running_host!r}) to deploy there, or call ray.serve.shutdown() first"
+        )
     if port not in (0, running):
         raise ValueError(
             f"Ray Serve in this cluster listens on port {running} already (its first serve.start fixed it); "
             f"pass port={running} (or port=0) to deploy there, or call ray.serve.shutdown() first"
         )
-    return running, False
+    return running_host, running, False
 
 
 def _deploy(serve: Any, ray: Any, app: Any, name: str, route_prefix: str, start_timeout: float, asked: dict[str, Any]) -> None:

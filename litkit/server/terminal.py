@@ -42,7 +42,16 @@ def run(api: LitAPI | Mapping[str, LitAPI | Endpoint], **options: Any) -> None:
 
     Called from the body of a file that ``litkit serve FILE:Name`` is loading, it returns at once
     and says so: the command serves ``Name`` itself, with its own flags.
+
+    Raises:
+        ValueError: ``backend`` is not ``"local"``: from a script, serve on Ray with
+            ``litkit serve --backend ray file.py:Class``, or ``serve(backend="ray")`` then ``wait()``.
     """
+    if options.get("backend", "local") != "local":
+        raise ValueError(
+            f"litkit.run() serves with the local backend, not backend={options['backend']!r}; for Ray use "
+            "`litkit serve --backend ray file.py:Class`, or server = litkit.serve(api, backend='ray') then server.wait()"
+        )
     if _command_target is not None:
         print(
             f"litkit: {_command_target} called litkit.run() while `litkit serve` loaded it; that call serves "

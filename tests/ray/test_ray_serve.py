@@ -33,6 +33,7 @@ import apis  # noqa: E402
 import litkit  # noqa: E402
 from conftest import ChunkReader, Events, assert_no_children, raw_post, wait_until  # noqa: E402
 from helpers import litkit_command  # noqa: E402
+from litkit.demo import TokenStreamer  # noqa: E402
 
 # Ray's own modules warn about their use of deprecated APIs (pydantic's, for one): not ours to fix.
 pytestmark = [pytest.mark.ray, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray"), pytest.mark.timeout(240)]
@@ -91,7 +92,7 @@ def apps(ray_serve: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
     from ray.serve import RunTarget
 
     folder = tmp_path_factory.mktemp("ray-events")
-    events = {name: Events(folder / f"{name}.jsonl") for name in ("echo", "ticker", "slow", "async", "chat", "batch", "late", "serial")}
+    events = {name: Events(folder / f"{name}.jsonl") for name in ("echo", "ticker", "slow", "async", "chat", "batch", "late", "serial", "multi", "demo")}
     made = {
         "echo": (apis.Echo(events["echo"].path), {"num_replicas": 2}),
         "ticker": (apis.Ticker(events["ticker"].path), {}),
@@ -101,6 +102,8 @@ def apps(ray_serve: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
         "batch": (apis.BatchDoubler(events["batch"].path), {"max_batch_size": 4, "batch_timeout": 0.5}),
         "late": (apis.Ticker(events["late"].path), {"timeout": 0.5}),
         "serial": (_holder(events["serial"].path), {}),
+        "multi": ({"/double": apis.Doubler(), "/tick": apis.Ticker(events["multi"].path)}, {}),
+        "demo": (TokenStreamer(), {}),  # from an importable module: it travels by reference
     }
     targets = [
         RunTarget(litkit.ray_app(api, ray_actor_options=FRACTION, **options), name=name, route_prefix=f"/{name}")
@@ -197,6 +200,33 @@ def test_sync_hooks_run_one_request_at_a_time_per_replica(apps):
     assert all(later[0] >= earlier[1] for earlier, later in zip(spans, spans[1:])), spans
 
 
+def test_a_class_from_an_importable_module_reaches_the_replicas(apps):
+    with apps["demo"].client.stream({"prompt": "a b", "max_tokens": 3, "delay": 0}) as chunks:
+        assert list(chunks) == [{"index": 0, "token": "a"}, {"index": 1, "token": "b"}, {"index": 2, "token": "a"}]
+
+
+def test_a_class_from_a_notebook_cell_in_a_real_kernel(ray_serve):
+    """A class defined in a cell, served with ``serve(backend="ray")`` from the kernel, which joins
+    this module's Ray (the one Ray session) as a second driver."""
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+
+    address = ray.get_runtime_context().gcs_address
+    port = int(ray_serve.rsplit(":", 1)[1])
+    cells = [
+        "import litkit\n\nclass Cell(litkit.LitAPI):\n    def predict(self, x):\n        return {'cell': x['n'] * 10}",
+        f"server = litkit.serve(Cell(), backend='ray', address={address!r}, port={port}, name='nb', route_prefix='/nb', "
+        "ray_actor_options={'num_cpus': 0.1})\nprint('answer:', server.predict({'n': 4}))\nprint('url:', server.url)",
+        "server.stop()\nprint('state:', server.state)",
+    ]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell) for cell in cells])
+    NotebookClient(notebook, timeout=120, kernel_name="python3").execute()
+    printed = [line for cell in notebook.cells for output in cell.outputs if output.get("name") == "stdout" for line in output.text.splitlines()]
+    assert "answer: {'cell': 40}" in printed
+    assert f"url: {ray_serve}/nb" in printed
+    assert "state: stopped" in printed
+
+
 # -- streams and cancellation ------------------------------------------------------------------------
 
 
@@ -217,9 +247,9 @@ def test_an_error_mid_stream_is_a_final_error_line(apps):
 
 
 @contextlib.contextmanager
-def reading(app: App, body: bytes, headers: dict[str, str] | None = None) -> Iterator[ChunkReader]:
+def reading(app: App, body: bytes, headers: dict[str, str] | None = None, path: str = "/predict") -> Iterator[ChunkReader]:
     """A raw POST's response, read line by line; leaving the block hangs up."""
-    sock = app.post(body, headers)
+    sock = app.post(body, headers, path)
     reader = ChunkReader(sock)
     try:
         yield reader
@@ -251,9 +281,11 @@ def test_a_hang_up_stops_the_generator(apps, name):
     after = [e for e in app.events.named("yield") if e["t"] > left and e["pid"] == ended["pid"]]
     assert len(after) <= 1, after
     assert ended["t"] - left < 0.1
-    # a sync generator hears GeneratorExit at its yield; an async one CancelledError at its await (or GeneratorExit)
     stopped = [e["event"] for e in app.events.read() if e["event"] in ("generator_exit", "cancelled_error") and e["t"] > left]
-    assert stopped == (["generator_exit"] if name == "ticker" else stopped[:1]) and stopped
+    if name == "ticker":
+        assert stopped == ["generator_exit"]  # at its yield
+    else:
+        assert len(stopped) == 1  # CancelledError at its await, or GeneratorExit at its yield
 
 
 def test_cancelled_turns_true_when_the_client_leaves(apps):
@@ -287,6 +319,27 @@ def test_timeout_before_a_streams_first_chunk(apps):
     assert time.monotonic() - started < 1.4  # not the 1.5 s predict is busy for
     app.events.wait_for("generator_exit")
     app.events.wait_for("finally")
+
+
+def test_several_endpoints_in_one_application(apps):
+    """``ray_app({path: api})``: a deployment per endpoint behind a router; answers, errors and
+    streams are relayed as they come, and a hang-up still closes the generator."""
+    app = apps["multi"]
+    assert app.client.predict({"input": 3}, path="/double") == {"output": 6}
+    status, _, body = _answer(app.post(b"{}", path="/double"))
+    assert (status, body["error"]) == (400, "decode_request could not use this request body: KeyError: 'input'")
+    status, _, body = _answer(app.post(b"{}", path="/nowhere"))
+    assert status == 404 and "this application serves /double, /tick" in body["error"]
+    with app.client.stream({"n": 3, "interval": 0}, path="/tick") as chunks:
+        assert list(chunks) == [{"i": 0}, {"i": 1}, {"i": 2}]
+    with reading(app, b'{"interval": 0.05}', path="/tick") as reader:  # the hang-up takes one more hop: tens of ms here
+        assert reader.status == 200
+        for _ in range(3):
+            reader.line()
+    left = time.monotonic()
+    ended = app.events.wait_for("finally", count=2)[-1]
+    assert ended["t"] - left < 0.1
+    assert len([e for e in app.events.named("yield") if e["t"] > left]) <= 1
 
 
 # -- OpenAI chat, batching -------------------------------------------------------------------------
@@ -342,6 +395,8 @@ def test_options_ray_cannot_honour_are_errors(ray_serve):
         litkit.serve(apis.Echo(), backend="ray", workers=2)
     with pytest.raises(ValueError, match=r"listens on port \d+ already"):
         litkit.serve(apis.Echo(), backend="ray", port=1)
+    with pytest.raises(ValueError, match=r"listens on 127.0.0.1 already"):
+        litkit.serve(apis.Echo(), backend="ray", host="0.0.0.0", port=0)
     with pytest.raises(TypeError, match="not options of the local server"):
         litkit.serve(apis.Echo(), replicas=2)
 
@@ -373,7 +428,7 @@ def test_the_command_line_deploys_on_ray(ray_serve, tmp_path: Path):
     """))
     address = ray.get_runtime_context().gcs_address
     port = ray_serve.rsplit(":", 1)[1]
-    command = [*litkit_command(), "serve", f"{app_file}:Hello", "--backend", "ray", "--address", address, "--port", port, "--replicas", "1"]
+    command = [*litkit_command(), "serve", f"{app_file}:Hello", "--backend", "ray", "--address", address, "--port", port, "--replicas", "1", "--num-cpus", "0.1"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         lines: list[str] = []
@@ -420,3 +475,14 @@ def test_a_serve_yaml_config_deploys_a_ray_app(ray_serve, tmp_path: Path):
         assert litkit.Client(ray_serve + "/yaml").predict({"name": "yaml"}) == {"hello": "yaml"}
     finally:
         serve.delete("yaml", _blocking=False)
+
+
+def test_the_benchmark_runs(ray_serve):
+    """benchmarks/ray_backend.py in its smallest form, on this module's Ray (speed is never asserted
+    here: this only proves the instrument works)."""
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "ray_backend.py"
+    address = ray.get_runtime_context().gcs_address
+    command = [sys.executable, str(script), "--requests", "8", "--rounds", "1", "--hangups", "1", "--address", address, "--num-cpus", "0.05"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "| p50_ms |" in run.stdout and "| async_20ms_finally_max_ms |" in run.stdout

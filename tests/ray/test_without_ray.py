@@ -30,3 +30,13 @@ def test_an_unknown_backend_is_an_error(serve):
 
     with pytest.raises(ValueError, match="backend must be 'local' or 'ray', got 'spark'"):
         serve(apis.Echo(), backend="spark")
+
+
+def test_run_with_the_ray_backend_says_what_to_use_instead():
+    """litkit.run() blocks on the local server's terminal loop; with backend="ray" it would have
+    deployed and then failed, so it refuses first, naming the command line and serve().wait()."""
+    import apis
+    import litkit
+
+    with pytest.raises(ValueError, match="litkit serve --backend ray"):
+        litkit.run(apis.Echo(), backend="ray")
