@@ -7,7 +7,7 @@ import sys
 import warnings
 from typing import Any, Callable
 
-__all__ = ["LitAPI", "api_options", "is_streaming_api", "is_async_api", "set_log_sink"]
+__all__ = ["LitAPI", "api_options", "is_streaming_api", "is_async_api", "resolve_stream", "set_log_sink"]
 
 # Where self.log(key, value) goes: set by the worker process to a function that sends it to the
 # server (its loggers); None elsewhere.
@@ -193,3 +193,20 @@ def is_async_api(api: Any) -> bool:
         inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f)
         for f in (predict, getattr(predict, "__func__", None))
     )
+
+
+def resolve_stream(api: Any, stream: Any) -> bool:
+    """Whether the endpoint streams: ``stream`` (None: exactly when ``predict`` is a generator
+    function) checked against ``predict`` (the in-process server and Ray Serve alike).
+
+    Raises:
+        ValueError: ``stream`` insists on a mode ``predict`` does not have.
+    """
+    generator = is_streaming_api(api)
+    if stream is None:
+        return generator
+    if stream and not generator:
+        raise ValueError(f"stream=True but {type(api).__name__}.predict is not a generator function; make predict `yield` its chunks, or pass stream=None")
+    if not stream and generator:
+        raise ValueError(f"stream=False but {type(api).__name__}.predict is a generator function; `return` the result instead of yielding, or pass stream=None")
+    return bool(stream)

@@ -13,7 +13,7 @@ from typing import Any
 
 import cloudpickle
 
-from ..api import LitAPI, is_async_api, is_streaming_api
+from ..api import LitAPI, is_async_api, resolve_stream
 from ..specs import Spec
 
 __all__ = ["ray_app", "import_ray_serve", "LOCAL_ONLY_OPTIONS"]
@@ -114,7 +114,7 @@ def ray_app(
 def _endpoint(serve: Any, api: Any, path: str, options: dict[str, Any], deployment: dict[str, Any], name: str) -> Any:
     """One endpoint's deployment, bound to the bytes its replicas start from."""
     _check_api(api)
-    streaming = _resolve_stream(api, options["stream"])
+    streaming = resolve_stream(api, options["stream"])
     spec, max_batch_size = options["spec"], options["max_batch_size"]
     _check_options(api, streaming, spec, path, options["timeout"], max_batch_size, options["batch_timeout"])
     config = {
@@ -211,17 +211,6 @@ def _check_api(api: Any) -> None:
         raise TypeError(f"ray_app() takes an API instance, got the class {api.__name__}; call it: ray_app({api.__name__}())")
     if not isinstance(api, LitAPI):
         raise TypeError(f"ray_app() takes a litkit.LitAPI instance, got {type(api).__name__}; define `class MyAPI(litkit.LitAPI)`")
-
-
-def _resolve_stream(api: LitAPI, stream: Any) -> bool:
-    generator = is_streaming_api(api)
-    if stream is None:
-        return generator
-    if stream and not generator:
-        raise ValueError(f"stream=True but {type(api).__name__}.predict is not a generator function; make predict `yield` its chunks, or pass stream=None")
-    if not stream and generator:
-        raise ValueError(f"stream=False but {type(api).__name__}.predict is a generator function; `return` the result instead of yielding, or pass stream=None")
-    return bool(stream)
 
 
 def _check_options(api: LitAPI, streaming: bool, spec: Any, api_path: Any, timeout: Any, max_batch_size: Any, batch_timeout: Any) -> None:

@@ -21,7 +21,7 @@ from typing import Any, Callable, Mapping, Protocol, TypeVar
 import cloudpickle
 
 from .. import __version__
-from ..api import LitAPI, api_options, is_async_api, is_streaming_api
+from ..api import LitAPI, api_options, is_async_api, is_streaming_api, resolve_stream
 from ..pool.devices import plan_workers
 from ..pool.logs import WorkerLog
 from ..pool.pool import WorkerPool
@@ -458,7 +458,7 @@ def _check_options(api: Any, options: dict[str, Any]) -> dict[str, Any]:
             )
         if spec.batchable and is_streaming_api(api):
             raise ValueError(f"spec={type(spec).__name__}() answers with one response; make {type(api).__name__}.predict `return` instead of `yield`")
-    stream = _resolve_stream(api, options["stream"])
+    stream = resolve_stream(api, options["stream"])
     placements = plan_workers(options["accelerator"], options["devices"], options["workers"], options["workers_per_device"])
     return {**options, "stream": stream, "placements": placements}
 
@@ -488,17 +488,6 @@ def _check_scheduling(api: LitAPI, max_batch_size: Any, batch_timeout: Any, max_
         )
     if max_batch_size > 1 and is_async_api(api):
         raise ValueError(f"max_batch_size={max_batch_size} is not supported with an async predict yet; make {name}.predict a plain function, or leave max_batch_size at 1")
-
-
-def _resolve_stream(api: LitAPI, stream: Any) -> bool:
-    generator = is_streaming_api(api)
-    if stream is None:
-        return generator
-    if stream and not generator:
-        raise ValueError(f"stream=True but {type(api).__name__}.predict is not a generator function; make predict `yield` its chunks, or pass stream=None")
-    if not stream and generator:
-        raise ValueError(f"stream=False but {type(api).__name__}.predict is a generator function; `return` the result instead of yielding, or pass stream=None")
-    return bool(stream)
 
 
 def check_int(name: str, value: Any, low: int, high: int) -> None:
