@@ -41,11 +41,6 @@ class OpenAIChat(Spec):
     extra_paths = {"models": "/v1/models"}
     always_sse = True
 
-    def __init__(self, model: str | None = None) -> None:
-        if model is not None and (not isinstance(model, str) or not model):
-            raise ValueError(f"model must be a non-empty str or None, got {model!r}")
-        self.model = model
-
     def decode_request(self, request: Any) -> tuple[Any, bool]:
         if not isinstance(request, dict):
             raise HTTPError(400, f"a chat completion request is a JSON object, got {type(request).__name__}")

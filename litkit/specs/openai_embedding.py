@@ -39,11 +39,6 @@ class OpenAIEmbeddingSpec(Spec):
     path = "/v1/embeddings"
     batchable = True
 
-    def __init__(self, model: str | None = None) -> None:
-        if model is not None and (not isinstance(model, str) or not model):
-            raise ValueError(f"model must be a non-empty str or None, got {model!r}")
-        self.model = model
-
     def decode_request(self, request: Any) -> tuple[Any, bool]:
         if not isinstance(request, dict):
             raise HTTPError(400, f"an embeddings request is a JSON object, got {type(request).__name__}")

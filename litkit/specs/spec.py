@@ -20,6 +20,16 @@ class Spec:
     batchable = False  # may serve with max_batch_size > 1 (its answers never stream)
     model: str | None = None
 
+    def __init__(self, model: str | None = None) -> None:
+        """``model``: the model name the spec's answers carry (None: the API class's name).
+
+        Raises:
+            ValueError: ``model`` is not a non-empty str or None.
+        """
+        if model is not None and (not isinstance(model, str) or not model):
+            raise ValueError(f"model must be a non-empty str or None, got {model!r}")
+        self.model = model
+
     def decode_request(self, request: Any) -> tuple[Any, bool]:
         """Validate the parsed body; return (what ``decode_request`` receives, whether to stream).
 
