@@ -226,7 +226,7 @@ class _Reloader:
             return server
         self.stamp = stamp
         from .errors import LitkitError
-        from .server import serve
+        from .server.terminal import serve_for_a_terminal
 
         try:
             api = load_api(self.target)
@@ -234,7 +234,7 @@ class _Reloader:
             print(f"litkit: reload failed, still serving the previous version: {type(error).__name__}: {error}", file=sys.stderr, flush=True)
             return server
         try:
-            new = serve(api, **{**self.options, "port": server.port})
+            new = serve_for_a_terminal(api, **{**self.options, "port": server.port})
         except (LitkitError, ValueError, TypeError, OSError) as error:
             print(f"litkit: reload failed, nothing is served until the file is fixed: {error}", file=sys.stderr, flush=True)
             return server
@@ -316,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from .errors import LitkitError, PortInUseError
     from .server import serve
-    from .server.terminal import block_until_interrupted
+    from .server.terminal import block_until_interrupted, serve_for_a_terminal
 
     options = _serve_options(args)
     try:
@@ -341,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
             flags = [name for name in ("address", "replicas", "num_cpus", "num_gpus") if getattr(args, name, None) is not None]
             raise ValueError(f"{', '.join('--' + name.replace('_', '-') for name in flags)}: options of --backend ray only")
         else:
-            server = serve(api, **options)
+            server = serve_for_a_terminal(api, **options)
             watch = _Reloader(args.target, options, lambda s: _how_to_call(s, example, hint)) if getattr(args, "reload", False) else None
     except PortInUseError as error:  # its message speaks to serve()'s caller: say it as a flag
         print(f"litkit: error: port {error.port} on {error.host} is already in use by another process; "
@@ -384,3 +384,4 @@ def _serve_on_ray(server: Any, example: Any, hint: str) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

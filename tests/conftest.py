@@ -43,6 +43,18 @@ def assert_no_children(deadline_s: float = 5.0) -> None:
     wait_until(lambda: not [p for p in children() if p.status() != psutil.STATUS_ZOMBIE], deadline_s, "child processes to exit")
 
 
+def serving_pid(server: Any) -> int:
+    """The process that runs ``server``'s loop: this one, or (Python 3.10-3.12) its own process."""
+    process = getattr(server._host, "process", None)
+    return os.getpid() if process is None else process.pid
+
+
+def server_loop_thread_id(server: Any) -> int:
+    """The native id of the thread that runs ``server``'s loop (in its own process: the main one)."""
+    process = getattr(server._host, "process", None)
+    return server._thread.native_id if process is None else process.pid
+
+
 def litkit_threads() -> list[threading.Thread]:
     return [t for t in threading.enumerate() if t.name.startswith("litkit")]
 

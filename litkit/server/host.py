@@ -1,6 +1,6 @@
 """Where a server's loop runs, and the boundary between it and the ``Server`` the caller holds.
 
-Two hosts with one face (``start``, ``started``, ``finished``, ``status``, ``cancel``, ``stop``,
+Three hosts with one face (``start``, ``started``, ``finished``, ``status``, ``cancel``, ``stop``,
 ``add_output_listener``, ``thread``):
 
 - ``InterpreterHost`` (Python 3.13+, the default there): the server thread runs the
@@ -15,9 +15,15 @@ Two hosts with one face (``start``, ``started``, ``finished``, ``status``, ``can
   the same names), the workers' output lines for listeners, and the final status. What stays on
   the caller's side: the ``Server`` object, the registry of servers and its re-run logic, the
   dashboard and the user's API object.
-- ``ThreadHost`` (Python 3.10-3.12, or ``LITKIT_SUBINTERPRETER=0``): the ``ServerLoop`` on a
-  thread of the caller's interpreter, sharing its GIL, with a short switch interval while it runs
-  (``litkit.server.switching``).
+- ``ProcessHost`` (Python 3.10-3.12, the default there): the same boundary, the same frames, with
+  the ``ServerLoop`` in a process of its own, a child of the caller's (``python -c`` running
+  ``serve_in_a_child_process``), that ends with it (``PR_SET_PDEATHSIG``, and end of file on the
+  host socket). These Pythons have no sub-interpreter with a GIL of its own, and a server on a
+  thread shares the caller's: a busy cell then slows every request and each request slows the
+  cell (docs/benchmarks.md, "A busy kernel").
+- ``ThreadHost`` (``LITKIT_SUBINTERPRETER=0``, ``in_this_interpreter()``, an API whose hooks the
+  server calls itself): the ``ServerLoop`` on a thread of the caller's interpreter, sharing its
+  GIL, with a short switch interval while it runs (``litkit.server.switching``).
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ import itertools
 import logging
 import os
 import pickle
+import signal
 import socket
+import subprocess
 import sys
 import threading
 from typing import Any, Callable
@@ -37,13 +45,14 @@ from typing import Any, Callable
 import cloudpickle
 
 from ..pool.logs import OutputListener
+from ..worker.lifetime import die_with_parent
 from ..wire.protocol import HEADER, FrameParser, Kind, MessageReader, encode_frame
 from .endpoints import EndpointPlan, ServingState
 from .interpreters import Interpreter, InterpreterFailed
 from .loop import ServerLoop
 from .switching import ShortSwitchInterval
 
-__all__ = ["InterpreterHost", "ServerRecipe", "ThreadHost", "serve_in_this_interpreter"]
+__all__ = ["InterpreterHost", "ProcessHost", "ServerRecipe", "ThreadHost", "serve_in_a_child_process", "serve_in_this_interpreter"]
 
 logger = logging.getLogger("litkit.server")
 
@@ -52,6 +61,7 @@ _CALL_TIMEOUT_S = 5.0
 # of them has in the caller's interpreter when the server starts.
 _LOGGERS = ("litkit.server", "litkit.pool", "litkit.access", "litkit.worker")
 _OUTBOX_LIMIT = 1 << 20  # bytes of log and output events the server queues for a busy caller
+_PROCESS_STOP_GRACE_S = 15.0  # past a stop's drain, before a server process that has not ended is killed
 
 
 class ServerRecipe:
@@ -152,7 +162,7 @@ class InterpreterHost:
     def __init__(self, recipe: ServerRecipe, sockets: list[socket.socket], name: str, request_stop: Callable[[], None]) -> None:
         reason = recipe.caller_only()
         if reason is not None:
-            raise ValueError(f"this server cannot run in a sub-interpreter: {reason}")
+            raise ValueError(f"this server cannot run outside the caller's interpreter: {reason}")
         self._slice_ms = recipe.slice_ms
         self._request_stop = request_stop
         self._on_log = recipe.on_log
@@ -296,6 +306,62 @@ class InterpreterHost:
     def remove_output_listener(self, listener: OutputListener) -> None:
         if listener in self._listeners:
             self._listeners.remove(listener)  # the server may go on sending lines: nobody reads them
+
+
+# -- in a process of its own: the caller's end ----------------------------------------------------
+
+
+class ProcessHost(InterpreterHost):
+    """The server's loop in a child process of its own, started and waited for by a thread of the
+    caller's; calls, replies and events cross the same host socket as for a sub-interpreter."""
+
+    process: subprocess.Popen[bytes] | None = None
+
+    def _run(self) -> None:
+        """The host thread: start the server's process, and wait for it to end. The process dies
+        with this thread (``PR_SET_PDEATHSIG``), which lives as long as the server."""
+        try:
+            package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+            code = (
+                f"import sys; sys.path.insert(0, {package_root!r})\n"
+                "from litkit.server.host import serve_in_a_child_process\n"
+                f"serve_in_a_child_process({self._theirs.fileno()}, {os.getpid()})"
+            )
+            descriptors = (self._theirs.fileno(), *(sock.fileno() for sock in self._sockets))
+            self.process = subprocess.Popen([sys.executable, "-c", code], pass_fds=descriptors, stdin=subprocess.DEVNULL)
+            self._theirs.close()  # the process holds its own copy: its end closes when it exits
+            returncode = self.process.wait()
+            if returncode != 0 and not self.started.done():
+                self.started.set_exception(InterpreterFailed(f"the server's process exited with code {returncode} before the server started"))
+            elif returncode != 0:
+                logger.error("the litkit server's process exited with code %d", returncode)
+        except BaseException as error:  # noqa: BLE001 - report to serve() instead of dying silently
+            if not self.started.done():
+                self.started.set_exception(InterpreterFailed(f"{type(error).__name__}: {error}"))
+            logger.error("the litkit server's process failed: %s", error)
+        finally:
+            for sock in self._sockets:
+                sock.close()
+            self._theirs.close()
+            self._reader.join(_CALL_TIMEOUT_S)
+            self._own.close()
+            if not self.started.done():
+                self.started.set_exception(InterpreterFailed("the server's process ended before the server started"))
+            self.finished.set()
+
+    def stop(self, drain: float) -> None:
+        """Stop the server and wait for its process to end; kill it if it has not within
+        ``drain`` + 15 s (its workers then die with it, by their own ``PR_SET_PDEATHSIG``)."""
+        super().stop(drain)
+        process = self.process
+        if process is None:
+            return
+        try:
+            process.wait(drain + _PROCESS_STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            logger.error("the litkit server's process %d did not end within %.0fs of the stop; killing it", process.pid, drain + _PROCESS_STOP_GRACE_S)
+            process.kill()
+            process.wait()
 
 
 # -- in a sub-interpreter of its own: the server's end --------------------------------------------
@@ -469,12 +535,24 @@ def _recv_exactly(sock: socket.socket, count: int) -> bytes:
     return bytes(data)
 
 
-def serve_in_this_interpreter(fd: int) -> None:
+def serve_in_a_child_process(fd: int, parent_pid: int) -> None:
+    """The server's side in a process of its own (``ProcessHost``): end with the caller's process,
+    leave Ctrl+C to it, and serve. ``fd`` is this side of the host socket, inherited."""
+    die_with_parent(parent_pid)
+    # Ctrl+C in a terminal reaches the whole process group: the caller decides when to stop.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    serve_in_this_interpreter(fd, own_thread_slice=True)
+
+
+def serve_in_this_interpreter(fd: int, own_thread_slice: bool = False) -> None:
     """The server's side: read the ``HOST_INIT``, serve until stopped, say how it ended.
 
-    Runs in the sub-interpreter, on the server thread. ``fd`` is the caller's descriptor of this
-    side's end of the host socket; like the listening sockets, it is used through a duplicate made
-    and closed here, so the caller's side can always close its own.
+    Runs in the sub-interpreter, on the server thread (or in the server's process, on its main
+    thread). ``fd`` is the caller's descriptor of this side's end of the host socket; like the
+    listening sockets, it is used through a duplicate made and closed here, so the caller's side
+    can always close its own. ``own_thread_slice``: lengthen this thread's time slice here (in a
+    sub-interpreter the host thread has done it, with ctypes, which 3.12's isolated interpreters
+    refuse).
     """
     sock = socket.socket(fileno=os.dup(fd))
     try:
@@ -485,6 +563,8 @@ def serve_in_this_interpreter(fd: int) -> None:
         init = pickle.loads(_recv_exactly(sock, length))
         sys.path[:] = init["sys_path"]
         recipe: ServerRecipe = init["recipe"]
+        if own_thread_slice:
+            _lengthen_slice(recipe.slice_ms)
         link = _CallerLink(sock)
         serving = recipe.serving((lambda key, value: link.event("log_entry", (key, value))) if recipe.forwards_log else None)
         sockets = [socket.socket(fileno=os.dup(listen_fd)) for listen_fd in init["listen_fds"]]

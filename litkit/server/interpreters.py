@@ -14,9 +14,10 @@ import os
 import sys
 from typing import Any
 
-__all__ = ["ENVIRONMENT_VARIABLE", "Interpreter", "InterpreterFailed", "unavailable_reason"]
+__all__ = ["ENVIRONMENT_VARIABLE", "Interpreter", "InterpreterFailed", "thread_setting", "unavailable_reason"]
 
-# "0" keeps the server on a thread of the caller's interpreter even where sub-interpreters work.
+# "0" keeps the server on a thread of the caller's interpreter, neither in a sub-interpreter
+# (3.13+) nor in a process of its own (3.10-3.12).
 ENVIRONMENT_VARIABLE = "LITKIT_SUBINTERPRETER"
 
 
@@ -52,6 +53,13 @@ def unavailable_reason(environ: dict[str, str] | None = None) -> str | None:
             raise ValueError(f"{ENVIRONMENT_VARIABLE}=1, but {reason}; unset it to serve from a thread")
         return reason
     return None
+
+
+def thread_setting(environ: dict[str, str] | None = None) -> str | None:
+    """``"LITKIT_SUBINTERPRETER=0"`` when it asks to serve from a thread of this interpreter, else
+    None (validated as ``unavailable_reason()`` does)."""
+    reason = unavailable_reason(environ)
+    return reason if reason == f"{ENVIRONMENT_VARIABLE}=0" else None
 
 
 class Interpreter:

@@ -25,8 +25,8 @@ from ..worker.timeslice import slice_ms_from_environment
 from . import registry
 from .access import AccessPolicy, check_api_key, check_cors_origins, is_loopback_host, make_api_key, proxied_hosts
 from .endpoints import DEFAULT_API_PATH, ENDPOINT_OPTIONS, Endpoint, EndpointPlan, ServingState, check_int, check_seconds, find_endpoint, plan_endpoints
-from .host import InterpreterHost, ServerRecipe, ThreadHost
-from .interpreters import unavailable_reason
+from .host import InterpreterHost, ProcessHost, ServerRecipe, ThreadHost
+from .interpreters import thread_setting, unavailable_reason
 from .kernel import current_cell, in_jupyter_kernel
 from .controls import CONTROL_PATH, SECRET_HEADER, new_secret
 from .links import local_url, public_url
@@ -61,13 +61,10 @@ class Server:
         self.url = recipe.url
         self.port = port
         self.state = "starting"
-        # Where the server's loop runs: a sub-interpreter with its own GIL where this Python has
-        # one (3.13+), else a thread of this interpreter (litkit.server.host).
-        elsewhere = unavailable_reason() or recipe.caller_only() or _thread_host_wanted()
-        if elsewhere is not None and unavailable_reason() is None:
-            logger.info("serving from a thread of this interpreter, not a sub-interpreter: %s", elsewhere)
-        host_type = InterpreterHost if elsewhere is None else ThreadHost
-        self._host: InterpreterHost | ThreadHost = host_type(recipe, sockets, f"litkit-server-{port}", self._stop_on_a_thread)
+        # Where the server's loop runs (litkit.server.host): a sub-interpreter with its own GIL
+        # where this Python has one (3.13+), else a process of its own; a thread of this
+        # interpreter when asked, or when the server calls the API object itself.
+        self._host: InterpreterHost | ProcessHost | ThreadHost = _host_type(recipe)(recipe, sockets, f"litkit-server-{port}", self._stop_on_a_thread)
         self._control_secret = recipe.control_secret  # the dashboard's buttons over HTTP: for the widget's model only
         self._thread = self._host.thread
         self._lock = threading.Lock()
@@ -276,7 +273,7 @@ class Server:
         LitServe's callbacks and request tracking); only a server on a thread of this interpreter
         has it here (``in_this_interpreter()``)."""
         if not isinstance(self._host, ThreadHost):
-            raise AttributeError("this server runs in a sub-interpreter of its own; serve it inside `with in_this_interpreter():` to reach its state")
+            raise AttributeError("this server runs outside this interpreter (a sub-interpreter or a process of its own); serve it inside `with in_this_interpreter():` to reach its state")
         return self._host.serving
 
     def _stop_on_a_thread(self) -> None:
@@ -295,8 +292,9 @@ _here = threading.local()
 @contextlib.contextmanager
 def in_this_interpreter(reason: str) -> Iterator[None]:
     """Servers made by ``serve()`` in this block, on this thread, run on a thread of this
-    interpreter even where a sub-interpreter is available: for code that must reach into the
-    server's state (``reason`` says why; it is logged)."""
+    interpreter, not in a sub-interpreter or a process of their own: for code that must reach
+    into the server's state, or a process that runs nothing else (``reason`` says why; it is
+    logged)."""
     previous = getattr(_here, "reason", None)
     _here.reason = reason
     try:
@@ -307,6 +305,14 @@ def in_this_interpreter(reason: str) -> Iterator[None]:
 
 def _thread_host_wanted() -> str | None:
     return getattr(_here, "reason", None)
+
+
+def _host_type(recipe: ServerRecipe) -> type[InterpreterHost | ProcessHost | ThreadHost]:
+    here = recipe.caller_only() or _thread_host_wanted() or thread_setting()
+    if here is not None:
+        logger.info("serving from a thread of this interpreter: %s", here)
+        return ThreadHost
+    return InterpreterHost if unavailable_reason() is None else ProcessHost
 
 
 # -- serve() ----------------------------------------------------------------------------------

@@ -12,9 +12,9 @@ from typing import Any, Callable, Iterator, Mapping
 
 from ..api import LitAPI
 from .endpoints import Endpoint
-from .server import Server, serve
+from .server import Server, in_this_interpreter, serve
 
-__all__ = ["banner", "block_until_interrupted", "loading_for_command", "run"]
+__all__ = ["banner", "block_until_interrupted", "loading_for_command", "run", "serve_for_a_terminal"]
 
 _WATCH_INTERVAL_S = 0.5
 # The file the litkit command is loading, while it loads it (``loading_for_command``).
@@ -61,9 +61,17 @@ def run(api: LitAPI | Mapping[str, LitAPI | Endpoint], **options: Any) -> None:
             flush=True,
         )
         return
-    server = serve(api, **options)
+    server = serve_for_a_terminal(api, **options)
     key = f"\nlitkit: api key:  {server.api_key}   (send it as 'Authorization: Bearer KEY')" if server.api_key else ""
     block_until_interrupted(server, banner(server, "Ctrl+C to stop") + key)
+
+
+def serve_for_a_terminal(api: LitAPI | Mapping[str, LitAPI | Endpoint], **options: Any) -> Server:
+    """``serve()`` on a thread of this process, for ``run()`` and the ``litkit`` command: nothing
+    else runs in the process while it serves, so there is no cell to keep the server's GIL apart
+    from, and no reason for a sub-interpreter or a server process of its own."""
+    with in_this_interpreter("a terminal's process runs nothing else while it serves"):
+        return serve(api, **options)
 
 
 def banner(server: Server, note: str | None = None) -> str:

@@ -22,7 +22,6 @@ import json
 import os
 import pickle
 import select
-import signal
 import socket
 import sys
 import threading
@@ -39,6 +38,7 @@ from ..wire.protocol import ChannelClosed, Kind, MessageReader, ProtocolError, d
 from ..wire.sources import restore_code_origins
 from .batch import close_generator, run_batch
 from .hooks import call_hook, decode_input
+from .lifetime import die_with_parent
 
 if TYPE_CHECKING:
     from .timeslice import StreamSlice
@@ -340,35 +340,13 @@ def _watch_for_server_exit(control: socket.socket) -> None:
     threading.Thread(target=watch, name="litkit-server-watch", daemon=True).start()
 
 
-def _die_with_server(server_pid: int | None) -> None:
-    """Ask the kernel to SIGKILL this process when the serving process dies (Linux).
-
-    The watcher thread of ``_watch_for_server_exit`` cannot run while a hook holds the GIL inside C
-    (a catastrophic regex, a long native call); the kernel's ``PR_SET_PDEATHSIG`` needs no thread.
-    It fires when the *thread* that started this process ends: litkit starts workers on the server's
-    own thread, which outlives them. A server that died before the call is caught by the
-    ``getppid()`` check right after it, as torch and vLLM do.
-    """
-    if server_pid is None or not sys.platform.startswith("linux"):
-        return
-    import ctypes  # only here: the rest of the worker has no use for it
-
-    pr_set_pdeathsig = 1
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-    except (OSError, AttributeError):
-        pass  # no prctl: the watcher thread alone ends this process
-    if os.getppid() != server_pid:
-        os._exit(0)  # the server is gone already
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m litkit.worker", description="litkit worker process (started by the server)")
     parser.add_argument("--control-fd", type=int, required=True)
     parser.add_argument("--worker-id", type=int, required=True)
     parser.add_argument("--server-pid", type=int, default=None)
     args = parser.parse_args(argv)
-    _die_with_server(args.server_pid)
+    die_with_parent(args.server_pid)
     control = socket.socket(fileno=args.control_fd)
     os.set_inheritable(args.control_fd, False)  # a subprocess started by a hook must not hold it open
     _CHANNEL_FDS.add(args.control_fd)  # nor a process it forks

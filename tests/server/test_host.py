@@ -1,15 +1,19 @@
 """Where the server's loop runs (litkit/server/host.py): in a sub-interpreter with its own GIL on
-Python 3.13+, else on a thread with a short GIL switch interval; and what each gives back on stop."""
+Python 3.13+, else in a process of its own; on a thread with a short GIL switch interval when
+asked; and what each gives back on stop."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import re
 import subprocess
 import sys
 import threading
 import time
 
+import psutil
 import pytest
 
 import apis
@@ -68,10 +72,10 @@ def _long_c_call(seconds: float) -> tuple[float, float]:
     return began, time.monotonic()
 
 
-@pytest.mark.skipif(not SUBINTERPRETERS, reason="sub-interpreters with their own GIL need Python 3.13+")
 def test_the_endpoint_answers_while_the_caller_holds_its_gil_in_one_long_c_call(monkeypatch):
     """A cell inside one GIL-holding C call (catastrophic regex backtracking) starves a server on a
-    thread of the kernel's interpreter completely; one in its own interpreter answers meanwhile."""
+    thread of the kernel's interpreter completely; one in its own interpreter (3.13+) or its own
+    process (3.10-3.12) answers meanwhile."""
     monkeypatch.delenv("LITKIT_SUBINTERPRETER", raising=False)
     server = litkit.serve(apis.Echo(), port=0)
     client = subprocess.Popen([sys.executable, "-c", _CLIENT, server.url + "/predict", "8"], stdout=subprocess.PIPE, text=True)
@@ -148,8 +152,60 @@ def test_the_host_is_chosen_by_the_python_version(monkeypatch):
     assert (unavailable_reason() is None) == SUBINTERPRETERS
     server = litkit.serve(apis.Echo(), port=0)
     try:
-        assert type(server._host).__name__ == ("InterpreterHost" if SUBINTERPRETERS else "ThreadHost")
+        assert type(server._host).__name__ == ("InterpreterHost" if SUBINTERPRETERS else "ProcessHost")
         assert server._thread.name.startswith("litkit-server-")
     finally:
         server.stop()
     assert not [t for t in threading.enumerate() if t.name.startswith("litkit")]
+
+
+@pytest.mark.skipif(SUBINTERPRETERS, reason="this Python serves from a sub-interpreter")
+def test_the_server_runs_in_a_process_of_its_own_and_ends_it_with_its_workers_on_stop(monkeypatch):
+    monkeypatch.delenv("LITKIT_SUBINTERPRETER", raising=False)
+    default = sys.getswitchinterval()
+    server = litkit.serve(apis.Echo(), port=0, workers=2)
+    try:
+        server_process = psutil.Process(server._host.process.pid)
+        assert server_process.ppid() == os.getpid()
+        workers = [psutil.Process(worker["pid"]) for worker in server.status()["workers"]]
+        assert [worker.ppid() for worker in workers] == [server_process.pid] * 2
+        assert sys.getswitchinterval() == default  # nothing here shares a GIL with it
+        assert server.predict({"x": 1}) == {"echo": {"x": 1}}
+    finally:
+        server.stop()
+    assert not server_process.is_running()
+    _gone, alive = psutil.wait_procs(workers, timeout=5)
+    assert not alive
+    assert server.status()["state"] == "stopped"
+
+
+_SERVE_AND_WAIT = """
+import json, os, sys, time
+sys.path.insert(0, sys.argv[1])
+import apis, litkit
+server = litkit.serve(apis.Echo(), port=0)
+print(json.dumps({"server": server._host.process.pid, "worker": server.status()["workers"][0]["pid"]}), flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.skipif(SUBINTERPRETERS, reason="this Python serves from a sub-interpreter")
+def test_the_server_process_and_its_workers_die_with_the_caller(monkeypatch):
+    """kill -9 of the notebook's kernel: its server process and the workers end within 2 s."""
+    monkeypatch.delenv("LITKIT_SUBINTERPRETER", raising=False)
+    caller = subprocess.Popen([sys.executable, "-c", _SERVE_AND_WAIT, os.path.dirname(apis.__file__)], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = json.loads(caller.stdout.readline())
+        processes = [psutil.Process(pids["server"]), psutil.Process(pids["worker"])]
+        caller.kill()
+        caller.wait(10)
+        _gone, alive = psutil.wait_procs(processes, timeout=2)
+        assert not alive, f"left behind after kill -9 of the caller: {alive}"
+    finally:
+        if caller.poll() is None:
+            caller.kill()
+            caller.wait(10)
+        caller.stdout.close()
+        for process in processes if "processes" in locals() else ():
+            with contextlib.suppress(psutil.Error):
+                process.kill()

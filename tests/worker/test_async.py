@@ -17,7 +17,7 @@ import requests
 
 import apis
 import litkit
-from conftest import ChunkReader, assert_no_children, raw_post, wait_until
+from conftest import ChunkReader, assert_no_children, raw_post, serving_pid, wait_until
 
 
 def _post_all(server, payloads, timeout=10.0):
@@ -100,11 +100,14 @@ def test_a_failed_write_reaches_the_async_generator_as_generator_exit(serve, eve
     assert events.named("generator_exit") and not events.named("cancelled_error")
 
 
-def _a_response_pipe_is_full() -> bool:
-    """Whether a pipe read end of this process (the serving one: the server's end of a response
+def _a_response_pipe_is_full(pid: int) -> bool:
+    """Whether a pipe read end of process ``pid`` (the serving one: the server's end of a response
     pipe) holds as many bytes as the pipe can: its worker's next write waits."""
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
+    for name in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            fd = os.open(f"/proc/{pid}/fd/{name}", os.O_RDONLY | os.O_NONBLOCK)
+        except OSError:
+            continue  # closed meanwhile, or not a file this process may open
         try:
             if not stat.S_ISFIFO(os.fstat(fd).st_mode):
                 continue
@@ -112,7 +115,9 @@ def _a_response_pipe_is_full() -> bool:
             if held and held >= fcntl.fcntl(fd, fcntl.F_GETPIPE_SZ):
                 return True
         except OSError:
-            continue  # closed meanwhile, or the write end
+            continue  # the write end
+        finally:
+            os.close(fd)
     return False
 
 
@@ -122,7 +127,7 @@ def test_a_client_that_reads_slowly_holds_up_only_its_own_request(serve, events)
     slow = raw_post(server.url, json.dumps({"tag": "slow", "interval": 0, "pad": 65536}).encode())  # never read
 
     try:
-        wait_until(_a_response_pipe_is_full, message="the slow stream to fill its pipe and wait")
+        wait_until(lambda: _a_response_pipe_is_full(serving_pid(server)), message="the slow stream to fill its pipe and wait")
         assert list(server.stream({"n": 3, "tag": "other"}, timeout=5)) == [{"i": 0}, {"i": 1}, {"i": 2}]
     finally:
         slow.close()

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 import apis
-from conftest import wait_until
+from conftest import server_loop_thread_id, wait_until
 import litkit
 from litkit.worker import timeslice
 
@@ -45,7 +45,7 @@ def worker_pid(server):
 def test_the_server_thread_has_the_longer_slice_its_workers_start_with_the_kernels(serve):
     default = timeslice.current_slice_ms()
     server = serve(apis.Echo(), workers=2)
-    assert timeslice.current_slice_ms(server._thread.native_id) == timeslice.SLICE_MS
+    assert timeslice.current_slice_ms(server_loop_thread_id(server)) == timeslice.SLICE_MS
     for worker in server.status()["workers"]:
         assert timeslice.current_slice_ms(worker["pid"]) == default  # not inherited: a waking worker waits less
     assert timeslice.current_slice_ms() == default  # the notebook's own thread is left alone
@@ -74,7 +74,7 @@ def test_litkit_slice_ms_other_than_zero_is_the_slice_applied(serve, monkeypatch
     default = timeslice.current_slice_ms()
     server = serve(apis.Ticker())
     pid = worker_pid(server)
-    assert timeslice.current_slice_ms(server._thread.native_id) == 7
+    assert timeslice.current_slice_ms(server_loop_thread_id(server)) == 7
     chunks = server.stream({"interval": 0.05, "n": 100})
     assert next(iter(chunks)) == {"i": 0}
     assert timeslice.current_slice_ms(pid) == 7
@@ -90,7 +90,7 @@ def test_litkit_slice_ms_zero_leaves_the_kernels_slice(serve, monkeypatch):
     pid = worker_pid(server)
     chunks = server.stream({"interval": 0.05, "n": 100})
     assert next(iter(chunks)) == {"i": 0}
-    assert timeslice.current_slice_ms(server._thread.native_id) == default
+    assert timeslice.current_slice_ms(server_loop_thread_id(server)) == default
     assert timeslice.current_slice_ms(pid) == default
     chunks.close()
 
