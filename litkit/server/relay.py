@@ -20,7 +20,9 @@ The way through:
    soon as they arrive, the frames of one read in one write; ``ERROR`` becomes an error status, or
    a final error line once streaming began.
 
-Ending early, all through ``cancel``: the client leaves; ``timeout`` passes before the first
+Ending early, all through ``cancel``: the client leaves (an end of file before the answer's first
+byte is first probed on HTTP/1.1, since a client that only half-closed still reads: see
+``litkit.server.halfclose``); ``timeout`` passes before the first
 response byte, or ``queue_timeout`` before a worker takes the request (504); the client reads nothing for ``client_timeout``; the server stops or
 ``Server.cancel`` is called (503). The job is dropped if queued, or its pipe closed if running.
 
@@ -49,6 +51,7 @@ from ..wire.forms import is_form, mark_form
 from ..wire.protocol import FrameParser, Kind
 from .access import KEY_CHALLENGE, PREFLIGHT_HEADERS, PREFLIGHT_REFUSED, AccessDenied, cors_headers
 from .endpoints import EndpointState, ServingState
+from .halfclose import Spare, SpareConnection, keep_spare
 from .headers import BadHeader, content_length
 
 __all__ = ["EndpointRoute", "EndpointRequest", "HEADER_LIMIT", "new_request_id", "error_body", "oversized_headers"]
@@ -145,12 +148,14 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         "endpoint", "serving", "_connection", "request_id", "_method", "_uri", "_arrived", "_body",
         "_body_size", "_cors_origin", "_sse", "_job", "_pipe", "_parser", "_status", "_streaming",
         "_finished", "_gone", "_released", "_loop", "_timeout_handle", "_write_deadline", "_own_id", "_queue_handle", "_form_type",
+        "_version", "_spare",
     )
 
     def __init__(self, endpoint: EndpointState, serving: ServingState, connection: HTTP1Connection, loop: asyncio.AbstractEventLoop) -> None:
         self.endpoint = endpoint
         self.serving = serving
-        self._connection = connection
+        # Tornado's connection; a SpareConnection once a client that half-closed is answered.
+        self._connection: HTTP1Connection | SpareConnection = connection
         self.request_id = ""
         self._own_id = True  # request_id was made here (no usable X-Request-ID)
         self._method = ""
@@ -173,6 +178,8 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         self._write_deadline: asyncio.TimerHandle | None = None
         self._queue_handle: asyncio.TimerHandle | None = None
         self._form_type: str | None = None  # the Content-Type of an HTML form body (litkit.wire.forms)
+        self._version = ""  # the request's HTTP version
+        self._spare: Spare | None = None  # a second handle on the connection (litkit.server.halfclose)
 
     # -- the request arrives (called by Tornado's HTTP1Connection) --------------------------------
 
@@ -180,6 +187,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         self._arrived = time.monotonic()
         start_line = cast(RequestStartLine, start_line)
         self._method = method = start_line.method
+        self._version = start_line.version
         self._uri = start_line.path
         offered = headers.get("X-Request-ID")
         self.request_id = new_request_id(offered)
@@ -254,7 +262,9 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
             return
         self._job = job
         endpoint.active.add(self)
-        self._connection.set_close_callback(self._on_client_left)
+        connection = cast(HTTP1Connection, self._connection)
+        self._spare = keep_spare(connection.stream, self._version, self._loop, connection.context)
+        connection.set_close_callback(self._on_end_of_file)
         if endpoint.timeout is not None:
             # asyncio's clock is time.monotonic(), the one _arrived was read from.
             self._timeout_handle = self._loop.call_at(self._arrived + endpoint.timeout, self._on_timeout)
@@ -268,6 +278,32 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
     def on_connection_close(self) -> None:
         """The connection closed while the request was still arriving."""
         self._on_client_left()
+
+    def _on_end_of_file(self) -> None:
+        """Tornado read end of file (or a reset) and closed its side while the answer was pending.
+        Before the answer's first byte the client may only have half-closed: probe on the spare,
+        and answer there unless the probe shows it gone. Once the answer began, it is a hang-up."""
+        if self._released or isinstance(self._connection, SpareConnection):
+            return  # settled already, by _settle_end_of_file before this callback came
+        spare = self._spare
+        if spare is not None and not self._status and not self._gone:
+            connection = spare.probe(self._on_spare_hung_up)
+            if connection is not None:
+                self._connection = connection
+                return
+        self._on_client_left()
+
+    def _settle_end_of_file(self) -> None:
+        """Before the answer's first byte: Tornado closes its side the moment it reads end of file
+        but calls ``_on_end_of_file`` a turn of the loop later, so an answer ready in between would
+        go to a closed stream. Settle it now (the callback then finds nothing to do)."""
+        if self._spare is not None and not isinstance(self._connection, SpareConnection) and self._connection.stream.closed():
+            self._on_end_of_file()
+
+    def _on_spare_hung_up(self) -> None:
+        """A reset or a failed write on the spare: the client that half-closed has gone."""
+        if not self._released:
+            self._on_client_left()
 
     # -- relaying the worker's answer ---------------------------------------------------------------
 
@@ -367,6 +403,9 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
             if data:
                 self._connection.write(data)
             return
+        self._settle_end_of_file()
+        if self._released:
+            return  # the client left
         self._streaming = True
         self._job.record.first_chunk_at = time.monotonic()  # type: ignore[union-attr]
         self._clear_timeout()
@@ -437,6 +476,9 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
 
     def _respond(self, status: int, body: bytes, headers: HTTPHeaders | None = None) -> None:
         """A whole answer: status, headers and body in one write."""
+        self._settle_end_of_file()
+        if self._released:
+            return  # the client left
         if headers is None:
             headers = self._headers("application/json")
         headers["Content-Length"] = str(len(body))
@@ -448,6 +490,8 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
     def _complete(self) -> None:
         """The answer is all written: end the HTTP message, close the pipe, and release this
         request once the socket took it all (or the client is cut off after ``client_timeout``)."""
+        if self._released:
+            return  # the client left before the answer could begin (_settle_end_of_file)
         self._finished = True
         self._connection.finish()
         if self._job is not None:
@@ -578,6 +622,9 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         self._clear_write_deadline()
         if self._job is not None:
             self._job.close_pipe()
+        if self._spare is not None:
+            self._spare.close()
+            self._spare = None
         self.endpoint.active.discard(self)
 
     def _clear_timeout(self) -> None:
