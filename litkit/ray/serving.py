@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 import threading
 import time
 from typing import Any
@@ -30,28 +31,33 @@ _POLL_S = 0.1
 class RayServer:
     """A litkit API deployed on Ray Serve. Made by ``litkit.serve(api, backend="ray")``.
 
+    In Jupyter, ``display(server)`` (or ``serve(...)`` as a cell's last expression) shows its live
+    view, ``server.widget``; elsewhere it shows as one line of text.
+
     Attributes:
         url: the base URL of the application, e.g. ``"http://127.0.0.1:8000"``.
         api_path: the endpoint's path, e.g. ``"/predict"``.
+        paths: the path of every endpoint.
         name: the Ray Serve application's name.
         state: ``"serving"`` or ``"stopped"``.
     """
 
     backend = "ray"
 
-    def __init__(self, url: str, api_path: str, name: str, deployment: str, stream: bool, shutdown_serve: bool, shutdown_ray: bool) -> None:
+    def __init__(self, url: str, name: str, deployments: dict[str, list[str]], stream: bool, shutdown_serve: bool, shutdown_ray: bool) -> None:
         self.url = url
         self.stream_mode = stream
-        self.api_path = api_path
-        self.paths = [api_path]
+        self.paths = [path for paths in deployments.values() for path in paths]
+        self.api_path = self.paths[0]
         self.name = name
         self.state = "serving"
-        self._deployment = deployment
+        self._deployments = deployments  # deployment name -> the paths it serves (none: the router)
         self._shutdown_serve = shutdown_serve
         self._shutdown_ray = shutdown_ray
         self._client = Client(url)
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        self._dashboard: Any = None  # litkit.notebook.ray_dashboard.RayDashboard, made on first use of .widget
 
     def predict(self, payload: Any, timeout: float | None = 60.0, path: str | None = None) -> Any:
         """POST ``payload`` to the endpoint and return the decoded JSON answer.
@@ -67,18 +73,52 @@ class RayServer:
         return self._client.stream(payload, path=path or self.api_path, sse=sse, timeout=timeout)
 
     def status(self) -> dict[str, Any]:
-        """A snapshot: the application's and deployment's status, and its replicas by state."""
-        snapshot: dict[str, Any] = {"url": self.url, "state": self.state, "backend": "ray", "application": self.name, "api_path": self.api_path}
+        """A snapshot: the application's status, its replicas by state (all deployments together),
+        each deployment with its paths, status and replicas, and Serve's proxies by state."""
+        snapshot: dict[str, Any] = {"url": self.url, "state": self.state, "backend": "ray", "application": self.name, "api_path": self.api_path, "paths": list(self.paths)}
         if self.state != "serving":
-            return {**snapshot, "status": "STOPPED", "replicas": {}, "message": ""}
+            return {**snapshot, "status": "STOPPED", "replicas": {}, "deployments": [], "proxies": {}, "message": ""}
         serve = import_ray_serve()
-        application = serve.status().applications.get(self.name)
+        found = serve.status()
+        proxies: dict[str, int] = {}
+        for proxy in found.proxies.values():
+            proxies[_value(proxy)] = proxies.get(_value(proxy), 0) + 1
+        application = found.applications.get(self.name)
         if application is None:
-            return {**snapshot, "status": "NOT_FOUND", "replicas": {}, "message": f"no application {self.name!r} in Ray Serve"}
-        deployment = application.deployments.get(self._deployment)
-        replicas = {str(getattr(state, "value", state)): count for state, count in (deployment.replica_states.items() if deployment else ())}
-        message = (deployment.message if deployment else "") or application.message
-        return {**snapshot, "status": str(getattr(application.status, "value", application.status)), "replicas": replicas, "message": message}
+            return {**snapshot, "status": "NOT_FOUND", "replicas": {}, "deployments": [], "proxies": proxies, "message": f"no application {self.name!r} in Ray Serve"}
+        deployments, replicas = [], {}
+        for name, paths in self._deployments.items():
+            deployment = application.deployments.get(name)
+            counts = {_value(state): count for state, count in (deployment.replica_states.items() if deployment else ())}
+            for state, count in counts.items():
+                replicas[state] = replicas.get(state, 0) + count
+            deployments.append({"name": name, "paths": list(paths), "status": _value(deployment.status) if deployment else "NOT_FOUND",
+                                "replicas": counts, "message": deployment.message if deployment else ""})
+        message = application.message or next((d["message"] for d in deployments if d["message"]), "")
+        return {**snapshot, "status": _value(application.status), "replicas": replicas, "deployments": deployments, "proxies": proxies, "message": message}
+
+    @property
+    def widget(self) -> Any:
+        """The live view of this application, an ipywidgets widget (made on first use).
+
+        It refreshes from ``status()`` once a second on its own thread until ``stop()``, then
+        keeps the final figures. Its Stop button calls ``stop()``.
+        """
+        with self._lock:
+            if self._dashboard is None:
+                from ..notebook.ray_dashboard import RayDashboard  # ipywidgets only when a view is asked for
+
+                self._dashboard = RayDashboard(
+                    self.status,
+                    title=", ".join(self._deployments_of_apis()),
+                    endpoint=self.url + (self.api_path if len(self.paths) == 1 else " " + " ".join(self.paths)),
+                    link=self.url + "/health",
+                    stop=self.stop,
+                )
+            return self._dashboard
+
+    def _deployments_of_apis(self) -> list[str]:
+        return [name for name, paths in self._deployments.items() if paths]
 
     def stop(self) -> None:
         """Delete the application; shut down Serve and Ray if ``serve()`` started them. Idempotent."""
@@ -86,6 +126,7 @@ class RayServer:
             if self.state == "stopped":
                 return
             self.state = "stopped"
+            dashboard = self._dashboard
         serve = import_ray_serve()
         import ray
 
@@ -97,6 +138,8 @@ class RayServer:
             if self._shutdown_ray:
                 ray.shutdown()
         self._stopped.set()
+        if dashboard is not None:
+            dashboard.finish()
 
     def wait(self) -> None:
         """Block until ``stop()`` (Ctrl+C raises KeyboardInterrupt here, as usual)."""
@@ -110,7 +153,24 @@ class RayServer:
         self.stop()
 
     def __repr__(self) -> str:
-        return f"<litkit.RayServer {self.state} {self.url}{self.api_path} (Ray Serve application {self.name!r})>"
+        where = self.url + self.api_path if len(self.paths) == 1 else f"{self.url} ({len(self.paths)} endpoints: {', '.join(self.paths)})"
+        return f"<litkit.RayServer {self.state} {where} (Ray Serve application {self.name!r})>"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """In a Jupyter kernel: the live view (with this text repr as fallback)."""
+        if not _in_jupyter_kernel():
+            return {"text/plain": repr(self)}
+        bundle = dict(self.widget._repr_mimebundle_())
+        bundle["text/plain"] = repr(self)
+        return bundle
+
+
+def _in_jupyter_kernel() -> bool:
+    """As ``litkit.server.kernel.in_jupyter_kernel``, which ray/ may not import: an IPython shell with
+    a kernel, looked up among the modules already loaded (so it loads nothing)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "kernel", None) is not None
 
 
 def serve_on_ray(
@@ -196,8 +256,9 @@ def serve_on_ray(
     if serve_host in ("0.0.0.0", "::"):  # every node runs a proxy: this one's, or the head's through Ray Client
         url_host = address.removeprefix("ray://").rsplit(":", 1)[0] if address and address.startswith("ray://") else "127.0.0.1"
     prefix = route_prefix.rstrip("/")
-    return RayServer(f"http://{url_host}:{serve_port}{prefix}", api_path if app_options.get("spec") is None else app_options["spec"].path,
-                     name, type(api).__name__, _streams(api, app_options), shutdown_serve=started_serve, shutdown_ray=started_ray)
+    path = api_path if app_options.get("spec") is None else app_options["spec"].path
+    return RayServer(f"http://{url_host}:{serve_port}{prefix}", name, {type(api).__name__: [path]}, _streams(api, app_options),
+                     shutdown_serve=started_serve, shutdown_ray=started_ray)
 
 
 def _streams(api: LitAPI, app_options: dict[str, Any]) -> bool:
