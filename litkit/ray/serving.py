@@ -16,10 +16,10 @@ import threading
 import time
 from typing import Any
 
-from ..api import LitAPI, is_streaming_api
+from ..api import LitAPI
 from ..client.client import ChunkStream, Client
 from ..errors import WorkerStartError
-from .app import DEFAULT_API_PATH, LOCAL_ONLY_OPTIONS, import_ray_serve, ray_app
+from .app import DEFAULT_API_PATH, LOCAL_ONLY_OPTIONS, ROUTER_DEPLOYMENT, RayEndpoint, endpoints_of, import_ray_serve, ray_app
 
 __all__ = ["RayServer", "serve_on_ray"]
 
@@ -44,14 +44,18 @@ class RayServer:
 
     backend = "ray"
 
-    def __init__(self, url: str, name: str, deployments: dict[str, list[str]], stream: bool, shutdown_serve: bool, shutdown_ray: bool) -> None:
+    def __init__(self, url: str, name: str, endpoints: list[RayEndpoint], routed: bool, shutdown_serve: bool, shutdown_ray: bool) -> None:
         self.url = url
-        self.stream_mode = stream
-        self.paths = [path for paths in deployments.values() for path in paths]
+        self._endpoints = endpoints
+        self.paths = [endpoint.path for endpoint in endpoints]
         self.api_path = self.paths[0]
+        self.stream_mode = endpoints[0].stream  # the first endpoint's, as Server.stream_mode
         self.name = name
         self.state = "serving"
-        self._deployments = deployments  # deployment name -> the paths it serves (none: the router)
+        # Each deployment of the application -> the paths it serves (the router's: none of its own).
+        self._deployments = {endpoint.deployment: [endpoint.path] for endpoint in endpoints}
+        if routed:
+            self._deployments[ROUTER_DEPLOYMENT] = []
         self._shutdown_serve = shutdown_serve
         self._shutdown_ray = shutdown_ray
         self._client = Client(url)
@@ -60,17 +64,36 @@ class RayServer:
         self._dashboard: Any = None  # litkit.notebook.ray_dashboard.RayDashboard, made on first use of .widget
 
     def predict(self, payload: Any, timeout: float | None = 60.0, path: str | None = None) -> Any:
-        """POST ``payload`` to the endpoint and return the decoded JSON answer.
+        """POST ``payload`` to the endpoint at ``path`` (default: the first) and return the decoded JSON answer.
 
         Raises:
             litkit.HTTPError: the application answered with an error status.
+            ValueError: the application has no endpoint at ``path``, or it streams (``stream()`` fits it).
         """
-        return self._client.predict(payload, path=path or self.api_path, timeout=timeout)
+        endpoint = self._find(path)
+        if endpoint.stream and not endpoint.spec:  # a spec's request says whether to stream
+            raise ValueError(f"the endpoint at {endpoint.path} streams its answer; call server.stream(...) instead of server.predict(...)")
+        return self._client.predict(payload, path=endpoint.path, timeout=timeout)
 
     def stream(self, payload: Any, sse: bool = False, timeout: float | None = 60.0, path: str | None = None) -> ChunkStream:
-        """POST ``payload`` to a streaming endpoint and iterate over the chunks as they arrive;
-        closing the stream disconnects, which stops the work on the replica."""
-        return self._client.stream(payload, path=path or self.api_path, sse=sse, timeout=timeout)
+        """POST ``payload`` to the streaming endpoint at ``path`` (default: the first) and iterate
+        over the chunks as they arrive; closing the stream disconnects, which stops the work on the replica.
+
+        Raises:
+            litkit.HTTPError: the application refused the request.
+            ValueError: the application has no endpoint at ``path``, or it answers with one JSON
+                body (``predict()`` fits it).
+        """
+        endpoint = self._find(path)
+        if not endpoint.stream and not endpoint.spec:
+            raise ValueError(f"the endpoint at {endpoint.path} answers with one JSON body; call server.predict(...) instead of server.stream(...)")
+        return self._client.stream(payload, path=endpoint.path, sse=sse, timeout=timeout)
+
+    def _find(self, path: str | None) -> RayEndpoint:
+        for endpoint in self._endpoints:
+            if path is None or endpoint.path == path:
+                return endpoint
+        raise ValueError(f"no endpoint at {path!r}; the Ray Serve application {self.name!r} has {', '.join(self.paths)}")
 
     def status(self) -> dict[str, Any]:
         """A snapshot: the application's status, its replicas by state (all deployments together),
@@ -174,7 +197,7 @@ def _in_jupyter_kernel() -> bool:
 
 
 def serve_on_ray(
-    api: LitAPI,
+    api: LitAPI | dict[str, Any],
     *,
     address: str | None = None,
     replicas: int = 1,
@@ -189,17 +212,19 @@ def serve_on_ray(
     """Deploy ``api`` on Ray Serve and return once its replicas run (``litkit.serve(backend="ray")``).
 
     Args:
-        api: a ``litkit.LitAPI`` instance.
+        api: a ``litkit.LitAPI`` instance; or a dict of several endpoints, ``{"/embed": Embedder(),
+            "/chat": litkit.Endpoint(Chat(), timeout=30)}``, deployed in one application, a
+            deployment per endpoint behind a router (as ``litkit.ray_app`` does with a dict).
         address: the Ray cluster to join (``"auto"``, ``"ray://head:10001"``); None starts a local
             Ray unless this process is connected to one already.
-        replicas: how many replicas serve the API.
+        replicas: how many replicas serve the API (with a dict: each endpoint, and the router).
         host: the address Ray Serve's HTTP proxy listens on; None: ``"127.0.0.1"`` when this call
             starts Serve, else whatever it listens on (another address is then an error).
         port: its port; 0 picks a free one. Serve's port is fixed by its first start in the cluster.
         name: the Ray Serve application's name (deploying the same name again replaces it).
         route_prefix: where the application sits in Serve's URL space.
         start_timeout: seconds the replicas may take to be placed and run ``setup``.
-        api_path: the endpoint's path under ``route_prefix``.
+        api_path: the endpoint's path under ``route_prefix`` (with a dict: the dict's keys).
         **app_options: ``litkit.ray_app``'s other options (``stream``, ``spec``, ``timeout``,
             ``max_batch_size``, ``batch_timeout``, ``ray_actor_options``, ``max_ongoing_requests``,
             ``autoscaling_config``).
@@ -220,12 +245,8 @@ def serve_on_ray(
         raise ValueError(f"start_timeout must be a positive number of seconds, got {start_timeout!r}")
     if not isinstance(route_prefix, str) or not route_prefix.startswith("/"):
         raise ValueError(f"route_prefix must be a path starting with '/', got {route_prefix!r}")
-    if isinstance(api, dict):
-        raise ValueError(
-            "serve(backend='ray') takes one API for now; for several endpoints deploy "
-            "litkit.ray_app({'/a': A(), '/b': B()}) with ray.serve.run (docs/ray.md)"
-        )
     app = ray_app(api, api_path=api_path, num_replicas=replicas, **app_options)
+    endpoints = endpoints_of(api, api_path, app_options.get("stream"), app_options.get("spec"))
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
     started_ray = False
@@ -244,7 +265,7 @@ def serve_on_ray(
         serve_host, serve_port, started_serve = _start_serve(serve, host, port)
         actor_options = app_options.get("ray_actor_options") or {}
         per_replica = {"num_cpus": actor_options.get("num_cpus", 1), **{k: v for k, v in actor_options.items() if k in ("num_gpus", "resources")}}
-        asked = {"deployment": type(api).__name__, "replicas": replicas, "per_replica": per_replica}
+        asked = {"deployment": ", ".join(endpoint.deployment for endpoint in endpoints), "replicas": replicas, "per_replica": per_replica}
         _deploy(serve, ray, app, name, route_prefix, start_timeout, asked)
     except BaseException:
         if started_serve:
@@ -256,14 +277,8 @@ def serve_on_ray(
     if serve_host in ("0.0.0.0", "::"):  # every node runs a proxy: this one's, or the head's through Ray Client
         url_host = address.removeprefix("ray://").rsplit(":", 1)[0] if address and address.startswith("ray://") else "127.0.0.1"
     prefix = route_prefix.rstrip("/")
-    path = api_path if app_options.get("spec") is None else app_options["spec"].path
-    return RayServer(f"http://{url_host}:{serve_port}{prefix}", name, {type(api).__name__: [path]}, _streams(api, app_options),
+    return RayServer(f"http://{url_host}:{serve_port}{prefix}", name, endpoints, routed=isinstance(api, dict),
                      shutdown_serve=started_serve, shutdown_ray=started_ray)
-
-
-def _streams(api: LitAPI, app_options: dict[str, Any]) -> bool:
-    stream = app_options.get("stream")
-    return is_streaming_api(api) if stream is None else bool(stream)
 
 
 def _start_serve(serve: Any, host: str | None, port: int) -> tuple[str, int, bool]:

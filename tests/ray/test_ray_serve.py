@@ -449,6 +449,34 @@ def test_serve_with_the_ray_backend(ray_serve):
     wait_until(lambda: "handle" not in serve.status().applications, 30, "the application to be deleted")
 
 
+def test_serve_a_dict_of_endpoints_with_the_ray_backend(ray_serve):
+    """``serve({path: api}, backend="ray")``: one application, a deployment per endpoint behind the
+    router; the handle calls each path, refuses the wrong call for a path, and reports every
+    deployment. Pinned: a dict was an error here although ``ray_app`` takes one."""
+    from ray import serve
+
+    port = int(ray_serve.rsplit(":", 1)[1])
+    apis_by_path = {"/double": apis.Doubler(), "/tick": litkit.Endpoint(apis.Ticker(), timeout=30)}
+    with litkit.serve(apis_by_path, backend="ray", port=port, name="many", route_prefix="/many", ray_actor_options=FRACTION) as server:
+        assert (server.url, server.paths, server.api_path) == (ray_serve + "/many", ["/double", "/tick"], "/double")
+        assert server.predict({"input": 4}, path="/double") == server.predict({"input": 4}) == {"output": 8}
+        with server.stream({"n": 2, "interval": 0}, path="/tick") as chunks:
+            assert list(chunks) == [{"i": 0}, {"i": 1}]
+        with pytest.raises(ValueError, match=r"no endpoint at '/nowhere'; the Ray Serve application 'many' has /double, /tick"):
+            server.predict({}, path="/nowhere")
+        with pytest.raises(ValueError, match=r"the endpoint at /tick streams its answer; call server.stream"):
+            server.predict({}, path="/tick")
+        with pytest.raises(ValueError, match=r"the endpoint at /double answers with one JSON body"):
+            server.stream({}, path="/double")
+        status = server.status()
+        assert (status["status"], status["paths"], status["replicas"]) == ("RUNNING", ["/double", "/tick"], {"RUNNING": 3})
+        assert [(d["name"], d["paths"], d["replicas"]) for d in status["deployments"]] == [
+            ("Doubler", ["/double"], {"RUNNING": 1}), ("Ticker", ["/tick"], {"RUNNING": 1}), ("Router", [], {"RUNNING": 1})]
+        assert "2 endpoints: /double, /tick" in repr(server)
+    assert server.status()["state"] == "stopped"
+    wait_until(lambda: "many" not in serve.status().applications, 30, "the application to be deleted")
+
+
 def test_options_ray_cannot_honour_are_errors(ray_serve):
     with pytest.raises(ValueError, match=r"workers= is an option of the in-process server; with backend='ray' use replicas="):
         litkit.serve(apis.Echo(), backend="ray", workers=2)
