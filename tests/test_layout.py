@@ -31,13 +31,14 @@ ALLOWED = {
     "jupyter": {"shared", "wire"},  # the Jupyter server extension: reads servers' registrations (wire.registration)
     "front": {"shared", "specs", "server", "client", "package"},  # cli, demo, __main__
     "package": {"shared", "specs", "server", "client", "ray", "compat"},  # litkit/__init__.py: lazily, by name
-    "ray": {"shared", "wire", "specs", "client"},  # Ray Serve: a peer of server/, never importing it
+    # Ray Serve: a peer of server/, never importing it; its handle's live view is in notebook/.
+    "ray": {"shared", "wire", "specs", "client", "notebook"},
     # LitServe compatibility: LitServer over serve(), LitServe's specs, loggers and callbacks.
     "compat": {"shared", "specs", "pool", "server"},
 }
 
 # Imports of these rooms are allowed only inside a function (loaded on first use, never at import).
-LAZY_ONLY = {("server", "notebook"), ("server", "ray"), ("package", "specs"), ("package", "server"), ("package", "client"), ("package", "ray"), ("package", "compat")}
+LAZY_ONLY = {("server", "notebook"), ("server", "ray"), ("ray", "notebook"), ("package", "specs"), ("package", "server"), ("package", "client"), ("package", "ray"), ("package", "compat")}
 
 
 def _room(module: str) -> str:
@@ -192,6 +193,10 @@ def test_the_server_side_loads_the_notebook_side_only_for_a_dashboard():
 
 def test_the_server_side_and_the_command_line_load_ray_only_for_backend_ray():
     assert _loaded_after("import litkit, litkit.server, litkit.cli, litkit.ray", ("ray", "starlette")) == []
+
+
+def test_the_ray_side_loads_the_notebook_side_only_for_its_view():
+    assert _loaded_after("import litkit.ray, litkit.ray.serving", ("ipywidgets", "IPython", "litkit.notebook")) == []
 
 
 def test_the_server_side_never_loads_the_jupyter_extension():

@@ -17,6 +17,8 @@ __all__ = [
     "render_counts",
     "render_header",
     "render_logs",
+    "render_ray_application",
+    "render_ray_deployments",
     "render_requests",
     "render_stats",
     "render_workers",
@@ -45,6 +47,24 @@ _STATE_COLOURS = {
     "failed": "#cf222e",
     "cancelled": "#b26b00",
     "timed_out": "#cf222e",
+    # Ray Serve's application, deployment, replica and proxy states (``serve.status()``)
+    "RUNNING": "#1a7f37",
+    "HEALTHY": "#1a7f37",
+    "NOT_STARTED": "#6e7781",
+    "DEPLOYING": "#b26b00",
+    "UPDATING": "#b26b00",
+    "UPSCALING": "#b26b00",
+    "DOWNSCALING": "#b26b00",
+    "STARTING": "#b26b00",
+    "PENDING_MIGRATION": "#b26b00",
+    "RECOVERING": "#b26b00",
+    "DRAINING": "#b26b00",
+    "STOPPING": "#6e7781",
+    "DELETING": "#6e7781",
+    "STOPPED": "#6e7781",
+    "NOT_FOUND": "#cf222e",
+    "UNHEALTHY": "#cf222e",
+    "DEPLOY_FAILED": "#cf222e",
 }
 _TABLE = 'style="border-collapse:collapse;font-size:12px;margin:2px 0"'
 _CELL = 'style="padding:1px 8px;text-align:left;border-bottom:1px solid #eaeef2"'
@@ -196,3 +216,50 @@ def running_requests(recent: list[dict[str, Any]], min_age_s: float = 0.0) -> li
         (str(entry["id"]), f"{entry['id']} · {entry.get('path', '')} · {describe_request(entry)} · {format_seconds(entry.get('elapsed_s'))}")
         for entry in reversed(live)
     ]
+
+
+def _replica_counts(replicas: dict[str, int]) -> str:
+    if not replicas:
+        return "none"
+    return ", ".join(f"{int(count)} {_badge(str(state))}" for state, count in sorted(replicas.items()))
+
+
+def render_ray_application(snapshot: dict[str, Any]) -> str:
+    """A Ray Serve application's line: its status, its replicas by state, Ray's message, and what
+    Ray's status does not have (request counts; they are in Ray's dashboard and metrics)."""
+    status = str(snapshot.get("status", "?"))
+    message = str(snapshot.get("message") or "")
+    proxies = snapshot.get("proxies") or {}
+    proxy_text = f" · proxies {_replica_counts(proxies)}" if proxies else ""
+    note = (
+        '<div class="litkit-ray-note" style="font-size:11px;color:#57606a">Ray Serve\'s status has no request '
+        "counts: requests, latencies and logs are in Ray's dashboard and metrics. Cancelling a request and "
+        "restarting a worker are litkit's own server's: on Ray a client that hangs up cancels its request.</div>"
+    )
+    detail = f'<div class="litkit-ray-message" style="font-size:12px;color:#57606a">{html.escape(message)}</div>' if message else ""
+    return (
+        '<div class="litkit-ray-application" style="font-size:13px">'
+        f'Ray Serve application <code>{html.escape(str(snapshot.get("application", "")))}</code> '
+        f'<span class="litkit-ray-status">{_badge(status)}</span> · replicas '
+        f'<span class="litkit-ray-replicas">{_replica_counts(snapshot.get("replicas") or {})}</span>{proxy_text}</div>'
+        + detail
+        + note
+    )
+
+
+def render_ray_deployments(deployments: list[dict[str, Any]]) -> str:
+    """One row per deployment of the application: its name, the paths it serves, its status, its
+    replicas by state, Ray's message."""
+    if not deployments:
+        return '<div class="litkit-ray-deployments" style="font-size:12px;color:#57606a">no deployments</div>'
+    rows = [
+        [
+            f"<code>{html.escape(str(d.get('name', '')))}</code>",
+            html.escape(" ".join(d.get("paths") or ()) or "(routes to the others)"),
+            _badge(str(d.get("status", "?"))),
+            _replica_counts(d.get("replicas") or {}),
+            html.escape(str(d.get("message") or "")),
+        ]
+        for d in deployments
+    ]
+    return _table(["deployment", "paths", "status", "replicas", "message"], rows, "litkit-ray-deployments")

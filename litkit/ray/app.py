@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 import cloudpickle
 
 from ..api import LitAPI, is_async_api, resolve_stream
 from ..specs import Spec
 
-__all__ = ["ray_app", "import_ray_serve", "LOCAL_ONLY_OPTIONS"]
+__all__ = ["ray_app", "import_ray_serve", "endpoints_of", "RayEndpoint", "LOCAL_ONLY_OPTIONS", "ROUTER_DEPLOYMENT"]
 
 DEFAULT_API_PATH = "/predict"
+ROUTER_DEPLOYMENT = "Router"  # the ingress of an application with several endpoints (litkit.ray.router)
 _RAY_DEFAULT_ONGOING = 5  # Ray Serve's default max_ongoing_requests; a batch must fit in it
 # What litkit.Endpoint(api, ...) may set per endpoint on Ray.
 _ENDPOINT_OPTIONS = ("stream", "spec", "timeout", "max_batch_size", "batch_timeout")
@@ -37,6 +38,16 @@ LOCAL_ONLY_OPTIONS = {
     "cancel_grace": "nothing: a cancelled sync hook runs to its end on its thread (check litkit.cancelled())",
     "client_timeout": "Ray Serve's http_options keep_alive_timeout_s / request_timeout_s",
 }
+
+
+class RayEndpoint(NamedTuple):
+    """One endpoint of a ``ray_app`` application: its POST path, its deployment's name, whether it
+    streams, and whether a spec decides that per request."""
+
+    path: str
+    deployment: str
+    stream: bool
+    spec: bool
 
 
 def import_ray_serve() -> Any:
@@ -155,11 +166,8 @@ def _several_endpoints(serve: Any, apis: dict[Any, Any], api_path: str, defaults
         api, own = _unpack_endpoint(key, value)
         options = {**defaults, **own}
         spec = options["spec"]
-        path = key.rstrip("/") + spec.path if isinstance(spec, Spec) else key
-        name = type(api).__name__
-        name = name if name not in names else f"{name}_{len(names)}"
-        names.add(name)
-        endpoints[path] = _endpoint(serve, api, path, options, deployment, name)
+        path = _post_path(key, spec)
+        endpoints[path] = _endpoint(serve, api, path, options, deployment, _unique_name(api, names))
         prefix = key.rstrip("/")
         for taken in (path, *(prefix + extra for extra in (spec.extra_paths.values() if isinstance(spec, Spec) else ()))):
             if taken in routes:
@@ -169,7 +177,34 @@ def _several_endpoints(serve: Any, apis: dict[Any, Any], api_path: str, defaults
 
     router = {**deployment, "ray_actor_options": {"num_cpus": 0.1}}  # it only relays; the endpoints compute
     router.pop("max_ongoing_requests", None)
-    return serve.deployment(Router, name="Router", **router).bind(routes, endpoints)
+    return serve.deployment(Router, name=ROUTER_DEPLOYMENT, **router).bind(routes, endpoints)
+
+
+def endpoints_of(api: LitAPI | dict[str, Any], api_path: str = DEFAULT_API_PATH, stream: bool | None = None, spec: Spec | None = None) -> list[RayEndpoint]:
+    """The endpoints ``ray_app(api, api_path=..., stream=..., spec=...)`` deploys, named as it
+    names their deployments; call it once ``ray_app`` has accepted the same arguments."""
+    if not isinstance(api, dict):
+        return [RayEndpoint(spec.path if isinstance(spec, Spec) else api_path, type(api).__name__, resolve_stream(api, stream), spec is not None)]
+    names: set[str] = set()
+    found = []
+    for key, value in api.items():
+        inner, own = _unpack_endpoint(key, value)
+        options = {"stream": stream, "spec": spec, **own}
+        found.append(RayEndpoint(_post_path(key, options["spec"]), _unique_name(inner, names), resolve_stream(inner, options["stream"]), options["spec"] is not None))
+    return found
+
+
+def _post_path(key: str, spec: Any) -> str:
+    """The POST path of the endpoint at ``key`` of a dict: the key, or under it the spec's path."""
+    return key.rstrip("/") + spec.path if isinstance(spec, Spec) else key
+
+
+def _unique_name(api: Any, names: set[str]) -> str:
+    """The deployment's name: the API's class, numbered when another endpoint (or the router) has it already."""
+    name = type(api).__name__
+    name = name if name not in names and name != ROUTER_DEPLOYMENT else f"{name}_{len(names)}"
+    names.add(name)
+    return name
 
 
 def _unpack_endpoint(path: str, value: Any) -> tuple[Any, dict[str, Any]]:

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import logging
 import socket
+import sys
 import threading
 import time
 from typing import Any
 
-from ..api import LitAPI, is_streaming_api
+from ..api import LitAPI
 from ..client.client import ChunkStream, Client
 from ..errors import WorkerStartError
-from .app import DEFAULT_API_PATH, LOCAL_ONLY_OPTIONS, import_ray_serve, ray_app
+from .app import DEFAULT_API_PATH, LOCAL_ONLY_OPTIONS, ROUTER_DEPLOYMENT, RayEndpoint, endpoints_of, import_ray_serve, ray_app
 
 __all__ = ["RayServer", "serve_on_ray"]
 
@@ -30,55 +31,117 @@ _POLL_S = 0.1
 class RayServer:
     """A litkit API deployed on Ray Serve. Made by ``litkit.serve(api, backend="ray")``.
 
+    In Jupyter, ``display(server)`` (or ``serve(...)`` as a cell's last expression) shows its live
+    view, ``server.widget``; elsewhere it shows as one line of text.
+
     Attributes:
         url: the base URL of the application, e.g. ``"http://127.0.0.1:8000"``.
         api_path: the endpoint's path, e.g. ``"/predict"``.
+        paths: the path of every endpoint.
         name: the Ray Serve application's name.
         state: ``"serving"`` or ``"stopped"``.
     """
 
     backend = "ray"
 
-    def __init__(self, url: str, api_path: str, name: str, deployment: str, stream: bool, shutdown_serve: bool, shutdown_ray: bool) -> None:
+    def __init__(self, url: str, name: str, endpoints: list[RayEndpoint], routed: bool, shutdown_serve: bool, shutdown_ray: bool) -> None:
         self.url = url
-        self.stream_mode = stream
-        self.api_path = api_path
-        self.paths = [api_path]
+        self._endpoints = endpoints
+        self.paths = [endpoint.path for endpoint in endpoints]
+        self.api_path = self.paths[0]
+        self.stream_mode = endpoints[0].stream  # the first endpoint's, as Server.stream_mode
         self.name = name
         self.state = "serving"
-        self._deployment = deployment
+        # Each deployment of the application -> the paths it serves (the router's: none of its own).
+        self._deployments = {endpoint.deployment: [endpoint.path] for endpoint in endpoints}
+        if routed:
+            self._deployments[ROUTER_DEPLOYMENT] = []
         self._shutdown_serve = shutdown_serve
         self._shutdown_ray = shutdown_ray
         self._client = Client(url)
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        self._dashboard: Any = None  # litkit.notebook.ray_dashboard.RayDashboard, made on first use of .widget
 
     def predict(self, payload: Any, timeout: float | None = 60.0, path: str | None = None) -> Any:
-        """POST ``payload`` to the endpoint and return the decoded JSON answer.
+        """POST ``payload`` to the endpoint at ``path`` (default: the first) and return the decoded JSON answer.
 
         Raises:
             litkit.HTTPError: the application answered with an error status.
+            ValueError: the application has no endpoint at ``path``, or it streams (``stream()`` fits it).
         """
-        return self._client.predict(payload, path=path or self.api_path, timeout=timeout)
+        endpoint = self._find(path)
+        if endpoint.stream and not endpoint.spec:  # a spec's request says whether to stream
+            raise ValueError(f"the endpoint at {endpoint.path} streams its answer; call server.stream(...) instead of server.predict(...)")
+        return self._client.predict(payload, path=endpoint.path, timeout=timeout)
 
     def stream(self, payload: Any, sse: bool = False, timeout: float | None = 60.0, path: str | None = None) -> ChunkStream:
-        """POST ``payload`` to a streaming endpoint and iterate over the chunks as they arrive;
-        closing the stream disconnects, which stops the work on the replica."""
-        return self._client.stream(payload, path=path or self.api_path, sse=sse, timeout=timeout)
+        """POST ``payload`` to the streaming endpoint at ``path`` (default: the first) and iterate
+        over the chunks as they arrive; closing the stream disconnects, which stops the work on the replica.
+
+        Raises:
+            litkit.HTTPError: the application refused the request.
+            ValueError: the application has no endpoint at ``path``, or it answers with one JSON
+                body (``predict()`` fits it).
+        """
+        endpoint = self._find(path)
+        if not endpoint.stream and not endpoint.spec:
+            raise ValueError(f"the endpoint at {endpoint.path} answers with one JSON body; call server.predict(...) instead of server.stream(...)")
+        return self._client.stream(payload, path=endpoint.path, sse=sse, timeout=timeout)
+
+    def _find(self, path: str | None) -> RayEndpoint:
+        for endpoint in self._endpoints:
+            if path is None or endpoint.path == path:
+                return endpoint
+        raise ValueError(f"no endpoint at {path!r}; the Ray Serve application {self.name!r} has {', '.join(self.paths)}")
 
     def status(self) -> dict[str, Any]:
-        """A snapshot: the application's and deployment's status, and its replicas by state."""
-        snapshot: dict[str, Any] = {"url": self.url, "state": self.state, "backend": "ray", "application": self.name, "api_path": self.api_path}
+        """A snapshot: the application's status, its replicas by state (all deployments together),
+        each deployment with its paths, status and replicas, and Serve's proxies by state."""
+        snapshot: dict[str, Any] = {"url": self.url, "state": self.state, "backend": "ray", "application": self.name, "api_path": self.api_path, "paths": list(self.paths)}
         if self.state != "serving":
-            return {**snapshot, "status": "STOPPED", "replicas": {}, "message": ""}
+            return {**snapshot, "status": "STOPPED", "replicas": {}, "deployments": [], "proxies": {}, "message": ""}
         serve = import_ray_serve()
-        application = serve.status().applications.get(self.name)
+        found = serve.status()
+        proxies: dict[str, int] = {}
+        for proxy in found.proxies.values():
+            proxies[_value(proxy)] = proxies.get(_value(proxy), 0) + 1
+        application = found.applications.get(self.name)
         if application is None:
-            return {**snapshot, "status": "NOT_FOUND", "replicas": {}, "message": f"no application {self.name!r} in Ray Serve"}
-        deployment = application.deployments.get(self._deployment)
-        replicas = {str(getattr(state, "value", state)): count for state, count in (deployment.replica_states.items() if deployment else ())}
-        message = (deployment.message if deployment else "") or application.message
-        return {**snapshot, "status": str(getattr(application.status, "value", application.status)), "replicas": replicas, "message": message}
+            return {**snapshot, "status": "NOT_FOUND", "replicas": {}, "deployments": [], "proxies": proxies, "message": f"no application {self.name!r} in Ray Serve"}
+        deployments, replicas = [], {}
+        for name, paths in self._deployments.items():
+            deployment = application.deployments.get(name)
+            counts = {_value(state): count for state, count in (deployment.replica_states.items() if deployment else ())}
+            for state, count in counts.items():
+                replicas[state] = replicas.get(state, 0) + count
+            deployments.append({"name": name, "paths": list(paths), "status": _value(deployment.status) if deployment else "NOT_FOUND",
+                                "replicas": counts, "message": deployment.message if deployment else ""})
+        message = application.message or next((d["message"] for d in deployments if d["message"]), "")
+        return {**snapshot, "status": _value(application.status), "replicas": replicas, "deployments": deployments, "proxies": proxies, "message": message}
+
+    @property
+    def widget(self) -> Any:
+        """The live view of this application, an ipywidgets widget (made on first use).
+
+        It refreshes from ``status()`` once a second on its own thread until ``stop()``, then
+        keeps the final figures. Its Stop button calls ``stop()``.
+        """
+        with self._lock:
+            if self._dashboard is None:
+                from ..notebook.ray_dashboard import RayDashboard  # ipywidgets only when a view is asked for
+
+                self._dashboard = RayDashboard(
+                    self.status,
+                    title=", ".join(self._deployments_of_apis()),
+                    endpoint=self.url + (self.api_path if len(self.paths) == 1 else " " + " ".join(self.paths)),
+                    link=self.url + "/health",
+                    stop=self.stop,
+                )
+            return self._dashboard
+
+    def _deployments_of_apis(self) -> list[str]:
+        return [name for name, paths in self._deployments.items() if paths]
 
     def stop(self) -> None:
         """Delete the application; shut down Serve and Ray if ``serve()`` started them. Idempotent."""
@@ -86,6 +149,7 @@ class RayServer:
             if self.state == "stopped":
                 return
             self.state = "stopped"
+            dashboard = self._dashboard
         serve = import_ray_serve()
         import ray
 
@@ -97,6 +161,8 @@ class RayServer:
             if self._shutdown_ray:
                 ray.shutdown()
         self._stopped.set()
+        if dashboard is not None:
+            dashboard.finish()
 
     def wait(self) -> None:
         """Block until ``stop()`` (Ctrl+C raises KeyboardInterrupt here, as usual)."""
@@ -110,11 +176,28 @@ class RayServer:
         self.stop()
 
     def __repr__(self) -> str:
-        return f"<litkit.RayServer {self.state} {self.url}{self.api_path} (Ray Serve application {self.name!r})>"
+        where = self.url + self.api_path if len(self.paths) == 1 else f"{self.url} ({len(self.paths)} endpoints: {', '.join(self.paths)})"
+        return f"<litkit.RayServer {self.state} {where} (Ray Serve application {self.name!r})>"
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
+        """In a Jupyter kernel: the live view (with this text repr as fallback)."""
+        if not _in_jupyter_kernel():
+            return {"text/plain": repr(self)}
+        bundle = dict(self.widget._repr_mimebundle_())
+        bundle["text/plain"] = repr(self)
+        return bundle
+
+
+def _in_jupyter_kernel() -> bool:
+    """As ``litkit.server.kernel.in_jupyter_kernel``, which ray/ may not import: an IPython shell with
+    a kernel, looked up among the modules already loaded (so it loads nothing)."""
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return getattr(shell, "kernel", None) is not None
 
 
 def serve_on_ray(
-    api: LitAPI,
+    api: LitAPI | dict[str, Any],
     *,
     address: str | None = None,
     replicas: int = 1,
@@ -129,17 +212,19 @@ def serve_on_ray(
     """Deploy ``api`` on Ray Serve and return once its replicas run (``litkit.serve(backend="ray")``).
 
     Args:
-        api: a ``litkit.LitAPI`` instance.
+        api: a ``litkit.LitAPI`` instance; or a dict of several endpoints, ``{"/embed": Embedder(),
+            "/chat": litkit.Endpoint(Chat(), timeout=30)}``, deployed in one application, a
+            deployment per endpoint behind a router (as ``litkit.ray_app`` does with a dict).
         address: the Ray cluster to join (``"auto"``, ``"ray://head:10001"``); None starts a local
             Ray unless this process is connected to one already.
-        replicas: how many replicas serve the API.
+        replicas: how many replicas serve the API (with a dict: each endpoint, and the router).
         host: the address Ray Serve's HTTP proxy listens on; None: ``"127.0.0.1"`` when this call
             starts Serve, else whatever it listens on (another address is then an error).
         port: its port; 0 picks a free one. Serve's port is fixed by its first start in the cluster.
         name: the Ray Serve application's name (deploying the same name again replaces it).
         route_prefix: where the application sits in Serve's URL space.
         start_timeout: seconds the replicas may take to be placed and run ``setup``.
-        api_path: the endpoint's path under ``route_prefix``.
+        api_path: the endpoint's path under ``route_prefix`` (with a dict: the dict's keys).
         **app_options: ``litkit.ray_app``'s other options (``stream``, ``spec``, ``timeout``,
             ``max_batch_size``, ``batch_timeout``, ``ray_actor_options``, ``max_ongoing_requests``,
             ``autoscaling_config``).
@@ -160,12 +245,8 @@ def serve_on_ray(
         raise ValueError(f"start_timeout must be a positive number of seconds, got {start_timeout!r}")
     if not isinstance(route_prefix, str) or not route_prefix.startswith("/"):
         raise ValueError(f"route_prefix must be a path starting with '/', got {route_prefix!r}")
-    if isinstance(api, dict):
-        raise ValueError(
-            "serve(backend='ray') takes one API for now; for several endpoints deploy "
-            "litkit.ray_app({'/a': A(), '/b': B()}) with ray.serve.run (docs/ray.md)"
-        )
     app = ray_app(api, api_path=api_path, num_replicas=replicas, **app_options)
+    endpoints = endpoints_of(api, api_path, app_options.get("stream"), app_options.get("spec"))
     if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
         raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
     started_ray = False
@@ -184,7 +265,7 @@ def serve_on_ray(
         serve_host, serve_port, started_serve = _start_serve(serve, host, port)
         actor_options = app_options.get("ray_actor_options") or {}
         per_replica = {"num_cpus": actor_options.get("num_cpus", 1), **{k: v for k, v in actor_options.items() if k in ("num_gpus", "resources")}}
-        asked = {"deployment": type(api).__name__, "replicas": replicas, "per_replica": per_replica}
+        asked = {"deployment": ", ".join(endpoint.deployment for endpoint in endpoints), "replicas": replicas, "per_replica": per_replica}
         _deploy(serve, ray, app, name, route_prefix, start_timeout, asked)
     except BaseException:
         if started_serve:
@@ -196,13 +277,8 @@ def serve_on_ray(
     if serve_host in ("0.0.0.0", "::"):  # every node runs a proxy: this one's, or the head's through Ray Client
         url_host = address.removeprefix("ray://").rsplit(":", 1)[0] if address and address.startswith("ray://") else "127.0.0.1"
     prefix = route_prefix.rstrip("/")
-    return RayServer(f"http://{url_host}:{serve_port}{prefix}", api_path if app_options.get("spec") is None else app_options["spec"].path,
-                     name, type(api).__name__, _streams(api, app_options), shutdown_serve=started_serve, shutdown_ray=started_ray)
-
-
-def _streams(api: LitAPI, app_options: dict[str, Any]) -> bool:
-    stream = app_options.get("stream")
-    return is_streaming_api(api) if stream is None else bool(stream)
+    return RayServer(f"http://{url_host}:{serve_port}{prefix}", name, endpoints, routed=isinstance(api, dict),
+                     shutdown_serve=started_serve, shutdown_ray=started_ray)
 
 
 def _start_serve(serve: Any, host: str | None, port: int) -> tuple[str, int, bool]:

@@ -398,8 +398,11 @@ def serve(
             or to read a pending part of the response; past it the connection is closed (and the
             request cancelled). Also how long an idle keep-alive connection stays open.
         backend: ``"local"`` (this process and its workers) or ``"ray"``: deploy on Ray Serve instead
-            and return a ``litkit.ray.RayServer`` with the same ``url``, ``predict``, ``stream``,
-            ``status()`` and ``stop()`` (docs/ray.md; ``pip install 'litkit[ray]'``).
+            and return a ``litkit.ray.RayServer`` with the same ``url``, ``paths``, ``predict``,
+            ``stream``, ``status()``, ``stop()`` and, in Jupyter, a live view (docs/ray.md;
+            ``pip install 'litkit[ray]'``). A dict of endpoints becomes one Ray Serve application,
+            a deployment per endpoint behind a router; ``litkit.Endpoint`` may then set
+            ``stream``, ``spec``, ``timeout``, ``max_batch_size`` and ``batch_timeout``.
         **backend_options: with ``backend="ray"``, ``litkit.ray.serve_on_ray``'s own options:
             ``address``, ``replicas``, ``name``, ``route_prefix``, ``ray_actor_options``,
             ``max_ongoing_requests``, ``autoscaling_config``.

@@ -46,3 +46,14 @@ def test_health_line_only_when_unhealthy_and_escaped():
     assert render_health(None) == "" and render_health({"ok": True, "reason": None}) == ""
     line = render_health({"ok": False, "reason": "worker 0 is down: <boom>"})
     assert "unhealthy" in line and "&lt;boom&gt;" in line and "<boom>" not in line
+
+
+def test_ray_figures_show_states_and_escape_what_ray_says():
+    from litkit.notebook.formatting import render_ray_application, render_ray_deployments
+
+    text = render_ray_application({"application": "a<b", "status": "DEPLOYING", "replicas": {"RUNNING": 1, "STARTING": 2}, "message": "<waiting> & more"})
+    assert "<code>a&lt;b</code>" in text and "&lt;waiting&gt; &amp; more" in text
+    assert '1 <span class="litkit-state" data-state="RUNNING"' in text and '2 <span class="litkit-state" data-state="STARTING"' in text
+    rows = render_ray_deployments([{"name": "A", "paths": ["/a", "/a/v1"], "status": "UNHEALTHY", "replicas": {}, "message": "x"}, {"name": "Router", "paths": [], "status": "HEALTHY"}])
+    assert "/a /a/v1" in rows and "(routes to the others)" in rows and 'data-state="UNHEALTHY" style="color:#cf222e' in rows
+    assert "no deployments" in render_ray_deployments([])

@@ -227,6 +227,65 @@ def test_a_class_from_a_notebook_cell_in_a_real_kernel(ray_serve):
     assert "state: stopped" in printed
 
 
+_WALK = """
+import ipywidgets
+
+def shown(widget):
+    \"\"\"Every widget under ``widget``, itself included.\"\"\"
+    yield widget
+    for child in getattr(widget, "children", ()):
+        yield from shown(child)
+"""
+
+
+def test_the_live_view_in_a_real_kernel(ray_serve):
+    """``serve(backend="ray")`` as a cell's last expression shows the live view of the application:
+    Ray's status and replicas, the URL, and a Stop button that deletes the application; nothing of
+    the local dashboard's that Ray cannot do (Cancel, workers). The kernel joins this module's Ray."""
+    nbformat = pytest.importorskip("nbformat")
+    from nbclient import NotebookClient
+    from ray import serve
+
+    address = ray.get_runtime_context().gcs_address
+    port = int(ray_serve.rsplit(":", 1)[1])
+    cells = [
+        "import json, time\nimport litkit\n" + _WALK + "\nclass Viewed(litkit.LitAPI):\n    def predict(self, x):\n        return {'seen': x}",
+        f"server = litkit.serve(Viewed(), backend='ray', address={address!r}, port={port}, name='view', route_prefix='/view', "
+        "ray_actor_options={'num_cpus': 0.1})\nserver",
+        # The view refreshes on its own thread: wait (bounded) until it shows the running replica.
+        "deadline = time.monotonic() + 30\n"
+        "texts = lambda: [w.value for w in shown(server.widget) if isinstance(w, ipywidgets.HTML)]\n"
+        "while not any('1 <span class=\"litkit-state\" data-state=\"RUNNING\"' in t for t in texts()) and time.monotonic() < deadline:\n"
+        "    time.sleep(0.05)\n"
+        "print('view:', json.dumps(texts()))\n"
+        "print('buttons:', json.dumps([w.description for w in shown(server.widget) if isinstance(w, ipywidgets.Button)]))",
+        "[button] = [w for w in shown(server.widget) if isinstance(w, ipywidgets.Button)]\nbutton.click()\n"
+        "print('state:', server.state)\nprint('button:', button.description, button.disabled)",
+    ]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell) for cell in cells])
+    NotebookClient(notebook, timeout=120, iopub_timeout=30, kernel_name="python3", store_widget_state=True).execute()
+    errors = [o for cell in notebook.cells for o in cell.outputs if o.output_type == "error"]
+    assert errors == [], "\n".join(f"{e.ename}: {e.evalue}" for e in errors)
+    printed = {line.split(": ", 1)[0]: line.split(": ", 1)[1] for cell in notebook.cells for o in cell.outputs
+               if o.get("name") == "stdout" for line in o.text.splitlines() if ": " in line}
+    view = " ".join(json.loads(printed["view"]))
+    assert f"POST {ray_serve}/view/predict" in view
+    assert 'data-state="serving"' in view
+    assert "Ray Serve application <code>view</code>" in view and 'litkit-ray-status"><span class="litkit-state" data-state="RUNNING"' in view
+    assert "<code>Viewed</code>" in view and "/predict" in view  # the deployment's row
+    assert "has no request counts" in view
+    assert json.loads(printed["buttons"]) == ["Stop"]  # no Cancel: on Ray a hang-up cancels
+    assert (printed["state"], printed["button"]) == ("stopped", "Stopped True")
+    assert "view" not in serve.status().applications
+    # The cell's output is the widget, and the notebook keeps its final figures.
+    views = [o for cell in notebook.cells for o in cell.outputs if "application/vnd.jupyter.widget-view+json" in o.get("data", {})]
+    assert len(views) == 1
+    saved = notebook.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"].values()
+    values = " ".join(m["state"].get("value", "") for m in saved if m["model_name"] == "HTMLModel")
+    assert 'data-state="stopped"' in values and 'data-state="STOPPED"' in values
+    assert any(m["model_name"] == "ButtonModel" and m["state"].get("description") == "Stopped" and m["state"].get("disabled") for m in saved)
+
+
 # -- streams and cancellation ------------------------------------------------------------------------
 
 
@@ -388,6 +447,34 @@ def test_serve_with_the_ray_backend(ray_serve):
     from ray import serve
 
     wait_until(lambda: "handle" not in serve.status().applications, 30, "the application to be deleted")
+
+
+def test_serve_a_dict_of_endpoints_with_the_ray_backend(ray_serve):
+    """``serve({path: api}, backend="ray")``: one application, a deployment per endpoint behind the
+    router; the handle calls each path, refuses the wrong call for a path, and reports every
+    deployment. Pinned: a dict was an error here although ``ray_app`` takes one."""
+    from ray import serve
+
+    port = int(ray_serve.rsplit(":", 1)[1])
+    apis_by_path = {"/double": apis.Doubler(), "/tick": litkit.Endpoint(apis.Ticker(), timeout=30)}
+    with litkit.serve(apis_by_path, backend="ray", port=port, name="many", route_prefix="/many", ray_actor_options=FRACTION) as server:
+        assert (server.url, server.paths, server.api_path) == (ray_serve + "/many", ["/double", "/tick"], "/double")
+        assert server.predict({"input": 4}, path="/double") == server.predict({"input": 4}) == {"output": 8}
+        with server.stream({"n": 2, "interval": 0}, path="/tick") as chunks:
+            assert list(chunks) == [{"i": 0}, {"i": 1}]
+        with pytest.raises(ValueError, match=r"no endpoint at '/nowhere'; the Ray Serve application 'many' has /double, /tick"):
+            server.predict({}, path="/nowhere")
+        with pytest.raises(ValueError, match=r"the endpoint at /tick streams its answer; call server.stream"):
+            server.predict({}, path="/tick")
+        with pytest.raises(ValueError, match=r"the endpoint at /double answers with one JSON body"):
+            server.stream({}, path="/double")
+        status = server.status()
+        assert (status["status"], status["paths"], status["replicas"]) == ("RUNNING", ["/double", "/tick"], {"RUNNING": 3})
+        assert [(d["name"], d["paths"], d["replicas"]) for d in status["deployments"]] == [
+            ("Doubler", ["/double"], {"RUNNING": 1}), ("Ticker", ["/tick"], {"RUNNING": 1}), ("Router", [], {"RUNNING": 1})]
+        assert "2 endpoints: /double, /tick" in repr(server)
+    assert server.status()["state"] == "stopped"
+    wait_until(lambda: "many" not in serve.status().applications, 30, "the application to be deleted")
 
 
 def test_options_ray_cannot_honour_are_errors(ray_serve):
