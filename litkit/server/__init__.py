@@ -1,9 +1,9 @@
-"""The HTTP server in the caller's process: ``serve()`` and ``Server``, on a Tornado loop of its own.
+"""The HTTP server: ``serve()`` and ``Server``, on a Tornado loop of its own, beside the caller.
 
 ``server`` (``serve``, ``Server``), ``loop`` (``ServerLoop``: Tornado and the pools on a loop of
 their own), ``host`` (where that loop runs: a sub-interpreter with its own GIL on Python 3.13+,
-else a thread; and what crosses between), ``interpreters`` (sub-interpreters, by Python version),
-``switching`` (the GIL switch interval while a server shares the caller's GIL), ``endpoints``
+else a process of its own, or a thread when asked; and what crosses between), ``interpreters`` (sub-interpreters, by Python version),
+``switching`` (the GIL switch interval while a server on a thread shares the caller's GIL), ``endpoints``
 (each endpoint's options and state), ``relay`` (one call to an endpoint, on Tornado's HTTP
 connection), ``routing`` and ``handlers`` (health,
 info, metrics, 404), ``controls`` (the dashboard's Cancel and Stop over HTTP, with their secret),

@@ -3,8 +3,8 @@ requests in flight (``ServerLoop``).
 
 ``run()`` blocks the thread that calls it until the server stops; that thread owns every object
 here. Other threads reach it only through ``call()`` (``loop.call_soon_threadsafe``) and
-``stop()``. The same code runs on a thread of the caller's interpreter or inside a sub-interpreter
-of its own (``litkit.server.host``): it imports neither the registry nor anything of the
+``stop()``. The same code runs on a thread of the caller's interpreter, inside a sub-interpreter
+of its own, or in a process of its own (``litkit.server.host``): it imports neither the registry nor anything of the
 notebook, and it never sees the user's API object, only its pickled bytes.
 """
 

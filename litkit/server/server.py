@@ -1,10 +1,11 @@
 """``serve()`` and the ``Server`` it returns: a Tornado server on its own thread and event loop,
-in the calling process, in front of a pool of spawned workers (``litkit.server.terminal`` has ``run()``).
+beside the calling code, in front of a pool of spawned workers (``litkit.server.terminal`` has ``run()``).
 
 ``serve()`` returns once every worker is ready, so the next line of a notebook cell can call the
 endpoint with any blocking client. The server thread owns every server object (pool, tracker,
-requests in flight), in a sub-interpreter of its own on Python 3.13+ (``litkit.server.host``);
-``Server`` keeps the endpoints' plans and reaches the rest through its host.
+requests in flight), in a sub-interpreter of its own on Python 3.13+ and in a process of its own
+on 3.10-3.12 (``litkit.server.host``); ``Server`` keeps the endpoints' plans and reaches the rest
+through its host.
 """
 
 from __future__ import annotations

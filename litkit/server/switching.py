@@ -11,8 +11,10 @@ Process-wide, so only while a server needs it: the first server that starts on a
 the last one to stop restores the value from before, never at import. A value the user set in
 the meantime is theirs and is left alone. It costs the cell nothing while no other thread wants
 the GIL; while a server answers, the cell gives it up more often: at 100 requests a second the
-cell ran 6-10% slower, against 4-8% with the default interval (docs/benchmarks.md). A server in a sub-interpreter of its own (Python 3.13+) has a GIL of its
-own and does not take part.
+cell ran 6-10% slower, against 4-8% with the default interval (docs/benchmarks.md). That is why
+a server runs on a thread only when asked (``LITKIT_SUBINTERPRETER=0``, ``in_this_interpreter()``,
+an API whose hooks the server calls itself): one in a sub-interpreter (Python 3.13+) or a process
+(3.10-3.12) of its own has a GIL of its own and does not take part.
 """
 
 from __future__ import annotations

@@ -30,8 +30,9 @@ one after another. ``INIT``'s payload is a stdlib
 pickle of plain data plus the cloudpickled API (and spec) bytes; it only ever travels over the inherited
 socket. Every other payload is JSON or raw bytes.
 
-* **Host socket** (Python 3.13+): one ``AF_UNIX`` socket pair between the caller's interpreter and
-  the sub-interpreter that runs a server in the same process (``litkit.server.host``). Caller to
+* **Host socket**: one ``AF_UNIX`` socket pair between the caller's interpreter and the one that
+  runs a server, a sub-interpreter in the same process (Python 3.13+) or a process of its own
+  (3.10-3.12) (``litkit.server.host``). Caller to
   server: ``HOST_INIT`` (once: the endpoints' plans, cloudpickled, with the listening sockets'
   descriptor numbers), then ``HOST_CALL`` (``status``, ``cancel``, ``stop``, ``listen_output``).
   Server to caller: ``HOST_REPLY`` to each call, ``HOST_EVENT`` for what the caller learns
@@ -96,7 +97,7 @@ class Kind(enum.IntEnum):
     RESULT = 21
     ERROR = 22
     END = 23
-    # host socket, the caller's interpreter <-> the server's own sub-interpreter (litkit.server.host)
+    # host socket, the caller's interpreter <-> the server's own sub-interpreter or process (litkit.server.host)
     HOST_INIT = 30
     HOST_CALL = 31
     HOST_REPLY = 32
