@@ -40,6 +40,7 @@ from .formatting import (
     render_workers,
     running_requests,
 )
+from .refresher import Refresher
 
 __all__ = ["Dashboard", "DEFAULT_INTERVAL_S", "CANCEL_REASON"]
 
@@ -94,8 +95,7 @@ class Dashboard(widgets.VBox):
         control: dict[str, str] | None = None,
     ) -> None:
         # close() (which ipywidgets also calls from __del__) needs these even if __init__ fails.
-        self._halt = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._refresher = Refresher()
         self._lock = threading.RLock()
         self._cancel_rows: dict[str, widgets.HBox] = {}
         self._panel: Any = None  # the Cancel rows, drawn by the browser
@@ -146,8 +146,7 @@ class Dashboard(widgets.VBox):
         self.add_class("litkit-dashboard")
         self.refresh()
         if start and self.state not in _FINAL_STATES:
-            self._thread = threading.Thread(target=self._run, name=f"litkit-dashboard-{title}", daemon=True)
-            self._thread.start()
+            self._refresher.start(f"litkit-dashboard-{title}", self._interval, self.refresh, lambda: self.state in _FINAL_STATES, logger)
 
     # -- refreshing -------------------------------------------------------------------------------
 
@@ -209,16 +208,6 @@ class Dashboard(widgets.VBox):
             self.updates += 1
         return True
 
-    def _run(self) -> None:
-        while not self._halt.wait(self._interval):
-            try:
-                self.refresh()
-            except Exception:  # noqa: BLE001 - a failed refresh must not end the dashboard
-                logger.exception("the litkit dashboard could not refresh")
-                continue
-            if self.state in _FINAL_STATES:
-                return
-
     def finish(self) -> None:
         """Stop refreshing after showing the latest snapshot: the widget keeps the final figures.
 
@@ -226,10 +215,7 @@ class Dashboard(widgets.VBox):
         again: a headless run (nbclient) records only messages sent while a cell runs, and the
         refresher may have shown the last figures between cells.
         """
-        self._halt.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(5.0)
+        self._refresher.halt()
         try:
             self.refresh(resend=True)
         except Exception:  # noqa: BLE001 - e.g. the kernel is shutting down
@@ -237,10 +223,7 @@ class Dashboard(widgets.VBox):
 
     def close(self) -> None:
         """Stop refreshing and close the widget and its children."""
-        self._halt.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(5.0)
+        self._refresher.halt()
         with self._lock:
             for row in self._cancel_rows.values():
                 _close_all(row)

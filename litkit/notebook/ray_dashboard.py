@@ -19,6 +19,7 @@ from typing import Any, Callable
 import ipywidgets as widgets
 
 from .formatting import render_header, render_ray_application, render_ray_deployments
+from .refresher import Refresher
 
 __all__ = ["RayDashboard", "DEFAULT_RAY_INTERVAL_S"]
 
@@ -43,8 +44,7 @@ class RayDashboard(widgets.VBox):
 
     def __init__(self, status: Callable[[], dict[str, Any]], *, title: str, endpoint: str, link: str, stop: Callable[[], Any],
                  interval: float = DEFAULT_RAY_INTERVAL_S, start: bool = True) -> None:
-        self._halt = threading.Event()  # close() (also called from __del__) needs these even if __init__ fails
-        self._thread: threading.Thread | None = None
+        self._refresher = Refresher()  # close() (also called from __del__) needs these even if __init__ fails
         self._lock = threading.RLock()
         super().__init__()
         if isinstance(interval, bool) or not isinstance(interval, (int, float)) or interval < 0.1:
@@ -65,8 +65,7 @@ class RayDashboard(widgets.VBox):
         self.add_class("litkit-ray-dashboard")
         self.refresh()
         if start and self.state != "stopped":
-            self._thread = threading.Thread(target=self._run, name=f"litkit-ray-dashboard-{title}", daemon=True)
-            self._thread.start()
+            self._refresher.start(f"litkit-ray-dashboard-{title}", self._interval, self.refresh, lambda: self.state == "stopped", logger)
 
     def refresh(self, snapshot: dict[str, Any] | None = None, resend: bool = False) -> bool:
         """Show ``snapshot`` (by default a fresh ``status()``); True if anything on screen changed.
@@ -98,23 +97,10 @@ class RayDashboard(widgets.VBox):
             self._shown.update(changed)
         return bool(changed) or stopped
 
-    def _run(self) -> None:
-        while not self._halt.wait(self._interval):
-            try:
-                self.refresh()
-            except Exception:  # noqa: BLE001 - a failed refresh (Ray busy, shutting down) must not end the view
-                logger.exception("the litkit Ray dashboard could not refresh")
-                continue
-            if self.state == "stopped":
-                return
-
     def finish(self) -> None:
         """Stop refreshing after showing the latest snapshot, sent again in full (a headless run
         records only what is sent while a cell runs). Called by ``RayServer.stop()``."""
-        self._halt.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(5.0)
+        self._refresher.halt()
         try:
             self.refresh(resend=True)
         except Exception:  # noqa: BLE001 - e.g. the kernel is shutting down
@@ -122,10 +108,7 @@ class RayDashboard(widgets.VBox):
 
     def close(self) -> None:
         """Stop refreshing and close the widget and its children."""
-        self._halt.set()
-        thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(5.0)
+        self._refresher.halt()
         with self._lock:
             for child in list(self.children):
                 for grandchild in getattr(child, "children", ()):

@@ -174,7 +174,7 @@ def test_refreshes_at_most_five_times_a_second_and_stops_at_the_final_state(fron
         rate = (source.calls - started_calls) / (time.monotonic() - started)
         assert 1 <= rate <= 5.5, rate
         source.value = snapshot(state="stopped")
-        wait_until(lambda: dashboard._thread is not None and not dashboard._thread.is_alive(), message="the refresher to end")
+        wait_until(lambda: dashboard._refresher.started and not dashboard._refresher.alive(), message="the refresher to end")
         assert dashboard.state == "stopped"
     finally:
         dashboard.close()
@@ -205,7 +205,7 @@ def test_callbacks_from_another_thread_while_refreshing(frontend):
         assert len(source.cancelled) == 100
     finally:
         dashboard.close()
-    assert not dashboard._thread.is_alive()
+    assert not dashboard._refresher.alive()
 
 
 def test_interval_is_validated():
@@ -231,7 +231,7 @@ def test_server_widget_follows_a_real_server_and_keeps_the_final_figures(serve, 
     wait_until(lambda: 'data-count="cancelled"' in dashboard._sections["counts"].value and ">1</b>" in dashboard._sections["counts"].value.split('data-count="cancelled"')[1][:80], message="the widget to show one cancellation")
     assert "client left after" in dashboard._sections["requests"].value
     server.stop()
-    assert not dashboard._thread.is_alive()  # stop() ends the refresher
+    assert not dashboard._refresher.alive()  # stop() ends the refresher
     final = dashboard._sections["counts"].value
     assert 'data-state="stopped"' in dashboard._sections["header"].value
     assert dashboard._stop_panel.state == "stopped"  # the browser labels its Stop button "Stopped" (test_browser.py)
