@@ -191,9 +191,15 @@ class LitServer:
         trigger(self._callbacks, "on_server_start", litserver=self)
         relay = LoggerRelay(self._loggers)
         # LitServe's callbacks, request tracking and model metadata reach into the server's own
-        # state, which then has to live in this interpreter (not in a sub-interpreter of its own).
+        # state, which then has to live in this interpreter (not in a sub-interpreter or a process
+        # of its own); so does a script's server, whose process runs nothing else while it blocks.
         reaches_in = self._callbacks or self.track_requests or self.model_metadata is not None
-        with in_this_interpreter("LitServer's callbacks, track_requests or model_metadata read the server's state") if reaches_in else contextlib.nullcontext():
+        here = (
+            "LitServer's callbacks, track_requests or model_metadata read the server's state" if reaches_in
+            else None if in_jupyter_kernel()
+            else "a script's LitServer.run() runs nothing else while it serves"
+        )
+        with in_this_interpreter(here) if here is not None else contextlib.nullcontext():
             server = serve(
                 self._endpoints(),
                 host=host,

@@ -17,6 +17,7 @@ import textwrap
 from typing import Any
 
 import cloudpickle
+import psutil
 import pytest
 import requests
 
@@ -266,6 +267,8 @@ def test_run_blocks_in_a_script_until_interrupted(tmp_path):
         url = re.search(r"at (http://\S+?)/predict", banner).group(1)
         assert requests.post(url + "/predict", json={"input": 3}, timeout=10).json() == {"output": 9}
         assert process.poll() is None  # still serving: run() blocks
+        # The script runs nothing else: it serves from a thread of its own, its only children are workers.
+        assert [child.cmdline()[1:3] for child in psutil.Process(process.pid).children()] == [["-m", "litkit.worker"]]
         process.send_signal(signal.SIGINT)
         output, _ = process.communicate(timeout=20)
     finally:
