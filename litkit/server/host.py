@@ -193,19 +193,16 @@ class InterpreterHost:
             pass  # the server's interpreter ended before it read them: `started` says why
         self._init = b""
 
+    _place = "interpreter"  # where the server runs, for messages
+
     def _run(self) -> None:
-        """The server thread: enter the sub-interpreter and serve there until stopped."""
+        """The host thread: serve elsewhere until stopped (``_serve``), then end this side."""
         try:
-            _lengthen_slice(self._slice_ms)
-            interpreter = Interpreter()
-            try:
-                interpreter.run(f"from litkit.server.host import serve_in_this_interpreter\nserve_in_this_interpreter({self._theirs.fileno()})")
-            finally:
-                interpreter.close()
+            self._serve()
         except BaseException as error:  # noqa: BLE001 - report to serve() instead of dying silently
             if not self.started.done():
                 self.started.set_exception(error if isinstance(error, InterpreterFailed) else InterpreterFailed(f"{type(error).__name__}: {error}"))
-            logger.error("the litkit server's interpreter failed: %s", error)
+            logger.error("the litkit server's %s failed: %s", self._place, error)
         finally:
             for sock in self._sockets:
                 sock.close()
@@ -213,8 +210,17 @@ class InterpreterHost:
             self._reader.join(_CALL_TIMEOUT_S)
             self._own.close()
             if not self.started.done():
-                self.started.set_exception(InterpreterFailed("the server's interpreter ended before the server started"))
+                self.started.set_exception(InterpreterFailed(f"the server's {self._place} ended before the server started"))
             self.finished.set()
+
+    def _serve(self) -> None:
+        """Enter the sub-interpreter on this thread and serve there until stopped."""
+        _lengthen_slice(self._slice_ms)
+        interpreter = Interpreter()
+        try:
+            interpreter.run(f"from litkit.server.host import serve_in_this_interpreter\nserve_in_this_interpreter({self._theirs.fileno()})")
+        finally:
+            interpreter.close()
 
     def _read(self) -> None:
         """The events thread: replies to calls, and what the server says unasked."""
@@ -317,37 +323,27 @@ class ProcessHost(InterpreterHost):
 
     process: subprocess.Popen[bytes] | None = None
 
-    def _run(self) -> None:
-        """The host thread: start the server's process, and wait for it to end. The process dies
-        with this thread (``PR_SET_PDEATHSIG``), which lives as long as the server."""
-        try:
-            package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-            code = (
-                f"import sys; sys.path.insert(0, {package_root!r})\n"
-                "from litkit.server.host import serve_in_a_child_process\n"
-                f"serve_in_a_child_process({self._theirs.fileno()}, {os.getpid()})"
-            )
-            descriptors = (self._theirs.fileno(), *(sock.fileno() for sock in self._sockets))
-            self.process = subprocess.Popen([sys.executable, "-c", code], pass_fds=descriptors, stdin=subprocess.DEVNULL)
-            self._theirs.close()  # the process holds its own copy: its end closes when it exits
-            returncode = self.process.wait()
-            if returncode != 0 and not self.started.done():
-                self.started.set_exception(InterpreterFailed(f"the server's process exited with code {returncode} before the server started"))
-            elif returncode != 0:
-                logger.error("the litkit server's process exited with code %d", returncode)
-        except BaseException as error:  # noqa: BLE001 - report to serve() instead of dying silently
-            if not self.started.done():
-                self.started.set_exception(InterpreterFailed(f"{type(error).__name__}: {error}"))
-            logger.error("the litkit server's process failed: %s", error)
-        finally:
-            for sock in self._sockets:
-                sock.close()
-            self._theirs.close()
-            self._reader.join(_CALL_TIMEOUT_S)
-            self._own.close()
-            if not self.started.done():
-                self.started.set_exception(InterpreterFailed("the server's process ended before the server started"))
-            self.finished.set()
+    _place = "process"
+
+    def _serve(self) -> None:
+        """Start the server's process, and wait for it to end. The process dies with this thread
+        (``PR_SET_PDEATHSIG``), which lives as long as the server.
+
+        Raises:
+            InterpreterFailed: the process exited with a code other than 0.
+        """
+        package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        code = (
+            f"import sys; sys.path.insert(0, {package_root!r})\n"
+            "from litkit.server.host import serve_in_a_child_process\n"
+            f"serve_in_a_child_process({self._theirs.fileno()}, {os.getpid()})"
+        )
+        descriptors = (self._theirs.fileno(), *(sock.fileno() for sock in self._sockets))
+        self.process = subprocess.Popen([sys.executable, "-c", code], pass_fds=descriptors, stdin=subprocess.DEVNULL)
+        self._theirs.close()  # the process holds its own copy: its end closes when it exits
+        returncode = self.process.wait()
+        if returncode != 0:
+            raise InterpreterFailed(f"the server's process exited with code {returncode}")
 
     def stop(self, drain: float) -> None:
         """Stop the server and wait for its process to end; kill it if it has not within
