@@ -14,7 +14,9 @@ from typing import Any, NamedTuple
 import cloudpickle
 
 from ..api import LitAPI, is_async_api, resolve_stream
+from ..checks import check_batch_timeout, check_int, check_seconds
 from ..specs import Spec
+from ..wire.pickling import dumps_for
 
 __all__ = ["ray_app", "import_ray_serve", "endpoints_of", "RayEndpoint", "LOCAL_ONLY_OPTIONS", "ROUTER_DEPLOYMENT"]
 
@@ -129,8 +131,8 @@ def _endpoint(serve: Any, api: Any, path: str, options: dict[str, Any], deployme
     spec, max_batch_size = options["spec"], options["max_batch_size"]
     _check_options(api, streaming, spec, path, options["timeout"], max_batch_size, options["batch_timeout"])
     config = {
-        "api": _pickle(api),
-        "spec": None if spec is None else _pickle(spec),
+        "api": dumps_for(api, "Ray replicas"),
+        "spec": None if spec is None else dumps_for(spec, "Ray replicas"),
         "api_path": path,
         "stream": streaming,
         "timeout": options["timeout"],
@@ -221,7 +223,7 @@ def _unpack_endpoint(path: str, value: Any) -> tuple[Any, dict[str, Any]]:
 
 def _deployment_options(num_replicas: Any, ray_actor_options: Any, max_ongoing_requests: Any, autoscaling_config: Any) -> dict[str, Any]:
     """Ray Serve's deployment options, checked."""
-    _check_count("num_replicas", num_replicas)
+    check_int("num_replicas", num_replicas, 1, 100_000)
     if autoscaling_config is not None and num_replicas != 1:
         raise ValueError(
             f"num_replicas={num_replicas} and autoscaling_config both set the replica count; "
@@ -230,7 +232,7 @@ def _deployment_options(num_replicas: Any, ray_actor_options: Any, max_ongoing_r
     if ray_actor_options is not None and not isinstance(ray_actor_options, dict):
         raise TypeError(f"ray_actor_options must be a dict such as {{'num_cpus': 0.5}}, got {type(ray_actor_options).__name__}")
     if max_ongoing_requests is not None:
-        _check_count("max_ongoing_requests", max_ongoing_requests)
+        check_int("max_ongoing_requests", max_ongoing_requests, 1, 100_000)
     options: dict[str, Any] = {"max_ongoing_requests": max_ongoing_requests}
     if autoscaling_config is not None:
         options["autoscaling_config"] = autoscaling_config
@@ -252,11 +254,10 @@ def _check_options(api: LitAPI, streaming: bool, spec: Any, api_path: Any, timeo
     name = type(api).__name__
     if not isinstance(api_path, str) or not api_path.startswith("/") or "//" in api_path or api_path == "/health":
         raise ValueError(f"api_path must be a path starting with '/' other than /health, got {api_path!r}")
-    if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0):
-        raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
-    _check_count("max_batch_size", max_batch_size)
-    if isinstance(batch_timeout, bool) or not isinstance(batch_timeout, (int, float)) or not 0 <= batch_timeout < 3600:
-        raise ValueError(f"batch_timeout must be a number of seconds from 0 to 3600 (e.g. 0.01), got {batch_timeout!r}")
+    if timeout is not None:
+        check_seconds("timeout", timeout, " or None")
+    check_int("max_batch_size", max_batch_size, 1, 100_000)
+    check_batch_timeout(batch_timeout)
     if max_batch_size > 1 and (streaming or is_async_api(api)):
         raise ValueError(
             f"max_batch_size={max_batch_size} on Ray works with a plain (sync, non-streaming) predict; "
@@ -270,19 +271,3 @@ def _check_options(api: LitAPI, streaming: bool, spec: Any, api_path: Any, timeo
                 f"spec={type(spec).__name__}() works with a plain (sync) predict without batching for now; "
                 f"leave max_batch_size at 1 and make {name}.predict a plain function or generator"
             )
-
-
-def _check_count(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100_000:
-        raise ValueError(f"{name} must be an int from 1 to 100000, got {value!r}")
-
-
-def _pickle(obj: Any) -> bytes:
-    try:
-        return cloudpickle.dumps(obj)
-    except Exception as error:
-        raise TypeError(
-            f"cannot send the {type(obj).__name__} object to Ray replicas: cloudpickle failed with "
-            f"{type(error).__name__}: {error}. Open files, locks, sockets, threads and loaded models cannot "
-            "travel between processes; create them in setup() instead of __init__"
-        ) from error

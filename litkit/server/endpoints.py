@@ -18,16 +18,16 @@ import logging
 import time
 from typing import Any, Callable, Mapping, Protocol, TypeVar
 
-import cloudpickle
-
 from .. import __version__
 from ..api import LitAPI, api_options, is_async_api, is_streaming_api, resolve_stream
+from ..checks import check_batch_timeout, check_int, check_seconds
 from ..pool.devices import plan_workers
 from ..pool.logs import WorkerLog
 from ..pool.pool import WorkerPool
 from ..wire.sources import code_origins
 from ..pool.tracking import RequestTracker
 from ..specs import Spec
+from ..wire.pickling import dumps_for
 from ..wire.protocol import MAX_FDS_PER_MESSAGE
 from ..worker.hooks import resolve_request_model
 from .access import AccessPolicy
@@ -120,11 +120,11 @@ class EndpointPlan:
         health = getattr(api, "health", None)
         self.health_hook: Callable[[], Any] | None = health if callable(health) else None
         resolve_request_model(api)  # a pydantic request model, resolved where the API's module is
-        self.api_bytes = _pickle(api)
+        self.api_bytes = dumps_for(api, "worker processes")
         self.async_api = is_async_api(api)
         self.code_origins = code_origins(api)  # for the workers' tracebacks (litkit.wire.sources)
         spec: Spec | None = options["spec"]
-        self.spec_bytes = None if spec is None else _pickle(spec)
+        self.spec_bytes = None if spec is None else dumps_for(spec, "worker processes")
         self.options = options
         self.start_timeout = start_timeout
         self.workers = len(options["placements"])
@@ -477,8 +477,7 @@ def _check_predict(api: LitAPI) -> None:
 def _check_scheduling(api: LitAPI, max_batch_size: Any, batch_timeout: Any, max_concurrency: Any) -> None:
     """Validate the batching and concurrency options against each other and the API."""
     check_int("max_batch_size", max_batch_size, 1, MAX_FDS_PER_MESSAGE)
-    if isinstance(batch_timeout, bool) or not isinstance(batch_timeout, (int, float)) or not 0 <= batch_timeout < 3600:
-        raise ValueError(f"batch_timeout must be a number of seconds from 0 to 3600 (e.g. 0.01), got {batch_timeout!r}")
+    check_batch_timeout(batch_timeout)
     check_int("max_concurrency", max_concurrency, 1, 10_000)
     name = type(api).__name__
     if max_concurrency > 1 and not is_async_api(api):
@@ -488,24 +487,3 @@ def _check_scheduling(api: LitAPI, max_batch_size: Any, batch_timeout: Any, max_
         )
     if max_batch_size > 1 and is_async_api(api):
         raise ValueError(f"max_batch_size={max_batch_size} is not supported with an async predict yet; make {name}.predict a plain function, or leave max_batch_size at 1")
-
-
-def check_int(name: str, value: Any, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{name} must be an int from {low} to {high}, got {value!r}")
-
-
-def check_seconds(name: str, value: Any, alternative: str = "") -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a positive number of seconds{alternative}, got {value!r}")
-
-
-def _pickle(obj: Any) -> bytes:
-    try:
-        return cloudpickle.dumps(obj)
-    except Exception as error:
-        raise TypeError(
-            f"cannot send the {type(obj).__name__} object to worker processes: cloudpickle failed with "
-            f"{type(error).__name__}: {error}. Open files, locks, sockets, threads and loaded models cannot "
-            "travel between processes; create them in setup() instead of __init__"
-        ) from error

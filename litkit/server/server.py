@@ -18,6 +18,7 @@ import threading
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from ..api import LitAPI
+from ..checks import check_int, check_seconds
 from ..client.client import ChunkStream, Client
 from ..errors import ServerStoppedError, WorkerStartError
 from ..pool.logs import OutputListener
@@ -25,7 +26,7 @@ from ..specs import Spec
 from ..worker.timeslice import slice_ms_from_environment
 from . import registry
 from .access import AccessPolicy, check_api_key, check_cors_origins, is_loopback_host, make_api_key, proxied_hosts
-from .endpoints import DEFAULT_API_PATH, ENDPOINT_OPTIONS, Endpoint, EndpointPlan, ServingState, check_int, check_seconds, find_endpoint, plan_endpoints
+from .endpoints import DEFAULT_API_PATH, ENDPOINT_OPTIONS, Endpoint, EndpointPlan, ServingState, find_endpoint, plan_endpoints
 from .host import InterpreterHost, ProcessHost, ServerRecipe, ThreadHost
 from .interpreters import thread_setting, unavailable_reason
 from .kernel import current_cell, in_jupyter_kernel
