@@ -10,7 +10,9 @@ not use it there. Older Pythons have no interpreter with its own GIL.
 An interpreter is borrowed for one server and given back when the server has stopped cleanly
 (``borrow``, ``give_back``): 3.13.0 does not free all of an interpreter's memory when it is
 destroyed (measured: about 3 MiB for a bare one, 12 MiB once it has served with tornado), so
-re-running a ``serve()`` cell would otherwise leak that much each time.
+re-running a ``serve()`` cell would otherwise leak that much each time. A borrowed interpreter
+looks to its server as a new one would: the caller's environment variables, and none of the
+modules an earlier server imported beyond the packages every server imports.
 """
 
 from __future__ import annotations
@@ -109,23 +111,36 @@ for _name in [name for name in _sys.modules if name.partition(".")[0] not in _li
     del _sys.modules[_name]
 """
 
+# Run in every interpreter a server borrows: its ``os.environ`` becomes this one's, as a thread of
+# this interpreter would see it (a kept one's was read when it was created). The mapping's own
+# dict is set: ``os.environ[key] = ...`` would write the process's environment, which both
+# interpreters share and this one has written already.
+_ADOPT_ENVIRONMENT = """
+import os as _os
+_os.environ._data.clear()
+for _key, _value in %r.items():
+    _os.environ._data[_os.environ.encodekey(_key)] = _os.environ.encodevalue(_value)
+"""
+
 _idle: list[Interpreter] = []
 _idle_lock = threading.Lock()
 
 
 def borrow(prelude: str) -> Interpreter:
-    """An interpreter for one server: one that a stopped server gave back, or a new one that has
-    run ``prelude`` (the imports every server there needs).
+    """An interpreter for one server, with this interpreter's ``os.environ``: one that a stopped
+    server gave back, or a new one that has run ``prelude`` (the imports every server there needs).
 
     Raises:
         InterpreterFailed: a new interpreter's prelude raised (it is destroyed).
     """
     with _idle_lock:
-        if _idle:
-            return _idle.pop()
-    interpreter = Interpreter()
+        interpreter = _idle.pop() if _idle else None
+    code = _ADOPT_ENVIRONMENT % (dict(os.environ),)
+    if interpreter is None:
+        interpreter = Interpreter()
+        code = prelude + "\n" + _RECORD_KEPT + code
     try:
-        interpreter.run(prelude + "\n" + _RECORD_KEPT)
+        interpreter.run(code)
     except BaseException:
         interpreter.close()
         raise

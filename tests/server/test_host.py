@@ -94,6 +94,25 @@ def test_a_kept_interpreter_forgets_the_modules_its_server_imported(tmp_path, mo
         interpreters.give_back(again)
 
 
+@pytest.mark.skipif(not SUBINTERPRETERS, reason="sub-interpreters with their own GIL need Python 3.13+")
+def test_a_kept_interpreter_sees_the_callers_environment_as_it_is_now(monkeypatch):
+    from litkit.server import interpreters
+
+    monkeypatch.setenv("LITKIT_TEST_SETTING", "before")
+    monkeypatch.setenv("LITKIT_TEST_GONE", "1")
+    interpreter = interpreters.borrow("import json")
+    interpreters.give_back(interpreter)
+    monkeypatch.setenv("LITKIT_TEST_SETTING", "after")  # a cell changed them between two serve()s
+    monkeypatch.delenv("LITKIT_TEST_GONE")
+    again = interpreters.borrow("import json")
+    try:
+        assert again is interpreter
+        again.run("import os\nassert os.environ.get('LITKIT_TEST_SETTING') == 'after', os.environ.get('LITKIT_TEST_SETTING')\nassert 'LITKIT_TEST_GONE' not in os.environ")
+    finally:
+        interpreters.give_back(again)
+    assert os.environ["LITKIT_TEST_SETTING"] == "after"  # and the process's environment is untouched
+
+
 _CLIENT = """
 import json, sys, time, urllib.request
 url, seconds = sys.argv[1], float(sys.argv[2])
