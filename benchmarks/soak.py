@@ -1,6 +1,7 @@
 """Soak: streams cut by their clients mid-way, mixed with completed requests, then a check that
 every request is accounted for and that the serving process's fds, threads and RSS are back at
-their baseline.
+their baseline. The serving process is the one that runs the server's loop and spawns the workers:
+this one, or on Python 3.10-3.12 the server's own process.
 
     python benchmarks/soak.py [--completed 20000] [--cut 20000] [--concurrency 32] [--workers 2]
 
@@ -29,7 +30,7 @@ import psutil
 import litkit
 
 HERE = os.path.abspath(__file__)
-WARM_UP = 500  # completed and cut requests each, before the baseline is read
+WARM_UP = 1000  # at most this many completed and cut requests each, before the baseline is read
 REQUEST_TIMEOUT_S = 30.0  # per request, in the client: a hang is reported, not waited for
 
 
@@ -44,19 +45,26 @@ class Churn(litkit.LitAPI):
 # -- the serving process's resources --------------------------------------------------------------
 
 
-def resources() -> dict[str, int]:
-    """Open fds, OS threads, Python threads and RSS (bytes) of this process.
+def serving_process(server: litkit.Server) -> psutil.Process:
+    """The process that runs ``server``'s loop: its workers' parent."""
+    return psutil.Process(server.status()["workers"][0]["pid"]).parent()
 
-    RSS is read after glibc hands its free heap pages back to the OS (``malloc_trim``): a burst of
-    requests leaves freed memory that glibc keeps for reuse, a few MiB that varies from run to run
-    with how the heap fragmented. Memory still in use, a leak included, stays counted in full.
+
+def resources(process: psutil.Process) -> dict[str, int | None]:
+    """Open fds, OS threads, Python threads (None in another process) and RSS (bytes) of ``process``.
+
+    In this process, RSS is read after glibc hands its free heap pages back to the OS
+    (``malloc_trim``): a burst of requests leaves freed memory that glibc keeps for reuse, a few
+    MiB that varies from run to run with how the heap fragmented. Memory still in use, a leak
+    included, stays counted in full. Another process's RSS is read as it is.
     """
-    _return_free_heap()
-    process = psutil.Process()
+    here = process.pid == os.getpid()
+    if here:
+        _return_free_heap()
     return {
         "fds": process.num_fds(),
         "os_threads": process.num_threads(),
-        "threads": threading.active_count(),
+        "threads": threading.active_count() if here else None,
         "rss": process.memory_info().rss,
     }
 
@@ -140,20 +148,24 @@ async def _load(url: str, completed: int, cut: int, concurrency: int) -> dict[st
 def soak(completed: int, cut: int, concurrency: int, workers: int) -> dict[str, Any]:
     server = litkit.serve(Churn(), port=0, workers=workers)
     try:
-        # Warm-up, at the same concurrency: allocator pools, code paths, caches, and the working set
-        # of that many requests in flight (the first burst grows the heap by a few MiB, once).
-        run_client(server.url, WARM_UP, WARM_UP, concurrency)
-        warm = wait_for_idle(server, 2 * WARM_UP)
+        # Warm-up, at the same concurrency and up to the same size: allocator pools, code paths,
+        # caches, and the working set of that many requests in flight. The first 1,000 + 1,000
+        # grow the heap by a few MiB, once (up to 6 MiB on 3.13, where rounds after it move
+        # it by -1 to +2 MiB).
+        warm_completed, warm_cut = min(completed, WARM_UP), min(cut, WARM_UP)
+        run_client(server.url, warm_completed, warm_cut, concurrency)
+        warm = wait_for_idle(server, warm_completed + warm_cut)
+        process = serving_process(server)
         gc.collect()  # objects left by earlier work (e.g. other tests) close their fds now, not mid-soak
-        before = resources()
+        before = resources(process)
         load = run_client(server.url, completed, cut, concurrency)
-        status = wait_for_idle(server, 2 * WARM_UP + completed + cut)
+        status = wait_for_idle(server, warm_completed + warm_cut + completed + cut)
         deadline = time.monotonic() + 10
-        while resources()["fds"] > before["fds"] and time.monotonic() < deadline:
+        while resources(process)["fds"] > before["fds"] and time.monotonic() < deadline:
             time.sleep(0.01)  # connections the clients closed last may still be closing
-        after = resources()
+        after = resources(process)
         counts = {state: status["counts"][state] - warm["counts"][state] for state in status["counts"]}
-        return {"load": load, "counts": counts, "workers": status["workers"], "before": before, "after": after}
+        return {"load": load, "counts": counts, "workers": status["workers"], "before": before, "after": after, "pid": process.pid}
     finally:
         server.stop()
 
@@ -175,8 +187,10 @@ def main() -> None:
     print(f"client outcomes: {report['load']['outcomes']}")
     print(f"server counts:   {report['counts']}")
     print(f"workers:         {[(w['state'], w['handled'], w['restarts']) for w in report['workers']]}")
+    print(f"serving process  {report['pid']}" + (" (this one)" if report["pid"] == os.getpid() else " (the server's own)"))
     for key in ("fds", "os_threads", "threads"):
-        print(f"{key:15}  {before[key]} -> {after[key]}")
+        if before[key] is not None:
+            print(f"{key:15}  {before[key]} -> {after[key]}")
     print(f"rss              {before['rss'] / 2**20:.1f} MiB -> {after['rss'] / 2**20:.1f} MiB ({(after['rss'] - before['rss']) / 2**20:+.1f} MiB)")
 
 
