@@ -296,6 +296,9 @@ def test_dashboard_in_jupyterlab_shows_live_counts_and_stop_stops_the_server(jup
             wait_until(lambda: _count(page, "cancelled") == 25, 20, "the cancelled count to reach 25", interval=0.1)
             assert page.locator(".litkit-requests").get_by_text(re.compile(r"cancelled from the dashboard after \d+ chunks")).count() == 1
             wait_until(lambda: cancel.count() == 0, 10, "the Cancel row to go", interval=0.1)
+            # The long stream's generator stopped: its finally printed, in the worker output panel.
+            stopped = page.locator(".litkit-logs").get_by_text(re.compile(r"client left: stopped after \d+ of 18000 tokens"))
+            wait_until(lambda: stopped.count() == 1, 10, "the cancelled stream's generator to stop (its finally prints)", interval=0.1)
 
             # Stop: the server stops, its port refuses connections, the widget keeps its figures.
             url = page.locator(".litkit-url").get_attribute("href")
@@ -307,8 +310,9 @@ def test_dashboard_in_jupyterlab_shows_live_counts_and_stop_stops_the_server(jup
             fetched = page.evaluate(FETCH_AND_ABORT, [f"/litkit/{server_port}/predict", {"text": "the quick brown fox jumps over the lazy dog", "repeat": 2000}])
             assert fetched["status"] == 200 and fetched["type"] == "application/x-ndjson", fetched
             assert [json.loads(line)["token"] for line in fetched["lines"]] == ["the", "quick", "brown", "fox", "jumps"]
-            stopped = page.locator(".litkit-logs").get_by_text(re.compile(r"client left: stopped after \d+ of 18000 tokens"))
-            wait_until(lambda: stopped.count() == 1, 10, "the aborted stream's generator to stop (its finally prints)", interval=0.1)
+            # A second line (the first is the cancelled stream's): before, the test took that one for
+            # this, and failed when this one came before its first look.
+            wait_until(lambda: stopped.count() == 2, 10, "the aborted stream's generator to stop (its finally prints)", interval=0.1)
             row = page.locator(".litkit-requests tr", has_text=fetched["id"])
             wait_until(lambda: row.count() == 1 and "client left after" in row.inner_text(), 10, "the aborted request's row", interval=0.1)
             duration = row.locator("td").nth(4).inner_text()
