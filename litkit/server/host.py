@@ -48,7 +48,7 @@ from ..pool.logs import OutputListener
 from ..worker.lifetime import die_with_parent
 from ..wire.protocol import HEADER, FrameParser, Kind, MessageReader, encode_frame
 from .endpoints import EndpointPlan, ServingState
-from .interpreters import InterpreterFailed, borrow, give_back
+from .interpreters import InterpreterFailed, borrowed
 from .loop import ServerLoop
 from .switching import ShortSwitchInterval
 
@@ -216,13 +216,9 @@ class InterpreterHost:
     def _serve(self) -> None:
         """Enter the sub-interpreter on this thread and serve there until stopped."""
         _lengthen_slice(self._slice_ms)
-        interpreter = borrow("from litkit.server.host import serve_in_this_interpreter")
-        try:
+        # Given back when the server has stopped cleanly, for the next one (litkit.server.interpreters).
+        with borrowed("from litkit.server.host import serve_in_this_interpreter") as interpreter:
             interpreter.run(f"serve_in_this_interpreter({self._theirs.fileno()})")
-        except BaseException:
-            interpreter.close()
-            raise
-        give_back(interpreter)  # the next server reuses it (see litkit.server.interpreters)
 
     def _read(self) -> None:
         """The events thread: replies to calls, and what the server says unasked."""

@@ -8,7 +8,7 @@ invalid pointer``) after one imported asyncio even when destroyed on its own thr
 not use it there. Older Pythons have no interpreter with its own GIL.
 
 An interpreter is borrowed for one server and given back when the server has stopped cleanly
-(``borrow``, ``give_back``): 3.13.0 does not free all of an interpreter's memory when it is
+(``borrowed``): 3.13.0 does not free all of an interpreter's memory when it is
 destroyed (measured: about 3 MiB for a bare one, 12 MiB once it has served with tornado), so
 re-running a ``serve()`` cell would otherwise leak that much each time. A borrowed interpreter
 looks to its server as a new one would: the caller's environment variables, and none of the
@@ -17,12 +17,14 @@ modules an earlier server imported beyond the packages every server imports.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["ENVIRONMENT_VARIABLE", "Interpreter", "InterpreterFailed", "borrow", "give_back", "thread_setting", "unavailable_reason"]
+__all__ = ["ENVIRONMENT_VARIABLE", "Interpreter", "InterpreterFailed", "borrowed", "thread_setting", "unavailable_reason"]
 
 # "0" keeps the server on a thread of the caller's interpreter, neither in a sub-interpreter
 # (3.13+) nor in a process of its own (3.10-3.12).
@@ -122,19 +124,21 @@ for _key, _value in %r.items():
     _os.environ._data[_os.environ.encodekey(_key)] = _os.environ.encodevalue(_value)
 """
 
-_idle: list[Interpreter] = []
+_idle: dict[str, list[Interpreter]] = {}  # by the prelude they ran
 _idle_lock = threading.Lock()
 
 
-def borrow(prelude: str) -> Interpreter:
+def _borrow(prelude: str) -> Interpreter:
     """An interpreter for one server, with this interpreter's ``os.environ``: one that a stopped
-    server gave back, or a new one that has run ``prelude`` (the imports every server there needs).
+    server gave back after the same ``prelude``, or a new one that runs it (the imports every
+    server there needs).
 
     Raises:
         InterpreterFailed: a new interpreter's prelude raised (it is destroyed).
     """
     with _idle_lock:
-        interpreter = _idle.pop() if _idle else None
+        kept = _idle.get(prelude)
+        interpreter = kept.pop() if kept else None
     code = _ADOPT_ENVIRONMENT % (dict(os.environ),)
     if interpreter is None:
         interpreter = Interpreter()
@@ -147,8 +151,8 @@ def borrow(prelude: str) -> Interpreter:
     return interpreter
 
 
-def give_back(interpreter: Interpreter) -> None:
-    """Keep ``interpreter``, whose code returned without raising, for the next ``borrow``; it
+def _give_back(interpreter: Interpreter, prelude: str) -> None:
+    """Keep ``interpreter``, whose code returned without raising, for the next server; it
     forgets the modules its server imported beyond the prelude's packages first. One that cannot
     is destroyed. Interpreters kept at exit end with this one."""
     try:
@@ -157,4 +161,17 @@ def give_back(interpreter: Interpreter) -> None:
         interpreter.close()
         return
     with _idle_lock:
-        _idle.append(interpreter)
+        _idle.setdefault(prelude, []).append(interpreter)
+
+
+@contextlib.contextmanager
+def borrowed(prelude: str) -> Iterator[Interpreter]:
+    """An interpreter for one server for the block (see ``_borrow``): kept for the next server if
+    the block returns (``_give_back``), destroyed if it raises."""
+    interpreter = _borrow(prelude)
+    try:
+        yield interpreter
+    except BaseException:
+        interpreter.close()
+        raise
+    _give_back(interpreter, prelude)

@@ -78,20 +78,12 @@ def test_a_kept_interpreter_forgets_the_modules_its_server_imported(tmp_path, mo
 
     monkeypatch.syspath_prepend(str(tmp_path))
     (tmp_path / "litkit_test_recipe_module.py").write_text("VERSION = 1\n")
-    interpreter = interpreters.borrow("import json")
-    try:
+    with interpreters.borrowed("import json") as interpreter:
         interpreter.run("import sys; sys.path.insert(0, %r)\nimport litkit_test_recipe_module\nassert litkit_test_recipe_module.VERSION == 1" % str(tmp_path))
-    except BaseException:
-        interpreter.close()
-        raise
-    interpreters.give_back(interpreter)
     (tmp_path / "litkit_test_recipe_module.py").write_text("VERSION = 22\n")  # the user edited it
-    again = interpreters.borrow("import json")
-    try:
+    with interpreters.borrowed("import json") as again:
         assert again is interpreter
         again.run("import sys, json, litkit_test_recipe_module\nassert litkit_test_recipe_module.VERSION == 22, 'stale module'\nassert 'json' in sys.modules")
-    finally:
-        interpreters.give_back(again)
 
 
 @pytest.mark.skipif(not SUBINTERPRETERS, reason="sub-interpreters with their own GIL need Python 3.13+")
@@ -100,16 +92,13 @@ def test_a_kept_interpreter_sees_the_callers_environment_as_it_is_now(monkeypatc
 
     monkeypatch.setenv("LITKIT_TEST_SETTING", "before")
     monkeypatch.setenv("LITKIT_TEST_GONE", "1")
-    interpreter = interpreters.borrow("import json")
-    interpreters.give_back(interpreter)
+    with interpreters.borrowed("import json") as interpreter:
+        pass
     monkeypatch.setenv("LITKIT_TEST_SETTING", "after")  # a cell changed them between two serve()s
     monkeypatch.delenv("LITKIT_TEST_GONE")
-    again = interpreters.borrow("import json")
-    try:
+    with interpreters.borrowed("import json") as again:
         assert again is interpreter
         again.run("import os\nassert os.environ.get('LITKIT_TEST_SETTING') == 'after', os.environ.get('LITKIT_TEST_SETTING')\nassert 'LITKIT_TEST_GONE' not in os.environ")
-    finally:
-        interpreters.give_back(again)
     assert os.environ["LITKIT_TEST_SETTING"] == "after"  # and the process's environment is untouched
 
 
