@@ -145,27 +145,44 @@ async def _load(url: str, completed: int, cut: int, concurrency: int) -> dict[st
 # -- the soak -------------------------------------------------------------------------------------
 
 
-def soak(completed: int, cut: int, concurrency: int, workers: int) -> dict[str, Any]:
+def soak(completed: int, cut: int, concurrency: int, workers: int, rounds: int = 1) -> dict[str, Any]:
+    """Warm up, read the serving process's resources, then run ``rounds`` rounds of ``completed``
+    + ``cut`` requests, reading them again after each (``rounds_after``; ``after`` is the last)."""
     server = litkit.serve(Churn(), port=0, workers=workers)
     try:
         # Warm-up, at the same concurrency and up to the same size: allocator pools, code paths,
         # caches, and the working set of that many requests in flight. The first 1,000 + 1,000
-        # grow the heap by a few MiB, once (up to 6 MiB on 3.13, where rounds after it move
-        # it by -1 to +2 MiB).
+        # grow the heap by a few MiB, once; rounds after it move it by -1 to +2 MiB, with a one-off
+        # step of up to 6.3 MiB seen on 3.13 in a full test run. A leak grows it in every round.
         warm_completed, warm_cut = min(completed, WARM_UP), min(cut, WARM_UP)
         run_client(server.url, warm_completed, warm_cut, concurrency)
         warm = wait_for_idle(server, warm_completed + warm_cut)
         process = serving_process(server)
         gc.collect()  # objects left by earlier work (e.g. other tests) close their fds now, not mid-soak
         before = resources(process)
-        load = run_client(server.url, completed, cut, concurrency)
-        status = wait_for_idle(server, warm_completed + warm_cut + completed + cut)
-        deadline = time.monotonic() + 10
-        while resources(process)["fds"] > before["fds"] and time.monotonic() < deadline:
-            time.sleep(0.01)  # connections the clients closed last may still be closing
-        after = resources(process)
+        outcomes: dict[str, int] = {}
+        seconds = 0.0
+        rounds_after = []
+        for round_ in range(1, rounds + 1):
+            load = run_client(server.url, completed, cut, concurrency)
+            seconds += load["seconds"]
+            for outcome, count in load["outcomes"].items():
+                outcomes[outcome] = outcomes.get(outcome, 0) + count
+            status = wait_for_idle(server, warm_completed + warm_cut + round_ * (completed + cut))
+            deadline = time.monotonic() + 10
+            while resources(process)["fds"] > before["fds"] and time.monotonic() < deadline:
+                time.sleep(0.01)  # connections the clients closed last may still be closing
+            rounds_after.append(resources(process))
         counts = {state: status["counts"][state] - warm["counts"][state] for state in status["counts"]}
-        return {"load": load, "counts": counts, "workers": status["workers"], "before": before, "after": after, "pid": process.pid}
+        return {
+            "load": {"outcomes": outcomes, "seconds": seconds},
+            "counts": counts,
+            "workers": status["workers"],
+            "before": before,
+            "after": rounds_after[-1],
+            "rounds_after": rounds_after,
+            "pid": process.pid,
+        }
     finally:
         server.stop()
 
@@ -177,13 +194,14 @@ def main() -> None:
     parser.add_argument("--cut", type=int, default=20_000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of --completed + --cut, RSS read after each")
     args = parser.parse_args()
     if args.client:
         print(json.dumps(asyncio.run(_load(args.client, args.completed, args.cut, args.concurrency))))
         return
-    report = soak(args.completed, args.cut, args.concurrency, args.workers)
+    report = soak(args.completed, args.cut, args.concurrency, args.workers, args.rounds)
     before, after = report["before"], report["after"]
-    print(f"{args.completed} completed + {args.cut} cut streams, concurrency {args.concurrency}, {args.workers} workers: {report['load']['seconds']:.1f}s")
+    print(f"{args.rounds} x {args.completed} completed + {args.cut} cut streams, concurrency {args.concurrency}, {args.workers} workers: {report['load']['seconds']:.1f}s")
     print(f"client outcomes: {report['load']['outcomes']}")
     print(f"server counts:   {report['counts']}")
     print(f"workers:         {[(w['state'], w['handled'], w['restarts']) for w in report['workers']]}")
@@ -192,6 +210,9 @@ def main() -> None:
         if before[key] is not None:
             print(f"{key:15}  {before[key]} -> {after[key]}")
     print(f"rss              {before['rss'] / 2**20:.1f} MiB -> {after['rss'] / 2**20:.1f} MiB ({(after['rss'] - before['rss']) / 2**20:+.1f} MiB)")
+    if args.rounds > 1:
+        rss = [before["rss"]] + [resources["rss"] for resources in report["rounds_after"]]
+        print("rss by round     " + ", ".join(f"{(b - a) / 2**20:+.1f} MiB" for a, b in zip(rss, rss[1:])))
 
 
 if __name__ == "__main__":
