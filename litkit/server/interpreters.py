@@ -108,9 +108,10 @@ import sys as _sys
 _litkit_kept = frozenset(_sys.stdlib_module_names) | {name.partition(".")[0] for name in _sys.modules}
 """
 _FORGET_THE_REST = """
-import sys as _sys
+import gc as _gc, sys as _sys
 for _name in [name for name in _sys.modules if name.partition(".")[0] not in _litkit_kept]:
     del _sys.modules[_name]
+_gc.collect()  # what the server left in cycles goes now, as destroying the interpreter made it go
 """
 
 # Run in every interpreter a server borrows: its ``os.environ`` becomes this one's, as a thread of

@@ -102,6 +102,21 @@ def test_a_kept_interpreter_sees_the_callers_environment_as_it_is_now(monkeypatc
     assert os.environ["LITKIT_TEST_SETTING"] == "after"  # and the process's environment is untouched
 
 
+@pytest.mark.skipif(not SUBINTERPRETERS, reason="sub-interpreters with their own GIL need Python 3.13+")
+def test_a_kept_interpreter_frees_what_its_server_left_in_cycles(tmp_path):
+    # Destroying the interpreter freed such objects (a socket in a cycle closed then); keeping it must too.
+    from litkit.server import interpreters
+
+    freed = tmp_path / "freed"
+    with interpreters.borrowed("import json") as interpreter:
+        interpreter.run(
+            "import gc\ngc.disable()\n"
+            "class Held:\n    def __del__(self):\n        open(%r, 'w').close()\n"
+            "held = Held(); held.cycle = held; del held\ngc.enable()" % str(freed)
+        )
+    assert freed.exists()
+
+
 _CLIENT = """
 import json, sys, time, urllib.request
 url, seconds = sys.argv[1], float(sys.argv[2])
