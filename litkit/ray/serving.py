@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import socket
-import sys
 import threading
 import time
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 from ..api import LitAPI
 from ..client.client import ChunkStream, Client
 from ..errors import WorkerStartError
+from ..kernel import in_jupyter_kernel
 from .app import DEFAULT_API_PATH, LOCAL_ONLY_OPTIONS, ROUTER_DEPLOYMENT, RayEndpoint, endpoints_of, import_ray_serve, ray_app
 
 __all__ = ["RayServer", "serve_on_ray"]
@@ -181,19 +181,11 @@ class RayServer:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         """In a Jupyter kernel: the live view (with this text repr as fallback)."""
-        if not _in_jupyter_kernel():
+        if not in_jupyter_kernel():
             return {"text/plain": repr(self)}
         bundle = dict(self.widget._repr_mimebundle_())
         bundle["text/plain"] = repr(self)
         return bundle
-
-
-def _in_jupyter_kernel() -> bool:
-    """As ``litkit.server.kernel.in_jupyter_kernel``, which ray/ may not import: an IPython shell with
-    a kernel, looked up among the modules already loaded (so it loads nothing)."""
-    ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None else None
-    return getattr(shell, "kernel", None) is not None
 
 
 def serve_on_ray(

@@ -9,9 +9,9 @@ connection), ``routing`` and ``handlers`` (health,
 info, metrics, 404), ``controls`` (the dashboard's Cancel and Stop over HTTP, with their secret),
 ``access`` (API key, Origin and Host checks), ``metrics``, ``listening``
 (binding the sockets), ``registry`` (this process's servers by port and cell), ``terminal``
-(``run()`` and the Ctrl+C loop), ``links`` (proxy-aware URLs), ``jupyter_route`` (registering
-with litkit's Jupyter route) and ``kernel`` (is this a Jupyter
-kernel, which cell runs). Knows nothing of widgets: ``litkit.notebook`` is loaded only when a
+(``run()`` and the Ctrl+C loop), ``links`` (proxy-aware URLs) and ``jupyter_route`` (registering
+with litkit's Jupyter route); ``litkit.kernel`` says whether this is a Jupyter kernel and which
+cell runs. Knows nothing of widgets: ``litkit.notebook`` is loaded only when a
 dashboard is asked for.
 """
 

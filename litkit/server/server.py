@@ -29,7 +29,7 @@ from .access import AccessPolicy, check_api_key, check_cors_origins, is_loopback
 from .endpoints import DEFAULT_API_PATH, ENDPOINT_OPTIONS, Endpoint, EndpointPlan, ServingState, find_endpoint, plan_endpoints
 from .host import InterpreterHost, ProcessHost, ServerRecipe, ThreadHost
 from .interpreters import thread_setting, unavailable_reason
-from .kernel import current_cell, in_jupyter_kernel
+from ..kernel import current_cell, in_jupyter_kernel
 from .controls import CONTROL_PATH, SECRET_HEADER, new_secret
 from .links import local_url, public_url
 from .listening import listen
