@@ -8,9 +8,9 @@ loaded, so outside Jupyter it costs nothing and loads nothing.
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, Callable
 
-__all__ = ["current_cell", "in_jupyter_kernel"]
+__all__ = ["current_cell", "in_jupyter_kernel", "live_view_bundle"]
 
 
 def _kernel() -> Any:
@@ -42,3 +42,14 @@ def current_cell() -> tuple[str, str] | None:
     if not isinstance(cell_id, str) or not cell_id or not isinstance(msg_id, str):
         return None
     return cell_id, msg_id
+
+
+def live_view_bundle(text: str, widget: Callable[[], Any]) -> dict[str, Any]:
+    """A ``_repr_mimebundle_`` for an object with a live view: in a Jupyter kernel, the bundle of
+    the widget that ``widget()`` returns, with ``text`` as its plain-text fallback; elsewhere
+    ``text`` alone, and no widget is made."""
+    if not in_jupyter_kernel():
+        return {"text/plain": text}
+    bundle = dict(widget()._repr_mimebundle_())
+    bundle["text/plain"] = text
+    return bundle

@@ -18,7 +18,7 @@ from typing import Any
 from ..api import LitAPI
 from ..client.client import ChunkStream, Client
 from ..errors import WorkerStartError
-from ..kernel import in_jupyter_kernel
+from ..kernel import live_view_bundle
 from .app import DEFAULT_API_PATH, LOCAL_ONLY_OPTIONS, ROUTER_DEPLOYMENT, RayEndpoint, endpoints_of, import_ray_serve, ray_app
 
 __all__ = ["RayServer", "serve_on_ray"]
@@ -181,11 +181,7 @@ class RayServer:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         """In a Jupyter kernel: the live view (with this text repr as fallback)."""
-        if not in_jupyter_kernel():
-            return {"text/plain": repr(self)}
-        bundle = dict(self.widget._repr_mimebundle_())
-        bundle["text/plain"] = repr(self)
-        return bundle
+        return live_view_bundle(repr(self), lambda: self.widget)
 
 
 def serve_on_ray(

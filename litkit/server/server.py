@@ -21,6 +21,7 @@ from ..api import LitAPI
 from ..checks import check_int, check_seconds
 from ..client.client import ChunkStream, Client
 from ..errors import ServerStoppedError, WorkerStartError
+from ..kernel import current_cell, live_view_bundle
 from ..pool.logs import OutputListener
 from ..specs import Spec
 from ..worker.timeslice import slice_ms_from_environment
@@ -29,7 +30,6 @@ from .access import AccessPolicy, check_api_key, check_cors_origins, is_loopback
 from .endpoints import DEFAULT_API_PATH, ENDPOINT_OPTIONS, Endpoint, EndpointPlan, ServingState, find_endpoint, plan_endpoints
 from .host import InterpreterHost, ProcessHost, ServerRecipe, ThreadHost
 from .interpreters import thread_setting, unavailable_reason
-from ..kernel import current_cell, in_jupyter_kernel
 from .controls import CONTROL_PATH, SECRET_HEADER, new_secret
 from .links import local_url, public_url
 from .listening import listen
@@ -236,11 +236,7 @@ class Server:
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         """In a Jupyter kernel: the dashboard widget (with this text repr as fallback)."""
-        if not in_jupyter_kernel():
-            return {"text/plain": repr(self)}
-        bundle = dict(self.widget._repr_mimebundle_())
-        bundle["text/plain"] = repr(self)
-        return bundle
+        return live_view_bundle(repr(self), lambda: self.widget)
 
     # -- start and stop ---------------------------------------------------------------------------
 
