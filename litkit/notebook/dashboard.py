@@ -215,11 +215,7 @@ class Dashboard(widgets.VBox):
         again: a headless run (nbclient) records only messages sent while a cell runs, and the
         refresher may have shown the last figures between cells.
         """
-        self._refresher.halt()
-        try:
-            self.refresh(resend=True)
-        except Exception:  # noqa: BLE001 - e.g. the kernel is shutting down
-            logger.debug("the litkit dashboard's final refresh failed", exc_info=True)
+        self._refresher.finish(lambda: self.refresh(resend=True), "the litkit dashboard", logger)
 
     def close(self) -> None:
         """Stop refreshing and close the widget and its children."""

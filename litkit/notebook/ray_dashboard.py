@@ -100,11 +100,7 @@ class RayDashboard(widgets.VBox):
     def finish(self) -> None:
         """Stop refreshing after showing the latest snapshot, sent again in full (a headless run
         records only what is sent while a cell runs). Called by ``RayServer.stop()``."""
-        self._refresher.halt()
-        try:
-            self.refresh(resend=True)
-        except Exception:  # noqa: BLE001 - e.g. the kernel is shutting down
-            logger.debug("the litkit Ray dashboard's final refresh failed", exc_info=True)
+        self._refresher.finish(lambda: self.refresh(resend=True), "the litkit Ray dashboard", logger)
 
     def close(self) -> None:
         """Stop refreshing and close the widget and its children."""

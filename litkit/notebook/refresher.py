@@ -3,7 +3,8 @@
 Shared by the local dashboard (``litkit.notebook.dashboard``) and the Ray Serve view
 (``litkit.notebook.ray_dashboard``): both poll a status snapshot from a daemon thread, keep going
 when one refresh fails, end once the server is in a final state, and are halted (and joined) by
-``finish()`` or ``close()`` from any thread but their own.
+their ``finish()`` (``Refresher.finish``: halt, then one last refresh) or ``close()``, from any
+thread but their own.
 """
 
 from __future__ import annotations
@@ -54,3 +55,12 @@ class Refresher:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(_JOIN_TIMEOUT_S)
+
+    def finish(self, final_refresh: Callable[[], object], what: str, logger: logging.Logger) -> None:
+        """``halt()``, then ``final_refresh()`` on the calling thread; a failure of it (e.g. the
+        kernel is shutting down) is logged at debug level on ``logger`` as ``what``'s."""
+        self.halt()
+        try:
+            final_refresh()
+        except Exception:  # noqa: BLE001 - the view keeps what it showed last
+            logger.debug("%s's final refresh failed", what, exc_info=True)
