@@ -284,7 +284,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         Before the answer's first byte the client may only have half-closed: probe on the spare,
         and answer there unless the probe shows it gone. Once the answer began, it is a hang-up."""
         if self._released or isinstance(self._connection, SpareConnection):
-            return  # settled already, by _settle_end_of_file before this callback came
+            return  # settled already, by _answer_can_begin before this callback came
         spare = self._spare
         if spare is not None and not self._status and not self._gone:
             connection = spare.probe(self._on_spare_hung_up)
@@ -293,12 +293,14 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
                 return
         self._on_client_left()
 
-    def _settle_end_of_file(self) -> None:
-        """Before the answer's first byte: Tornado closes its side the moment it reads end of file
-        but calls ``_on_end_of_file`` a turn of the loop later, so an answer ready in between would
-        go to a closed stream. Settle it now (the callback then finds nothing to do)."""
+    def _answer_can_begin(self) -> bool:
+        """Before the answer's first byte: whether the client is still there to take it. Tornado
+        closes its side the moment it reads end of file but calls ``_on_end_of_file`` a turn of the
+        loop later, so an answer ready in between would go to a closed stream: that end of file is
+        settled now (the callback then finds nothing to do)."""
         if self._spare is not None and not isinstance(self._connection, SpareConnection) and self._connection.stream.closed():
             self._on_end_of_file()
+        return not self._released
 
     def _on_spare_hung_up(self) -> None:
         """A reset or a failed write on the spare: the client that half-closed has gone."""
@@ -403,8 +405,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
             if data:
                 self._connection.write(data)
             return
-        self._settle_end_of_file()
-        if self._released:
+        if not self._answer_can_begin():
             return  # the client left
         self._streaming = True
         self._job.record.first_chunk_at = time.monotonic()  # type: ignore[union-attr]
@@ -476,8 +477,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
 
     def _respond(self, status: int, body: bytes, headers: HTTPHeaders | None = None) -> None:
         """A whole answer: status, headers and body in one write."""
-        self._settle_end_of_file()
-        if self._released:
+        if not self._answer_can_begin():
             return  # the client left
         if headers is None:
             headers = self._headers("application/json")
@@ -491,7 +491,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         """The answer is all written: end the HTTP message, close the pipe, and release this
         request once the socket took it all (or the client is cut off after ``client_timeout``)."""
         if self._released:
-            return  # the client left before the answer could begin (_settle_end_of_file)
+            return  # the client left before the answer could begin (_answer_can_begin)
         self._finished = True
         self._connection.finish()
         if self._job is not None:
