@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
 import threading
@@ -33,6 +34,11 @@ def wait_until(condition: Callable[[], Any], deadline_s: float = DEADLINE_S, mes
         if time.monotonic() > deadline:
             pytest.fail(f"timed out after {deadline_s}s waiting for {message}")
         time.sleep(interval)
+
+
+def assert_nothing_at_error(caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing was logged at ERROR or above (by the server, re-emitted here from wherever it runs)."""
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 def children() -> list[psutil.Process]:

@@ -4,7 +4,6 @@ server keeps answering. Ends with a property-based test that throws random reque
 from __future__ import annotations
 
 import json
-import logging
 import socket
 import time
 
@@ -15,7 +14,7 @@ from hypothesis import strategies as st
 
 import apis
 import litkit
-from conftest import ChunkReader, wait_until
+from conftest import ChunkReader, assert_nothing_at_error, wait_until
 
 LIMIT = 1000
 
@@ -169,7 +168,7 @@ def test_a_content_length_int_cannot_read_is_a_clear_4xx_with_nothing_logged_at_
     assert got == status, body
     assert message in json.loads(body)["error"]
     assert rest == b"", "nothing may follow the answer (the connection is closed: the body's end is unknown)"
-    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert_nothing_at_error(caplog)
     assert_still_serving(echo, worker_pid(echo))
 
 

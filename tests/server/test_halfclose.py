@@ -5,7 +5,6 @@ real server and real workers."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import socket
 import time
@@ -14,7 +13,7 @@ import pytest
 
 import apis
 import litkit
-from conftest import ChunkReader, raw_post, wait_until
+from conftest import ChunkReader, assert_nothing_at_error, raw_post, wait_until
 
 pytestmark = pytest.mark.skipif(not hasattr(__import__("select"), "epoll"), reason="half-closes are told from closes on Linux only")
 
@@ -32,10 +31,6 @@ def read_after_continue(sock: socket.socket) -> ChunkReader:
     file = sock.makefile("rb")
     assert file.read(len(CONTINUE)) == CONTINUE
     return ChunkReader(file)
-
-
-def assert_nothing_at_error(caplog) -> None:
-    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 def open_fds() -> int:
@@ -120,19 +115,9 @@ def test_a_stream_half_closed_before_its_first_chunk_arrives_whole(serve, events
 # -- a close is still a hang-up -------------------------------------------------------------------
 
 
-def test_a_running_json_request_whose_client_closes_is_cancelled_at_once(serve, events, caplog):
-    """The promise the probe must keep: a FIN from a client that closed (no reset) still cancels the
-    work, one round trip later (the 100 draws the reset)."""
-    server = serve(apis.SlowUntilCancelled(events.path))
-    sock = raw_post(server.url, b"{}")
-    events.wait_for("started")
-    sock.close()
-    hung_up = time.monotonic()
-    saw = events.wait_for("saw_cancelled")[0]
-    assert saw["t"] - hung_up < 0.1, f"cancelled {1000 * (saw['t'] - hung_up):.1f} ms after the close"
-    wait_until(lambda: server.status()["counts"]["cancelled"] == 1, message="the request to be counted cancelled")
-    assert server.status()["recent"][0]["error"] == "client left after 0 chunks"
-    assert_nothing_at_error(caplog)
+# A running JSON request whose client closes (a FIN, no reset) is still cancelled at once, one round
+# trip later (the 100 draws the reset): tests/worker/test_cancellation.py,
+# test_non_streaming_disconnect_turns_cancelled_true_and_discards_the_result.
 
 
 def test_a_queued_request_whose_client_closes_never_runs(serve, events, tmp_path, caplog):

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 import apis
-from conftest import ChunkReader, raw_post, wait_until
+from conftest import ChunkReader, assert_nothing_at_error, raw_post, wait_until
 
 
 def _disconnect_after(server, events, chunks_to_read: int, headers=None, interval=0.001):
@@ -82,16 +82,20 @@ def test_queued_request_whose_client_left_never_runs(serve, events, tmp_path):
     assert (counts["completed"], counts["cancelled"], counts["queued"]) == (2, 1, 0)
 
 
-def test_non_streaming_disconnect_turns_cancelled_true_and_discards_the_result(serve, events):
+def test_non_streaming_disconnect_turns_cancelled_true_and_discards_the_result(serve, events, caplog):
+    """Also the promise the half-close probe must keep (litkit.server.halfclose): a FIN from a
+    client that closed (no reset) still cancels the work, one round trip later."""
     server = serve(apis.SlowUntilCancelled(events.path))
     sock = raw_post(server.url, b"{}")
     events.wait_for("started")
     sock.close()
     hung_up = time.monotonic()
     saw = events.wait_for("saw_cancelled")[0]
-    assert saw["t"] - hung_up < 0.1
+    assert saw["t"] - hung_up < 0.1, f"cancelled {1000 * (saw['t'] - hung_up):.1f} ms after the close"
     wait_until(lambda: server.status()["counts"]["cancelled"] == 1, message="cancelled count 1")
     assert server.status()["counts"]["completed"] == 0
+    assert server.status()["recent"][0]["error"] == "client left after 0 chunks"
+    assert_nothing_at_error(caplog)
     wait_until(lambda: server.status()["workers"][0]["state"] == "idle", message="the worker to be idle again")
 
 
