@@ -384,4 +384,3 @@ def _serve_on_ray(server: Any, example: Any, hint: str) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

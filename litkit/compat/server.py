@@ -15,11 +15,11 @@ import warnings
 from typing import Any, Mapping, Sequence
 
 from ..api import LitAPI, api_options
+from ..kernel import in_jupyter_kernel
 from ..pool.devices import find_cuda_devices
 from ..server import Endpoint, Server, serve
 from ..server.access import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS
 from ..server.endpoints import DEFAULT_API_PATH
-from ..kernel import in_jupyter_kernel
 from ..server.server import in_this_interpreter
 from ..server.terminal import banner, block_until_interrupted
 from .callbacks import check_callbacks, request_listener, trigger, with_callbacks
