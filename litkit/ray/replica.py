@@ -1,10 +1,13 @@
 """``Replica``: the Ray Serve deployment class that runs a LitAPI, one object per replica.
 
 Ray's HTTP proxy hands each request to ``__call__`` as a Starlette ``Request``; the answer follows
-litkit's own HTTP contract: JSON bodies decoded and encoded by ``litkit.wire.encoding``, NDJSON or
-SSE streams chunk by chunk, the same error mapping (400 for a body ``decode_request`` cannot use,
-an ``HTTPError``'s status, 500 with type and message), ``timeout`` as 504, and cancellation when
-the client leaves (``litkit.ray.sources``). Ray's proxy echoes the client's ``X-Request-ID`` (or
+litkit's own HTTP contract because it is made by the same code as in a litkit worker: the hooks run
+through ``litkit.contract`` (context, pydantic models, specs, batching, generators and their closing,
+the error mapping: 400 for a body ``decode_request`` cannot use, 422 for a pydantic mismatch, an
+``HTTPError``'s status, 500 with type and message), chunks and error bodies are framed by
+``litkit.contract.framing``; ``timeout`` answers 504, and the work is cancelled when the client
+leaves (``litkit.ray.sources``). ``self.log(key, value)`` goes to the ``litkit.ray`` logger (the
+replica's log). Ray's proxy echoes the client's ``X-Request-ID`` (or
 makes one) on every answer; error bodies carry the same id.
 
 Sync hooks run off the event loop, on a thread per request, one request at a time per replica
@@ -21,36 +24,25 @@ import json
 import logging
 import sys
 import time
-from typing import Any, AsyncIterator, Iterator
+from typing import Any, AsyncIterator
 
 import cloudpickle
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from ..api import is_async_api
+from ..api import is_async_api, set_log_sink
 from ..cancellation import _set_task_current
-from ..errors import HTTPError
-from ..wire.encoding import decode_body, encode_chunk, encode_decode_error, encode_error, encode_json
+from ..contract.answer import answer, answer_async, decode, encode_single
+from ..contract.batching import predicted
+from ..contract.framing import NDJSON, SSE, SSE_DONE, error_body, frame_chunk, split_line_message, splits_line, stream_error
+from ..contract.hooks import awaited
+from ..wire.encoding import encode_decode_error, encode_error, encode_json
+from ..wire.protocol import Kind
 from .sources import END, AsyncSource, Cancellation, ThreadedIterator
 
 __all__ = ["Replica", "path_in_app"]
 
 logger = logging.getLogger("litkit.ray")
-
-
-class _HookFailed(Exception):
-    """A hook raised: ``report`` is litkit's error report (status, error, traceback)."""
-
-    def __init__(self, report: dict[str, Any]) -> None:
-        super().__init__(report["error"])
-        self.report = report
-
-
-def _report(error: BaseException, decoding: bool = False) -> dict[str, Any]:
-    """litkit's error report for ``error`` (call it inside the ``except`` block)."""
-    if isinstance(error, _HookFailed):
-        return error.report
-    return json.loads(encode_decode_error(error) if decoding else encode_error(error))  # type: ignore[no-any-return]
 
 
 class Replica:
@@ -78,6 +70,7 @@ class Replica:
         from ray import serve
 
         device = "cuda:0" if ray.get_gpu_ids() else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES to the replica's GPU
+        set_log_sink(_log_entry)  # self.log(key, value), from setup on: the replica's log
         self.api.setup(device)
         if options["max_batch_size"] > 1:
             self._batched = serve.batch(max_batch_size=options["max_batch_size"], batch_wait_timeout_s=options["batch_timeout"])(self._predict_batch)
@@ -107,7 +100,7 @@ class Replica:
 
     async def respond(self, method: str, path: str, request_id: str, accept: str, body: bytes) -> Response:
         if method == "GET" and path == "/health":
-            return _json(200, {"status": "ok"})
+            return await self._health()
         if self.spec is not None and method == "GET":
             for name, extra_path in self.spec.extra_paths.items():
                 if path == extra_path:
@@ -120,10 +113,10 @@ class Replica:
         cancellation = Cancellation()
         _set_task_current(cancellation)  # litkit.cancelled() in this task and the threads it starts
         try:
-            answer = self._answer(body, request_id, sse, cancellation)
+            work = self._answer(body, request_id, sse)
             if self.timeout is None:
-                return await answer
-            return await asyncio.wait_for(answer, self.timeout)
+                return await work
+            return await asyncio.wait_for(work, self.timeout)
         except asyncio.TimeoutError:
             cancellation.cancelled = True
             message = f"no response within timeout={self.timeout:g}s"
@@ -131,34 +124,34 @@ class Replica:
         except asyncio.CancelledError:
             cancellation.cancelled = True  # the client left: Ray cancels this task
             raise
-        except HTTPError as error:
-            return self._error(error.status, error.message, request_id)
-        except _HookFailed as failure:
-            return self._failed(failure.report, request_id)
 
-    async def _answer(self, body: bytes, request_id: str, sse: bool, cancellation: Cancellation) -> Response:
-        """The response up to its first byte: a whole JSON answer, or a stream whose first chunk is ready."""
-        request = decode_body(body)  # HTTPError(400) for a bad body
-        streaming = self.stream
-        context = None
-        if self.spec is not None:
-            request, streaming = self.spec.decode_request(request)
-            context = self.spec.context(request, request_id)
-        if not streaming:
-            if hasattr(self, "_batched"):
-                return Response(await self._answer_batched(request), media_type="application/json")
-            if self.is_async:
-                return Response(await self._answer_async(request), media_type="application/json")
-            await self._serial.acquire()
-            work = asyncio.ensure_future(asyncio.to_thread(self._answer_sync, request, context, cancellation))
-            work.add_done_callback(lambda _: self._serial.release())
-            return Response(await asyncio.shield(work), media_type="application/json")  # shielded: the thread runs on anyway
+    async def _health(self) -> Response:
+        """``{"status": "ok"}``, or 503 with the reason when the API's own ``health()`` hook (sync or
+        async; LitServe's) returns something false or raises, as litkit's server answers."""
+        hook = getattr(self.api, "health", None)
+        if callable(hook):
+            name = type(self.api).__name__
+            try:
+                result = await awaited(hook())
+            except Exception as error:  # noqa: BLE001 - a failing check is an unhealthy API, not a failed replica
+                logger.exception("%s.health() raised", name)
+                return _json(503, {"status": "unavailable", "reason": f"{name}.health() raised {type(error).__name__}: {error}"})
+            if not result:
+                return _json(503, {"status": "unavailable", "reason": f"{name}.health() returned {result!r}"})
+        return _json(200, {"status": "ok"})
+
+    async def _answer(self, body: bytes, request_id: str, sse: bool) -> Response:
+        """The response up to its first byte: a whole JSON answer, an error, or a stream whose first
+        chunk is ready. The hooks run through ``litkit.contract.answer``, as in a litkit worker:
+        sync ones on a thread of the request's own, one request at a time per replica."""
+        if hasattr(self, "_batched"):
+            return await self._answer_batched(body, request_id)
         source: ThreadedIterator | AsyncSource
         if self.is_async:
-            source = AsyncSource(lambda: self._async_chunks(request))
+            source = AsyncSource(lambda: answer_async(self.api, self.stream, body, request_id))
         else:
             await self._serial.acquire()
-            source = ThreadedIterator(lambda: self._sync_chunks(request, context), on_closed=self._serial.release)
+            source = ThreadedIterator(lambda: answer(self.api, self.spec, self.stream, body, request_id), on_closed=self._serial.release)
         try:
             first = await source.next_item()
         except asyncio.CancelledError:
@@ -168,143 +161,86 @@ class Replica:
             self._closing.add(closing)
             closing.add_done_callback(self._closing.discard)
             raise
-        except Exception as error:  # noqa: BLE001 - a hook failed before the first chunk: an error status
+        if first is not END and first[0] == Kind.CHUNK and splits_line(first[1], sse):
+            await source.aclose()  # as litkit's server answers: a status, since no chunk went out yet
+            return self._error(500, split_line_message(1), request_id)
+        if first is END or first[0] != Kind.CHUNK:
             await source.aclose()
-            raise _HookFailed(_report(error)) from error
-        return _Stream(
-            source,
-            self._frames(source, first, request_id, sse),
-            media_type="text/event-stream" if sse else "application/x-ndjson",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-
-    # -- sync hooks (on a thread) -------------------------------------------------------------------
-
-    def _decode(self, request: Any) -> Any:
-        try:
-            return self.api.decode_request(request)
-        except Exception as error:  # noqa: BLE001 - the body is not what decode_request expects: 400
-            raise _HookFailed(_report(error, decoding=True)) from error
-
-    def _answer_sync(self, request: Any, context: Any, cancellation: Cancellation) -> bytes:
-        x = self._decode(request)
-        try:
-            output = self.api.predict(x)
-            if self.spec is None:
-                return encode_json(self.api.encode_response(output))
-            chunks = _chunks_of(self.api, output) if self.stream else iter([self.api.encode_response(output)])
-            collected = []
-            try:
-                for chunk in chunks:
-                    if cancellation.cancelled:  # nobody will read the answer: stop generating
-                        break
-                    collected.append(chunk)
-            finally:
-                _close(chunks, output)
-            return encode_json(self.spec.complete(collected, context))
-        except Exception as error:  # noqa: BLE001 - answered as litkit answers a failing hook
-            raise _HookFailed(_report(error)) from error
-
-    def _sync_chunks(self, request: Any, context: Any) -> Iterator[Any]:
-        """Every chunk of a sync stream, hooks included; runs on the stream's own thread."""
-        x = self._decode(request)
-        output = self.api.predict(x)
-        chunks = _chunks_of(self.api, output) if self.stream else iter([self.api.encode_response(output)])
-        try:
-            if self.spec is not None:
-                yield from self.spec.stream(chunks, context)
-            else:
-                yield from chunks
-        finally:
-            _close(chunks, output)  # GeneratorExit reaches the user's generators at their yield
-
-    # -- async hooks (on the replica's loop) ------------------------------------------------------------
-
-    async def _answer_async(self, request: Any) -> bytes:
-        try:
-            x = await _result(self.api.decode_request(request))
-        except Exception as error:  # noqa: BLE001 - the body is not what decode_request expects: 400
-            raise _HookFailed(_report(error, decoding=True)) from error
-        try:
-            output = await _result(self.api.predict(x))
-            return encode_json(await _result(self.api.encode_response(output)))
-        except Exception as error:  # noqa: BLE001
-            raise _HookFailed(_report(error)) from error
-
-    async def _async_chunks(self, request: Any) -> AsyncIterator[Any]:
-        try:
-            x = await _result(self.api.decode_request(request))
-        except Exception as error:  # noqa: BLE001
-            raise _HookFailed(_report(error, decoding=True)) from error
-        output = self.api.predict(x)
-        chunks = await _result(self.api.encode_response(output))
-        if isinstance(chunks, (dict, str, bytes)) or not (hasattr(chunks, "__aiter__") or hasattr(chunks, "__iter__")):
-            raise TypeError(
-                f"encode_response of a streaming endpoint must return an iterator or async iterator of chunks, "
-                f"got {type(chunks).__name__}; write it as `async def encode_response(self, output): async for out in output: yield {{...}}`"
-            )
-        return _closing_async(chunks, output)
+            if first is END:  # the answer ended without a frame: litkit.cancelled() turned True
+                return self._error(503, "the request was cancelled before it was answered", request_id)
+            kind, payload = first
+            if kind == Kind.ERROR:
+                return self._failed(json.loads(payload), request_id)
+            if kind == Kind.END:  # a stream of no chunks
+                return self._stream_response(EMPTY_SOURCE, self._frames(EMPTY_SOURCE, None, request_id, sse), sse)
+            return Response(payload, media_type="application/json")
+        return self._stream_response(source, self._frames(source, first, request_id, sse), sse)
 
     # -- batching (Ray Serve's own) ---------------------------------------------------------------------
 
-    async def _answer_batched(self, request: Any) -> bytes:
-        x = await asyncio.to_thread(self._decode, request)
-        output = await self._batched(x)
-        if isinstance(output, _HookFailed):
-            raise output
+    async def _answer_batched(self, body: bytes, request_id: str) -> Response:
         try:
-            return encode_json(self.api.encode_response(output))
+            decoded = await asyncio.to_thread(decode, self.api, self.spec, self.stream, body, request_id, True)
+        except Exception as error:  # noqa: BLE001 - the body is not what decode_request expects: 400
+            return self._failed(json.loads(encode_decode_error(error)), request_id)
+        output = await self._batched((decoded.x, decoded.hook_context))
+        if isinstance(output, _BatchFailed):
+            return self._failed(output.report, request_id)
+        try:
+            return Response(encode_single(self.api, self.spec, output, decoded), media_type="application/json")
         except Exception as error:  # noqa: BLE001
-            raise _HookFailed(_report(error)) from error
+            return self._failed(json.loads(encode_error(error)), request_id)
 
-    async def _predict_batch(self, inputs: list[Any]) -> list[Any]:
+    async def _predict_batch(self, requests: list[tuple[Any, Any]]) -> list[Any]:
         """One ``predict`` call for the requests Ray Serve grouped (``serve.batch``)."""
-        return await asyncio.to_thread(self._predict_batch_sync, inputs)
+        return await asyncio.to_thread(self._predict_batch_sync, requests)
 
-    def _predict_batch_sync(self, inputs: list[Any]) -> list[Any]:
+    def _predict_batch_sync(self, requests: list[tuple[Any, Any]]) -> list[Any]:
         try:
-            outputs = list(self.api.unbatch(self.api.predict(self.api.batch(inputs))))
-            if len(outputs) != len(inputs):
-                raise HTTPError(
-                    500,
-                    f"batch size mismatch: expected {len(inputs)} outputs (one per request in the batch), got "
-                    f"{len(outputs)}; predict must return one output per input and unbatch must split it in order",
-                )
-            return outputs
+            return predicted(self.api, [x for x, _ in requests], [context for _, context in requests])
         except Exception as error:  # noqa: BLE001 - the whole batch failed: every request hears why
-            failure = _HookFailed(_report(error))
-            return [failure] * len(inputs)
+            return [_BatchFailed(json.loads(encode_error(error)))] * len(requests)
 
     # -- the response -------------------------------------------------------------------------------------
 
-    async def _frames(self, source: ThreadedIterator | AsyncSource, first: Any, request_id: str, sse: bool) -> AsyncIterator[bytes]:
-        """The stream's bytes; a client that leaves cancels this generator's task, which closes ``source``."""
+    def _stream_response(self, source: ThreadedIterator | AsyncSource | _Empty, frames: AsyncIterator[bytes], sse: bool) -> _Stream:
+        return _Stream(source, frames, media_type=SSE if sse else NDJSON, headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+    async def _frames(self, source: ThreadedIterator | AsyncSource | _Empty, first: Any, request_id: str, sse: bool) -> AsyncIterator[bytes]:
+        """The stream's bytes, framed as litkit's server frames them (``litkit.contract.framing``);
+        a client that leaves cancels this generator's task, which closes ``source``."""
         item = first
+        chunks = 0
         try:
-            while item is not END:
-                yield _frame(encode_chunk(item), sse)
+            while item is not None and item is not END:
+                kind, payload = item
+                if kind == Kind.END:
+                    if sse:
+                        yield SSE_DONE
+                    return
+                if kind == Kind.ERROR:
+                    report = json.loads(payload)
+                    self._log_failure(report, request_id)
+                    yield self._stream_error(report["status"], report["error"], request_id, report.get("detail"), sse)
+                    return
+                chunks += 1
+                if splits_line(payload, sse):
+                    yield self._stream_error(500, split_line_message(chunks), request_id, None, sse)
+                    return
+                yield frame_chunk(payload, sse)
                 item = await source.next_item()
-            if sse:
-                yield b"data: [DONE]\n\n"
-        except Exception as error:  # noqa: BLE001 - mid-stream: a final error line, as litkit's server sends
-            report = _report(error)
-            self._log_failure(report, request_id)
-            body = json.dumps(self._error_body(report["status"], report["error"], request_id)).encode()
-            yield b"event: error\ndata: " + body + b"\n\n" if sse else body + b"\n"
         finally:
             await source.aclose()
 
-    def _error_body(self, status: int, message: str, request_id: str) -> Any:
-        if self.spec is not None:
-            return self.spec.error_body(status, message, request_id)
-        return {"error": message, "request_id": request_id}
+    def _stream_error(self, status: int, message: str, request_id: str, detail: Any, sse: bool) -> bytes:
+        return stream_error(json.dumps(error_body(self.spec, status, message, request_id, detail)).encode(), sse)
 
-    def _error(self, status: int, message: str, request_id: str, headers: dict[str, str] | None = None) -> Response:
-        return _json(status, self._error_body(status, message, request_id), headers)
+    def _error(self, status: int, message: str, request_id: str, headers: dict[str, str] | None = None, detail: Any = None) -> Response:
+        return _json(status, error_body(self.spec, status, message, request_id, detail), headers)
 
     def _failed(self, report: dict[str, Any], request_id: str) -> Response:
         self._log_failure(report, request_id)
-        return self._error(report["status"], report["error"], request_id)
+        return self._error(report["status"], report["error"], request_id, detail=report.get("detail"))
 
     @staticmethod
     def _log_failure(report: dict[str, Any], request_id: str) -> None:
@@ -312,6 +248,27 @@ class Replica:
             # A client's bad input (4xx from decode_request) is not the operator's alarm.
             level = logging.ERROR if report["status"] >= 500 else logging.INFO
             logger.log(level, "request %s failed in a hook:\n%s", request_id, report["traceback"].rstrip())
+
+
+class _BatchFailed:
+    """What a request of a failed batch receives from ``serve.batch`` instead of its output: litkit's
+    error report (status, error, traceback)."""
+
+    def __init__(self, report: dict[str, Any]) -> None:
+        self.report = report
+
+
+class _Empty:
+    """The source of a stream that ended before its first chunk."""
+
+    async def next_item(self) -> Any:
+        return END
+
+    async def aclose(self) -> None:
+        pass
+
+
+EMPTY_SOURCE = _Empty()
 
 
 class _Stream(StreamingResponse):
@@ -338,57 +295,15 @@ def path_in_app(request: Request) -> str:
     return path
 
 
+def _log_entry(key: str, value: Any) -> None:
+    """``LitAPI.log`` in a replica: one line on the ``litkit.ray`` logger, which Ray writes to the
+    replica's log (a litkit server hands it to ``serve(on_log=...)`` instead)."""
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"self.log({key!r}, value): the value must be JSON-encodable (a number, str, bool, None, list or dict); {error}") from None
+    logger.info("self.log %s = %s", key, text)
+
+
 def _json(status: int, value: Any, headers: dict[str, str] | None = None) -> Response:
     return Response(encode_json(value), status_code=status, media_type="application/json", headers=headers)
-
-
-def _frame(payload: bytes, sse: bool) -> bytes:
-    """One chunk on the wire, as litkit's server frames it: an NDJSON line or an SSE event."""
-    if not sse:
-        return payload + b"\n"
-    if b"\n" not in payload:
-        return b"data: " + payload + b"\n\n"
-    return b"".join(b"data: " + line + b"\n" for line in payload.split(b"\n")) + b"\n"
-
-
-def _chunks_of(api: Any, output: Any) -> Iterator[Any]:
-    """``encode_response``'s iterator of chunks for a streaming ``predict``'s output."""
-    chunks = api.encode_response(output)
-    if isinstance(chunks, (dict, str, bytes)) or not hasattr(chunks, "__iter__"):
-        _close(output)
-        raise TypeError(
-            f"encode_response of a streaming endpoint must return an iterator of chunks, got "
-            f"{type(chunks).__name__}; write it as a generator: `for out in output: yield {{...}}`"
-        )
-    return iter(chunks)
-
-
-def _close(*generators: Any) -> None:
-    for generator in generators:
-        close = getattr(generator, "close", None)
-        if close is not None:
-            close()
-
-
-async def _closing_async(chunks: Any, output: Any) -> AsyncIterator[Any]:
-    """Iterate ``chunks`` (sync or async); on the way out close it and ``output``."""
-    try:
-        if hasattr(chunks, "__aiter__"):
-            async for chunk in chunks:
-                yield chunk
-        else:
-            for chunk in chunks:
-                yield chunk
-    finally:
-        for generator in (chunks, output):
-            if hasattr(generator, "aclose"):
-                await generator.aclose()
-            elif hasattr(generator, "close"):
-                generator.close()
-
-
-async def _result(value: Any) -> Any:
-    """A hook's return value, awaited when the hook is ``async def``."""
-    if asyncio.iscoroutine(value) or isinstance(value, asyncio.Future):
-        return await value
-    return value

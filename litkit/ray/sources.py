@@ -82,15 +82,15 @@ class ThreadedIterator:
 
 
 class AsyncSource:
-    """An async iterator made on the replica's loop by ``make`` (a coroutine function)."""
+    """An async iterator made on the replica's loop by ``make``, on the first ``next_item()``."""
 
-    def __init__(self, make: Callable[[], Any]) -> None:
+    def __init__(self, make: Callable[[], AsyncIterator[Any]]) -> None:
         self._make = make
         self._iterator: AsyncIterator[Any] | None = None
 
     async def next_item(self) -> Any:
         if self._iterator is None:
-            self._iterator = (await self._make()).__aiter__()
+            self._iterator = self._make().__aiter__()
         try:
             return await self._iterator.__anext__()
         except StopAsyncIteration:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import difflib
-import inspect
 import logging
 import time
 from typing import Any, Callable, Mapping, Protocol, TypeVar
@@ -29,7 +28,7 @@ from ..pool.tracking import RequestTracker
 from ..specs import Spec
 from ..wire.pickling import dumps_for
 from ..wire.protocol import MAX_FDS_PER_MESSAGE
-from ..worker.hooks import resolve_request_model
+from ..contract.hooks import awaited, resolve_request_model
 from .access import AccessPolicy
 from .authorization import Authorizer, make_authorizer
 
@@ -267,9 +266,7 @@ class ServingState:
             if hook is None:
                 continue
             try:
-                result = hook()
-                if inspect.isawaitable(result):
-                    result = await result
+                result = await awaited(hook())
             except Exception as error:  # noqa: BLE001 - a failing check is an unhealthy API, not a failed server
                 logger.exception("%s.health() raised", endpoint.api_name)
                 return False, f"{endpoint.api_name}.health() raised {type(error).__name__}: {error}"

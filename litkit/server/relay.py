@@ -45,6 +45,7 @@ from tornado import httputil
 from tornado.http1connection import HTTP1Connection
 from tornado.httputil import HTTPHeaders, RequestStartLine, ResponseStartLine
 
+from ..contract import framing
 from ..pool.channels import PipeClosed, PipeReader
 from ..pool.jobs import Job, JobDropped, NoWorkers, QueueFull
 from ..wire.forms import is_form, mark_form
@@ -84,13 +85,9 @@ def _fresh_id() -> str:
 
 
 def error_body(endpoint: Any, status: int, message: str, request_id: str, detail: Any = None) -> dict[str, Any]:
-    """An error answer's JSON: the spec's envelope (OpenAI's, for instance) or litkit's own; with
-    the ``detail`` of a ``fastapi.HTTPException`` when one was raised (LitServe's ``{"detail": ...}``)."""
-    spec = getattr(endpoint, "spec", None)
-    body: dict[str, Any] = spec.error_body(status, message, request_id) if spec is not None else {"error": message, "request_id": request_id}
-    if detail is not None:
-        body["detail"] = detail
-    return body
+    """An error answer's JSON for ``endpoint`` (its spec's envelope, or litkit's own; see
+    ``litkit.contract.framing.error_body``, which a Ray replica uses too)."""
+    return framing.error_body(getattr(endpoint, "spec", None), status, message, request_id, detail)
 
 
 def oversized_headers(method: str, uri: str, headers: HTTPHeaders) -> str | None:
@@ -99,14 +96,6 @@ def oversized_headers(method: str, uri: str, headers: HTTPHeaders) -> str | None
     if size <= HEADER_LIMIT:
         return None
     return f"request headers of {size} bytes exceed {HEADER_LIMIT} bytes; send smaller headers"
-
-
-def _split_line_message(chunk: int) -> str:
-    return (
-        f"chunk {chunk} is text with a newline, which would split its NDJSON line; yield a dict or list "
-        "(sent as one JSON line), text without newlines, or stream as SSE (Accept: text/event-stream), "
-        "which carries them"
-    )
 
 
 class _HTTPDate:
@@ -371,12 +360,12 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         for kind, payload in frames:
             if kind == Kind.CHUNK:
                 record.chunks += 1
-                if not self._sse and b"\n" in payload:  # JSON chunks have none; text might
+                if framing.splits_line(payload, self._sse):  # JSON chunks have no newline; text might
                     if out:
                         self._send_stream(out)
-                    self._answer_error(500, _split_line_message(record.chunks))
+                    self._answer_error(500, framing.split_line_message(record.chunks))
                     return
-                out.append(self._format_chunk(payload))
+                out.append(framing.frame_chunk(payload, self._sse))
             elif kind == Kind.RESULT:
                 self._clear_timeout()
                 self.endpoint.tracker.finish(record, "completed")
@@ -385,7 +374,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
             elif kind == Kind.END:
                 self.endpoint.tracker.finish(record, "completed")
                 if self._sse:
-                    out.append(b"data: [DONE]\n\n")
+                    out.append(framing.SSE_DONE)
                 self._send_stream(out)
                 self._complete()
                 return
@@ -410,19 +399,12 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         self._streaming = True
         self._job.record.first_chunk_at = time.monotonic()  # type: ignore[union-attr]
         self._clear_timeout()
-        headers = self._headers("text/event-stream" if self._sse else "application/x-ndjson")
+        headers = self._headers(framing.SSE if self._sse else framing.NDJSON)
         headers["Cache-Control"] = "no-cache"
         headers["X-Accel-Buffering"] = "no"
         self._connection.stream.set_nodelay(True)
         self._status = 200
         self._connection.write_headers(ResponseStartLine("HTTP/1.1", 200, "OK"), headers, data)
-
-    def _format_chunk(self, payload: bytes) -> bytes:
-        if not self._sse:
-            return payload + b"\n"
-        if b"\n" not in payload:
-            return b"data: " + payload + b"\n\n"
-        return b"".join(b"data: " + line + b"\n" for line in payload.split(b"\n")) + b"\n"
 
     def _wait_for_write(self) -> None:
         """Go on once the socket took everything written so far; cut the client off if it reads
@@ -555,7 +537,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         if not self._streaming:
             self._respond(status, body)
             return
-        self._send_stream([b"event: error\ndata: " + body + b"\n\n" if self._sse else body + b"\n"])
+        self._send_stream([framing.stream_error(body, self._sse)])
         self._complete()
 
     def _worker_died(self) -> None:

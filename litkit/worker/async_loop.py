@@ -11,7 +11,8 @@ task is cancelled at once, so ``CancelledError`` reaches the hook at its current
 write that fails (the client left between two chunks) ends the chunk loop instead, and the
 generators are closed with ``aclose()``, so ``GeneratorExit`` reaches the hook at its ``yield``.
 Either way its ``finally`` blocks run. ``litkit.cancelled()`` answers per task. Pipe writes never
-block the loop: a request whose client reads slowly waits alone.
+block the loop: a request whose client reads slowly waits alone. The hooks are called through
+``litkit.contract.answer.answer_async``, as a Ray Serve replica calls them.
 
 Stdlib only (plus what ``litkit.worker`` passes in): this module runs in worker processes.
 """
@@ -19,18 +20,16 @@ Stdlib only (plus what ``litkit.worker`` passes in): this module runs in worker 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import os
 import socket
 import threading
 import traceback
-from typing import Any, Callable, Protocol
+from typing import Callable, Protocol
 
 from ..api import LitAPI
 from ..cancellation import _set_task_current
-from ..wire.encoding import decode_body, encode_chunk, encode_decode_error, encode_error, encode_json
+from ..contract.answer import answer_async
 from ..wire.protocol import ChannelClosed, Kind, MessageReader, ProtocolError, decode_request, encode_frame, send_message
-from .hooks import call_hook, decode_input
 
 __all__ = ["AsyncRequestLoop"]
 
@@ -106,7 +105,7 @@ class AsyncRequestLoop:
         loop.add_reader(channel.fd, self._on_client_gone, loop, channel, task)
         try:
             if not channel.is_cancelled():  # the client may have left while this was in transit
-                await self._run_hooks(body, channel)
+                await self._send_answer(request_id, body, channel)
         except (BrokenPipeError, asyncio.CancelledError):
             if not channel.broken:
                 raise  # not the client leaving: the worker is shutting down
@@ -124,47 +123,15 @@ class AsyncRequestLoop:
         if task is not None:
             task.cancel()
 
-    async def _run_hooks(self, body: bytes, channel: Channel) -> None:
-        api = self.api
-        hook_context: dict[str, Any] = {}  # what hooks that declare `context` share (LitServe's)
+    async def _send_answer(self, request_id: str, body: bytes, channel: Channel) -> None:
+        """Send each frame of the answer (``litkit.contract.answer``); on the way out, however it
+        ends, close the answer, which closes the user's generators."""
+        frames = answer_async(self.api, self.stream, body, request_id)
         try:
-            x = await _result(decode_input(api, None, decode_body(body), hook_context))
-        except BrokenPipeError:
-            raise
-        except Exception as error:  # noqa: BLE001 - decode_request failing means the body is not what it expects
-            await _send(channel, Kind.ERROR, encode_decode_error(error))
-            return
-        try:
-            if self.stream:
-                await self._stream(x, channel, hook_context)
-            else:
-                output = await _result(call_hook(api, "predict", hook_context, x))
-                await _send(channel, Kind.RESULT, encode_json(await _result(call_hook(api, "encode_response", hook_context, output))))
-        except BrokenPipeError:
-            raise
-        except Exception as error:  # noqa: BLE001 - a failing hook answers 500 (or its HTTPError); the worker lives on
-            await _send(channel, Kind.ERROR, encode_error(error))
-
-    async def _stream(self, x: Any, channel: Channel, hook_context: dict[str, Any]) -> None:
-        outputs = call_hook(self.api, "predict", hook_context, x)
-        chunks = await _result(call_hook(self.api, "encode_response", hook_context, outputs))
-        try:
-            if hasattr(chunks, "__aiter__"):
-                async for chunk in chunks:
-                    await _send(channel, Kind.CHUNK, encode_chunk(chunk))
-            elif hasattr(chunks, "__iter__") and not isinstance(chunks, (dict, str, bytes)):
-                for chunk in chunks:
-                    await _send(channel, Kind.CHUNK, encode_chunk(chunk))
-            else:
-                raise TypeError(
-                    f"encode_response of a streaming endpoint must return an iterator or async iterator of chunks, "
-                    f"got {type(chunks).__name__}; write it as `async def encode_response(self, output): async for out in output: yield {{...}}`"
-                )
+            async for kind, payload in frames:
+                await _send(channel, kind, payload)
         finally:
-            # Close the loop, not just the write: GeneratorExit reaches user code at its yield.
-            for generator in (chunks, outputs):
-                await _close(generator)
-        await _send(channel, Kind.END)
+            await frames.aclose()
 
 
 async def _send(channel: Channel, kind: Kind, payload: bytes = b"") -> None:
@@ -198,23 +165,6 @@ async def _writable(fd: int) -> None:
         await ready
     finally:
         loop.remove_writer(fd)
-
-
-async def _result(value: Any) -> Any:
-    """A hook's return value, awaited when the hook is ``async def``."""
-    if inspect.isawaitable(value):
-        return await value
-    return value
-
-
-async def _close(obj: Any) -> None:
-    try:
-        if hasattr(obj, "aclose"):
-            await obj.aclose()
-        elif hasattr(obj, "close"):
-            obj.close()
-    except Exception:  # noqa: BLE001 - e.g. a generator that yields in its finally
-        traceback.print_exc()
 
 
 def _resolve_once(future: asyncio.Future[None]) -> None:

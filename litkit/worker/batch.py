@@ -12,23 +12,25 @@ A client that leaves stops receiving (its pipe write fails, its ``encode_respons
 closed); ``predict``'s generator is closed, so ``GeneratorExit`` reaches it, once every client of
 the batch has left.
 
+The hooks are called through ``litkit.contract`` (decoding, ``batch``/``predict``/``unbatch``, the
+per-request lanes of a batched stream); this module drives them over the batch's pipes.
+
 Stdlib only: this module runs in worker processes.
 """
 
 from __future__ import annotations
 
-import collections
-import traceback
 from typing import Any, Iterator, NamedTuple, Protocol
 
 from ..api import LitAPI
 from ..cancellation import _set_current
-from ..errors import HTTPError
-from ..wire.encoding import decode_body, encode_chunk, encode_decode_error, encode_error, encode_json
+from ..contract.answer import Decoded, chunks_of, decode, encode_single
+from ..contract.batching import Lanes, predicted
+from ..contract.hooks import call_hook, close_quietly
+from ..wire.encoding import encode_chunk, encode_decode_error, encode_error
 from ..wire.protocol import Kind
-from .hooks import call_hook, decode_input
 
-__all__ = ["close_generator", "run_batch"]
+__all__ = ["run_batch"]
 
 
 class Channel(Protocol):
@@ -42,13 +44,10 @@ class Channel(Protocol):
 
 
 class _Live(NamedTuple):
-    """A request of the batch that goes on: its channel, its decoded input, the spec's context
-    (None without a spec), and the dict its hooks share as ``context``."""
+    """A request of the batch that goes on: its channel and what ``decode`` made of it."""
 
     channel: Channel
-    x: Any
-    context: Any
-    hook_context: dict[str, Any]
+    decoded: Decoded
 
 
 class _AllGone:
@@ -67,7 +66,7 @@ def run_batch(api: LitAPI, bodies: list[bytes], channels: list[Channel], stream:
     With a (batchable) ``spec``, each body is validated by it and each answer built by it.
     """
     try:
-        live = _decode_each(api, bodies, channels, spec, request_ids or [""] * len(bodies))
+        live = _decode_each(api, bodies, channels, stream, spec, request_ids or [""] * len(bodies))
         if live:
             _set_current(_AllGone([request.channel for request in live]))
             if stream:
@@ -80,103 +79,33 @@ def run_batch(api: LitAPI, bodies: list[bytes], channels: list[Channel], stream:
             channel.close()
 
 
-def _decode_each(api: LitAPI, bodies: list[bytes], channels: list[Channel], spec: Any, request_ids: list[str]) -> list[_Live]:
+def _decode_each(api: LitAPI, bodies: list[bytes], channels: list[Channel], stream: bool, spec: Any, request_ids: list[str]) -> list[_Live]:
     """Decode each request; answer the ones that fail; skip the ones whose client already left."""
     live = []
     for body, channel, request_id in zip(bodies, channels, request_ids):
         if channel.is_cancelled():
             continue
         try:
-            request = decode_body(body)
-            context, hook_context = None, {}
-            if spec is not None:
-                request, _ = spec.decode_request(request)
-                spec.check_batched(request)
-                context = spec.context(request, request_id)
-                spec.populate_context(hook_context, request)
-            live.append(_Live(channel, decode_input(api, spec, request, hook_context), context, hook_context))
+            live.append(_Live(channel, decode(api, spec, stream, body, request_id, batched=True)))
         except Exception as error:  # noqa: BLE001 - this request fails (400: its body), the others go on
             _send(channel, Kind.ERROR, encode_decode_error(error))
     return live
 
 
 def _predict_batch(api: LitAPI, live: list[_Live], spec: Any) -> None:
-    contexts = [request.hook_context for request in live]
     try:
-        batched = call_hook(api, "batch", contexts, [request.x for request in live])
-        outputs = _unbatch(api, call_hook(api, "predict", contexts, batched), len(live), contexts)
+        outputs = predicted(api, [request.decoded.x for request in live], [request.decoded.hook_context for request in live])
     except Exception as error:  # noqa: BLE001 - the whole batch failed: every request hears why
         payload = encode_error(error)
         for request in live:
             _send(request.channel, Kind.ERROR, payload)
         return
     for request, output in zip(live, outputs):
-        channel = request.channel
         try:
-            answer = call_hook(api, "encode_response", request.hook_context, output)
-            if spec is not None:
-                answer = spec.complete([answer], request.context)
-            kind, payload = Kind.RESULT, encode_json(answer)
+            kind, payload = Kind.RESULT, encode_single(api, spec, output, request.decoded)
         except Exception as error:  # noqa: BLE001 - this request fails, the others go on
             kind, payload = Kind.ERROR, encode_error(error)
-        _send(channel, kind, payload)
-
-
-def _unbatch(api: LitAPI, output: Any, expected: int, contexts: list[dict[str, Any]]) -> list[Any]:
-    """``api.unbatch(output)`` as a list, checked to hold one item per request."""
-    items = call_hook(api, "unbatch", contexts, output)
-    try:
-        items = list(items)
-    except TypeError:
-        raise TypeError(f"unbatch must return a sequence with one item per request, got {type(items).__name__}") from None
-    if len(items) != expected:
-        raise HTTPError(
-            500,
-            f"batch size mismatch: expected {expected} outputs (one per request in the batch), got "
-            f"{len(items)}; predict must return one output per input and unbatch must split it in order",
-        )
-    return items
-
-
-class _Lanes:
-    """Splits ``predict``'s batched stream into one iterator per request, pulled on demand."""
-
-    def __init__(self, api: LitAPI, outputs: Iterator[Any], count: int, contexts: list[dict[str, Any]]) -> None:
-        self.api = api
-        self.contexts = contexts
-        self.outputs = outputs
-        self.buffers: list[collections.deque[Any] | None] = [collections.deque() for _ in range(count)]
-        self.exhausted = False
-        self.error: bytes | None = None  # the ERROR payload once predict or unbatch failed
-
-    def lane(self, index: int) -> Iterator[Any]:
-        while True:
-            buffer = self.buffers[index]
-            if buffer is None:
-                return
-            if not buffer and not self._advance():
-                return
-            yield buffer.popleft()
-
-    def leave(self, index: int) -> None:
-        self.buffers[index] = None  # a departed request stops collecting its share
-
-    def _advance(self) -> bool:
-        if self.exhausted:
-            return False
-        try:
-            items = _unbatch(self.api, next(self.outputs), len(self.buffers), self.contexts)
-        except StopIteration:
-            self.exhausted = True
-            return False
-        except Exception as error:
-            self.exhausted = True
-            self.error = encode_error(error)
-            raise
-        for buffer, item in zip(self.buffers, items):
-            if buffer is not None:
-                buffer.append(item)
-        return True
+        _send(request.channel, kind, payload)
 
 
 class _Stream:
@@ -188,29 +117,21 @@ class _Stream:
         self.iterator = iter(chunks)
 
     def close(self) -> None:
-        for generator in (self.iterator, self.chunks, self.lane):
-            close_generator(generator)
+        close_quietly(self.iterator, self.chunks, self.lane)
 
 
 def _stream_batch(api: LitAPI, live: list[_Live]) -> None:
     outputs: Any = None
-    lanes: _Lanes | None = None
+    lanes: Lanes | None = None
     streams: list[_Stream] = []
     started = False
     try:
-        contexts = [request.hook_context for request in live]
-        outputs = call_hook(api, "predict", contexts, call_hook(api, "batch", contexts, [request.x for request in live]))
-        lanes = _Lanes(api, iter(outputs), len(live), contexts)
+        contexts = [request.decoded.hook_context for request in live]
+        outputs = call_hook(api, "predict", contexts, call_hook(api, "batch", contexts, [request.decoded.x for request in live]))
+        lanes = Lanes(api, iter(outputs), len(live), contexts)
         for index, request in enumerate(live):
-            channel = request.channel
             lane = lanes.lane(index)
-            chunks = call_hook(api, "encode_response", request.hook_context, lane)
-            if isinstance(chunks, (dict, str, bytes)) or not hasattr(chunks, "__iter__"):
-                raise TypeError(
-                    f"encode_response of a streaming endpoint must return an iterator of chunks, got "
-                    f"{type(chunks).__name__}; write it as a generator: `for out in output: yield {{...}}`"
-                )
-            streams.append(_Stream(index, channel, lane, chunks))
+            streams.append(_Stream(index, request.channel, lane, chunks_of(api, lane, request.decoded.hook_context)))
         started = True
         while streams:
             for stream in list(streams):
@@ -226,10 +147,10 @@ def _stream_batch(api: LitAPI, live: list[_Live]) -> None:
     finally:
         for stream in streams:
             stream.close()
-        close_generator(outputs)  # every client has left, or the stream ended: GeneratorExit reaches predict
+        close_quietly(outputs)  # every client has left, or the stream ended: GeneratorExit reaches predict
 
 
-def _step(stream: _Stream, lanes: _Lanes) -> bool:
+def _step(stream: _Stream, lanes: Lanes) -> bool:
     """Send this request's next chunk; False once it is finished (END, its own error, or gone)."""
     try:
         chunk = encode_chunk(next(stream.iterator))
@@ -251,15 +172,3 @@ def _send(channel: Channel, kind: Kind, payload: bytes = b"") -> bool:
     except OSError:  # BrokenPipeError: the server closed the pipe
         return False
     return True
-
-
-def close_generator(obj: Any) -> None:
-    """``close()`` a generator or iterator, if it has one: GeneratorExit reaches user code at its
-    ``yield`` and its ``finally`` runs. An error there is printed (it lands in the worker's log)."""
-    close = getattr(obj, "close", None)
-    if close is None:
-        return
-    try:
-        close()
-    except Exception:  # noqa: BLE001 - e.g. a generator that yields in its finally
-        traceback.print_exc()

@@ -6,13 +6,14 @@ A ``BATCH`` frame (the server batches) runs as one group through ``litkit.worker
 Started by the server as ``python -m litkit.worker --control-fd FD --worker-id N``: a fresh
 interpreter (never a fork), which imports neither the user's ``__main__`` (so a script without an
 ``if __name__ == "__main__":`` guard cannot start itself again) nor the HTTP stack (tornado) nor the
-widget stack (ipywidgets). The wire protocol is in ``litkit.wire.protocol``.
+widget stack (ipywidgets). The wire protocol is in ``litkit.wire.protocol``; the hooks are called
+through ``litkit.contract``, as a Ray Serve replica calls them.
 
 Cancellation: every request comes with its own response pipe. When the server closes the read end
 (client gone, timeout, operator), the next write here raises ``BrokenPipeError``; the worker then
-leaves the chunk loop and ``close()``\\ s the ``encode_response`` and ``predict`` generators, so
-``GeneratorExit`` reaches user code at its ``yield`` and its ``finally`` blocks run. Then the worker
-takes the next request.
+stops sending the answer's frames and closes the answer, which ``close()``\\ s the
+``encode_response`` and ``predict`` generators, so ``GeneratorExit`` reaches user code at its
+``yield`` and its ``finally`` blocks run. Then the worker takes the next request.
 """
 
 from __future__ import annotations
@@ -27,17 +28,16 @@ import sys
 import threading
 import time
 import traceback
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 import cloudpickle
 
 from ..api import LitAPI, is_async_api, set_log_sink
 from ..cancellation import _set_current
-from ..wire.encoding import decode_body, encode_chunk, encode_decode_error, encode_error, encode_json
+from ..contract.answer import Frame, answer
 from ..wire.protocol import ChannelClosed, Kind, MessageReader, ProtocolError, decode_batch, decode_request, encode_frame, send_message, write_all
 from ..wire.sources import restore_code_origins
-from .batch import close_generator, run_batch
-from .hooks import call_hook, decode_input
+from .batch import run_batch
 from .lifetime import die_with_parent
 
 if TYPE_CHECKING:
@@ -214,93 +214,27 @@ class Worker:
         _set_current(channel)
         try:
             if not channel.is_cancelled():  # the client may have left while this was in transit
-                self._run_hooks(api, request_id, body, channel)
-        except ClientGone:
-            pass  # cancelled: the generators were closed on the way out
+                frames = answer(api, self.spec, self.stream, body, request_id)
+                if self.stream_slice is None:
+                    _send_frames(channel, frames)
+                else:
+                    with self.stream_slice:  # the client reading this stream preempts us (litkit.worker.timeslice)
+                        _send_frames(channel, frames)
         finally:
             _set_current(None)
             channel.close()
 
-    def _run_hooks(self, api: LitAPI, request_id: str, body: bytes, channel: ResponseChannel) -> None:
-        try:
-            request = decode_body(body)
-            hook_context: dict[str, Any] = {}  # what hooks that declare `context` share (LitServe's)
-            if self.spec is not None:
-                request, stream_answer = self.spec.decode_request(request)
-                self.spec.populate_context(hook_context, request)
-            x = decode_input(api, self.spec, request, hook_context)
-        except ClientGone:
-            raise
-        except Exception as error:  # noqa: BLE001 - decode_request failing means the body is not what it expects
-            channel.send(Kind.ERROR, encode_decode_error(error))
-            return
-        try:
-            if self.spec is not None:
-                self._run_spec(api, x, self.spec.context(request, request_id), stream_answer, channel, hook_context)
-                return
-            if self.stream:
-                self._stream(api, x, channel, hook_context)
-            else:
-                output = call_hook(api, "predict", hook_context, x)
-                channel.send(Kind.RESULT, encode_json(call_hook(api, "encode_response", hook_context, output)))
-        except ClientGone:
-            raise
-        except Exception as error:  # noqa: BLE001 - a failing hook answers 500 (or its HTTPError); the worker lives on
-            channel.send(Kind.ERROR, encode_error(error))
 
-    def _stream(self, api: LitAPI, x: Any, channel: ResponseChannel, hook_context: dict[str, Any]) -> None:
-        outputs = call_hook(api, "predict", hook_context, x)
-        self._send_chunks(channel, self._chunks(api, outputs, hook_context), outputs)
-
-    def _chunks(self, api: LitAPI, outputs: Any, hook_context: dict[str, Any]) -> Any:
-        """``encode_response``'s iterator of chunks for a streaming ``predict``'s output."""
-        chunks = call_hook(api, "encode_response", hook_context, outputs)
-        if isinstance(chunks, (dict, str, bytes)) or not hasattr(chunks, "__iter__"):
-            close_generator(outputs)
-            raise TypeError(
-                f"encode_response of a streaming endpoint must return an iterator of chunks, got "
-                f"{type(chunks).__name__}; write it as a generator: `for out in output: yield {{...}}`"
-            )
-        return chunks
-
-    def _send_chunks(self, channel: ResponseChannel, chunks: Any, *sources: Any) -> None:
-        """Send every chunk, then END; on the way out close ``chunks`` and the generators it reads."""
-        if self.stream_slice is None:
-            self._send_each_chunk(channel, chunks, sources)
-        else:
-            with self.stream_slice:  # the client reading this stream preempts us (litkit.worker.timeslice)
-                self._send_each_chunk(channel, chunks, sources)
-        channel.send(Kind.END)
-
-    def _send_each_chunk(self, channel: ResponseChannel, chunks: Any, sources: tuple[Any, ...]) -> None:
-        iterator = iter(chunks)
-        try:
-            for chunk in iterator:
-                channel.send(Kind.CHUNK, encode_chunk(chunk))
-        finally:
-            # Close the loop, not just the write: GeneratorExit reaches user code at its yield,
-            # its finally blocks run, and no further chunk is computed.
-            for generator in (iterator, chunks, *sources):
-                close_generator(generator)
-
-    def _run_spec(self, api: LitAPI, x: Any, context: Any, stream_answer: bool, channel: ResponseChannel, hook_context: dict[str, Any]) -> None:
-        """Run the hooks of an endpoint with a spec, which builds the envelope of every answer
-        (``context``: the spec's, e.g. ids; ``hook_context``: the hooks')."""
-        outputs = call_hook(api, "predict", hook_context, x)
-        chunks = self._chunks(api, outputs, hook_context) if self.stream else iter([call_hook(api, "encode_response", hook_context, outputs)])
-        if stream_answer:
-            self._send_chunks(channel, self.spec.stream(chunks, context), chunks, outputs)
-            return
-        collected = []
-        try:
-            for chunk in chunks:
-                if channel.is_cancelled():  # nobody will read the answer: stop generating
-                    raise ClientGone("the server closed this request's response pipe")
-                collected.append(chunk)
-        finally:
-            for generator in (chunks, outputs):
-                close_generator(generator)
-        channel.send(Kind.RESULT, encode_json(self.spec.complete(collected, context)))
+def _send_frames(channel: ResponseChannel, frames: Iterator[Frame]) -> None:
+    """Send each frame of the answer; once the client has left, stop and close the answer, which
+    closes the user's generators (``litkit.contract.answer``)."""
+    try:
+        for kind, payload in frames:
+            channel.send(kind, payload)
+    except ClientGone:
+        pass  # cancelled: closing the frames below closes the generators
+    finally:
+        frames.close()
 
 
 _LITKIT_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep

@@ -12,20 +12,22 @@ annotation asks for one, and a ``context`` for the hooks that declare one.
   request's options); under batching, ``batch``, ``predict`` and ``unbatch`` get the list of the
   batch's dicts, and ``decode_request`` and ``encode_response`` their request's own.
 
-Stdlib only: this module runs in worker processes.
+Every backend calls hooks through here: the worker's sync, batched and async loops and a Ray Serve
+replica. Stdlib only: this module runs in worker processes.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import traceback
 import typing
 from typing import Any
 
 from ..api import LitAPI
 from ..errors import HTTPError
 
-__all__ = ["call_hook", "context_hooks", "decode_input", "request_model", "resolve_request_model", "REQUEST_MODEL"]
+__all__ = ["aclose_quietly", "awaited", "call_hook", "close_quietly", "context_hooks", "decode_input", "request_model", "resolve_request_model", "REQUEST_MODEL"]
 
 HOOKS = ("decode_request", "predict", "encode_response", "batch", "unbatch")
 
@@ -119,3 +121,37 @@ def _validated(model: Any, request: Any) -> Any:
             raise
         fields = "; ".join(f"{'.'.join(str(part) for part in item.get('loc', ())) or 'body'}: {item.get('msg', '')}" for item in errors())
         raise HTTPError(422, f"request body does not match {model.__name__}: {fields}") from None
+
+
+async def awaited(value: Any) -> Any:
+    """A hook's return value, awaited when the hook is ``async def`` (anything awaitable is awaited,
+    a coroutine, a Future or an object with ``__await__``)."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+def close_quietly(*generators: Any) -> None:
+    """``close()`` each generator or iterator that has one, in order: GeneratorExit reaches user code
+    at its ``yield`` and its ``finally`` runs. An error there is printed (it lands in the worker's or
+    the replica's log) and the others are still closed."""
+    for generator in generators:
+        close = getattr(generator, "close", None)
+        if close is None:
+            continue
+        try:
+            close()
+        except Exception:  # noqa: BLE001 - e.g. a generator that yields in its finally
+            traceback.print_exc()
+
+
+async def aclose_quietly(*generators: Any) -> None:
+    """``close_quietly`` for async generators too: ``aclose()`` where there is one, else ``close()``."""
+    for generator in generators:
+        try:
+            if hasattr(generator, "aclose"):
+                await generator.aclose()
+            elif hasattr(generator, "close"):
+                generator.close()
+        except Exception:  # noqa: BLE001 - e.g. a generator that yields in its finally
+            traceback.print_exc()

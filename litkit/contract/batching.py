@@ -1,0 +1,97 @@
+"""Dynamic batching's hooks, for every backend: ``batch``, one ``predict``, ``unbatch``, and the
+check that ``unbatch`` gave one item per request; and ``Lanes``, which splits a batched stream into
+one iterator per request.
+
+Under batching, ``batch``, ``predict`` and ``unbatch`` receive, as ``context``, the list of the
+batch's per-request dicts (LitServe's); ``decode_request`` and ``encode_response`` their own.
+
+Stdlib only: this module runs in worker processes and in Ray replicas.
+"""
+
+from __future__ import annotations
+
+import collections
+from typing import Any, Iterator
+
+from ..api import LitAPI
+from ..errors import HTTPError
+from ..wire.encoding import encode_error
+from .hooks import call_hook
+
+__all__ = ["Lanes", "predicted", "unbatched"]
+
+
+def predicted(api: LitAPI, inputs: list[Any], contexts: list[Any]) -> list[Any]:
+    """``unbatch(predict(batch(inputs)))``: one output per input, in order.
+
+    Raises:
+        HTTPError: 500 when ``unbatch`` did not give one item per input.
+        Exception: whatever a hook raises (the whole batch fails).
+    """
+    batched = call_hook(api, "batch", contexts, inputs)
+    return unbatched(api, call_hook(api, "predict", contexts, batched), len(inputs), contexts)
+
+
+def unbatched(api: LitAPI, output: Any, expected: int, contexts: list[Any]) -> list[Any]:
+    """``api.unbatch(output)`` as a list, checked to hold one item per request.
+
+    Raises:
+        TypeError: ``unbatch`` returned something that is not a sequence.
+        HTTPError: 500 when it holds more or fewer than ``expected`` items.
+    """
+    items = call_hook(api, "unbatch", contexts, output)
+    try:
+        items = list(items)
+    except TypeError:
+        raise TypeError(f"unbatch must return a sequence with one item per request, got {type(items).__name__}") from None
+    if len(items) != expected:
+        raise HTTPError(
+            500,
+            f"batch size mismatch: expected {expected} outputs (one per request in the batch), got "
+            f"{len(items)}; predict must return one output per input and unbatch must split it in order",
+        )
+    return items
+
+
+class Lanes:
+    """Splits ``predict``'s batched stream into one iterator per request, pulled on demand: each
+    batched item ``predict`` yields is unbatched, and request *i* receives its share through
+    ``lane(i)`` (which its ``encode_response`` reads, as in a stream that is not batched)."""
+
+    def __init__(self, api: LitAPI, outputs: Iterator[Any], count: int, contexts: list[Any]) -> None:
+        self.api = api
+        self.contexts = contexts
+        self.outputs = outputs
+        self.buffers: list[collections.deque[Any] | None] = [collections.deque() for _ in range(count)]
+        self.exhausted = False
+        self.error: bytes | None = None  # the ERROR payload once predict or unbatch failed
+
+    def lane(self, index: int) -> Iterator[Any]:
+        while True:
+            buffer = self.buffers[index]
+            if buffer is None:
+                return
+            if not buffer and not self._advance():
+                return
+            yield buffer.popleft()
+
+    def leave(self, index: int) -> None:
+        """Request ``index`` is finished or gone: it stops collecting its share."""
+        self.buffers[index] = None
+
+    def _advance(self) -> bool:
+        if self.exhausted:
+            return False
+        try:
+            items = unbatched(self.api, next(self.outputs), len(self.buffers), self.contexts)
+        except StopIteration:
+            self.exhausted = True
+            return False
+        except Exception as error:
+            self.exhausted = True
+            self.error = encode_error(error)
+            raise
+        for buffer, item in zip(self.buffers, items):
+            if buffer is not None:
+                buffer.append(item)
+        return True
