@@ -23,18 +23,20 @@ ALLOWED = {
     "shared": set(),
     "wire": {"shared"},
     "specs": {"shared"},
-    "worker": {"shared", "wire", "specs"},
+    # The LitAPI contract (how hooks are called, how answers are framed): every backend's, below them.
+    "contract": {"shared", "wire"},
+    "worker": {"shared", "wire", "specs", "contract"},
     "pool": {"shared", "wire"},
     "client": {"shared"},
-    "server": {"shared", "wire", "specs", "worker", "pool", "client", "notebook", "package", "ray"},
+    "server": {"shared", "wire", "specs", "contract", "worker", "pool", "client", "notebook", "package", "ray"},
     "notebook": {"shared"},
     "jupyter": {"shared", "wire"},  # the Jupyter server extension: reads servers' registrations (wire.registration)
     "front": {"shared", "specs", "server", "client", "package"},  # cli, demo, __main__
     "package": {"shared", "specs", "server", "client", "ray", "compat"},  # litkit/__init__.py: lazily, by name
     # Ray Serve: a peer of server/, never importing it; its handle's live view is in notebook/.
-    "ray": {"shared", "wire", "specs", "client", "notebook"},
+    "ray": {"shared", "wire", "specs", "contract", "client", "notebook"},
     # LitServe compatibility: LitServer over serve(), LitServe's specs, loggers and callbacks.
-    "compat": {"shared", "specs", "pool", "server"},
+    "compat": {"shared", "specs", "contract", "pool", "server"},
 }
 
 # Imports of these rooms are allowed only inside a function (loaded on first use, never at import).
@@ -175,6 +177,7 @@ def test_import_litkit_loads_neither_tornado_nor_ipywidgets():
     [
         "import litkit.worker.main, litkit.worker.batch, litkit.worker.async_loop, litkit.worker.timeslice",
         "import litkit.wire.protocol, litkit.wire.encoding",
+        "import litkit.contract.hooks, litkit.contract.answer, litkit.contract.batching, litkit.contract.framing, litkit.contract.callbacks",
         "import litkit.specs",
     ],
 )
