@@ -1,4 +1,5 @@
-"""``ls.Callback``: LitServe's callbacks at its hook points.
+"""``ls.Callback``: LitServe's callbacks at its hook points, and the wrapping that calls them around
+the hooks on every backend.
 
 The worker-side events (``on_before_setup``/``on_after_setup``, ``..._decode_request``,
 ``..._predict``, ``..._encode_response``) run in the worker processes with ``lit_api=`` the API, as
@@ -8,7 +9,10 @@ generator ``predict`` or ``encode_response``, the "after" event comes after its 
 ``on_server_start`` and ``on_server_end`` run in the serving process with ``litserver=``;
 ``on_request`` (``active_requests=``, ``litserver=``, as a request arrives) and ``on_response``
 (``litserver=``, once it completed) on the server's thread, as LitServe calls them on its event
-loop: keep them quick. An exception in one is logged and the request goes on.
+loop: keep them quick. An exception in one is logged and the request goes on. Those are
+``litkit.LitServer``'s (``litkit.compat``).
+
+Stdlib only: the wrapped API's workers import this module, never the server side.
 """
 
 from __future__ import annotations
@@ -16,12 +20,9 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
-import logging
 from typing import Any, Callable
 
-__all__ = ["Callback", "check_callbacks", "request_listener", "with_callbacks", "trigger"]
-
-logger = logging.getLogger("litkit.compat")
+__all__ = ["Callback", "with_callbacks", "trigger"]
 
 # hook -> (event before it, event after it); they run in the worker.
 _WORKER_EVENTS = {
@@ -70,37 +71,6 @@ class Callback:
 
     def on_response(self, *args: Any, **kwargs: Any) -> None:
         """Once a request completed, on the server's thread (``litserver=``)."""
-
-
-def check_callbacks(callbacks: Any) -> list[Callback]:
-    """LitServe's ``callbacks=`` (one Callback, or a list) as a list.
-
-    Raises:
-        ValueError: something that is not an ``ls.Callback``.
-    """
-    if callbacks is None:
-        return []
-    items = callbacks if isinstance(callbacks, (list, tuple)) else [callbacks]
-    for item in items:
-        if not isinstance(item, Callback):
-            raise ValueError(f"callbacks must be ls.Callback instances, got {type(item).__name__}")
-    return list(items)
-
-
-def request_listener(callbacks: list[Callback], litserver: Any) -> Callable[[str, Any], None]:
-    """A ``RequestTracker`` listener that calls ``on_request`` and ``on_response`` (server side)."""
-
-    def listen(event: str, record: Any) -> None:
-        if event == "finished" and record.state != "completed":
-            return  # LitServe calls on_response for answers only, not for errors or cancellations
-        name, kwargs = ("on_request", {"active_requests": litserver.active_requests}) if event == "admitted" else ("on_response", {})
-        for callback in callbacks:
-            try:
-                getattr(callback, name)(litserver=litserver, **kwargs)
-            except Exception:  # noqa: BLE001 - a failing callback must not fail the request
-                logger.exception("%s.%s raised", type(callback).__name__, name)
-
-    return listen
 
 
 def trigger(callbacks: Any, event: str, **kwargs: Any) -> None:
