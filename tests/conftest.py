@@ -163,3 +163,21 @@ class ChunkReader:
 
     def close(self) -> None:
         self.file.close()
+
+
+@pytest.fixture(scope="session")
+def ray_serve() -> Iterator[str]:
+    """One local Ray for every Ray test module (tests/ray, marked ray), with Serve's proxy on a free
+    port; yields the proxy's base URL. Ray is imported here, only by the tests that ask for it."""
+    import ray
+    from ray import serve
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+    ray.shutdown()
+    assert_no_children(deadline_s=30)

@@ -1,7 +1,7 @@
 """litkit on a real local Ray Serve (litkit.ray): the same LitAPI classes, the same HTTP contract.
 
-One Ray session for the whole module (Ray's start-up is slow and heavy on 2 cores): started by the
-``ray_serve`` fixture with ``ray.init(num_cpus=2, include_dashboard=False)``; the applications the
+One Ray session for every Ray test module (Ray's start-up is slow and heavy on 2 cores): started by
+conftest's session-scoped ``ray_serve`` fixture with ``ray.init(num_cpus=2, include_dashboard=False)``; the applications the
 tests share are deployed together once (``apps``), every replica at a tenth of a CPU so that all
 fit; every application is deleted and Ray shut down at the end. Marked ``ray``: the main run
 leaves it out, CI runs it as a step of its own (``python -m pytest -m ray tests/ray``).
@@ -39,22 +39,6 @@ from litkit.demo import TokenStreamer  # noqa: E402
 pytestmark = [pytest.mark.ray, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray"), pytest.mark.timeout(240)]
 
 FRACTION = {"num_cpus": 0.1}
-
-
-@pytest.fixture(scope="module")
-def ray_serve() -> Iterator[str]:
-    """The module's one local Ray, with Serve's proxy on a free port; yields the proxy's base URL."""
-    from ray import serve
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
-    ray.shutdown()
-    assert_no_children(deadline_s=30)
 
 
 class App:
