@@ -248,6 +248,13 @@ def _check_api(api: Any) -> None:
         raise TypeError(f"ray_app() takes an API instance, got the class {api.__name__}; call it: ray_app({api.__name__}())")
     if not isinstance(api, LitAPI):
         raise TypeError(f"ray_app() takes a litkit.LitAPI instance, got {type(api).__name__}; define `class MyAPI(litkit.LitAPI)`")
+    if callable(getattr(api, "authorize", None)):
+        # Refused rather than skipped: an API that checks its callers must never be served open.
+        raise TypeError(
+            f"{type(api).__name__} defines authorize(), which Ray Serve replicas do not call (Ray's proxy has no per-request "
+            "hook before the body); authenticate in a proxy or a Ray Serve HTTP middleware in front of the application and "
+            "remove authorize, or serve it with litkit.serve(), which calls it"
+        )
 
 
 def _check_options(api: LitAPI, streaming: bool, spec: Any, api_path: Any, timeout: Any, max_batch_size: Any, batch_timeout: Any) -> None:
