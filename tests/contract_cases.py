@@ -3,7 +3,7 @@
 Every backend serves the same endpoints (``endpoints()``: one per case, at ``/<case>``, with the
 case's options) and must answer each exchange the same way: tests/contract/test_conformance.py runs
 them on the in-process server (its sub-interpreter on 3.13, its own process before), and
-tests/ray/test_conformance.py on a real local Ray Serve. A backend that cannot honour a case says
+tests/ray/test_ray_conformance.py on a real local Ray Serve. A backend that cannot honour a case says
 so in ``Case.not_on`` with the reason; docs/ray.md's table says the same.
 
 The client side only: the API classes are in tests/contract_apis.py, which the backends import.

@@ -1,5 +1,5 @@
 """The hook contract (tests/contract_cases.py) on the in-process server: every case an endpoint of one
-``litkit.serve()`` on port 0, real workers, real HTTP. tests/ray/test_conformance.py runs the same
+``litkit.serve()`` on port 0, real workers, real HTTP. tests/ray/test_ray_conformance.py runs the same
 cases on Ray Serve; both must answer every exchange the same way."""
 
 from __future__ import annotations
