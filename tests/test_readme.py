@@ -92,3 +92,18 @@ def test_app_py_runs_as_a_script_and_under_litkit_serve(tmp_path: Path):
         assert len(server.record_children()) == int(words[words.index("--workers") + 1])
         assert requests.post(endpoint, json={"a": 2}, timeout=HTTP_TIMEOUT_S).json() == {"echo": {"a": 2}}
         assert_clean_stop(server, signal.SIGTERM)
+
+
+def test_the_logging_section_names_the_loggers_litkit_logs_to():
+    """README's Logging section named ``litkit.access``, a logger nothing logs to (the access lines
+    go to ``litkit.server.access``): every name it gives must be one the code logs to, and every
+    one the server side logs to must be forwarded from the server's interpreter or process."""
+    from litkit.server.host import _LOGGERS
+
+    section = README.read_text().split("## Logging", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`(litkit(?:\.\w+)*)`", section))
+    source = "\n".join(path.read_text() for path in (README.parent / "litkit").rglob("*.py"))
+    used = set(re.findall(r'getLogger\("(litkit[\w.]*)"\)', source))
+    assert named and named <= used, f"README names loggers nothing logs to: {sorted(named - used)}"
+    server_side = {name for name in used if name.split(".")[1:2] and name.split(".")[1] in ("server", "pool", "worker")}
+    assert server_side <= set(_LOGGERS), f"not forwarded from the server: {sorted(server_side - set(_LOGGERS))}"

@@ -59,7 +59,7 @@ logger = logging.getLogger("litkit.server")
 _CALL_TIMEOUT_S = 5.0
 # The loggers a server writes to; the sub-interpreter forwards records from the lowest level any
 # of them has in the caller's interpreter when the server starts.
-_LOGGERS = ("litkit.server", "litkit.pool", "litkit.access", "litkit.worker")
+_LOGGERS = ("litkit.server", "litkit.server.access", "litkit.pool", "litkit.worker")
 _OUTBOX_LIMIT = 1 << 20  # bytes of log and output events the server queues for a busy caller
 _PROCESS_STOP_GRACE_S = 15.0  # past a stop's drain, before a server process that has not ended is killed
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import subprocess
@@ -15,9 +16,11 @@ import time
 
 import psutil
 import pytest
+import requests
 
 import apis
 import litkit
+from conftest import DEADLINE_S, wait_until
 from litkit.server import switching
 from litkit.server.interpreters import unavailable_reason
 
@@ -281,3 +284,17 @@ def test_the_server_process_and_its_workers_die_with_the_caller(monkeypatch):
         for process in processes if "processes" in locals() else ():
             with contextlib.suppress(psutil.Error):
                 process.kill()
+
+
+def test_access_lines_reach_the_caller_s_logger_at_debug(serve, caplog):
+    """``litkit.server.access`` at DEBUG in the caller gives one line per request, wherever the
+    server runs: its interpreter or process forwarded only the levels of ``litkit.access``, a
+    logger nothing logs to, so raising the real one did nothing under the sub-interpreter and
+    process hosts."""
+    caplog.set_level(logging.DEBUG, logger="litkit.server.access")
+    server = serve(apis.Echo())
+    assert requests.post(server.url + "/predict", json={"x": 1}, timeout=DEADLINE_S).status_code == 200
+    wait_until(
+        lambda: any(r.name == "litkit.server.access" and r.levelno == logging.DEBUG and "POST /predict" in r.getMessage() for r in caplog.records),
+        message="the request's access line at DEBUG",
+    )
