@@ -149,7 +149,7 @@ _ORPHAN_SCRIPT = textwrap.dedent(
     starter = threading.Thread(target=lambda: servers.append(litkit.serve(apis.Echo({events!r}), port=0, workers=2)))
     starter.start(); starter.join()
     server = servers[0]
-    print(json.dumps({{"url": server.url, "pids": [w["pid"] for w in server.status()["workers"]]}}), flush=True)
+    print("READY " + json.dumps({{"url": server.url, "pids": [w["pid"] for w in server.status()["workers"]]}}), flush=True)
     time.sleep(60)
     """
 )
@@ -160,7 +160,11 @@ def test_workers_exit_within_2s_when_the_serving_process_is_killed(tmp_path, eve
     script.write_text(_ORPHAN_SCRIPT.format(tests=TESTS, events=events.path))
     process = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
-        ready = json.loads(process.stdout.readline())
+        # serve() prints a progress line first when its workers take over a second to start.
+        line = ""
+        while not line.startswith("READY ") and process.poll() is None:
+            line = process.stdout.readline()
+        ready = json.loads(line.removeprefix("READY "))
         # Keep one worker inside a hook that never checks litkit.cancelled().
         busy = raw_post(ready["url"], json.dumps({"tag": "busy", "wait_for": str(tmp_path / "never")}).encode())
         events.wait_for("request")
@@ -291,7 +295,11 @@ def test_a_hook_s_traceback_shows_the_source_lines_of_a_notebook_cell(serve, cap
         caplog.set_level(logging.ERROR, logger="litkit.server")
         response = requests.post(server.url + "/predict", json={"a": 1}, timeout=10)
         assert response.status_code == 500
-        logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "litkit.server")
+        # The server's interpreter or process forwards the record after the 500 went out.
+        logged = wait_until(
+            lambda: (lambda text: text if "in helper" in text else None)("\n".join(r.getMessage() for r in caplog.records if r.name == "litkit.server")),
+            message="the hook's traceback in the log",
+        )
         assert "<dynamic-code>" not in logged, logged
         assert f'File "{filename}", line 5, in predict\n    return helper(x)' in logged, logged
         assert f'File "{filename}", line 8, in helper\n    raise ValueError(f"bad input {{x!r}}")' in logged, logged
