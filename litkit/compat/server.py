@@ -20,7 +20,8 @@ from ..pool.devices import find_cuda_devices
 from ..server import Endpoint, Server, serve
 from ..server.access import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS
 from ..server.endpoints import DEFAULT_API_PATH
-from ..server.server import in_this_interpreter
+from ..server.page import LITSERVE_ROOT_TEXT
+from ..server.server import answering_root_with, in_this_interpreter
 from ..server.terminal import banner, block_until_interrupted
 from .callbacks import check_callbacks, request_listener, trigger, with_callbacks
 from .client_file import write_client_file
@@ -199,7 +200,8 @@ class LitServer:
             else None if in_jupyter_kernel()
             else "a script's LitServer.run() runs nothing else while it serves"
         )
-        with in_this_interpreter(here) if here is not None else contextlib.nullcontext():
+        # GET / answers "litserve running" to clients that do not ask for HTML, as LitServe does; browsers get the page.
+        with in_this_interpreter(here) if here is not None else contextlib.nullcontext(), answering_root_with(LITSERVE_ROOT_TEXT):
             server = serve(
                 self._endpoints(),
                 host=host,

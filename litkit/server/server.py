@@ -301,6 +301,18 @@ def in_this_interpreter(reason: str) -> Iterator[None]:
         _here.reason = previous
 
 
+@contextlib.contextmanager
+def answering_root_with(text: str) -> Iterator[None]:
+    """Servers made by ``serve()`` in this block, on this thread, answer a ``GET /`` that does not
+    ask for HTML with ``text`` instead of the page (``LitServer``: LitServe's ``litserve running``)."""
+    previous = getattr(_here, "root_text", None)
+    _here.root_text = text
+    try:
+        yield
+    finally:
+        _here.root_text = previous
+
+
 def _thread_host_wanted() -> str | None:
     return getattr(_here, "reason", None)
 
@@ -438,7 +450,7 @@ def serve(
     if port:
         registry.stop_server_on_port(port)
     sockets, port = listen(host, port)
-    recipe = ServerRecipe(plans, access, client_timeout, slice_ms, local_url(host, port), new_secret(), on_log)
+    recipe = ServerRecipe(plans, access, client_timeout, slice_ms, local_url(host, port), new_secret(), on_log, getattr(_here, "root_text", None))
     server = Server(recipe, sockets, port)
     registry.register(server, cell)
     try:
