@@ -383,7 +383,7 @@ class Endpoint {
           return;
         } catch (error) { /* fall through: show the raw event */ }
       }
-      const item = el(list ? "li" : "div", isError ? "error" : "message system", compact(text));
+      const item = el(list ? "li" : "div", isError ? "error" : list ? null : "message system", compact(text));
       (list || assistant.parentNode).append(item);
       if (list) list.scrollTop = list.scrollHeight;
     };
