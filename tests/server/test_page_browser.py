@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import sys
-import urllib.parse
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -26,11 +25,11 @@ from pydantic import BaseModel
 
 import apis
 import litkit
+from browsers import Recorder, chromium, origin
 from conftest import Events, wait_until
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
-CHROMIUM = "/usr/bin/chromium"
 SCREENSHOT_ENV = "LITKIT_PAGE_SCREENSHOT"
 KEY = "browser-page-key-0123456789"
 UI_S = 20.0  # a page action and its answer, on two busy cores
@@ -53,43 +52,10 @@ class Answerer(litkit.LitAPI):
         return {"answer": " ".join(question.text.split()[: question.words]), "markup": "<b>not bold</b>"}
 
 
-class Recorder:
-    """Every request the page makes, and what the console says."""
-
-    def __init__(self, page: Any) -> None:
-        self.urls: list[str] = []
-        self.problems: list[str] = []
-        page.on("request", lambda request: self.urls.append(request.url))
-        page.on("pageerror", lambda error: self.problems.append(f"page error: {error}"))
-        page.on("console", lambda message: self.problems.append(message.text) if "Content Security Policy" in message.text else None)
-
-    def assert_all_within(self, origin: str) -> None:
-        foreign = [url for url in self.urls if _origin(url) != origin]
-        assert self.urls and foreign == [], f"the page reached beyond {origin}: {foreign}"
-        assert self.problems == []
-
-
-def _origin(url: str) -> str:
-    parts = urllib.parse.urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
-
-
 @pytest.fixture
 def browser() -> Iterator[Any]:
-    if not os.path.exists(CHROMIUM):
-        message = f"{CHROMIUM} is missing; install Debian's chromium package (.ci/run does: apt-get install -y chromium)"
-        if os.environ.get("LITKIT_REQUIRE_BROWSER") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
-    pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]' installs playwright")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with chromium() as launched:
+        yield launched
 
 
 def _section(page: Any, path: str) -> Any:
@@ -162,7 +128,7 @@ def test_a_teammate_runs_stops_and_reads_each_endpoint(serve, browser, events: E
     page.screenshot(path=str(screenshot), full_page=True)
     if os.environ.get(SCREENSHOT_ENV):
         shutil.copy(screenshot, os.environ[SCREENSHOT_ENV])
-    recorder.assert_all_within(_origin(server.url))
+    recorder.assert_all_within(origin(server.url))
 
 
 def test_on_a_keyed_server_the_page_asks_for_the_key_and_keeps_it_out_of_urls(serve, browser) -> None:
@@ -192,4 +158,4 @@ def test_on_a_keyed_server_the_page_asks_for_the_key_and_keeps_it_out_of_urls(se
     page.locator("#key").fill("wrong-key-0123456789-abcdef")
     page.locator("#key-form button[type=submit]").click()
     wait_until(lambda: "refused this API key" in page.locator("#notice").inner_text(), UI_S, "the page to say the key is wrong", interval=0.05)
-    recorder.assert_all_within(_origin(server.url))
+    recorder.assert_all_within(origin(server.url))
