@@ -76,6 +76,8 @@ class PageHandler(JSONHandler):
 
     def get(self) -> None:
         plain_text = self.serving.root_text
+        if plain_text is not None and self.request.path == "/":
+            self.set_header("Vary", "Accept")  # a cache must not hand the text to a browser, or the page to a client
         if self.request.path == "/" and root_answer(self.request.headers.get("Accept"), plain_text) == "text":
             self.set_header("Content-Type", "text/plain; charset=utf-8")
             self.finish(plain_text)

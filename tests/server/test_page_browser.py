@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any, Iterator
@@ -87,6 +88,12 @@ def test_a_teammate_runs_stops_and_reads_each_endpoint(serve, browser, events: E
     assert ask.locator("pre.json b").count() == 0  # markup in a response stays text
     assert re.search(r"^200", ask.locator(".meta .status").inner_text())
     assert ask.locator(".meta .request-id").inner_text().startswith("request id ")
+    # Its snippets, copied as they are, make the same call.
+    ask.locator("details.snippets summary").click()
+    for kind in ("client", "requests"):
+        code = ask.locator(f"pre.{kind}").inner_text()
+        ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert ran.returncode == 0 and "what is litkit?" in ran.stdout, (code, ran.stderr)
 
     # A long stream: chunks appear while it runs; Stop hangs up, and the generator's finally runs.
     tokens.locator("textarea.body").fill('{"n": 100000, "interval": 0.05, "tag": "page"}')

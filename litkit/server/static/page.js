@@ -430,7 +430,7 @@ class Endpoint {
       const data = fields.filter((f) => !f.file).map((f) => `${pyString(f.name)}: ${pyString(f.value)}`).join(", ");
       const files = fields.filter((f) => f.file).map((f) => `${pyString(f.name)}: open(${pyString(f.file.name)}, "rb")`).join(", ");
       blocks.requests.textContent = [
-        "import os", "import requests", "",
+        ...(keyed ? ["import os"] : []), "import requests", "",
         `response = requests.post(${pyString(url)}, data={${data}}, files={${files}}${keyed ? ', headers={"X-API-Key": os.environ["LITKIT_API_KEY"]}' : ""}, timeout=60)`,
         "print(response.status_code, response.text)",
       ].join("\n");
@@ -447,9 +447,9 @@ class Endpoint {
     const call = streams
       ? [`with client.stream(${payload}, path=${pyString(this.path)}${sse ? ", sse=True" : ""}) as chunks:`, "    for chunk in chunks:  # leaving the block hangs up: the work stops", "        print(chunk)"]
       : [`print(client.predict(${payload}, path=${pyString(this.path)}))`];
-    blocks.client.textContent = ["import os", "import litkit", "", `client = litkit.Client(${pyString(root)}${key})`, ...call].join("\n");
+    blocks.client.textContent = [...(keyed ? ["import os"] : []), "import litkit", "", `client = litkit.Client(${pyString(root)}${key})`, ...call].join("\n");
     const headers = keyed ? ', headers={"X-API-Key": os.environ["LITKIT_API_KEY"]' + (sse ? ', "Accept": "text/event-stream"}' : "}") : sse ? ', headers={"Accept": "text/event-stream"}' : "";
-    const lines = ["import json", "import os", "import requests", ""];
+    const lines = [...(streams && !sse ? ["import json"] : []), ...(keyed ? ["import os"] : []), "import requests", ""];
     if (streams) {
       lines.push(`with requests.post(${pyString(url)}, json=${payload}${headers}, stream=True, timeout=60) as response:`,
         "    for line in response.iter_lines():  # one chunk per line" + (sse ? " (SSE: data: lines)" : ""),
