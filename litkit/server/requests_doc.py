@@ -6,7 +6,7 @@ plain JSON data, so it can travel to the interpreter that serves: that one never
 
 Where it comes from, first found wins:
 
-* a spec's own example (``OpenAIChat``: a chat request), with no schema of litkit's making;
+* a spec's own schema and example (``OpenAIChat``: a chat request);
 * the pydantic model ``decode_request`` annotates its request with (``model_json_schema()``), and an
   example body built from that schema (its ``examples``, defaults, else a value of each type);
 * the API's ``request_example`` attribute, a JSON-able body (the demo's ``TokenStreamer`` has one);
@@ -39,7 +39,7 @@ def describe_request(api: Any, spec: Any, model_name: str) -> dict[str, Any]:
         model_name: the model name a spec's example carries.
     """
     if spec is not None:
-        return {"schema": None, "example": spec.example_request(model_name), "source": f"the {spec.name} spec"}
+        return {"schema": spec.request_schema, "example": spec.example_request(model_name), "source": f"the {spec.name} spec"}
     model = request_model(type(api))
     if model is not None:
         try:

@@ -78,7 +78,7 @@ def test_the_page_is_one_self_contained_document_whose_policy_allows_only_its_ow
 def test_openapi_document_is_valid_openapi_3_1_with_the_pydantic_schema_and_example(serve) -> None:
     from openapi_spec_validator import validate
 
-    server = serve({"/order": Orders(), "/greet": Greeter(), "/tick": apis.Ticker(), "/chat": litkit.Endpoint(apis.ChatWords(), spec=litkit.specs.OpenAIChat())})
+    server = serve({"/order": Orders(), "/greet": Greeter(), "/tick": apis.Ticker(), "/chat": litkit.Endpoint(apis.ChatWords(), spec=litkit.specs.OpenAIChat()), "/embed": litkit.Endpoint(apis.Doubler(), spec=litkit.specs.OpenAIEmbeddingSpec())})
     status, headers, body = get(server.url + "/openapi.json")
     assert status == 200 and headers["Content-Type"] == "application/json"
     document = json.loads(body)
@@ -100,8 +100,12 @@ def test_openapi_document_is_valid_openapi_3_1_with_the_pydantic_schema_and_exam
     chat = document["paths"]["/chat/v1/chat/completions"]["post"]
     assert chat["x-litkit-spec"] == "openai-chat" and chat["requestBody"]["content"]["application/json"]["example"]["messages"]
     assert "text/event-stream" in chat["responses"]["200"]["content"]
+    assert chat["requestBody"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ChatCompletionRequest"}
     assert "multipart/form-data" not in chat["requestBody"]["content"]
     assert "/chat/v1/models" in document["paths"]
+    embed = document["paths"]["/embed/v1/embeddings"]["post"]
+    assert embed["requestBody"]["content"]["application/json"]["example"]["input"] == "hello"
+    assert set(embed["responses"]["200"]["content"]) == {"application/json"}
     assert document["paths"]["/health"]["get"]["security"] == []
     assert "security" not in document and document["x-litkit-api-key"] is False
     # The document is the server's: each call answers the same.

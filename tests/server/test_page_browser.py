@@ -53,6 +53,14 @@ class Answerer(litkit.LitAPI):
         return {"answer": " ".join(question.text.split()[: question.words]), "markup": "<b>not bold</b>"}
 
 
+class Upload(litkit.LitAPI):
+    """Reads an HTML form: a note and a file."""
+
+    def predict(self, form: Any) -> dict[str, Any]:
+        upload = form["file"]
+        return {"note": form["note"], "filename": upload.filename, "size": len(upload.file.read())}
+
+
 @pytest.fixture
 def browser() -> Iterator[Any]:
     with chromium() as launched:
@@ -67,6 +75,7 @@ def test_a_teammate_runs_stops_and_reads_each_endpoint(serve, browser, events: E
     chat_events = Events(tmp_path / "chat-events.jsonl")
     server = serve({
         "/ask": Answerer(),
+        "/upload": Upload(),
         "/tokens": apis.Ticker(events.path),
         "/chat": litkit.Endpoint(apis.ChatWords(chat_events.path, interval=0.02), spec=litkit.specs.OpenAIChat()),
     })
@@ -75,7 +84,7 @@ def test_a_teammate_runs_stops_and_reads_each_endpoint(serve, browser, events: E
     page.goto(server.url + "/")
     tokens = _section(page, "/tokens")
     tokens.wait_for(timeout=UI_S * 1000)
-    assert page.locator("section.endpoint").count() == 3
+    assert page.locator("section.endpoint").count() == 4
     assert not page.locator("#key-form").is_visible()  # no key on this server
 
     # The JSON endpoint: the editor starts from the pydantic model; the answer is shown formatted, as text.
@@ -94,6 +103,19 @@ def test_a_teammate_runs_stops_and_reads_each_endpoint(serve, browser, events: E
         code = ask.locator(f"pre.{kind}").inner_text()
         ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
         assert ran.returncode == 0 and "what is litkit?" in ran.stdout, (code, ran.stderr)
+
+    # A form with a file, picked in the page's form.
+    upload = _section(page, "/upload")
+    upload.locator("select.mode").select_option("form")
+    upload.locator(".field-name").first.fill("note")
+    upload.locator(".field-value").first.fill("<hello>")
+    picked = tmp_path / "picked.bin"
+    picked.write_bytes(b"x" * 1234)
+    upload.locator(".field-file").first.set_input_files(str(picked))
+    upload.locator("button.run").click()
+    wait_until(lambda: upload.get_attribute("data-state") == "completed", UI_S, "the form call to complete", interval=0.05)
+    sent = upload.locator("pre.json").inner_text()
+    assert '"filename": "picked.bin"' in sent and '"size": 1234' in sent and '"note": "<hello>"' in sent
 
     # A long stream: chunks appear while it runs; Stop hangs up, and the generator's finally runs.
     tokens.locator("textarea.body").fill('{"n": 100000, "interval": 0.05, "tag": "page"}')
