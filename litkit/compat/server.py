@@ -128,7 +128,7 @@ class LitServer:
         # restart_workers=True asks for what litkit always does: a worker that dies is replaced.
         if not isinstance(disable_openapi_url, bool):
             raise ValueError(f"disable_openapi_url must be True or False, got {disable_openapi_url!r}")
-        # litkit serves no OpenAPI schema at all, so disable_openapi_url=True holds either way.
+        self._openapi = not disable_openapi_url  # True: /openapi.json, /docs and the page at / (litkit.server.page)
         if track_requests not in (True, False):
             raise ValueError(f"track_requests must be True or False, got {track_requests!r}")
         self._queue_timeout = queue_timeout_of(timeout)
@@ -201,7 +201,7 @@ class LitServer:
             else "a script's LitServer.run() runs nothing else while it serves"
         )
         # GET / answers "litserve running" to clients that do not ask for HTML, as LitServe does; browsers get the page.
-        with in_this_interpreter(here) if here is not None else contextlib.nullcontext(), answering_root_with(LITSERVE_ROOT_TEXT):
+        with in_this_interpreter(here) if here is not None else contextlib.nullcontext(), answering_root_with(LITSERVE_ROOT_TEXT, self._openapi):
             server = serve(
                 self._endpoints(),
                 host=host,

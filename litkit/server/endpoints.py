@@ -231,6 +231,7 @@ class ServingState:
         client_timeout: float = 60.0,
         slice_ms: float = 0.0,
         root_text: str | None = None,
+        openapi: bool = True,
     ) -> None:
         self.endpoints = [EndpointState(plan) for plan in plans]
         self.max_body_size = max(endpoint.max_body_size for endpoint in self.endpoints)
@@ -239,6 +240,7 @@ class ServingState:
         self.slice_ms = slice_ms
         # What GET / sends a client that does not ask for HTML (LitServer: "litserve running"); None: the page.
         self.root_text: str | None = root_text
+        self.openapi = openapi  # False (LitServer(disable_openapi_url=True)): no /openapi.json, no page
         # JSON that GET /info carries as "model" (LitServer(model_metadata=...)); None: no such key.
         self.model_metadata: Any = None
 

@@ -14,6 +14,8 @@ server tells only to callers with the key. The page asks for the key when ``open
 
 Under ``LitServer`` a ``GET /`` that does not ask for HTML gets LitServe's ``litserve running``
 (``root_answer``): a client that checks that text keeps working, a browser gets the page.
+``LitServer(disable_openapi_url=True)`` turns off ``/openapi.json``, ``/docs`` and the page (``/``
+is then that text for every client), as it turns off FastAPI's ``/docs`` and ``/openapi.json``.
 """
 
 from __future__ import annotations
@@ -35,11 +37,14 @@ LITSERVE_ROOT_TEXT = "litserve running"  # what LitServe answers at GET /
 _STATIC = Path(__file__).with_name("static")
 
 
-def root_answer(accept: str | None, plain_text: str | None) -> str:
+def root_answer(accept: str | None, plain_text: str | None, page_served: bool = True) -> str:
     """What ``GET /`` sends: ``"page"``, or ``"text"`` when the server has a plain text for ``/``
-    (``plain_text``: LitServer's ``litserve running``) and the client does not ask for HTML."""
+    (``plain_text``: LitServer's ``litserve running``) and the client does not ask for HTML or the
+    server serves no page (``page_served``: ``LitServer(disable_openapi_url=True)``)."""
     if plain_text is None:
         return "page"
+    if not page_served:
+        return "text"
     wanted = [part.split(";", 1)[0].strip().lower() for part in (accept or "").split(",")]
     return "page" if "text/html" in wanted else "text"
 
@@ -78,7 +83,7 @@ class PageHandler(JSONHandler):
         plain_text = self.serving.root_text
         if plain_text is not None and self.request.path == "/":
             self.set_header("Vary", "Accept")  # a cache must not hand the text to a browser, or the page to a client
-        if self.request.path == "/" and root_answer(self.request.headers.get("Accept"), plain_text) == "text":
+        if self.request.path == "/" and root_answer(self.request.headers.get("Accept"), plain_text, self.serving.openapi) == "text":
             self.set_header("Content-Type", "text/plain; charset=utf-8")
             self.finish(plain_text)
             return
@@ -106,6 +111,8 @@ class OpenAPIHandler(JSONHandler):
 def page_routes(serving: ServingState) -> list[Any]:
     """The Tornado routes of the page and of the document (made once, here), for ``litkit.server.routing``."""
     options = {"state": serving, "serving": serving}
+    if not serving.openapi:  # LitServer(disable_openapi_url=True): / is LitServe's text alone
+        return [(r"/", PageHandler, options)]
     document = json.dumps(openapi_document(serving)).encode("utf-8")
     return [
         (r"/", PageHandler, options),

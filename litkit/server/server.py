@@ -307,15 +307,17 @@ def in_this_interpreter(reason: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def answering_root_with(text: str) -> Iterator[None]:
+def answering_root_with(text: str, openapi: bool = True) -> Iterator[None]:
     """Servers made by ``serve()`` in this block, on this thread, answer a ``GET /`` that does not
-    ask for HTML with ``text`` instead of the page (``LitServer``: LitServe's ``litserve running``)."""
-    previous = getattr(_here, "root_text", None)
-    _here.root_text = text
+    ask for HTML with ``text`` instead of the page (``LitServer``: LitServe's ``litserve running``);
+    with ``openapi=False`` (``LitServer(disable_openapi_url=True)``) they serve neither
+    ``/openapi.json`` nor the page that reads it, and ``/`` is ``text`` for every client."""
+    previous = getattr(_here, "root", None)
+    _here.root = (text, openapi)
     try:
         yield
     finally:
-        _here.root_text = previous
+        _here.root = previous
 
 
 def _thread_host_wanted() -> str | None:
@@ -455,7 +457,7 @@ def serve(
     if port:
         registry.stop_server_on_port(port)
     sockets, port = listen(host, port)
-    recipe = ServerRecipe(plans, access, client_timeout, slice_ms, local_url(host, port), new_secret(), on_log, getattr(_here, "root_text", None))
+    recipe = ServerRecipe(plans, access, client_timeout, slice_ms, local_url(host, port), new_secret(), on_log, *getattr(_here, "root", (None, True)))
     server = Server(recipe, sockets, port)
     registry.register(server, cell)
     try:

@@ -401,3 +401,14 @@ def test_get_root_says_litserve_running_to_clients_and_shows_the_page_to_browser
     # litkit.serve() has no such text: its / is the page for every client.
     with litkit.serve(apis.SimpleLitAPI(), port=0) as plain_server:
         assert requests.get(plain_server.url + "/", timeout=10).headers["Content-Type"].startswith("text/html")
+
+
+def test_disable_openapi_url_turns_off_the_document_and_the_page(run):
+    """LitServer(disable_openapi_url=True) was accepted and had nothing to turn off; with the page and
+    /openapi.json (issue 23) it must turn both off, as LitServe turns off FastAPI's /docs and /openapi.json."""
+    server = run(ls.LitServer(apis.SimpleLitAPI(), disable_openapi_url=True))
+    assert requests.get(server.url + "/openapi.json", timeout=10).status_code == 404
+    assert requests.get(server.url + "/docs", timeout=10).status_code == 404
+    browser = requests.get(server.url + "/", headers={"Accept": "text/html"}, timeout=10)
+    assert (browser.status_code, browser.text) == (200, "litserve running")
+    assert post(server, "/predict", {"input": 3}).json() == {"output": 9}
