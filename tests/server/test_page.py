@@ -161,3 +161,13 @@ def test_example_from_schema_uses_examples_defaults_enums_and_types() -> None:
     while isinstance(value, dict) and value.get("again") is not None:  # a recursive model stops
         value, depth = value["again"], depth + 1
     assert depth < 10
+
+
+def test_the_page_script_never_writes_html() -> None:
+    """Everything from a request or an answer is set as text: the script has no HTML sink at all."""
+    from litkit.server.page import page
+
+    html, _ = page()
+    script = html.decode().split("<script>", 1)[1]
+    for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"):
+        assert sink not in script

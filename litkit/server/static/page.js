@@ -274,8 +274,8 @@ class Endpoint {
         await this.readStream(response, type);
         this.finish("completed", `completed: ${this.chunks} chunk${this.chunks === 1 ? "" : "s"}`);
       } else {
+        this.markFirst();  // a JSON answer's first byte: its headers are in
         const text = await response.text();
-        this.markFirst();
         this.showJSON(text, response.ok);
         this.finish(response.ok ? "completed" : "failed", response.ok ? "completed" : `failed: ${response.status}`);
       }
