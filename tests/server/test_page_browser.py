@@ -75,9 +75,9 @@ def test_a_teammate_runs_stops_and_reads_each_endpoint(serve, browser, events: E
     chat_events = Events(tmp_path / "chat-events.jsonl")
     server = serve({
         "/ask": Answerer(),
-        "/upload": Upload(),
         "/tokens": apis.Ticker(events.path),
         "/chat": litkit.Endpoint(apis.ChatWords(chat_events.path, interval=0.02), spec=litkit.specs.OpenAIChat()),
+        "/upload": Upload(),
     })
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     recorder = Recorder(page)
@@ -103,6 +103,7 @@ def test_a_teammate_runs_stops_and_reads_each_endpoint(serve, browser, events: E
         code = ask.locator(f"pre.{kind}").inner_text()
         ran = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
         assert ran.returncode == 0 and "what is litkit?" in ran.stdout, (code, ran.stderr)
+    ask.locator("details.snippets summary").click()  # closed again, for a shorter screenshot
 
     # A form with a file, picked in the page's form.
     upload = _section(page, "/upload")
