@@ -457,7 +457,7 @@ def serve(
     if port:
         registry.stop_server_on_port(port)
     sockets, port = listen(host, port)
-    recipe = ServerRecipe(plans, access, client_timeout, slice_ms, local_url(host, port), new_secret(), on_log, *getattr(_here, "root", (None, True)))
+    recipe = ServerRecipe(plans, access, client_timeout, slice_ms, local_url(host, port), new_secret(), on_log, *(getattr(_here, "root", None) or (None, True)))
     server = Server(recipe, sockets, port)
     registry.register(server, cell)
     try:
