@@ -19,7 +19,7 @@ import json
 import logging
 from typing import Any
 
-from ..worker.hooks import request_model  # the one import of it here: it may move (see hooks)
+from ..contract.hooks import request_model
 
 __all__ = ["describe_request", "example_from_schema"]
 
