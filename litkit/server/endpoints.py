@@ -71,7 +71,9 @@ ENDPOINT_OPTIONS = (
 # them: an API's value replaces a default; a different value given to serve() or Endpoint() too is
 # an error, never silently overridden.
 API_OPTION_DEFAULTS = {"max_batch_size": 1, "batch_timeout": 0.0, "stream": None, "spec": None}
-RESERVED_PATHS = ("/health", "/info", "/metrics", "/", "/docs", "/openapi.json")
+# "/" stays free: LitServer serves a spec's API under no prefix ("/"); an endpoint there takes GET /
+# too (405), and the page is still at /docs.
+RESERVED_PATHS = ("/health", "/info", "/metrics", "/docs", "/openapi.json")
 DEFAULT_API_PATH = "/predict"
 
 

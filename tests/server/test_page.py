@@ -129,10 +129,14 @@ def test_with_an_api_key_the_page_is_open_and_the_document_needs_the_key(serve) 
     assert KEY not in body.decode()
 
 
-def test_the_page_paths_are_reserved() -> None:
-    for path in ("/", "/docs", "/openapi.json"):
+def test_the_page_paths_are_reserved_but_an_endpoint_may_take_the_root(serve) -> None:
+    for path in ("/docs", "/openapi.json"):
         with pytest.raises(ValueError, match="other than /health"):
             litkit.serve(apis.Doubler(), api_path=path, port=0)
+    server = serve(apis.Doubler(), api_path="/")  # LitServer's specs live under the prefix "/"
+    assert server.predict({"input": 2}) == {"output": 4}
+    assert get(server.url + "/")[0] == 405
+    assert get(server.url + "/docs")[1]["Content-Type"].startswith("text/html")  # the page is still there
 
 
 def test_litserver_answers_litserve_running_unless_the_client_asks_for_html() -> None:
