@@ -52,7 +52,8 @@ def _serve(kernel: Kernel, api: str, **options: Any) -> dict[str, Any]:
         f"server = litkit.serve({api}, port=0, **{options!r})\n"
         "print(json.dumps({'port': server.port, 'url': server.url, 'public_url': server.public_url, 'repr': repr(server), 'key': server.api_key}))"
     )
-    return json.loads(kernel.run(code))
+    # The last line: on a busy machine serve() first prints that the workers are still starting.
+    return json.loads(kernel.run(code).splitlines()[-1])
 
 
 @pytest.fixture
