@@ -1,7 +1,7 @@
 """The page at ``/`` (and ``/docs``) that lists a server's endpoints and calls them, and ``/openapi.json``.
 
-The page is one self-contained HTML document: ``static/page.html`` with ``static/page.css`` and
-``static/page.js`` put inline, read once from the package. It fetches ``openapi.json`` (its
+The page is one self-contained HTML document: ``static/page.html`` with ``static/page.css``,
+``static/endpoint.js`` and ``static/page.js`` put inline, read once from the package. It fetches ``openapi.json`` (its
 endpoints, examples and whether a key is needed; ``litkit.server.openapi``) and calls the endpoints
 with relative URLs only, so it works behind a notebook proxy and through litkit's Jupyter route.
 Its Content-Security-Policy allows only its own inline script and style (by hash) and requests to
@@ -55,7 +55,8 @@ def page() -> tuple[bytes, str]:
     only those run."""
     html = (_STATIC / "page.html").read_text(encoding="utf-8")
     css = (_STATIC / "page.css").read_text(encoding="utf-8")
-    script = (_STATIC / "page.js").read_text(encoding="utf-8")
+    # One script: the Endpoint class first, then the page, which starts at its end.
+    script = (_STATIC / "endpoint.js").read_text(encoding="utf-8") + "\n" + (_STATIC / "page.js").read_text(encoding="utf-8")
     html = html.replace("<style>/*litkit:css*/</style>", f"<style>{css}</style>").replace("<script>//litkit:js</script>", f"<script>{script}</script>")
     policy = "; ".join((
         "default-src 'none'",
