@@ -204,6 +204,7 @@ def _how_to_call(server: Any, example: Any, hint: str) -> str:
         lines.append("  call it:  " + _curl(endpoint, example, info["stream"], key) + hint)
         if info["stream"]:
             lines.append("  as SSE:   " + _curl(endpoint, example, True, key) + " -H 'Accept: text/event-stream'")
+    lines.append(f"  page:     {server.page_url}   (open it in a browser to run each endpoint and watch streams arrive)")
     lines.append(f"  health:   curl {server.url}/health")
     lines.append(f"  metrics:  curl {server.url}/metrics")
     return "\n".join(lines)
@@ -324,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             from .demo import TokenStreamer
 
             api: Any = TokenStreamer()
-            example: Any = {"prompt": "hello from litkit", "max_tokens": 8, "delay": 0.2}
+            example: Any = TokenStreamer.request_example
             hint = ""
         else:
             api = load_api(args.target)

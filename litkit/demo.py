@@ -16,6 +16,9 @@ _WORDS = "the quick brown fox jumps over the lazy dog and streams one token at a
 class TokenStreamer(LitAPI):
     """Streams ``{"token": word}`` chunks: ``{"prompt": "hi", "max_tokens": 20, "delay": 0.05}``."""
 
+    # The body the page at / starts from, and the banner's curl line sends.
+    request_example = {"prompt": "hello from litkit", "max_tokens": 8, "delay": 0.2}
+
     def decode_request(self, request: Any) -> dict[str, Any]:
         if not isinstance(request, dict):
             raise HTTPError(422, 'send a JSON object such as {"prompt": "hi", "max_tokens": 20}')

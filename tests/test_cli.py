@@ -86,6 +86,11 @@ def test_demo_streams_server_sent_events(tmp_path: Path) -> None:
         server.wait_for_output(r"Press Ctrl\+C to stop\.")
         assert f"litkit: serving TokenStreamer at {endpoint} (streaming)" in server.stdout
         assert banner_line(server.stdout, "as SSE:").endswith("-H 'Accept: text/event-stream'")
+        page = banner_line(server.stdout, "page:").split()[0]  # issue 23: the page that calls the endpoint
+        assert page == endpoint.removesuffix("/predict") + "/"
+        assert requests.get(page, timeout=HTTP_TIMEOUT_S).headers["Content-Type"].startswith("text/html")
+        document = requests.get(page + "openapi.json", timeout=HTTP_TIMEOUT_S).json()
+        assert document["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["example"] == {"prompt": "hello from litkit", "max_tokens": 8, "delay": 0.2}
 
         payload = {"prompt": "red green blue", "max_tokens": 4, "delay": 0}
         headers = {"Accept": "text/event-stream"}

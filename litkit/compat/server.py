@@ -20,7 +20,8 @@ from ..pool.devices import find_cuda_devices
 from ..server import Endpoint, Server, serve
 from ..server.access import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS
 from ..server.endpoints import DEFAULT_API_PATH
-from ..server.server import in_this_interpreter
+from ..server.page import LITSERVE_ROOT_TEXT
+from ..server.server import answering_root_with, in_this_interpreter
 from ..server.terminal import banner, block_until_interrupted
 from .callbacks import check_callbacks, request_listener, trigger, with_callbacks
 from .client_file import write_client_file
@@ -127,7 +128,7 @@ class LitServer:
         # restart_workers=True asks for what litkit always does: a worker that dies is replaced.
         if not isinstance(disable_openapi_url, bool):
             raise ValueError(f"disable_openapi_url must be True or False, got {disable_openapi_url!r}")
-        # litkit serves no OpenAPI schema at all, so disable_openapi_url=True holds either way.
+        self._openapi = not disable_openapi_url  # True: /openapi.json, /docs and the page at / (litkit.server.page)
         if track_requests not in (True, False):
             raise ValueError(f"track_requests must be True or False, got {track_requests!r}")
         self._queue_timeout = queue_timeout_of(timeout)
@@ -199,7 +200,8 @@ class LitServer:
             else None if in_jupyter_kernel()
             else "a script's LitServer.run() runs nothing else while it serves"
         )
-        with in_this_interpreter(here) if here is not None else contextlib.nullcontext():
+        # GET / answers "litserve running" to clients that do not ask for HTML, as LitServe does; browsers get the page.
+        with in_this_interpreter(here) if here is not None else contextlib.nullcontext(), answering_root_with(LITSERVE_ROOT_TEXT, self._openapi):
             server = serve(
                 self._endpoints(),
                 host=host,

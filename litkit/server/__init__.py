@@ -6,7 +6,8 @@ else a process of its own, or a thread when asked; and what crosses between), ``
 ``switching`` (the GIL switch interval while a server on a thread shares the caller's GIL), ``endpoints``
 (each endpoint's options and state), ``relay`` (one call to an endpoint, on Tornado's HTTP
 connection), ``routing`` and ``handlers`` (health,
-info, metrics, 404), ``controls`` (the dashboard's Cancel and Stop over HTTP, with their secret),
+info, metrics, 404), ``page`` (the page at ``/`` that calls the endpoints, and ``/openapi.json``,
+from ``openapi`` and ``requests_doc``), ``controls`` (the dashboard's Cancel and Stop over HTTP, with their secret),
 ``access`` (API key, Origin and Host checks), ``metrics``, ``listening``
 (binding the sockets), ``registry`` (this process's servers by port and cell), ``terminal``
 (``run()`` and the Ctrl+C loop), ``links`` (proxy-aware URLs) and ``jupyter_route`` (registering

@@ -31,6 +31,7 @@ from ..wire.protocol import MAX_FDS_PER_MESSAGE
 from ..contract.hooks import awaited, resolve_request_model
 from .access import AccessPolicy
 from .authorization import Authorizer, make_authorizer
+from .requests_doc import describe_request
 
 __all__ = ["ActiveRequest", "Endpoint", "EndpointPlan", "EndpointState", "ServingState", "ENDPOINT_OPTIONS", "RESERVED_PATHS", "find_endpoint", "plan_endpoints"]
 
@@ -70,7 +71,9 @@ ENDPOINT_OPTIONS = (
 # them: an API's value replaces a default; a different value given to serve() or Endpoint() too is
 # an error, never silently overridden.
 API_OPTION_DEFAULTS = {"max_batch_size": 1, "batch_timeout": 0.0, "stream": None, "spec": None}
-RESERVED_PATHS = ("/health", "/info", "/metrics")
+# "/" stays free: LitServer serves a spec's API under no prefix ("/"); an endpoint there takes GET /
+# too (405), and the page is still at /docs.
+RESERVED_PATHS = ("/health", "/info", "/metrics", "/docs", "/openapi.json")
 DEFAULT_API_PATH = "/predict"
 
 
@@ -130,6 +133,8 @@ class EndpointPlan:
         self.stream: bool = options["stream"]
         self.spec = spec
         self.model = (spec.model if spec is not None else None) or self.api_name
+        # What the page at / and /openapi.json show of the request: JSON data (litkit.server.requests_doc).
+        self.request = describe_request(api, spec, self.model)
         self.created = int(time.time())
 
     @property
@@ -227,12 +232,17 @@ class ServingState:
         access: AccessPolicy | None = None,
         client_timeout: float = 60.0,
         slice_ms: float = 0.0,
+        root_text: str | None = None,
+        openapi: bool = True,
     ) -> None:
         self.endpoints = [EndpointState(plan) for plan in plans]
         self.max_body_size = max(endpoint.max_body_size for endpoint in self.endpoints)
         self.access = access if access is not None else AccessPolicy(None, (), loopback_only=True)
         self.client_timeout = client_timeout
         self.slice_ms = slice_ms
+        # What GET / sends a client that does not ask for HTML (LitServer: "litserve running"); None: the page.
+        self.root_text: str | None = root_text
+        self.openapi = openapi  # False (LitServer(disable_openapi_url=True)): no /openapi.json, no page
         # JSON that GET /info carries as "model" (LitServer(model_metadata=...)); None: no such key.
         self.model_metadata: Any = None
 

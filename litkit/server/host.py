@@ -76,8 +76,12 @@ class ServerRecipe:
         url: str,
         control_secret: str,
         on_log: Callable[[str, Any], None] | None = None,
+        root_text: str | None = None,
+        openapi: bool = True,
     ) -> None:
         self.plans = plans
+        self.root_text = root_text  # GET /'s answer to a client not asking for HTML (litkit.server.page)
+        self.openapi = openapi  # False: no /openapi.json, and so no page
         self.control_secret = control_secret
         self.access = access
         self.client_timeout = client_timeout
@@ -103,7 +107,7 @@ class ServerRecipe:
         return None
 
     def serving(self, on_log: Callable[[str, Any], None] | None) -> ServingState:
-        serving = ServingState(self.plans, access=self.access, client_timeout=self.client_timeout, slice_ms=self.slice_ms)
+        serving = ServingState(self.plans, access=self.access, client_timeout=self.client_timeout, slice_ms=self.slice_ms, root_text=self.root_text, openapi=self.openapi)
         for endpoint in serving.endpoints:
             endpoint.pool.on_log = on_log
         return serving

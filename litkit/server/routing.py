@@ -26,6 +26,7 @@ from tornado.http1connection import HTTP1Connection
 from .controls import Controls, control_route
 from .endpoints import ServingState
 from .handlers import make_application
+from .page import page_routes
 from .relay import EndpointRoute
 
 __all__ = ["ClientDeadlines", "Router", "make_router"]
@@ -39,9 +40,10 @@ _MAX_SWEEP_S = 1.0
 
 def make_router(serving: ServingState, controls: Controls | None = None) -> Router:
     """The server's delegate: each endpoint's path to its relay, every other path to the handlers
-    (the dashboard's control paths among them, given ``controls``)."""
+    (the dashboard's control paths among them, given ``controls``, and the page's)."""
     routes = {endpoint.path: EndpointRoute(endpoint, serving) for endpoint in serving.endpoints}
     more_routes = [control_route(serving, controls)] if controls is not None else []
+    more_routes += page_routes(serving)  # /, /docs and /openapi.json
     return Router(routes, make_application(serving, more_routes), ClientDeadlines(serving.client_timeout))
 
 

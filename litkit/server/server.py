@@ -105,6 +105,11 @@ class Server:
         or JupyterHub's ``JUPYTERHUB_SERVICE_PREFIX`` is set (see ``litkit.server.links.public_url``)."""
         return public_url(self.url, self.port)
 
+    @property
+    def page_url(self) -> str:
+        """The page that lists the endpoints and calls them (``GET /``), at the address a browser should use."""
+        return self.public_url + "/"
+
     def status(self) -> dict[str, Any]:
         """A snapshot: url, state, health, workers, request counts, the 100 most recent requests
         (newest first), throughput and latency over the last minute (``stats``), the workers' last
@@ -143,7 +148,7 @@ class Server:
                     title=", ".join(dict.fromkeys(plan.api_name for plan in plans)),
                     # One endpoint: its URL. Several: the server's, with their paths after it.
                     endpoint=self.public_url + (self.api_path if len(plans) == 1 else " " + " ".join(self.paths)),
-                    link=self.public_url + "/info",
+                    link=self.page_url,  # the header's link opens the page that calls the endpoints
                     cancel=self.cancel,
                     stop=self.stop,
                     api_key=self.api_key,
@@ -229,10 +234,10 @@ class Server:
     def __repr__(self) -> str:
         plans = self._plans
         if len(plans) > 1:
-            return f"<litkit.Server {self.state} {self.public_url} ({len(plans)} endpoints: {', '.join(self.paths)})>"
+            return f"<litkit.Server {self.state} {self.public_url} ({len(plans)} endpoints: {', '.join(self.paths)}); page {self.page_url}>"
         workers = plans[0].workers
         kind = "streaming" if self.stream_mode else "JSON"
-        return f"<litkit.Server {self.state} {self.public_url}{self.api_path} ({workers} worker{'s' * (workers != 1)}, {kind})>"
+        return f"<litkit.Server {self.state} {self.public_url}{self.api_path} ({workers} worker{'s' * (workers != 1)}, {kind}); page {self.page_url}>"
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None) -> dict[str, Any]:
         """In a Jupyter kernel: the dashboard widget (with this text repr as fallback)."""
@@ -299,6 +304,20 @@ def in_this_interpreter(reason: str) -> Iterator[None]:
         yield
     finally:
         _here.reason = previous
+
+
+@contextlib.contextmanager
+def answering_root_with(text: str, openapi: bool = True) -> Iterator[None]:
+    """Servers made by ``serve()`` in this block, on this thread, answer a ``GET /`` that does not
+    ask for HTML with ``text`` instead of the page (``LitServer``: LitServe's ``litserve running``);
+    with ``openapi=False`` (``LitServer(disable_openapi_url=True)``) they serve neither
+    ``/openapi.json`` nor the page that reads it, and ``/`` is ``text`` for every client."""
+    previous = getattr(_here, "root", None)
+    _here.root = (text, openapi)
+    try:
+        yield
+    finally:
+        _here.root = previous
 
 
 def _thread_host_wanted() -> str | None:
@@ -438,7 +457,7 @@ def serve(
     if port:
         registry.stop_server_on_port(port)
     sockets, port = listen(host, port)
-    recipe = ServerRecipe(plans, access, client_timeout, slice_ms, local_url(host, port), new_secret(), on_log)
+    recipe = ServerRecipe(plans, access, client_timeout, slice_ms, local_url(host, port), new_secret(), on_log, *(getattr(_here, "root", None) or (None, True)))
     server = Server(recipe, sockets, port)
     registry.register(server, cell)
     try:

@@ -40,6 +40,27 @@ class OpenAIChat(Spec):
     path = "/v1/chat/completions"
     extra_paths = {"models": "/v1/models"}
     always_sse = True
+    request_schema = {
+        "title": "ChatCompletionRequest",
+        "type": "object",
+        "required": ["messages"],
+        "properties": {
+            "model": {"type": "string"},
+            "messages": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["role"],
+                    "properties": {"role": {"type": "string", "examples": ["user"]}, "content": {"type": ["string", "array", "null"]}},
+                },
+            },
+            "stream": {"type": "boolean", "default": False},
+            "max_tokens": {"type": ["integer", "null"]},
+            "temperature": {"type": ["number", "null"]},
+            "n": {"type": "integer", "const": 1},
+        },
+    }
 
     def decode_request(self, request: Any) -> tuple[Any, bool]:
         if not isinstance(request, dict):

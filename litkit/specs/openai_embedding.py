@@ -38,6 +38,16 @@ class OpenAIEmbeddingSpec(Spec):
     name = "openai-embedding"
     path = "/v1/embeddings"
     batchable = True
+    request_schema = {
+        "title": "EmbeddingRequest",
+        "type": "object",
+        "required": ["input"],
+        "properties": {
+            "input": {"anyOf": [{"type": "string"}, {"type": "array", "minItems": 1, "items": {"type": ["string", "integer", "array"]}}]},
+            "model": {"type": "string"},
+            "encoding_format": {"enum": ["float", "base64"], "default": "float"},
+        },
+    }
 
     def decode_request(self, request: Any) -> tuple[Any, bool]:
         if not isinstance(request, dict):

@@ -19,6 +19,8 @@ class Spec:
     always_sse = False  # stream as server-sent events whatever the Accept header says
     batchable = False  # may serve with max_batch_size > 1 (its answers never stream)
     model: str | None = None
+    # The request body's JSON schema, for /openapi.json and the page at / (None: none declared).
+    request_schema: dict[str, Any] | None = None
 
     def __init__(self, model: str | None = None) -> None:
         """``model``: the model name the spec's answers carry (None: the API class's name).

@@ -388,3 +388,27 @@ def test_batch_timeout_without_max_batch_size_is_an_error():
     """LitServe 0.2.19 drops LitServer(batch_timeout=...) given alone; litkit says so instead."""
     with pytest.raises(ValueError, match="does nothing without max_batch_size"):
         ls.LitServer(apis.SimpleLitAPI(), batch_timeout=0.5)
+
+
+def test_get_root_says_litserve_running_to_clients_and_shows_the_page_to_browsers(run):
+    """LitServe answers GET / with the text 'litserve running', which clients check; litkit's page
+    at / (issue 23) must not take that from them: only a request that asks for HTML gets the page."""
+    server = run(ls.LitServer(apis.SimpleLitAPI()))
+    plain = requests.get(server.url + "/", timeout=10)
+    assert (plain.status_code, plain.text, plain.headers["Content-Type"]) == (200, "litserve running", "text/plain; charset=utf-8")
+    browser = requests.get(server.url + "/", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"}, timeout=10)
+    assert browser.status_code == 200 and browser.headers["Content-Type"].startswith("text/html") and "<!doctype html>" in browser.text
+    # litkit.serve() has no such text: its / is the page for every client.
+    with litkit.serve(apis.SimpleLitAPI(), port=0) as plain_server:
+        assert requests.get(plain_server.url + "/", timeout=10).headers["Content-Type"].startswith("text/html")
+
+
+def test_disable_openapi_url_turns_off_the_document_and_the_page(run):
+    """LitServer(disable_openapi_url=True) was accepted and had nothing to turn off; with the page and
+    /openapi.json (issue 23) it must turn both off, as LitServe turns off FastAPI's /docs and /openapi.json."""
+    server = run(ls.LitServer(apis.SimpleLitAPI(), disable_openapi_url=True))
+    assert requests.get(server.url + "/openapi.json", timeout=10).status_code == 404
+    assert requests.get(server.url + "/docs", timeout=10).status_code == 404
+    browser = requests.get(server.url + "/", headers={"Accept": "text/html"}, timeout=10)
+    assert (browser.status_code, browser.text) == (200, "litserve running")
+    assert post(server, "/predict", {"input": 3}).json() == {"output": 9}

@@ -19,7 +19,7 @@ from typing import Any, Iterator
 import pytest
 import requests
 
-from conftest import DEADLINE_S, ChunkReader, Events, assert_no_children, raw_post
+from conftest import DEADLINE_S, ChunkReader, Events, assert_no_children, raw_post, wait_until
 from jupyter_server import HTTP_TIMEOUT_S, JupyterServer, Kernel, jupyter_server
 
 pytest.importorskip("jupyter_server", reason="pip install -e '.[test]' installs jupyter_server")
@@ -52,7 +52,8 @@ def _serve(kernel: Kernel, api: str, **options: Any) -> dict[str, Any]:
         f"server = litkit.serve({api}, port=0, **{options!r})\n"
         "print(json.dumps({'port': server.port, 'url': server.url, 'public_url': server.public_url, 'repr': repr(server), 'key': server.api_key}))"
     )
-    return json.loads(kernel.run(code))
+    # The last line: on a busy machine serve() first prints that the workers are still starting.
+    return json.loads(kernel.run(code).splitlines()[-1])
 
 
 @pytest.fixture
@@ -305,3 +306,30 @@ def test_a_stream_cut_short_upstream_reaches_the_browser_cut_short(hub, events: 
         sock.close()
     finally:
         kernel.shutdown()
+
+
+def test_the_page_calls_and_stops_a_stream_through_the_route(hub, served, events: Events):
+    """Issue 23: litkit's page at ``/``, opened through the route by a browser logged in to Jupyter:
+    its relative URLs stay under the route, its POSTs carry Jupyter's XSRF token, chunks show as
+    they come, and Stop's hang-up reaches the generator. Nothing leaves the Jupyter server's origin."""
+    from browsers import Recorder, chromium, origin
+
+    server, _ = hub
+    info = served("apis.Ticker(EVENTS)")
+    with chromium() as browser:
+        page = browser.new_page()
+        recorder = Recorder(page)
+        page.goto(f"{server.url}?token={server.token}")  # Jupyter's login: its cookies, _xsrf among them
+        page.goto(f"http://127.0.0.1:{server.port}{info['public_url']}/")
+        section = page.locator('section.endpoint[data-path="/predict"]')
+        section.wait_for(timeout=DEADLINE_S * 2000)
+        section.locator("textarea.body").fill('{"n": 100000, "interval": 0.05, "tag": "route"}')
+        section.locator("button.run").click()
+        wait_until(lambda: section.locator("ol.chunks li").count() >= 3, DEADLINE_S * 2, "three chunks through the route", interval=0.05)
+        assert events.named("finally") == []
+        section.locator("button.stop").click()
+        wait_until(lambda: section.get_attribute("data-state") == "stopped", DEADLINE_S * 2, "the page to say it stopped", interval=0.05)
+        events.wait_for("finally")
+        assert section.locator(".outcome").inner_text().startswith("stopped after ")
+        recorder.assert_all_within(origin(server.url))
+        assert any(url.endswith(f"litkit/{info['port']}/openapi.json") for url in recorder.urls)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 import sys
 import threading
@@ -344,15 +345,22 @@ def test_repr_outside_jupyter_is_one_line_and_loads_no_widgets():
         "print('ipywidgets' in sys.modules)\n"
     )
     lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
-    assert lines[0].startswith("<litkit.Server serving http://127.0.0.1:") and lines[0].endswith("/predict (1 worker, JSON)>")
+    assert re.fullmatch(r"<litkit.Server serving http://127.0.0.1:(\d+)/predict \(1 worker, JSON\); page http://127.0.0.1:\1/>", lines[0])
     assert lines[1] == repr({"text/plain": lines[0]})
     assert lines[2] == "False"
+
+
+def test_the_header_links_to_the_page_that_calls_the_endpoints(serve, frontend):
+    """Issue 23: the header's link opened /info (JSON, and a 401 on a keyed server); it opens the page at /."""
+    server = serve(apis.Echo())
+    assert f'href="{server.url}/"' in text_of(server.widget)
 
 
 def test_repr_shows_the_proxied_url(serve, monkeypatch):
     server = serve(apis.Echo())
     monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/ada/")
     assert f"/user/ada/proxy/{server.port}/predict" in repr(server)
+    assert repr(server).endswith(f"; page {server.public_url}/>")  # the page through the proxy too
     monkeypatch.setenv("LITKIT_PROXY_URL", "https://lab.example.org/proxy/{port}/")
     assert server.public_url == f"https://lab.example.org/proxy/{server.port}"
 
