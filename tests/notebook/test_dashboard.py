@@ -118,6 +118,20 @@ def test_shows_what_the_snapshot_says(frontend):
         dashboard.close()
 
 
+def test_the_ipywidgets_cancel_rows_escape_what_the_client_sent(frontend):
+    """Issue 25, bug 1: without anywidget the Cancel rows are ipywidgets ``HTML``, and a request
+    whose target carried HTML (``/predict?<img src=x onerror=...>``) went into them unescaped."""
+    target = "/predict?<img src=x onerror=alert(1)>"
+    recent = [{**snapshot()["recent"][2], "path": target}]
+    dashboard = make(Source(snapshot(recent=recent)))
+    try:
+        label = dashboard._cancel_rows["r-1"].children[0].value
+        assert "<img" not in label and "/predict?&lt;img src=x onerror=alert(1)&gt;" in label
+        assert "<img" not in text_of(dashboard)
+    finally:
+        dashboard.close()
+
+
 def test_refreshing_an_unchanged_server_sends_nothing(frontend):
     source = Source(snapshot())
     dashboard = make(source)
