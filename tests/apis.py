@@ -8,6 +8,7 @@ which are comparable across processes on Linux) so tests can assert on what ran 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -87,6 +88,26 @@ class Echo(litkit.LitAPI):
                 os.write(2, b"x" * x["flood"])  # no newline at all
             sys.stdout.flush()
         return {"echo": x}
+
+
+class FormSummary(litkit.LitAPI):
+    """Answers what a form held: each plain field's value, each file's name, size and whether it
+    was kept on disk (``litkit.wire.forms.SPOOL_FILE_BYTES``)."""
+
+    def decode_request(self, request):
+        if not isinstance(request, dict):
+            return {"json": request}
+        summary = {}
+        for name, value in request.items():
+            if isinstance(value, str):
+                summary[name] = value
+            else:
+                summary[name] = {"filename": value.filename, "safe_filename": value.safe_filename, "size": value.size,
+                                 "on_disk": not isinstance(value.file, io.BytesIO), "head": value.read(8).decode("latin-1")}
+        return summary
+
+    def predict(self, x):
+        return x
 
 
 class Ticker(litkit.LitAPI):
