@@ -110,6 +110,29 @@ class FormSummary(litkit.LitAPI):
         return x
 
 
+class CrashingAuthorize(Doubler):
+    """An authorize() hook with a bug: it raises a plain exception whose text holds a secret."""
+
+    def authorize(self, request):
+        raise RuntimeError("could not reach the token store with password=hunter2")
+
+
+class ValueReturningAuthorize(Doubler):
+    """``return token and compare(...)``: returns None without a token, "" with an empty one."""
+
+    def authorize(self, request):
+        token = request.headers.get("X-Token")
+        return token and token == "right"
+
+
+class RaisingOnlyAuthorize(Doubler):
+    """LitServe's form: never returns a value; refusing is raising."""
+
+    def authorize(self, request):
+        if request.headers.get("X-Token") != "right":
+            raise litkit.HTTPError(401, "wrong token")
+
+
 class Ticker(litkit.LitAPI):
     """Streams ``{"i": n}`` every ``interval`` seconds and records each yield and the finally."""
 
