@@ -7,8 +7,10 @@ dir (mode 0700) and puts two variables in its environment, which every kernel it
 * ``LITKIT_JUPYTER_ROUTE``: the route's path as the browser sees it, e.g. ``/user/ada/litkit``;
 * ``LITKIT_JUPYTER_REGISTRY``: that folder.
 
-A litkit server started in such a kernel writes ``<port>.json`` there (``{"port", "pid", "url"}``)
-and removes it when it stops. The extension relays ``<route>/<port>/...`` only while that file
+A litkit server started in such a kernel writes ``<port>.json`` there (``{"port", "pid", "url",
+"max_body_sizes"}``, the last ``{endpoint path: max_body_size}``, so the route answers an
+over-limit body 413 itself rather than race the server's own 413 and close) and removes it when
+it stops, or when the server's own process dies. The extension relays ``<route>/<port>/...`` only while that file
 exists, names a live process that is one of its kernels (or a descendant of one), and, on Linux,
 that process listens on the port. Standard library only: the server side (a kernel) writes these
 files, the extension (the Jupyter server's process) reads them.
@@ -37,6 +39,13 @@ class Registration:
     port: int
     pid: int
     url: str
+    max_body_sizes: tuple[tuple[str, int], ...] = ()  # (endpoint path, its max_body_size)
+
+    def max_body_size(self, path: str) -> int | None:
+        """The largest body the server takes at ``path`` (the largest of any endpoint for a path
+        it does not serve, which it answers 404 anyway); None if the registration does not say."""
+        limits = dict(self.max_body_sizes)
+        return limits.get(path, max(limits.values(), default=None))
 
 
 def route_and_registry(environ: Mapping[str, str]) -> tuple[str, str] | None:
@@ -61,7 +70,7 @@ def write_registration(folder: str, registration: Registration) -> str:
     descriptor, temporary = tempfile.mkstemp(prefix=f".{registration.port}-", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(descriptor, "w") as file:
-            json.dump({"port": registration.port, "pid": registration.pid, "url": registration.url}, file)
+            json.dump({"port": registration.port, "pid": registration.pid, "url": registration.url, "max_body_sizes": dict(registration.max_body_sizes)}, file)
         path = registration_path(folder, registration.port)
         os.replace(temporary, path)
     except BaseException:
@@ -85,7 +94,10 @@ def read_registration(folder: str, port: int) -> Registration | None:
     found_port, pid, url = data.get("port"), data.get("pid"), data.get("url")
     if found_port != port or not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0 or not isinstance(url, str):
         return None
-    return Registration(port, pid, url)
+    limits = data.get("max_body_sizes") or {}
+    if not isinstance(limits, dict) or not all(isinstance(k, str) and type(v) is int and v > 0 for k, v in limits.items()):
+        return None
+    return Registration(port, pid, url, tuple(sorted(limits.items())))
 
 
 def remove_registration(folder: str, port: int, pid: int) -> None:
