@@ -217,7 +217,16 @@ class Dashboard(widgets.VBox):
         Called by ``Server.stop()``. It refreshes on the caller's thread and sends every value
         again: a headless run (nbclient) records only messages sent while a cell runs, and the
         refresher may have shown the last figures between cells.
+
+        The API key and the control secret are dropped first (issue 25): a saved notebook keeps
+        the widgets' state, and neither is of use once the server stopped. (While it serves, the
+        state holds both: a notebook saved then with its widget state carries them.)
         """
+        with self._lock:
+            self._api_key = None
+            for panel in (self._panel, self._stop_panel):
+                if panel is not None and panel.control:
+                    panel.control = {}
         self._refresher.finish(lambda: self.refresh(resend=True), "the litkit dashboard", logger)
 
     def close(self) -> None:

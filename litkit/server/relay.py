@@ -264,6 +264,11 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         else:
             job.assigned.add_done_callback(self._on_assigned)
 
+    @property
+    def arrived(self) -> float:
+        """When the request's head arrived (``time.monotonic()``)."""
+        return self._arrived
+
     def on_connection_close(self) -> None:
         """The connection closed while the request was still arriving."""
         self._on_client_left()

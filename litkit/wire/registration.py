@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from dataclasses import dataclass
 from typing import Mapping
 
 __all__ = [
-    "ROUTE_ENV", "REGISTRY_ENV", "Registration", "route_and_registry", "registration_path", "write_registration", "read_registration", "remove_registration",
+    "ROUTE_ENV", "REGISTRY_ENV", "Registration", "make_registry_folder", "route_and_registry", "registration_path", "write_registration", "read_registration", "remove_registration",
 ]
 
 ROUTE_ENV = "LITKIT_JUPYTER_ROUTE"
@@ -108,3 +109,31 @@ def remove_registration(folder: str, port: int, pid: int) -> None:
             os.unlink(registration_path(folder, port))
         except OSError:
             pass
+
+
+def make_registry_folder(folder: str) -> str:
+    """Make ``folder`` (mode 0700), or take it if it is already there and this user's alone.
+
+    A registration in it makes the route relay to a port, so a folder another user made (or could
+    write to, or a symlink to one) would let them choose where the route sends browsers and their
+    credentials (issue 25).
+
+    Raises:
+        PermissionError: the folder exists but is a symlink, not a folder, not owned by this user,
+            or open to others; the message says to remove it.
+    """
+    try:
+        os.mkdir(folder, 0o700)
+    except FileExistsError:
+        pass
+    found = os.lstat(folder)
+    problem = (
+        "is a symlink" if stat.S_ISLNK(found.st_mode)
+        else "is not a folder" if not stat.S_ISDIR(found.st_mode)
+        else f"belongs to uid {found.st_uid}, not {os.getuid()}" if found.st_uid != os.getuid()
+        else f"has mode {stat.S_IMODE(found.st_mode):o}: others may read or write it" if found.st_mode & 0o077
+        else None
+    )
+    if problem is not None:
+        raise PermissionError(f"litkit's route registry {folder} {problem}; remove it and restart the Jupyter server (litkit makes it, mode 0700)")
+    return folder

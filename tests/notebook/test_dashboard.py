@@ -418,3 +418,28 @@ def test_charts_follow_a_real_server(serve, events, frontend):
     server.stop()
     frontend.clear()
     assert dashboard.refresh() is False and updates(frontend) == []  # a stopped server sends nothing more
+
+
+def _states(widget) -> list[dict]:
+    """The state each widget of the dashboard would save into the notebook (ipywidgets' own)."""
+    found = [widget.get_state()]
+    for child in getattr(widget, "children", ()):
+        found += _states(child)
+    for part in ("_panel", "_stop_panel", "_charts"):
+        if getattr(widget, part, None) is not None:
+            found += _states(getattr(widget, part))
+    return found
+
+
+def test_a_stopped_server_s_widget_state_holds_neither_its_api_key_nor_its_control_secret(serve, frontend):
+    """Issue 25, weak spot: the control secret and the API key were saved into the .ipynb with the
+    widget state (a headless run saves it after stop(), as does saving a notebook later)."""
+    pytest.importorskip("anywidget")
+    server = serve(apis.Echo(), api_key="auto")
+    dashboard = server.widget
+    assert server._control_secret in json.dumps(_states(dashboard), default=str)  # the browser's buttons need it while it serves
+    key, secret = server.api_key, server._control_secret
+    server.stop()
+    saved = json.dumps(_states(dashboard), default=str)
+    assert key not in saved and secret not in saved
+    assert 'data-state="stopped"' in dashboard._sections["header"].value  # the final figures stay
