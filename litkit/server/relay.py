@@ -300,8 +300,6 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         settled now (the callback then finds nothing to do)."""
         if self._spare is not None and not isinstance(self._connection, SpareConnection) and self._connection.stream.closed():
             self._on_end_of_file()
-        elif self._connection.stream.closed():
-            self._on_client_left()
         return not self._released
 
 
@@ -426,6 +424,9 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         if not self._client_is_there():
             return
         stream = self._connection.stream
+        if stream.closed():
+            self._on_client_left()
+            return
         if self._write_deadline is None:
             self._write_deadline = self._loop.call_later(self.serving.client_timeout, self._on_write_stalled)
         # IOStream resolves a write's future once every byte before it is sent: an empty write
@@ -438,7 +439,9 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         if self._released or not self._client_is_there():
             return
         stream = self._connection.stream
-        if stream.writing():
+        if stream.closed():
+            self._on_client_left()
+        elif stream.writing():
             self._wait_for_write()
         else:
             self._clear_write_deadline()

@@ -22,7 +22,7 @@ import requests
 from comm import DummyComm
 
 import apis
-from conftest import ChunkReader, raw_post, wait_until
+from conftest import ChunkReader, raw_post, wait_until, without_startup_progress
 from litkit.notebook.dashboard import CANCEL_REASON, Dashboard
 
 
@@ -358,7 +358,7 @@ def test_repr_outside_jupyter_is_one_line_and_loads_no_widgets():
         "print(repr(s)); print(s._repr_mimebundle_()); s.status(); s.stop()\n"
         "print('ipywidgets' in sys.modules)\n"
     )
-    lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
+    lines = without_startup_progress(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout.splitlines())
     assert re.fullmatch(r"<litkit.Server serving http://127.0.0.1:(\d+)/predict \(1 worker, JSON\); page http://127.0.0.1:\1/>", lines[0])
     assert lines[1] == repr({"text/plain": lines[0]})
     assert lines[2] == "False"

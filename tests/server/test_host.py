@@ -19,7 +19,7 @@ import pytest
 import requests
 
 import apis
-from conftest import wait_until
+from conftest import next_line_after_startup, wait_until
 import litkit
 from conftest import DEADLINE_S, wait_until
 from litkit.server import switching
@@ -301,7 +301,7 @@ def test_the_server_process_and_its_workers_die_with_the_caller(monkeypatch):
     monkeypatch.delenv("LITKIT_SUBINTERPRETER", raising=False)
     caller = subprocess.Popen([sys.executable, "-c", _SERVE_AND_WAIT, os.path.dirname(apis.__file__)], stdout=subprocess.PIPE, text=True)
     try:
-        pids = json.loads(caller.stdout.readline())
+        pids = json.loads(next_line_after_startup(caller.stdout))
         processes = [psutil.Process(pids["server"]), psutil.Process(pids["worker"])]
         caller.kill()
         caller.wait(10)
