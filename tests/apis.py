@@ -8,6 +8,7 @@ which are comparable across processes on Linux) so tests can assert on what ran 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
@@ -87,6 +88,49 @@ class Echo(litkit.LitAPI):
                 os.write(2, b"x" * x["flood"])  # no newline at all
             sys.stdout.flush()
         return {"echo": x}
+
+
+class FormSummary(litkit.LitAPI):
+    """Answers what a form held: each plain field's value, each file's name, size and whether it
+    was kept on disk (``litkit.wire.forms.SPOOL_FILE_BYTES``)."""
+
+    def decode_request(self, request):
+        if not isinstance(request, dict):
+            return {"json": request}
+        summary = {}
+        for name, value in request.items():
+            if isinstance(value, str):
+                summary[name] = value
+            else:
+                summary[name] = {"filename": value.filename, "safe_filename": value.safe_filename, "size": value.size,
+                                 "on_disk": not isinstance(value.file, io.BytesIO), "head": value.read(8).decode("latin-1")}
+        return summary
+
+    def predict(self, x):
+        return x
+
+
+class CrashingAuthorize(Doubler):
+    """An authorize() hook with a bug: it raises a plain exception whose text holds a secret."""
+
+    def authorize(self, request):
+        raise RuntimeError("could not reach the token store with password=hunter2")
+
+
+class ValueReturningAuthorize(Doubler):
+    """``return token and compare(...)``: returns None without a token, "" with an empty one."""
+
+    def authorize(self, request):
+        token = request.headers.get("X-Token")
+        return token and token == "right"
+
+
+class RaisingOnlyAuthorize(Doubler):
+    """LitServe's form: never returns a value; refusing is raising."""
+
+    def authorize(self, request):
+        if request.headers.get("X-Token") != "right":
+            raise litkit.HTTPError(401, "wrong token")
 
 
 class Ticker(litkit.LitAPI):

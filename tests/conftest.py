@@ -36,6 +36,22 @@ def wait_until(condition: Callable[[], Any], deadline_s: float = DEADLINE_S, mes
         time.sleep(interval)
 
 
+STARTUP_PROGRESS = "litkit: starting "  # serve()'s line once setup() has run for a second (litkit.server.startup)
+
+
+def without_startup_progress(lines: list[str]) -> list[str]:
+    """``lines`` a process printed, less serve()'s progress lines: on a busy machine workers may
+    take more than a second to start, and serve() then says so on stdout."""
+    return [line for line in lines if not line.startswith(STARTUP_PROGRESS)]
+
+
+def next_line_after_startup(stream: Any) -> str:
+    """The next line of a process's ``stream`` that is not one of serve()'s progress lines."""
+    while (line := stream.readline()).startswith(STARTUP_PROGRESS):
+        pass
+    return line
+
+
 def assert_nothing_at_error(caplog: pytest.LogCaptureFixture) -> None:
     """Nothing was logged at ERROR or above (by the server, re-emitted here from wherever it runs)."""
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -49,8 +49,8 @@ def test_report_marks_a_floor_pending_when_a_peer_was_not_measured() -> None:
     assert any(line.startswith("- **PENDING** echo req/s at concurrency 8 >= 3x LitServe") for line in lines)
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(240)
+@pytest.mark.load
+@pytest.mark.timeout(1800)  # a hang guard: the harness bounds its own runs; it asserts no speed
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="the harness's echo load generator is wrk: apt-get install wrk")
 def test_quick_run_measures_every_scenario_on_litkit_and_raw_tornado(tmp_path: Path) -> None:
     out, raw = tmp_path / "benchmarks.md", tmp_path / "raw.json"
@@ -58,7 +58,7 @@ def test_quick_run_measures_every_scenario_on_litkit_and_raw_tornado(tmp_path: P
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     result = subprocess.run(
         [sys.executable, str(BENCHMARKS / "run.py"), "--quick", "--out", str(out), "--json", str(raw)],
-        capture_output=True, text=True, timeout=200, env=env, cwd=ROOT,
+        capture_output=True, text=True, timeout=1500, env=env, cwd=ROOT,  # a hang guard, as above
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     figures = json.loads(raw.read_text())["results"]

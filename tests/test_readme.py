@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from conftest import without_startup_progress
 from helpers import HTTP_TIMEOUT_S, assert_clean_stop, litkit_command, running
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -72,7 +73,7 @@ def test_a_python_block_runs_as_written(block: Block, tmp_path: Path):
 def test_the_streaming_block_prints_its_chunks(tmp_path: Path):
     block = next(b for b in PYTHON if "class Tokens" in b.code)
     result = subprocess.run([sys.executable, "-c", block.code], cwd=tmp_path, capture_output=True, text=True, timeout=_RUN_TIMEOUT_S)
-    assert result.stdout.splitlines() == ["{'token': 'one'}", "{'token': 'two'}", "{'token': 'three'}"], result.stderr
+    assert without_startup_progress(result.stdout.splitlines()) == ["{'token': 'one'}", "{'token': 'two'}", "{'token': 'three'}"], result.stderr
 
 
 def test_app_py_runs_as_a_script_and_under_litkit_serve(tmp_path: Path):

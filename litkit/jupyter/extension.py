@@ -10,7 +10,7 @@ from typing import Any
 
 from jupyter_server.utils import url_path_join
 
-from ..wire.registration import REGISTRY_ENV, ROUTE_ENV
+from ..wire.registration import REGISTRY_ENV, ROUTE_ENV, make_registry_folder
 from .owners import KernelPorts
 from .relay import RelayHandler
 
@@ -19,8 +19,7 @@ __all__ = ["load"]
 
 def load(serverapp: Any) -> None:
     """Add ``<base_url>litkit/<port>/<path>`` to ``serverapp`` and tell its future kernels about it."""
-    folder = os.path.join(serverapp.runtime_dir, f"litkit-routes-{os.getpid()}")
-    os.makedirs(folder, mode=0o700, exist_ok=True)
+    folder = make_registry_folder(os.path.join(serverapp.runtime_dir, f"litkit-routes-{os.getpid()}"))
     atexit.register(shutil.rmtree, folder, True)
     route = url_path_join(serverapp.base_url, "litkit")
     # Kernels start with a copy of this process's environment (jupyter_client's LocalProvisioner),
@@ -31,3 +30,4 @@ def load(serverapp: Any) -> None:
         ".*$", [(url_path_join(route, r"(\d+)(/.*)?"), RelayHandler, {"ports": KernelPorts(serverapp.kernel_manager, folder)})]
     )
     serverapp.log.info("litkit: relaying %s<port>/ to the litkit servers of this Jupyter server's kernels", route + "/")
+

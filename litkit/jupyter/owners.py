@@ -56,8 +56,8 @@ class KernelPorts:
         self.folder = folder
         self._listening: dict[Registration, float] = {}  # registration -> when check 3 last passed
 
-    async def target(self, port: int) -> tuple[str, int]:
-        """(host, port) to connect to for ``port``.
+    async def target(self, port: int) -> tuple[str, Registration]:
+        """The host to connect to for ``port``, and the server's registration.
 
         Raises:
             RouteRefused: no litkit server of this Jupyter server's kernels registered the port.
@@ -89,7 +89,7 @@ class KernelPorts:
                 )
             self._listening = {r: t for r, t in self._listening.items() if now - t < RECHECK_S and r.port != port}
             self._listening[registration] = now
-        return host, port
+        return host, registration
 
     def _kernel_pids(self) -> Iterable[int]:
         manager = self._kernel_manager

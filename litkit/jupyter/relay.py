@@ -7,7 +7,11 @@ of this Jupyter server's kernels, its answer streamed back as it comes.
   ``@tornado.web.authenticated`` refuses anyone it did not recognise, and the authorizer is asked
   for ``write`` (POST) or ``read`` (GET) on ``kernels`` (calling a model served by a kernel is
   using that kernel). Where to: ``owners.KernelPorts``.
-* **What goes on**: the method, the path after the port, the query and the body; the request's
+* **What goes on**: the method, the path after the port (percent-encoded again; a control
+  character in it, e.g. ``%0d%0a``, is a 400 before anything connects), the query without
+  Jupyter's ``token`` and ``_xsrf`` (they would be recorded in ``status()["recent"]``), and the
+  body, unless it is larger than the endpoint's ``max_body_size`` (read from the server's
+  registration): then the route answers 413 itself, as the server would. The request's
   headers except the hop-by-hop ones and Jupyter's credentials (``Cookie``, ``Authorization``,
   ``X-XSRFToken``), and except ``Origin``, ``Referer`` and ``Host`` (the page's origin was checked
   here; upstream, the request comes from loopback). A litkit API key goes as ``X-API-Key``.
@@ -23,6 +27,8 @@ of this Jupyter server's kernels, its answer streamed back as it comes.
 from __future__ import annotations
 
 import logging
+import re
+import urllib.parse
 from typing import Any
 
 import tornado.gen
@@ -85,13 +91,23 @@ class RelayHandler(JupyterHandler):
             self._upstream.close()
 
     async def _relay(self, port_text: str, path: str | None) -> None:
-        port = int(port_text)
+        # Everything about the request is checked before anything connects upstream.
+        target = _upstream_target(path, self.request.query)
+        # A port of 6 digits or more is no port; int() of thousands of digits raises (500 before).
+        port = int(port_text) if len(port_text) <= 5 else 0
         try:
             if not 0 < port < 65536:
-                raise RouteRefused(404, f"{port} is not a TCP port (1 to 65535)")
-            host, port = await self.ports.target(port)
+                raise RouteRefused(400, f"{port_text[:20]}{'...' if len(port_text) > 20 else ''} is not a TCP port (1 to 65535); the route is <base_url>litkit/<port>/<path>")
+            host, registration = await self.ports.target(port)
         except RouteRefused as refused:
             raise tornado.web.HTTPError(refused.status, refused.message, reason=None) from None
+        limit = registration.max_body_size(path or "/")
+        if limit is not None and len(self.request.body) > limit:
+            # The server would answer 413 from Content-Length and close while the body is still
+            # being written, which the route saw as a broken connection: 502 or 413 by timing.
+            raise tornado.web.HTTPError(
+                413, f"request body is {len(self.request.body)} bytes, more than max_body_size={limit} bytes; send less, or serve with a larger max_body_size"
+            )
         try:
             stream = await TCPClient().connect(host, port, timeout=CONNECT_TIMEOUT_S)
         except (OSError, tornado.iostream.StreamClosedError, tornado.gen.TimeoutError) as error:
@@ -100,15 +116,15 @@ class RelayHandler(JupyterHandler):
             stream.close()
             return
         self._upstream = stream
-        stream.set_nodelay(True)
-        connection = HTTP1Connection(
-            stream, True, HTTP1ConnectionParameters(no_keep_alive=True, max_header_size=MAX_RESPONSE_HEADERS, decompress=False)
-        )
-        connection.write_headers(RequestStartLine(self.request.method, _upstream_target(path, self.request.query), "HTTP/1.1"), self._upstream_headers(host, port))
-        if self.request.body:
-            connection.write(self.request.body)
-        connection.finish()
         try:
+            stream.set_nodelay(True)
+            connection = HTTP1Connection(
+                stream, True, HTTP1ConnectionParameters(no_keep_alive=True, max_header_size=MAX_RESPONSE_HEADERS, decompress=False)
+            )
+            connection.write_headers(RequestStartLine(self.request.method, target, "HTTP/1.1"), self._upstream_headers(host, port))
+            if self.request.body:
+                connection.write(self.request.body)
+            connection.finish()
             await connection.read_response(_Downstream(self))
         except (tornado.iostream.StreamClosedError, tornado.httputil.HTTPInputError) as error:
             if self._browser_left or self._answer_ended:
@@ -184,7 +200,23 @@ class _Downstream(HTTPMessageDelegate):
         pass  # read_response raises; _relay answers 502 if nothing went out yet
 
 
+# Query parameters that are Jupyter's credentials, never litkit's: not sent upstream.
+JUPYTER_QUERY_CREDENTIALS = frozenset(("token", "_xsrf"))
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+# What stays as it is in the path of a request line (RFC 3986 pchar and "/"); the rest is percent-encoded.
+_PATH_SAFE = "/!$&'()*+,;=:@-._~"
+
+
 def _upstream_target(path: str | None, query: str) -> str:
-    target = path or "/"
-    return target + ("?" + query if query else "")
+    """The request target for the litkit server: the path after the port (Tornado decoded it),
+    percent-encoded again, and the query without Jupyter's credentials.
+
+    Raises:
+        tornado.web.HTTPError: 400, the path holds a control character (``%0d%0a``, say).
+    """
+    path = path or "/"
+    if _CONTROL.search(path):
+        raise tornado.web.HTTPError(400, f"the path {path!r} holds a control character (CR, LF, NUL...); litkit's paths have none, send the endpoint's path")
+    kept = [part for part in query.split("&") if part and urllib.parse.unquote_plus(part.partition("=")[0]) not in JUPYTER_QUERY_CREDENTIALS]
+    return urllib.parse.quote(path, safe=_PATH_SAFE) + ("?" + "&".join(kept) if kept else "")
 

@@ -40,11 +40,18 @@ function sparkline(title, lines, points, unit) {
       const d = drawn.map((p, i) => `${i ? "L" : "M"}${(((p[0] - points[0][0]) / span) * (width - 2 * pad) + pad).toFixed(1)},${(height - pad - (p[index] / top) * (height - 2 * pad)).toFixed(1)}`).join(" ");
       chart.append(svg("path", { d, fill: "none", stroke: colour, "stroke-width": 1.5, "data-series": name }));
       const last = drawn[drawn.length - 1][index];
-      legend.push(`<span style="color:${colour}">${name} ${last.toFixed(last < 10 ? 2 : 1)}${unit}</span>`);
+      const entry = document.createElement("span");
+      entry.style.color = colour;
+      entry.textContent = `${name} ${last.toFixed(last < 10 ? 2 : 1)}${unit}`;
+      legend.push(entry);
     }
   }
-  box.innerHTML = `<div class="litkit-chart-title">${title} ${legend.join(" · ")}</div>`;
-  box.append(chart);
+  // Built as elements and text, never innerHTML (issue 25): nothing here may become markup.
+  const heading = document.createElement("div");
+  heading.className = "litkit-chart-title";
+  heading.append(`${title} `);
+  legend.forEach((entry, index) => heading.append(...(index ? [" · ", entry] : [entry])));
+  box.append(heading, chart);
   return box;
 }
 

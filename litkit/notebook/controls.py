@@ -112,10 +112,11 @@ function render({ model, el }) {
         row = makeRow(id);
         rows.set(id, row);
       }
-      if (row.label.innerHTML !== text) row.label.innerHTML = text;
+      // Text, never HTML: the line holds the request's target as the client sent it (issue 25).
+      if (row.label.textContent !== text) row.label.textContent = text;
       grid.append(row.label, row.cancel);  // keeps the server's order
     }
-    more.innerHTML = model.get("more");
+    more.textContent = model.get("more");
   }
 
   model.on("change:rows", draw);
@@ -134,6 +135,7 @@ _CSS = """
 .litkit-controls .litkit-stop { align-self: flex-start; background: #cf222e; border-color: #a40e26; color: white; }
 .litkit-controls .litkit-cancel { background: #bf8700; border-color: #9a6700; color: white; }
 .litkit-cancel-grid { display: grid; grid-template-columns: minmax(0, max-content) max-content; gap: 2px 12px; align-items: center; }
+.litkit-controls .litkit-more { font-size: 11px; color: #57606a; }
 .litkit-cancel-label { font-family: ui-monospace, SFMono-Regular, Menlo, monospace; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
 """
 
@@ -141,8 +143,9 @@ _CSS = """
 class ControlPanel(anywidget.AnyWidget):
     """Stop and Cancel, in the browser. ``control``: ``{"url", "header", "secret"}`` of the
     server's control paths; ``part``: ``"stop"`` (the Stop button), ``"cancel"`` (the Cancel
-    rows) or ``"all"``; ``rows``: ``[request id, HTML text]`` of the requests that may be
-    cancelled, oldest first; ``more``: HTML under them; ``state``: the server's state."""
+    rows) or ``"all"``; ``rows``: ``[request id, text]`` of the requests that may be
+    cancelled, oldest first; ``more``: a line of text under them; ``state``: the server's state.
+    The browser sets both as text (``textContent``), never as HTML: they hold what clients sent."""
 
     _esm = _ESM
     _css = _CSS

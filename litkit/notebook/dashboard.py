@@ -22,6 +22,7 @@ dashboard still refreshes: a benchmark can measure serving with it running.
 from __future__ import annotations
 
 import contextlib
+import html
 import logging
 import threading
 import time
@@ -31,6 +32,8 @@ import ipywidgets as widgets
 
 from .figures import ChartSeries, stream_bars
 from .formatting import (
+    more_requests_text,
+    render_cancel_label,
     render_counts,
     render_header,
     render_health,
@@ -214,7 +217,16 @@ class Dashboard(widgets.VBox):
         Called by ``Server.stop()``. It refreshes on the caller's thread and sends every value
         again: a headless run (nbclient) records only messages sent while a cell runs, and the
         refresher may have shown the last figures between cells.
+
+        The API key and the control secret are dropped first (issue 25): a saved notebook keeps
+        the widgets' state, and neither is of use once the server stopped. (While it serves, the
+        state holds both: a notebook saved then with its widget state carries them.)
         """
+        with self._lock:
+            self._api_key = None
+            for panel in (self._panel, self._stop_panel):
+                if panel is not None and panel.control:
+                    panel.control = {}
         self._refresher.finish(lambda: self.refresh(resend=True), "the litkit dashboard", logger)
 
     def close(self) -> None:
@@ -275,9 +287,9 @@ class Dashboard(widgets.VBox):
         shown = live[:MAX_CANCEL_ROWS]
         if [request_id for request_id, _ in shown] != list(self._cancel_rows):
             return True
-        if any(self._cancel_rows[request_id].children[0].value != text for request_id, text in shown):
+        if any(self._cancel_rows[request_id].children[0].value != render_cancel_label(text) for request_id, text in shown):
             return True
-        return self._more.value != _more_text(len(live))
+        return self._more.value != _more_html(len(live))
 
     def _show_rows(self, live: list[tuple[str, str]]) -> None:
         shown = dict(live[:MAX_CANCEL_ROWS])
@@ -289,14 +301,14 @@ class Dashboard(widgets.VBox):
             if row is None:
                 row = self._make_row(request_id)
             label = row.children[0]
-            if label.value != text:
-                label.value = text
+            if label.value != render_cancel_label(text):
+                label.value = render_cancel_label(text)
             rows[request_id] = row
         self._cancel_rows = rows
         children = tuple(rows.values())
         if self._cancel_box.children != children:
             self._cancel_box.children = children
-        more = _more_text(len(live))
+        more = _more_html(len(live))
         if self._more.value != more:
             self._more.value = more
 
@@ -349,8 +361,14 @@ def _control_panel(control: dict[str, str] | None, part: str) -> Any:
 
 
 def _more_text(live: int) -> str:
-    more = live - MAX_CANCEL_ROWS
-    return f"<div style='font-size:11px;color:#57606a'>and {more} more queued or running</div>" if more > 0 else ""
+    """The line under the browser's Cancel rows (set as text)."""
+    return more_requests_text(live, MAX_CANCEL_ROWS)
+
+
+def _more_html(live: int) -> str:
+    """The same line for the ipywidgets rows."""
+    text = _more_text(live)
+    return f"<div style='font-size:11px;color:#57606a'>{html.escape(text)}</div>" if text else ""
 
 
 def _close_all(widget: widgets.Widget) -> None:

@@ -14,6 +14,8 @@ __all__ = [
     "COUNT_LABELS",
     "describe_request",
     "format_seconds",
+    "more_requests_text",
+    "render_cancel_label",
     "render_counts",
     "render_header",
     "render_logs",
@@ -209,13 +211,26 @@ def render_logs(lines: list[dict[str, Any]], limit: int = 20) -> str:
 
 
 def running_requests(recent: list[dict[str, Any]], min_age_s: float = 0.0) -> list[tuple[str, str]]:
-    """(request id, one line of text) for each queued or running request at least ``min_age_s``
-    old, oldest first."""
+    """(request id, one line of plain text) for each queued or running request at least
+    ``min_age_s`` old, oldest first. The text holds the request's target as the client sent it: set
+    it as text, or as HTML only through ``render_cancel_label``."""
     live = [entry for entry in recent if entry.get("state") in ("queued", "running") and float(entry.get("elapsed_s") or 0.0) >= min_age_s]
     return [
         (str(entry["id"]), f"{entry['id']} · {entry.get('path', '')} · {describe_request(entry)} · {format_seconds(entry.get('elapsed_s'))}")
         for entry in reversed(live)
     ]
+
+
+def render_cancel_label(text: str) -> str:
+    """A Cancel row's line (from ``running_requests``) as HTML for an ipywidgets ``HTML``: escaped,
+    since it holds the request's target as the client sent it (issue 25: ``?<img onerror=...>``)."""
+    return f'<span class="litkit-cancel-label">{html.escape(text)}</span>'
+
+
+def more_requests_text(live: int, shown: int) -> str:
+    """The line under the Cancel rows when ``live`` requests could be cancelled and ``shown`` are."""
+    more = live - shown
+    return f"and {more} more queued or running" if more > 0 else ""
 
 
 def _replica_counts(replicas: dict[str, int]) -> str:

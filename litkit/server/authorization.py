@@ -12,14 +12,25 @@ quick: a token comparison, not a network call. Two forms are taken:
   token the request gets 401, as FastAPI's ``HTTPBearer`` refuses it (fastapi is never imported).
 
 The hook refuses a request by raising ``litkit.HTTPError(status, message)``, a
-``fastapi.HTTPException`` (recognised by its ``status_code`` and ``detail``), or by returning
-``False`` (401; LitServe would let such a request through). Any other exception is a 500 and is logged.
+``fastapi.HTTPException`` (recognised by its ``status_code`` and ``detail``), or by returning a
+false value. It fails closed (issue 25, bug 5):
+
+* a hook that returns values (``return token and compare(...)``) allows a request only by returning
+  something true: ``False``, ``None``, ``""`` or ``0`` refuse it (401). A hook that never returns a
+  value (LitServe's form, where refusing is raising) allows a request by returning without raising.
+  Which of the two a hook is, litkit reads once from its code: whether any ``return`` has a value;
+* any other exception refuses it with 403, without the exception's text (it may hold a secret or
+  say how the check works); the server logs it at WARNING with its traceback the first time (per
+  type and message), at DEBUG after that, so a client cannot flood the log.
 """
 
 from __future__ import annotations
 
+import dis
 import inspect
 import logging
+import threading
+import types
 from typing import Any, Callable, Mapping
 
 from ..errors import HTTPError, http_exception_detail, http_exception_status
@@ -91,32 +102,79 @@ def make_authorizer(api: Any) -> Authorizer | None:
 
 
 def _request_authorizer(hook: Callable[[Any], Any], name: str) -> Authorizer:
+    call = _Caller(hook, name)
+
     def authorize(headers: Mapping[str, str], method: str, url: str) -> None:
-        _call(hook, AuthRequest(headers, method, url), name)
+        call(AuthRequest(headers, method, url))
 
     return authorize
 
 
 def _bearer_authorizer(hook: Callable[[Any], Any], name: str) -> Authorizer:
+    call = _Caller(hook, name)
+
     def authorize(headers: Mapping[str, str], method: str, url: str) -> None:
         scheme, _, token = headers.get("Authorization", "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AccessDenied(401, "Not authenticated: send 'Authorization: Bearer TOKEN'")
-        _call(hook, BearerCredentials(scheme, token.strip()), name)
+        call(BearerCredentials(scheme, token.strip()))
 
     return authorize
 
 
-def _call(hook: Callable[[Any], Any], argument: Any, name: str) -> None:
-    try:
-        allowed = hook(argument)
-    except HTTPError as error:
-        raise AccessDenied(error.status, error.message) from None
-    except Exception as error:  # noqa: BLE001 - a failing hook refuses the request; the server lives on
-        status = http_exception_status(error)
-        if status is not None:
-            raise AccessDenied(*status, detail=http_exception_detail(error)) from None
-        logger.exception("%s.authorize raised", name)
-        raise AccessDenied(500, f"{name}.authorize raised {type(error).__name__}: {error}") from None
-    if allowed is False:
-        raise AccessDenied(401, f"{name}.authorize refused this request")
+_LOGGED_FAILURES = 100  # distinct (type, message) failures logged at WARNING per hook; the rest at DEBUG
+
+
+class _Caller:
+    """Calls the hook for one request and turns what it did into a refusal or nothing (fail closed)."""
+
+    def __init__(self, hook: Callable[[Any], Any], name: str) -> None:
+        self.hook = hook
+        self.name = name
+        self.returns_values = returns_values(hook)
+        self._logged: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, argument: Any) -> None:
+        try:
+            allowed = self.hook(argument)
+        except HTTPError as error:
+            raise AccessDenied(error.status, error.message) from None
+        except Exception as error:  # noqa: BLE001 - a failing hook refuses the request; the server lives on
+            status = http_exception_status(error)
+            if status is not None:
+                raise AccessDenied(*status, detail=http_exception_detail(error)) from None
+            self._log(error)
+            raise AccessDenied(403, f"{self.name}.authorize could not decide on this request, so it is refused") from None
+        if (allowed is None and self.returns_values) or (allowed is not None and not allowed):
+            raise AccessDenied(401, f"{self.name}.authorize refused this request")
+
+    def _log(self, error: Exception) -> None:
+        key = (type(error).__name__, str(error)[:200])
+        with self._lock:
+            first = key not in self._logged and len(self._logged) < _LOGGED_FAILURES
+            if first:
+                self._logged.add(key)
+        if first:
+            logger.warning("%s.authorize raised %s, so its request was refused with 403 (logged once; fix the hook)", self.name, key[0], exc_info=error)
+        else:
+            logger.debug("%s.authorize raised %s: %s (refused with 403)", self.name, key[0], key[1])
+
+
+def returns_values(hook: Callable[..., Any]) -> bool:
+    """Whether any ``return`` of ``hook`` has a value other than a bare ``None``: then its ``None``
+    means "no" (``return token and ...`` with no token). A hook whose code cannot be read counts as
+    returning values, so only a true answer lets a request through."""
+    function = getattr(hook, "__func__", hook)
+    code = getattr(function, "__code__", None)
+    if not isinstance(code, types.CodeType):
+        return True
+    instructions = list(dis.get_instructions(code))
+    for index, instruction in enumerate(instructions):
+        if instruction.opname == "RETURN_CONST" and instruction.argval is not None:  # 3.12+
+            return True
+        if instruction.opname == "RETURN_VALUE":
+            before = instructions[index - 1] if index else None
+            if before is None or before.opname != "LOAD_CONST" or before.argval is not None:
+                return True
+    return False

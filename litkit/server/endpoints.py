@@ -43,6 +43,10 @@ class ActiveRequest(Protocol):
 
     request_id: str
 
+    @property
+    def arrived(self) -> float:
+        """When it arrived (``time.monotonic()``)."""
+
     def abort(self, reason: str, message: str) -> None:
         """Cancel it from the server's side: ``reason`` is recorded, ``message`` answers a client still there."""
 

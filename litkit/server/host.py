@@ -182,6 +182,9 @@ class InterpreterHost:
         self._call_ids = itertools.count()
         self._listeners: list[OutputListener] = []
         self._final: dict[str, Any] | None = None  # the last status, sent as the loop ended
+        self._last: dict[str, Any] | None = None  # the last status a call returned
+        self._url = recipe.url
+        self._ended: str | None = None  # why the server's interpreter or process ended without a stop
         self.started: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.finished = threading.Event()
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -206,6 +209,7 @@ class InterpreterHost:
         except BaseException as error:  # noqa: BLE001 - report to serve() instead of dying silently
             if not self.started.done():
                 self.started.set_exception(error if isinstance(error, InterpreterFailed) else InterpreterFailed(f"{type(error).__name__}: {error}"))
+            self._ended = f"the server's {self._place} ended without a stop ({error}); call litkit.serve(...) again"
             logger.error("the litkit server's %s failed: %s", self._place, error)
         finally:
             for sock in self._sockets:
@@ -216,6 +220,11 @@ class InterpreterHost:
             if not self.started.done():
                 self.started.set_exception(InterpreterFailed(f"the server's {self._place} ended before the server started"))
             self.finished.set()
+        if self._ended is not None and self.started.exception() is None:
+            # It died serving (kill -9 of the server's process, say): the Server stops too, so it
+            # says so, and withdraws its Jupyter route registration, which would otherwise relay
+            # browsers (and their credentials) to whatever binds the freed port next (issue 25, bug 3).
+            self._request_stop()
 
     def _serve(self) -> None:
         """Enter the sub-interpreter on this thread and serve there until stopped."""
@@ -281,12 +290,16 @@ class InterpreterHost:
     def status(self, state: str) -> dict[str, Any]:
         if not self.finished.is_set():
             try:
-                return self._call("status", state)
+                self._last = self._call("status", state)
+                return self._last
             except EOFError:
                 self.finished.wait(_CALL_TIMEOUT_S)  # it is ending: its final status is on its way
-        if self._final is None:
-            raise RuntimeError("the server stopped before it could report its status")
-        return {**self._final, "state": state}
+        if self._final is not None:
+            return {**self._final, "state": state}
+        # It ended without a final status (its process was killed): the last figures, and why.
+        last = self._last or {"url": self._url, "workers": [], "counts": {}, "recent": [], "stats": {}, "logs": [], "endpoints": []}
+        reason = self._ended or f"the server's {self._place} ended before it could report its status"
+        return {**last, "state": state, "health": {"ok": False, "reason": reason}, "workers": []}
 
     def cancel(self, request_id: str, reason: str) -> bool:
         try:

@@ -18,13 +18,14 @@ __all__ = ["announce", "route_url", "withdraw"]
 logger = logging.getLogger("litkit.server")
 
 
-def announce(port: int, url: str, environ: Mapping[str, str] | None = None) -> bool:
-    """Register the server on ``port`` (base URL ``url``) with the Jupyter route; whether it was."""
+def announce(port: int, url: str, environ: Mapping[str, str] | None = None, max_body_sizes: Mapping[str, int] | None = None) -> bool:
+    """Register the server on ``port`` (base URL ``url``, ``{endpoint path: max_body_size}``) with
+    the Jupyter route; whether it was."""
     found = route_and_registry(os.environ if environ is None else environ)
     if found is None:
         return False
     try:
-        write_registration(found[1], Registration(port, os.getpid(), url))
+        write_registration(found[1], Registration(port, os.getpid(), url, tuple(sorted((max_body_sizes or {}).items()))))
     except OSError as error:
         logger.warning(
             "could not register port %d with litkit's Jupyter route in %s (%s); the dashboard links to "

@@ -133,16 +133,20 @@ class ServerLoop:
         }
 
     def cancel(self, request_id: str, reason: str) -> bool:
-        """End the request ``request_id`` from the server's side; False if none has that id."""
-        found = False
-        for endpoint in self.serving.endpoints:
-            recorded = reason.replace("{", "{{").replace("}", "}}")  # the request fills in {chunks}
-            if endpoint.stream:
-                recorded += " after {chunks} chunks"
-            for request in [request for request in endpoint.active if request.request_id == request_id]:
-                request.abort(recorded, f"request {request_id} was {reason}")
-                found = True
-        return found
+        """End the request ``request_id`` from the server's side; False if none has that id.
+
+        Clients may send the same ``X-Request-ID`` on several requests: one cancel ends one of
+        them, the oldest (issue 25: it ended all of them); the next cancel ends the next.
+        """
+        matching = [(request.arrived, request, endpoint) for endpoint in self.serving.endpoints for request in endpoint.active if request.request_id == request_id]
+        if not matching:
+            return False
+        _arrived, request, endpoint = min(matching, key=lambda found: found[0])
+        recorded = reason.replace("{", "{{").replace("}", "}}")  # the request fills in {chunks}
+        if endpoint.stream:
+            recorded += " after {chunks} chunks"
+        request.abort(recorded, f"request {request_id} was {reason}")
+        return True
 
     def add_output_listener(self, listener: OutputListener) -> None:
         """Call ``listener(worker_id, stream, line)`` for each line the workers print from now on."""

@@ -7,7 +7,7 @@ from __future__ import annotations
 import atexit
 import logging
 import threading
-from typing import Protocol
+from typing import Any, Protocol
 
 from . import jupyter_route
 
@@ -26,6 +26,11 @@ class RunningServer(Protocol):
 
     @property
     def url(self) -> str: ...
+
+    @property
+    def paths(self) -> list[str]: ...
+
+    def endpoint_info(self, path: str | None = None) -> dict[str, Any]: ...
 
     def stop(self) -> None: ...
 
@@ -75,7 +80,7 @@ def register(server: RunningServer, cell: Cell | None) -> None:
         if not _atexit_registered:
             atexit.register(stop_all)
             _atexit_registered = True
-    jupyter_route.announce(server.port, server.url)
+    jupyter_route.announce(server.port, server.url, max_body_sizes={path: server.endpoint_info(path)["max_body_size"] for path in server.paths})
 
 
 def unregister(server: RunningServer) -> None:

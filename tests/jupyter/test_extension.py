@@ -38,3 +38,23 @@ def test_pyproject_installs_the_config_file_where_jupyter_looks():
     data_files = project["tool"]["setuptools"]["data-files"]
     assert data_files["etc/jupyter/jupyter_server_config.d"] == [str(CONFIG.relative_to(ROOT))]
     assert project["project"]["optional-dependencies"]["jupyter"] == ["jupyter_server>=2.0"]
+
+
+def test_the_registry_folder_is_refused_unless_it_is_this_user_s_alone(tmp_path: Path):
+    """Issue 25, weak spot: a pre-existing registry folder was used whatever its owner and mode, so
+    another local user who made it first could register ports for the route to relay to."""
+    from litkit.wire.registration import make_registry_folder
+
+    made = make_registry_folder(str(tmp_path / "fresh"))
+    assert os.stat(made).st_mode & 0o777 == 0o700 and make_registry_folder(made) == made  # made, then taken again
+    open_folder = tmp_path / "open"
+    open_folder.mkdir()
+    open_folder.chmod(0o777)
+    with pytest.raises(PermissionError, match="has mode 777: others may read or write it"):
+        make_registry_folder(str(open_folder))
+    (tmp_path / "link").symlink_to(made)
+    with pytest.raises(PermissionError, match="is a symlink"):
+        make_registry_folder(str(tmp_path / "link"))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(PermissionError, match="is not a folder"):
+        make_registry_folder(str(tmp_path / "file"))

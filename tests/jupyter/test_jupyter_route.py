@@ -333,3 +333,54 @@ def test_the_page_calls_and_stops_a_stream_through_the_route(hub, served, events
         assert section.locator(".outcome").inner_text().startswith("stopped after ")
         recorder.assert_all_within(origin(server.url))
         assert any(url.endswith(f"litkit/{info['port']}/openapi.json") for url in recorder.urls)
+
+
+# -- issue 25: the route under a hostile client ---------------------------------------------------
+
+
+def test_jupyter_s_token_in_the_query_is_not_sent_to_litkit(hub, served):
+    """Issue 25, bug 4: ``?token=<Jupyter token>`` went upstream with the query and was recorded
+    in ``status()["recent"]``, so in the dashboard and saved notebooks."""
+    server, kernel = hub
+    info = served("apis.Echo()")
+    url = f"http://127.0.0.1:{server.port}{_route(server, info['port'])}?token={server.token}&keep=1&_xsrf=x"
+    answer = requests.post(url, json={"x": 1}, timeout=HTTP_TIMEOUT_S)  # authenticated by the query's token
+    assert answer.status_code == 200
+    recorded = json.loads(kernel.run("print(json.dumps(server.status()['recent'][0]['path']))"))
+    assert recorded == "/predict?keep=1"
+
+
+def test_a_control_character_in_the_path_is_a_400_and_leaks_nothing(hub, served):
+    """Issue 25, bug 6: CR/LF (``%0d%0a``) in a route path raised after the upstream connection
+    opened: 500, and the socket stayed open until ``client_timeout`` (100 requests: 100 fds)."""
+    import psutil
+
+    server, _ = hub
+    info = served("apis.Echo()")
+    jupyter = psutil.Process(server.process.pid)
+    before = jupyter.num_fds()
+    for _ in range(50):
+        answer = requests.post(f"http://127.0.0.1:{server.port}{_route(server, info['port'], '/predict%0d%0aX-Injected:%201')}", json={"x": 1}, headers=server.auth(), timeout=HTTP_TIMEOUT_S)
+        assert answer.status_code == 400 and "control character" in answer.json()["error"]
+    assert jupyter.num_fds() - before < 10, f"the Jupyter server holds {jupyter.num_fds() - before} more fds after 50 such requests"
+    # A path that only needs percent-encoding again still reaches litkit (which has no such path).
+    assert requests.get(f"http://127.0.0.1:{server.port}{_route(server, info['port'], '/a%20b%25')}", headers=server.auth(), timeout=HTTP_TIMEOUT_S).status_code == 404
+
+
+def test_an_over_limit_body_through_the_route_is_always_413(hub, served):
+    """Issue 25, bug 7: an over-limit body through the route gave 502 instead of 413, depending on
+    timing (the server answered 413 and closed while the route was still writing the body)."""
+    server, _ = hub
+    info = served("apis.Echo()", max_body_size=1000)
+    url = f"http://127.0.0.1:{server.port}{_route(server, info['port'])}"
+    for size in (1001, 1_000_000, 8 * 1024 * 1024) * 3:  # before: 502 for the larger ones in the first round (2026-12, 3.11)
+        answer = requests.post(url, data=b"x" * size, headers={**server.auth(), "Content-Type": "application/json"}, timeout=HTTP_TIMEOUT_S)
+        assert answer.status_code == 413 and "max_body_size=1000" in answer.json()["error"], (size, answer.status_code, answer.text[:200])
+    assert requests.post(url, json={"x": 1}, headers=server.auth(), timeout=HTTP_TIMEOUT_S).json() == {"echo": {"x": 1}}
+
+
+def test_a_port_of_thousands_of_digits_is_a_400(hub):
+    """Issue 25, weak spot: a 5,000-digit port answered 500 (``int()`` refuses that many digits)."""
+    server, _ = hub
+    answer = requests.get(f"http://127.0.0.1:{server.port}{server.base_path}litkit/{'9' * 5000}/predict", headers=server.auth(), timeout=HTTP_TIMEOUT_S)
+    assert answer.status_code == 400 and "is not a TCP port" in answer.json()["error"]

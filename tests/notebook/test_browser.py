@@ -14,6 +14,7 @@ is skipped, unless ``LITKIT_REQUIRE_BROWSER=1`` (set by ``.ci/run``) makes that 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -152,10 +153,17 @@ def _stop_process_tree(process: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture
 def jupyterlab(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
-    """(base URL, token, log file) of a JupyterLab serving ``tmp_path``."""
+    """(base URL, token, log file) of a JupyterLab serving ``tmp_path``, which holds the dashboard notebook."""
     _require_browser()
     pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]' installs playwright")
     _notebook_for_the_browser(tmp_path)
+    with _running_jupyterlab(tmp_path) as lab:
+        yield lab
+
+
+@contextlib.contextmanager
+def _running_jupyterlab(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+    """JupyterLab serving ``tmp_path``: (base URL, token, log file); its process tree is ended after."""
     port, token = _free_port(), secrets.token_hex(16)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")])))
     for variable, folder in (("JUPYTER_RUNTIME_DIR", "runtime"), ("JUPYTER_DATA_DIR", "data"), ("JUPYTERLAB_WORKSPACES_DIR", "workspaces")):
@@ -327,6 +335,120 @@ def test_dashboard_in_jupyterlab_shows_live_counts_and_stop_stops_the_server(jup
             wait_until(lambda: _refuses_connections(url), 10, f"{url} to refuse connections", interval=0.1)
             assert page.locator(".litkit-stop").inner_text().strip() == "Stopped"
             assert _count(page, "cancelled") == 26 and _count(page, "completed") == 96  # 24 left, 1 Cancel, 1 abort
+        except BaseException:
+            if page is not None:
+                page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)
+            print(f"JupyterLab's log (a screenshot of the page is at {tmp_path / 'failure.png'}):")
+            print(log_path.read_text()[-5000:])
+            raise
+        finally:
+            browser.close()
+
+
+# Issue 25, bug 1: a request whose target carries HTML, from a client that can reach the port.
+# (Tornado splits the request line at spaces, so '/' stands between the tag's attributes.)
+INJECTED_TARGET = "/predict?<img/src='x'/onerror=window.litkitInjected=1>"
+INJECTION_CELLS = [
+    f"""\
+import http.client
+import threading
+import time
+
+import litkit
+from litkit.notebook.dashboard import Dashboard
+
+
+class Slow(litkit.LitAPI):
+    def setup(self, device):
+        pass
+
+    def decode_request(self, request):
+        return request
+
+    def predict(self, x):
+        for token in range(1200):
+            time.sleep(0.05)
+            yield token
+
+    def encode_response(self, output):
+        for token in output:
+            yield {{"token": token}}
+
+
+server = litkit.serve(Slow(), port=0)
+host, port = server.url.split("//")[1].split("/")[0].split(":")
+
+
+def hostile_client():
+    connection = http.client.HTTPConnection(host, int(port), timeout=120)
+    connection.request("POST", {INJECTED_TARGET!r}, body=b"{{}}", headers={{"Content-Type": "application/json"}})
+    connection.getresponse().read()
+
+
+threading.Thread(target=hostile_client, daemon=True).start()
+server""",
+    # The ipywidgets fallback (no control paths: its Cancel rows are ipywidgets HTML widgets).
+    'fallback = Dashboard(server.status, title="fallback", endpoint=server.url, link=server.url, cancel=server.cancel)\nfallback.add_class("litkit-fallback")\nfallback',
+]
+# An <img> whose load fails, put in the page with innerHTML by the test itself: once its onerror
+# ran, the browser had every chance to run the injected one's too.
+CANARY = """() => {
+  const box = document.createElement("div");
+  box.innerHTML = "<img src='x' onerror='window.litkitCanary = (window.litkitCanary || 0) + 1'>";
+  document.body.append(box);
+}"""
+
+
+@pytest.fixture
+def jupyterlab_with_a_hostile_request(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
+    _require_browser()
+    pytest.importorskip("playwright.sync_api", reason="pip install -e '.[test]' installs playwright")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(source) for source in INJECTION_CELLS]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, tmp_path / "hostile.ipynb")
+    with _running_jupyterlab(tmp_path) as lab:
+        yield lab
+
+
+def test_a_request_target_carrying_html_is_shown_as_text_in_both_dashboards(jupyterlab_with_a_hostile_request, tmp_path: Path) -> None:
+    """Issue 25, bug 1: ``POST /predict?<img src=x onerror=...>`` was shown unescaped in the
+    dashboard's Cancel row (the anywidget panel set it as ``innerHTML``, the ipywidgets fallback
+    as HTML), so whoever could reach the port ran script in the notebook owner's Jupyter page.
+    Both rows must show the target literally, and the injected handler must never run."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+    from playwright.sync_api import sync_playwright
+
+    base, token, log_path = jupyterlab_with_a_hostile_request
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", "--disable-gpu"])
+        page = None
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1400})
+            page.set_default_timeout(START_S * 1000)
+            page.goto(f"{base}/lab/tree/hostile.ipynb?token={token}")
+            page.locator(".jp-Notebook").wait_for()
+            try:
+                page.locator(".jp-Dialog").get_by_role("button", name="Select", exact=True).click(timeout=15_000)
+            except PlaywrightTimeout:
+                pass
+            page.locator(".jp-Notebook-ExecutionIndicator[data-status='idle']").wait_for()
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+
+            # The hostile request's Cancel button, in the panel and in the fallback.
+            for where in (".litkit-dashboard:not(.litkit-fallback) .litkit-controls", ".litkit-fallback"):
+                button = page.locator(f"{where} .litkit-cancel")
+                wait_until(lambda: button.count() == 1, RUN_S, f"the hostile request's Cancel button in {where}", interval=0.2)
+            page.evaluate(CANARY)
+            wait_until(lambda: page.evaluate("() => window.litkitCanary"), 30, "the canary image's onerror", interval=0.1)
+            assert page.evaluate("() => window.litkitInjected") is None, "the injected onerror handler ran"
+            assert page.locator(".litkit-dashboard img").count() == 0
+            # Its line shows the target literally, as text.
+            panel_label = page.locator(".litkit-dashboard:not(.litkit-fallback) .litkit-controls .litkit-cancel-label")
+            fallback_label = page.locator(".litkit-fallback .widget-html .litkit-cancel-label")
+            for label in (panel_label, fallback_label):
+                assert label.count() == 1 and INJECTED_TARGET in label.inner_text(), label.inner_text()
         except BaseException:
             if page is not None:
                 page.screenshot(path=str(tmp_path / "failure.png"), full_page=True)

@@ -22,7 +22,7 @@ import requests
 from comm import DummyComm
 
 import apis
-from conftest import ChunkReader, raw_post, wait_until
+from conftest import ChunkReader, raw_post, wait_until, without_startup_progress
 from litkit.notebook.dashboard import CANCEL_REASON, Dashboard
 
 
@@ -114,6 +114,20 @@ def test_shows_what_the_snapshot_says(frontend):
         assert "loading &lt;model&gt;" in shown and "ValueError: boom" in shown
         # one Cancel row per live request older than half a second, oldest first
         assert list(dashboard._cancel_rows) == ["r-1", "q-1"]
+    finally:
+        dashboard.close()
+
+
+def test_the_ipywidgets_cancel_rows_escape_what_the_client_sent(frontend):
+    """Issue 25, bug 1: without anywidget the Cancel rows are ipywidgets ``HTML``, and a request
+    whose target carried HTML (``/predict?<img src=x onerror=...>``) went into them unescaped."""
+    target = "/predict?<img src=x onerror=alert(1)>"
+    recent = [{**snapshot()["recent"][2], "path": target}]
+    dashboard = make(Source(snapshot(recent=recent)))
+    try:
+        label = dashboard._cancel_rows["r-1"].children[0].value
+        assert "<img" not in label and "/predict?&lt;img src=x onerror=alert(1)&gt;" in label
+        assert "<img" not in text_of(dashboard)
     finally:
         dashboard.close()
 
@@ -344,7 +358,7 @@ def test_repr_outside_jupyter_is_one_line_and_loads_no_widgets():
         "print(repr(s)); print(s._repr_mimebundle_()); s.status(); s.stop()\n"
         "print('ipywidgets' in sys.modules)\n"
     )
-    lines = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout.splitlines()
+    lines = without_startup_progress(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True).stdout.splitlines())
     assert re.fullmatch(r"<litkit.Server serving http://127.0.0.1:(\d+)/predict \(1 worker, JSON\); page http://127.0.0.1:\1/>", lines[0])
     assert lines[1] == repr({"text/plain": lines[0]})
     assert lines[2] == "False"
@@ -404,3 +418,28 @@ def test_charts_follow_a_real_server(serve, events, frontend):
     server.stop()
     frontend.clear()
     assert dashboard.refresh() is False and updates(frontend) == []  # a stopped server sends nothing more
+
+
+def _states(widget) -> list[dict]:
+    """The state each widget of the dashboard would save into the notebook (ipywidgets' own)."""
+    found = [widget.get_state()]
+    for child in getattr(widget, "children", ()):
+        found += _states(child)
+    for part in ("_panel", "_stop_panel", "_charts"):
+        if getattr(widget, part, None) is not None:
+            found += _states(getattr(widget, part))
+    return found
+
+
+def test_a_stopped_server_s_widget_state_holds_neither_its_api_key_nor_its_control_secret(serve, frontend):
+    """Issue 25, weak spot: the control secret and the API key were saved into the .ipynb with the
+    widget state (a headless run saves it after stop(), as does saving a notebook later)."""
+    pytest.importorskip("anywidget")
+    server = serve(apis.Echo(), api_key="auto")
+    dashboard = server.widget
+    assert server._control_secret in json.dumps(_states(dashboard), default=str)  # the browser's buttons need it while it serves
+    key, secret = server.api_key, server._control_secret
+    server.stop()
+    saved = json.dumps(_states(dashboard), default=str)
+    assert key not in saved and secret not in saved
+    assert 'data-state="stopped"' in dashboard._sections["header"].value  # the final figures stay

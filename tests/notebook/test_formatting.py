@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from litkit.notebook.formatting import describe_request, format_seconds, render_health, render_logs, render_requests, running_requests
+from litkit.notebook.formatting import describe_request, format_seconds, render_cancel_label, render_health, render_logs, render_requests, running_requests
 
 
 def entry(**fields):
@@ -57,3 +57,17 @@ def test_ray_figures_show_states_and_escape_what_ray_says():
     rows = render_ray_deployments([{"name": "A", "paths": ["/a", "/a/v1"], "status": "UNHEALTHY", "replicas": {}, "message": "x"}, {"name": "Router", "paths": [], "status": "HEALTHY"}])
     assert "/a /a/v1" in rows and "(routes to the others)" in rows and 'data-state="UNHEALTHY" style="color:#cf222e' in rows
     assert "no deployments" in render_ray_deployments([])
+
+
+INJECTED_TARGET = "/predict?<img src=x onerror=alert(1)>"
+
+
+def test_a_cancel_row_shows_the_target_as_text_never_as_html():
+    """Issue 25, bug 1: a request whose target carries HTML (``POST /predict?<img src=x
+    onerror=...>``) was shown unescaped in the Cancel row: ``running_requests`` made an HTML line
+    that the ipywidgets fallback rendered as HTML. The line is plain text now, and the fallback's
+    HTML escapes it."""
+    [(request_id, text)] = running_requests([entry(id="r-1", path=INJECTED_TARGET, state="running", chunks=2, elapsed_s=3.0)])
+    assert request_id == "r-1" and INJECTED_TARGET in text  # plain text: the browser's panel sets it as textContent
+    label = render_cancel_label(text)
+    assert "<img" not in label and "&lt;img src=x onerror=alert(1)&gt;" in label

@@ -373,3 +373,39 @@ def test_random_requests_never_break_the_server(serve):
 def test_client_timeout_is_validated():
     with pytest.raises(ValueError, match="client_timeout must be a positive number of seconds"):
         litkit.serve(apis.Echo(), port=0, client_timeout=-1)
+
+
+# -- form bodies (issue 25, bug 2) ------------------------------------------------------------------
+
+
+def _multipart(parts: list[tuple[bytes, bytes]], boundary: bytes = b"b0und4ry") -> tuple[bytes, str]:
+    body = b"".join(b"--" + boundary + b"\r\n" + headers + b"\r\n\r\n" + content + b"\r\n" for headers, content in parts)
+    return body + b"--" + boundary + b"--\r\n", "multipart/form-data; boundary=" + boundary.decode()
+
+
+_FIELD = b'Content-Disposition: form-data; name="a"'
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "message"),
+    [
+        (*_multipart([(_FIELD, b"")] * 100_000), "more than 1000 fields"),
+        (*_multipart([(_FIELD + b"; p=1" * 100_000, b"v")]), "headers are longer than 16384 bytes"),
+        (b"a=1&" * 3_800_000, "application/x-www-form-urlencoded", "more than 1000 fields"),
+    ],
+    ids=["100k-parts", "100k-header-params", "14.6MiB-urlencoded"],
+)
+def test_a_hostile_form_is_a_413_and_the_worker_serves_the_next_request(serve, body, content_type, message):
+    """Issue 25, bug 2: the issue's probes through a real server. The stdlib ``email`` parser took
+    52 s for 100k tiny parts and 534 MiB for 100k header parameters, and a 14.6 MiB urlencoded body
+    took 800 MiB, while the worker served nothing else; now each is refused at a limit with a 413
+    that names it, and the same worker answers the next request."""
+    server = serve(apis.FormSummary(), workers=1)
+    pid = worker_pid(server)
+    answer = requests.post(server.url + "/predict", data=body, headers={"Content-Type": content_type}, timeout=120)
+    assert answer.status_code == 413, answer.text[:300]
+    assert message in answer.json()["error"]
+    ok = requests.post(server.url + "/predict", data={"name": "Ada"}, files={"f": ("../../x.bin", b"\x00" * 2_000_000)}, timeout=60)
+    assert ok.status_code == 200, ok.text
+    assert ok.json() == {"name": "Ada", "f": {"filename": "../../x.bin", "safe_filename": "x.bin", "size": 2_000_000, "on_disk": True, "head": "\x00" * 8}}
+    assert worker_pid(server) == pid, "the worker was replaced"

@@ -89,3 +89,34 @@ def test_stop_with_the_secret_stops_the_server(serve):
     assert answer.status_code == 202 and answer.json() == {"stopping": True}
     wait_until(lambda: server.state == "stopped" and not server._thread.is_alive(), message="the server to stop")
     wait_until(lambda: not [t for t in __import__("threading").enumerate() if t.name.startswith("litkit-stop-")], message="the stopping thread to end")
+
+
+def test_one_cancel_ends_one_of_the_requests_sharing_a_client_chosen_id(serve, events):
+    """Issue 25, weak spot: one cancel ended every request sharing a client-chosen
+    ``X-Request-ID``; it ends the oldest, and the next cancel the next."""
+    server = serve(apis.Ticker(events.path), workers=2)
+    body = json.dumps({"n": 100_000, "interval": 0.01}).encode()
+    first = raw_post(server.url, body, {"X-Request-ID": "shared"})
+    first_reader = ChunkReader(first)
+    first_reader.line()
+    second = raw_post(server.url, body, {"X-Request-ID": "shared"})
+    second_reader = ChunkReader(second)
+    second_reader.line()
+    try:
+        assert _control(server, "cancel", {"request_id": "shared"}, {SECRET_HEADER: _secret(server)}).json()["cancelled"] is True
+        wait_until(lambda: server.status()["counts"]["cancelled"] == 1, message="one request to be counted cancelled")
+        assert server.status()["counts"]["running"] == 1
+        assert second_reader.line(), "the newer request goes on"
+        lines = []
+        try:
+            while True:  # the older one was cut: its stream ends (with an error line)
+                lines.append(first_reader.line())
+        except EOFError:
+            pass
+        assert b"cancelled from the dashboard" in lines[-1], lines[-3:]
+        assert server.cancel("shared") is True
+        wait_until(lambda: server.status()["counts"]["cancelled"] == 2, message="the second request to be counted cancelled")
+    finally:
+        for reader, sock in ((first_reader, first), (second_reader, second)):
+            reader.close()
+            sock.close()

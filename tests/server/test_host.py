@@ -19,6 +19,7 @@ import pytest
 import requests
 
 import apis
+from conftest import next_line_after_startup, wait_until
 import litkit
 from conftest import DEADLINE_S, wait_until
 from litkit.server import switching
@@ -254,6 +255,36 @@ def test_the_server_runs_in_a_process_of_its_own_and_ends_it_with_its_workers_on
     assert server.status()["state"] == "stopped"
 
 
+@pytest.mark.skipif(SUBINTERPRETERS, reason="this Python serves from a sub-interpreter")
+def test_when_the_server_process_dies_the_server_says_so_and_leaves_the_jupyter_route(monkeypatch, tmp_path, caplog):
+    """Issue 25, bug 3: when the server's own process died, the kernel's ``Server`` stayed
+    "serving", its ``status()`` raised ``RuntimeError``, and its registration file stayed, so litkit's
+    Jupyter route went on relaying browsers (with their credentials) to whatever bound the port next."""
+    from litkit.wire.registration import REGISTRY_ENV, ROUTE_ENV, registration_path
+
+    monkeypatch.delenv("LITKIT_SUBINTERPRETER", raising=False)
+    monkeypatch.setenv(ROUTE_ENV, "/user/ada/litkit")
+    monkeypatch.setenv(REGISTRY_ENV, str(tmp_path))
+    server = litkit.serve(apis.Echo(), port=0)
+    try:
+        registration = registration_path(str(tmp_path), server.port)
+        assert os.path.exists(registration) and server.predict({"x": 1}) == {"echo": {"x": 1}}
+        worker = psutil.Process(server.status()["workers"][0]["pid"])
+        server._host.process.kill()
+        wait_until(lambda: server.state == "stopped", 10, "the Server to say it stopped")
+        wait_until(lambda: not os.path.exists(registration), 10, "the registration file to go")
+        status = server.status()  # says so, instead of raising
+        assert status["state"] == "stopped" and status["health"]["ok"] is False
+        assert "ended without a stop" in status["health"]["reason"] and status["workers"] == []
+        psutil.wait_procs([worker], timeout=5)
+        assert not worker.is_running()  # it died with the server's process
+        with pytest.raises(litkit.ServerStoppedError):
+            server.predict({"x": 2})
+    finally:
+        server.stop()
+    wait_until(lambda: not [t for t in threading.enumerate() if t.name.startswith("litkit")], 10, "litkit's threads to end")
+
+
 _SERVE_AND_WAIT = """
 import json, os, sys, time
 sys.path.insert(0, sys.argv[1])
@@ -270,7 +301,7 @@ def test_the_server_process_and_its_workers_die_with_the_caller(monkeypatch):
     monkeypatch.delenv("LITKIT_SUBINTERPRETER", raising=False)
     caller = subprocess.Popen([sys.executable, "-c", _SERVE_AND_WAIT, os.path.dirname(apis.__file__)], stdout=subprocess.PIPE, text=True)
     try:
-        pids = json.loads(caller.stdout.readline())
+        pids = json.loads(next_line_after_startup(caller.stdout))
         processes = [psutil.Process(pids["server"]), psutil.Process(pids["worker"])]
         caller.kill()
         caller.wait(10)
