@@ -404,6 +404,17 @@ class ChatWords(litkit.LitAPI):
             record(self.events, "finally")
 
 
+class ChatCounted(litkit.LitAPI):
+    """An OpenAI chat API that streams the words of the last message and reports token counts:
+    the prompt's words, and one token per word sent."""
+
+    def predict(self, request):
+        words = request["messages"][-1]["content"].split()
+        for i, word in enumerate(words):
+            yield ("" if i == 0 else " ") + word
+        yield {"content": "", "usage": {"prompt_tokens": len(words), "completion_tokens": len(words)}}
+
+
 class ChatOnce(litkit.LitAPI):
     """An OpenAI chat API whose predict returns the whole reply (no generator)."""
 
