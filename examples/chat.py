@@ -120,7 +120,7 @@ class SmolChat(litkit.LitAPI):
     def decode_request(self, request: dict[str, Any]) -> dict[str, Any]:
         """The prompt's token ids (the chat template applied) and the decoding options, checked."""
         for option, neutral in UNSUPPORTED.items():
-            if request.get(option, neutral) not in (neutral, None):
+            if request.get(option) not in (neutral, None, [], {}):
                 raise litkit.HTTPError(400, f"{option}={request[option]!r} is not supported by this model's server; leave it out")
         messages = [{"role": m["role"], "content": _text(m.get("content"))} for m in request["messages"]]
         try:
