@@ -168,6 +168,9 @@ class SmolChat(litkit.LitAPI):
                     break
                 logits = self._forward(self.torch.tensor([[token]], device=self.device), cache)
             yield {"content": detokenizer.rest(), "finish_reason": finish, "usage": {"prompt_tokens": x["prompt"].shape[1], "completion_tokens": made}}
+        except Exception as error:  # GeneratorExit (the client left) is not an Exception
+            why = f"failed: {type(error).__name__}"
+            raise
         finally:
             print(f"chat: stopped after {made} tokens ({why})", flush=True)
 
