@@ -404,6 +404,17 @@ class ChatWords(litkit.LitAPI):
             record(self.events, "finally")
 
 
+class ChatCounted(litkit.LitAPI):
+    """An OpenAI chat API that streams the words of the last message and reports token counts:
+    the prompt's words, and one token per word sent."""
+
+    def predict(self, request):
+        words = request["messages"][-1]["content"].split()
+        for i, word in enumerate(words):
+            yield ("" if i == 0 else " ") + word
+        yield {"content": "", "usage": {"prompt_tokens": len(words), "completion_tokens": len(words)}}
+
+
 class ChatOnce(litkit.LitAPI):
     """An OpenAI chat API whose predict returns the whole reply (no generator)."""
 
@@ -560,3 +571,55 @@ class AsyncStubborn(litkit.LitAPI):
             except asyncio.CancelledError:
                 record(self.events_path, "ignored the cancel", tag=x.get("tag"))
         return {"tag": x.get("tag")}
+
+
+def _generate_on_a_thread(out, steps, interval, events):
+    """What ``model.generate`` with a streamer and a StoppingCriteria does: make a token, put it in
+    the streamer's queue, then ask the criterion (here: ``litkit.cancelled()``) whether to stop."""
+    made = 0
+    while made < steps:
+        time.sleep(interval)  # a forward pass
+        made += 1
+        out.put(made)
+        if litkit.cancelled():
+            break
+    record(events, "thread_stopped", made=made)
+    out.put(None)  # the streamer's end
+
+
+class ThreadedGenerate(litkit.LitAPI):
+    """A streaming predict that runs its "model" on a thread of its own (transformers'
+    TextIteratorStreamer pattern), yields what the thread makes, and waits for it in finally."""
+
+    def __init__(self, events=None, steps=500, interval=0.01):
+        self.events, self.steps, self.interval = events, steps, interval
+
+    def predict(self, x):
+        import queue
+        import threading
+
+        out = queue.Queue()
+        thread = threading.Thread(target=_generate_on_a_thread, args=(out, self.steps, self.interval, self.events))
+        thread.start()
+        try:
+            while (token := out.get()) is not None:
+                yield {"token": token}
+        finally:
+            thread.join()
+
+
+class AsyncThreadedGenerate(ThreadedGenerate):
+    """The same from an async predict: the thread starts through asyncio.to_thread, which carries
+    the request's context to it (a plain threading.Thread would start with an empty one)."""
+
+    async def predict(self, x):
+        import asyncio
+        import queue
+
+        out = queue.Queue()
+        generation = asyncio.ensure_future(asyncio.to_thread(_generate_on_a_thread, out, self.steps, self.interval, self.events))
+        try:
+            while (token := await asyncio.to_thread(out.get)) is not None:
+                yield {"token": token}
+        finally:
+            await generation

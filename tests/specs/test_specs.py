@@ -53,6 +53,29 @@ def test_openai_client_streams_deltas_then_done(serve):
     assert [json.loads(e.removeprefix("data: "))["object"] for e in events[:-2]] == ["chat.completion.chunk"] * 3
 
 
+def test_token_counts_reach_the_answer_and_a_stream_that_asked_for_them(serve):
+    server = serve(apis.ChatCounted(), spec=litkit.specs.OpenAIChat())
+    client = openai_client(server)
+    messages = [{"role": "user", "content": "one two three"}]
+    completion = client.chat.completions.create(model="m", messages=messages)
+    assert completion.choices[0].message.content == "one two three"
+    assert (completion.usage.prompt_tokens, completion.usage.completion_tokens, completion.usage.total_tokens) == (3, 3, 6)
+
+    # As OpenAI: only a stream that asks gets the usage, in a last chunk without choices.
+    chunks = list(client.chat.completions.create(model="m", messages=messages, stream=True, stream_options={"include_usage": True}))
+    assert [len(c.choices) for c in chunks] == [1, 1, 1, 1, 0]
+    assert chunks[-2].choices[0].finish_reason == "stop"
+    assert (chunks[-1].usage.prompt_tokens, chunks[-1].usage.completion_tokens, chunks[-1].usage.total_tokens) == (3, 3, 6)
+    assert all(c.usage is None for c in chunks[:-1])
+    plain = list(client.chat.completions.create(model="m", messages=messages, stream=True))
+    assert [len(c.choices) for c in plain] == [1, 1, 1, 1] and all(c.usage is None for c in plain)
+
+    with pytest.raises(openai.BadRequestError, match="stream_options must be an object"):
+        client.chat.completions.create(model="m", messages=messages, stream=True, stream_options={"include_usage": "yes"})
+    # An API that reports no counts answers without usage, as before.
+    assert openai_client(serve(apis.ChatWords(), spec=litkit.specs.OpenAIChat())).chat.completions.create(model="m", messages=messages).usage is None
+
+
 def test_openai_client_lists_the_model(serve):
     server = serve(apis.ChatWords(), spec=litkit.specs.OpenAIChat(model="words-1"))
     models = openai_client(server).models.list()

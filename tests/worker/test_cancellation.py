@@ -136,6 +136,26 @@ def test_cancelled_is_false_outside_a_request():
     assert litkit.cancelled() is False
 
 
+@pytest.mark.parametrize("api", [apis.ThreadedGenerate, apis.AsyncThreadedGenerate], ids=["sync", "async"])
+def test_a_thread_the_hook_runs_the_model_on_sees_cancelled_and_stops(serve, events, api):
+    """model.generate on a thread of its own, with a StoppingCriteria reading litkit.cancelled()
+    (examples/chat.py --generate, docs/serving.md): after a hang-up the thread makes at most one
+    more token than predict had when it noticed, instead of running to its 500."""
+    server = serve(api(events.path), stream=True)
+    sock = raw_post(server.url, b"{}")
+    reader = ChunkReader(sock)
+    assert reader.status == 200
+    read = [json.loads(reader.line())["token"] for _ in range(5)]
+    assert read == [1, 2, 3, 4, 5]
+    reader.close()
+    sock.close()
+    made = events.wait_for("thread_stopped")[0]["made"]
+    # 5 read, a few more in the pipe and the socket's buffers when the client left, and the one
+    # token the thread made before the server closed the request's pipe.
+    assert made < 50, made
+    wait_until(lambda: server.status()["counts"]["cancelled"] == 1, message="cancelled count 1")
+
+
 def test_timeout_turns_cancelled_true_in_a_non_streaming_hook(serve, events):
     server = serve(apis.SlowUntilCancelled(events.path), timeout=0.2)
     response = requests.post(server.url + "/predict", json={}, timeout=10)

