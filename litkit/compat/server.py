@@ -14,7 +14,8 @@ import os
 import warnings
 from typing import Any, Mapping, Sequence
 
-from ..api import LitAPI, api_options
+from ..api import LitAPI, api_options, is_async_api
+from ..contract.conventions import following_litserve
 from ..kernel import in_jupyter_kernel
 from ..pool.devices import find_cuda_devices
 from ..server import Endpoint, Server, serve
@@ -32,6 +33,12 @@ __all__ = ["LitServer", "queue_timeout_of"]
 logger = logging.getLogger("litkit.compat")
 
 API_KEY_VARIABLE = "LIT_SERVER_API_KEY"
+# Requests each worker of an async API runs at once under LitServer. LitServe sets no bound (each
+# request becomes a task on the worker's loop); litkit's workers hold a pipe per request they run,
+# so it bounds them, high enough that requests which mostly await never queue behind each other,
+# low enough that a few workers stay far from the usual limit of 1024 open files. Beyond it,
+# requests wait in the queue (LitServer's timeout). serve(api, max_concurrency=N) sets another.
+ASYNC_CONCURRENCY = 64
 _LOG_LEVELS = {"critical": logging.CRITICAL, "error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG, "trace": logging.DEBUG}
 
 
@@ -122,7 +129,7 @@ class LitServer:
         self._cors_origins = _cors_origins_of(middlewares)
         self._callbacks = check_callbacks(callbacks)
         self._loggers = check_loggers(loggers)
-        self._paths = [(path, with_callbacks(api, self._callbacks)) for path, api in self._paths]
+        self._paths = [(path, following_litserve(with_callbacks(api, self._callbacks))) for path, api in self._paths]
         if fast_queue:
             raise _unsupported("fast_queue=True", "litkit's workers always take requests over direct pipes (no ZeroMQ); leave fast_queue out")
         # restart_workers=True asks for what litkit always does: a worker that dies is replaced.
@@ -246,19 +253,23 @@ class LitServer:
         """One endpoint per API; an API with a spec at the spec's paths (under no prefix), as in LitServe."""
         endpoints = {}
         for path, api in self._paths:
-            options = self._options(path)
+            options = self._options(path, api)
             key = "/" if options.get("spec", api_options(api).get("spec")) is not None else path
             endpoints[key] = Endpoint(api, **options)
         return endpoints
 
-    def _options(self, path: str) -> dict[str, Any]:
-        return {
+    def _options(self, path: str, api: LitAPI) -> dict[str, Any]:
+        options = {
             "queue_timeout": self._queue_timeout,
             "accelerator": self._accelerator,
             "devices": self._devices,
             "workers_per_device": self._workers[path],
             **self._legacy,
         }
+        batched = options.get("max_batch_size", api_options(api).get("max_batch_size", 1)) > 1
+        if is_async_api(api) and not batched:
+            options["max_concurrency"] = ASYNC_CONCURRENCY  # LitServe runs an async API's requests concurrently
+        return options
 
 
 _CORS_MIDDLEWARE = "starlette.middleware.cors.CORSMiddleware"  # fastapi.middleware.cors re-exports it

@@ -25,8 +25,9 @@ from typing import Any, AsyncIterator, Iterable, Iterator, NamedTuple
 
 from ..api import LitAPI
 from ..cancellation import cancelled
-from ..wire.encoding import decode_body, encode_chunk, encode_decode_error, encode_error, encode_json
+from ..wire.encoding import decode_body, encode_decode_error, encode_error, encode_json
 from ..wire.protocol import Kind
+from .conventions import chunk_encoder
 from .hooks import aclose_quietly, awaited, call_hook, close_quietly, decode_input
 
 __all__ = ["Decoded", "Frame", "answer", "answer_async", "chunks_of", "decode", "encode_single"]
@@ -121,19 +122,19 @@ def answer(api: LitAPI, spec: Any, stream: bool, body: bytes, request_id: str) -
     elif not decoded.streams:
         yield from _gathered(spec, decoded.spec_context, chunks, outputs)
     elif spec is not None:
-        yield from _streamed(spec.stream(chunks, decoded.spec_context), chunks, outputs)
+        yield from _streamed(chunk_encoder(api), spec.stream(chunks, decoded.spec_context), chunks, outputs)
     else:
-        yield from _streamed(chunks, outputs)
+        yield from _streamed(chunk_encoder(api), chunks, outputs)
 
 
-def _streamed(parts: Iterable[Any], *sources: Any) -> Iterator[Frame]:
+def _streamed(encode: Any, parts: Iterable[Any], *sources: Any) -> Iterator[Frame]:
     """A CHUNK per part, then END (or ERROR); on the way out, however it ends, close ``parts`` and
     the generators it reads."""
     iterator = iter(parts)
     failure: bytes | None = None
     try:
         for part in iterator:
-            yield Kind.CHUNK, encode_chunk(part)
+            yield Kind.CHUNK, encode(part)
     except Exception as error:  # noqa: BLE001 - mid-stream: a final error frame
         failure = encode_error(error)
     finally:
@@ -197,13 +198,14 @@ async def answer_async(api: LitAPI, stream: bool, body: bytes, request_id: str) 
     if not stream:
         yield Kind.RESULT, result
         return
+    encode = chunk_encoder(api)
     try:
         if hasattr(chunks, "__aiter__"):
             async for chunk in chunks:
-                yield Kind.CHUNK, encode_chunk(chunk)
+                yield Kind.CHUNK, encode(chunk)
         else:
             for chunk in chunks:
-                yield Kind.CHUNK, encode_chunk(chunk)
+                yield Kind.CHUNK, encode(chunk)
     except Exception as error:  # noqa: BLE001 - mid-stream: a final error frame
         failure = encode_error(error)
     finally:

@@ -11,6 +11,7 @@ Stdlib only: this module runs in worker processes and in Ray replicas.
 from __future__ import annotations
 
 import collections
+import inspect
 from typing import Any, Iterator
 
 from ..api import LitAPI
@@ -18,7 +19,7 @@ from ..errors import HTTPError
 from ..wire.encoding import encode_error
 from .hooks import call_hook
 
-__all__ = ["Lanes", "predicted", "unbatched"]
+__all__ = ["Lanes", "litserve_steps", "predicted", "unbatched"]
 
 
 def predicted(api: LitAPI, inputs: list[Any], contexts: list[Any]) -> list[Any]:
@@ -95,3 +96,15 @@ class Lanes:
             if buffer is not None:
                 buffer.append(item)
         return True
+
+
+def litserve_steps(api: LitAPI, outputs: Iterator[Any], contexts: list[Any]) -> tuple[Any, Any]:
+    """A batched stream in LitServe 0.2.19's order (``litkit.contract.conventions``): ``unbatch``
+    gets ``predict``'s whole iterator (LitAPI's own ``unbatch`` splits each step into a list),
+    ``encode_response`` the iterator that returns, with the batch's list of contexts; it yields one
+    list per step, item *i* for request *i*. Returns ``(unbatched, steps)``, both to be closed."""
+    if inspect.unwrap(getattr(type(api), "unbatch")) is LitAPI.unbatch:
+        unbatched: Any = (list(step) for step in outputs)
+    else:
+        unbatched = call_hook(api, "unbatch", contexts, outputs)
+    return unbatched, call_hook(api, "encode_response", contexts, unbatched)

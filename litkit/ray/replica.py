@@ -35,7 +35,7 @@ from ..cancellation import _set_task_current
 from ..contract.answer import answer, answer_async, decode, encode_single
 from ..contract.batching import predicted
 from ..contract.framing import NDJSON, SSE, SSE_DONE, error_body, frame_chunk, split_line_message, splits_line, stream_error
-from ..contract.hooks import awaited
+from ..contract.hooks import awaited, set_device
 from ..wire.encoding import encode_decode_error, encode_error, encode_json
 from ..wire.protocol import Kind
 from .sources import END, AsyncSource, Cancellation, ThreadedIterator
@@ -71,6 +71,7 @@ class Replica:
 
         device = "cuda:0" if ray.get_gpu_ids() else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES to the replica's GPU
         set_log_sink(_log_entry)  # self.log(key, value), from setup on: the replica's log
+        set_device(self.api, device)
         self.api.setup(device)
         if options["max_batch_size"] > 1:
             self._batched = serve.batch(max_batch_size=options["max_batch_size"], batch_wait_timeout_s=options["batch_timeout"])(self._predict_batch)

@@ -28,6 +28,7 @@ from ..pool.tracking import RequestTracker
 from ..specs import Spec
 from ..wire.pickling import dumps_for
 from ..wire.protocol import MAX_FDS_PER_MESSAGE
+from ..contract.conventions import follows_litserve
 from ..contract.hooks import awaited, resolve_request_model
 from .access import AccessPolicy
 from .authorization import Authorizer, make_authorizer
@@ -124,6 +125,7 @@ class EndpointPlan:
         resolve_request_model(api)  # a pydantic request model, resolved where the API's module is
         self.api_bytes = dumps_for(api, "worker processes")
         self.async_api = is_async_api(api)
+        self.litserve = follows_litserve(api)  # LitServer's conventions (litkit.contract.conventions)
         self.code_origins = code_origins(api)  # for the workers' tracebacks (litkit.wire.sources)
         spec: Spec | None = options["spec"]
         self.spec_bytes = None if spec is None else dumps_for(spec, "worker processes")
@@ -185,6 +187,7 @@ class EndpointState:
         self.spec: Spec | None = plan.spec
         # A spec's protocol decides the framing (OpenAI chat streams are always SSE).
         self.always_sse = plan.spec is not None and plan.spec.always_sse
+        self.litserve = plan.litserve
         self.model = plan.model
         self.created = plan.created
         self.tracker = RequestTracker()

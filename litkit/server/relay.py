@@ -87,7 +87,13 @@ def _fresh_id() -> str:
 def error_body(endpoint: Any, status: int, message: str, request_id: str, detail: Any = None) -> dict[str, Any]:
     """An error answer's JSON for ``endpoint`` (its spec's envelope, or litkit's own; see
     ``litkit.contract.framing.error_body``, which a Ray replica uses too)."""
-    return framing.error_body(getattr(endpoint, "spec", None), status, message, request_id, detail)
+    return framing.error_body(getattr(endpoint, "spec", None), status, message, request_id, detail, getattr(endpoint, "litserve", False))
+
+
+def error_json(endpoint: Any, status: int, message: str, request_id: str, detail: Any = None) -> bytes:
+    """``error_body`` as bytes; compact for LitServer's endpoints, as FastAPI writes it."""
+    body = error_body(endpoint, status, message, request_id, detail)
+    return json.dumps(body, separators=(",", ":") if getattr(endpoint, "litserve", False) else None).encode()
 
 
 def oversized_headers(method: str, uri: str, headers: HTTPHeaders) -> str | None:
@@ -360,12 +366,12 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         for kind, payload in frames:
             if kind == Kind.CHUNK:
                 record.chunks += 1
-                if framing.splits_line(payload, self._sse):  # JSON chunks have no newline; text might
+                if not self.endpoint.litserve and framing.splits_line(payload, self._sse):  # JSON chunks have no newline; text might
                     if out:
                         self._send_stream(out)
                     self._answer_error(500, framing.split_line_message(record.chunks))
                     return
-                out.append(framing.frame_chunk(payload, self._sse))
+                out.append(framing.frame_chunk(payload, self._sse, self.endpoint.litserve))
             elif kind == Kind.RESULT:
                 self._clear_timeout()
                 self.endpoint.tracker.finish(record, "completed")
@@ -494,7 +500,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
             headers["WWW-Authenticate"] = KEY_CHALLENGE
         elif status == 405:
             headers["Allow"] = ", ".join(_METHODS)
-        self._respond(status, json.dumps(error_body(self.endpoint, status, message, self.request_id, detail)).encode(), headers)
+        self._respond(status, error_json(self.endpoint, status, message, self.request_id, detail), headers)
 
     def _refuse_too_large(self, size: int) -> None:
         self._refuse(
@@ -529,11 +535,13 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
             # Into the dashboard's log panel too; the logger line above already reported it.
             worker_id = job.worker.id if job.worker is not None else -1
             self.endpoint.pool.log.add(worker_id, "traceback", f"request {self.request_id} failed:\n{traceback_text.rstrip()}", to_logger=False)
+        if traceback_text and status >= 500 and self.endpoint.litserve:
+            message = "Internal server error"  # LitServe's words; the log and the dashboard keep the error
         self._end_with_error(status, message, detail)
 
     def _end_with_error(self, status: int, message: str, detail: Any = None) -> None:
         """An error status before the first chunk; a final error line or SSE event after it."""
-        body = json.dumps(error_body(self.endpoint, status, message, self.request_id, detail)).encode()
+        body = error_json(self.endpoint, status, message, self.request_id, detail)
         if not self._streaming:
             self._respond(status, body)
             return

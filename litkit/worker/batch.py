@@ -25,8 +25,10 @@ from typing import Any, Iterator, NamedTuple, Protocol
 from ..api import LitAPI
 from ..cancellation import _set_current
 from ..contract.answer import Decoded, chunks_of, decode, encode_single
-from ..contract.batching import Lanes, predicted
+from ..contract.batching import Lanes, litserve_steps, predicted
+from ..contract.conventions import follows_litserve, litserve_chunk
 from ..contract.hooks import call_hook, close_quietly
+from ..errors import HTTPError
 from ..wire.encoding import encode_chunk, encode_decode_error, encode_error
 from ..wire.protocol import Kind
 
@@ -69,7 +71,9 @@ def run_batch(api: LitAPI, bodies: list[bytes], channels: list[Channel], stream:
         live = _decode_each(api, bodies, channels, stream, spec, request_ids or [""] * len(bodies))
         if live:
             _set_current(_AllGone([request.channel for request in live]))
-            if stream:
+            if stream and follows_litserve(api):
+                _stream_batch_as_litserve(api, live)
+            elif stream:
                 _stream_batch(api, live)
             else:
                 _predict_batch(api, live, spec)
@@ -148,6 +152,32 @@ def _stream_batch(api: LitAPI, live: list[_Live]) -> None:
         for stream in streams:
             stream.close()
         close_quietly(outputs)  # every client has left, or the stream ended: GeneratorExit reaches predict
+
+
+def _stream_batch_as_litserve(api: LitAPI, live: list[_Live]) -> None:
+    """LitServe's batched stream (``litserve_steps``): each step's list sends item *i* to request
+    *i*; the stream goes on while any of the batch's clients listens."""
+    outputs = unbatched = steps = None
+    listening = list(range(len(live)))
+    try:
+        contexts = [request.decoded.hook_context for request in live]
+        outputs = call_hook(api, "predict", contexts, call_hook(api, "batch", contexts, [request.decoded.x for request in live]))
+        unbatched, steps = litserve_steps(api, outputs, contexts)
+        for step in steps:
+            items = list(step)
+            if len(items) != len(live):
+                raise HTTPError(500, f"batch size mismatch: encode_response yielded {len(items)} items for a batch of {len(live)}; yield one list per step, one item per request, in order")
+            listening = [i for i in listening if _send(live[i].channel, Kind.CHUNK, litserve_chunk(items[i])) and not live[i].channel.is_cancelled()]
+            if not listening:
+                return
+        for i in listening:
+            _send(live[i].channel, Kind.END)
+    except Exception as error:  # noqa: BLE001 - predict, unbatch or encode_response failed: every request hears why
+        payload = encode_error(error)
+        for i in listening:
+            _send(live[i].channel, Kind.ERROR, payload)
+    finally:
+        close_quietly(steps, unbatched, outputs)  # GeneratorExit reaches predict once every client left
 
 
 def _step(stream: _Stream, lanes: Lanes) -> bool:

@@ -5,6 +5,7 @@ The tests register this module with cloudpickle by value, the way a script's cla
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from fastapi import Depends, HTTPException
@@ -265,3 +266,78 @@ class EndlessStream(ls.LitAPI):
     def encode_response(self, output):
         for token in output:
             yield {"output": token}
+
+
+class Rendezvous(ls.LitAPI):
+    """``enable_async=True``: each request waits until ``together`` requests run at once in this
+    worker, so they all answer only if the worker runs them concurrently (else the first gives up)."""
+
+    together = 8
+
+    def __init__(self):
+        super().__init__(enable_async=True)
+
+    def setup(self, device):
+        self.arrived = 0
+        self.all_in = asyncio.Event()
+
+    async def decode_request(self, request):
+        return request["input"]
+
+    async def predict(self, x):
+        self.arrived += 1
+        if self.arrived >= self.together:
+            self.all_in.set()
+        await asyncio.wait_for(self.all_in.wait(), 20)
+        return x
+
+    async def encode_response(self, output):
+        return {"output": output}
+
+
+class BatchSizesByAttribute(BatchSizes):
+    """LitServe's attributes set in an ``__init__`` that does not call ``super().__init__()``."""
+
+    def __init__(self):
+        self.max_batch_size = 4
+        self.batch_timeout = 0.5
+
+
+class BatchedStream(ls.LitAPI):
+    """LitServe's batched stream: ``encode_response`` gets the stream of unbatched lists and yields
+    one list per step, an item per request."""
+
+    def decode_request(self, request):
+        return request["input"]
+
+    def predict(self, inputs):
+        for step in range(3):
+            yield [f"{x}-{step}" for x in inputs]
+
+    def encode_response(self, output_stream):
+        for outputs in output_stream:
+            yield [{"output": output} for output in outputs]
+
+
+class TextStream(ls.LitAPI):
+    """Streams str chunks, which LitServe sends as they are."""
+
+    def decode_request(self, request):
+        return request["input"]
+
+    def predict(self, x):
+        for i in range(3):
+            yield f"{i}: {x}"
+
+    def encode_response(self, output_stream):
+        yield from output_stream
+
+
+class Failing(SimpleLitAPI):
+    def predict(self, x):
+        raise ValueError("secret internals")
+
+
+class ShowsDevice(SimpleLitAPI):
+    def predict(self, x):
+        return self.device

@@ -143,7 +143,7 @@ def test_timeout_is_the_wait_in_the_queue(run):
         assert first.result().status_code == 200  # ran for 1 s, past the 0.3 s timeout
         late = second.result()
     assert late.status_code == 504
-    assert "waited in the queue for more than queue_timeout=0.3s" in late.json()["error"]
+    assert "waited in the queue for more than queue_timeout=0.3s" in late.json()["detail"]
 
 
 @pytest.mark.parametrize("off", [False, -1])

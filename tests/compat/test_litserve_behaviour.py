@@ -1,0 +1,93 @@
+"""LitServe's behaviour under ``ls.LitServer`` (issue 26): LitServe-style code, real HTTP, real workers.
+
+Each test pins a difference measured against LitServe 0.2.19 with its import swapped; its
+docstring names the bug. ``litkit.serve()`` keeps litkit's own conventions (tested elsewhere).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import json
+from typing import Any
+
+import cloudpickle
+import requests
+
+import litkit
+import litkit as ls
+import litserve_apis as apis
+from runner import run  # noqa: F401 - the fixture
+
+cloudpickle.register_pickle_by_value(apis)
+
+
+def post(server: litkit.Server, body: Any, path: str = "/predict", **kwargs: Any) -> requests.Response:
+    return requests.post(server.url + path, json=body, timeout=60, **kwargs)
+
+
+def test_an_async_api_runs_its_requests_concurrently(run):
+    """The bug this pins: enable_async=True was accepted but a worker ran one request at a time, so
+    requests that wait on each other timed out (LitServe runs them as tasks, concurrently)."""
+    server = run(ls.LitServer(apis.Rendezvous()))
+    together = apis.Rendezvous.together
+    with concurrent.futures.ThreadPoolExecutor(together) as pool:
+        answers = list(pool.map(lambda i: post(server, {"input": i}), range(together)))
+    assert [(answer.status_code, answer.json()) for answer in answers] == [(200, {"output": i}) for i in range(together)]
+
+
+def test_batching_set_as_attributes_batches(run):
+    """The bug this pins: max_batch_size and batch_timeout set as attributes (LitServe's style) were
+    ignored, and the API was served unbatched."""
+    by_attribute = apis.BatchSizes()
+    by_attribute.max_batch_size = 4
+    by_attribute.batch_timeout = 0.5
+    for api in (by_attribute, apis.BatchSizesByAttribute()):
+        server = run(ls.LitServer(api))
+        assert server.status()["endpoints"][0]["max_batch_size"] == 4
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            answers = list(pool.map(lambda i: post(server, {"input": i}).json(), range(4)))
+        assert max(answer["batch_size"] for answer in answers) > 1
+        server.stop()
+
+
+def test_a_batched_stream_is_encoded_as_a_batch_then_split(run):
+    """The bug this pins: a batched stream was unbatched per step and each request's share given to
+    its own encode_response; LitServe hands encode_response the stream of unbatched lists and sends
+    item i of each list it yields to request i."""
+    server = run(ls.LitServer(apis.BatchedStream(max_batch_size=2, batch_timeout=1.0, stream=True)))
+
+    def stream(name: str) -> list[Any]:
+        with requests.post(server.url + "/predict", json={"input": name}, stream=True, timeout=60) as answer:
+            assert answer.status_code == 200
+            return [json.loads(line) for line in answer.iter_lines() if line]
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        a, b = pool.map(stream, ["a", "b"])
+    assert a == [{"output": f"a-{step}"} for step in range(3)]
+    assert b == [{"output": f"b-{step}"} for step in range(3)]
+
+
+def test_str_chunks_are_sent_as_they_are(run):
+    """The bug this pins: a str chunk gained a newline under LitServer; LitServe sends it raw."""
+    server = run(ls.LitServer(apis.TextStream(stream=True)))
+    answer = post(server, {"input": "hi"})
+    assert answer.text == "0: hi1: hi2: hi"
+    dicts = run(ls.LitServer(apis.StreamingAPI(stream=True)))
+    assert post(dicts, {"n": 2}).text == '{"output": 0}\n{"output": 1}\n'  # LitServe's json.dumps(...) + "\n"
+
+
+def test_errors_read_as_fastapis(run):
+    """The bug this pins: LitServer answered errors in litkit's shape; LitServe's clients read
+    FastAPI's {"detail": ...}, and a hook's unexpected exception reads "Internal server error"."""
+    server = run(ls.LitServer(apis.Failing()))
+    failed = post(server, {"input": 1})
+    assert (failed.status_code, failed.text) == (500, '{"detail":"Internal server error"}')
+    refused = run(ls.LitServer(apis.RefusesOdd()))
+    odd = post(refused, {"input": 3})
+    assert (odd.status_code, odd.json()) == (422, {"detail": "input must be even"})
+
+
+def test_setup_sees_the_device_on_self(run):
+    """The bug this pins: LitAPI.device was never set (LitServe sets it before setup)."""
+    server = run(ls.LitServer(apis.ShowsDevice(), accelerator="cpu"))
+    assert post(server, {"input": 1}).json() == {"output": "cpu"}
