@@ -167,6 +167,15 @@ CASES = [
         apis.called,
         [Exchange({}, 200, {"seen": ["before decode", "after decode", "before predict", "after predict", "before encode"]})],
     ),
+    Case("device", apis.Device, [Exchange({}, 200, {"setup": ["cpu", "cpu"], "predict": "cpu"})]),
+    Case(
+        "litserve",
+        apis.litserve_chunks,
+        [
+            Exchange({}, 200, ndjson({"part": 1}, {"part": 2})),
+            Exchange({"fail": True}, 500, {"detail": "Internal server error"}),
+        ],
+    ),
 ]
 
 

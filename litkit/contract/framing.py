@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["NDJSON", "SSE", "SSE_DONE", "error_body", "frame_chunk", "splits_line", "split_line_message", "stream_error"]
+__all__ = ["NDJSON", "SSE", "SSE_DONE", "error_body", "shown_message", "frame_chunk", "splits_line", "split_line_message", "stream_error"]
 
 NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"
@@ -60,6 +60,15 @@ def error_body(spec: Any, status: int, message: str, request_id: str, detail: An
     if detail is not None:
         body["detail"] = detail
     return body
+
+
+def shown_message(report: dict[str, Any], litserve: bool) -> str:
+    """The message a client reads for a worker's error ``report``: its own, or, under LitServe's
+    conventions, LitServe's ``Internal server error`` for a hook's unexpected exception (a 5xx with
+    a traceback, which the server's log keeps)."""
+    if litserve and report.get("traceback") and report["status"] >= 500:
+        return "Internal server error"
+    return str(report["error"])
 
 
 def stream_error(body: bytes, sse: bool) -> bytes:

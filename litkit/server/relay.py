@@ -535,8 +535,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
             # Into the dashboard's log panel too; the logger line above already reported it.
             worker_id = job.worker.id if job.worker is not None else -1
             self.endpoint.pool.log.add(worker_id, "traceback", f"request {self.request_id} failed:\n{traceback_text.rstrip()}", to_logger=False)
-        if traceback_text and status >= 500 and self.endpoint.litserve:
-            message = "Internal server error"  # LitServe's words; the log and the dashboard keep the error
+        message = framing.shown_message({"status": status, "error": message, "traceback": traceback_text}, self.endpoint.litserve)
         self._end_with_error(status, message, detail)
 
     def _end_with_error(self, status: int, message: str, detail: Any = None) -> None:
