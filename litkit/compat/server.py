@@ -154,14 +154,24 @@ class LitServer:
         self.track_requests = track_requests
         self.timeout = timeout
         self.server: Server | None = None
+        self._serving_state: Any = None  # the server's own state (litkit.server.endpoints.ServingState)
 
     @property
     def active_requests(self) -> int | None:
         """Requests queued or running (None before ``run()``, or unless ``track_requests=True``, as in LitServe)."""
-        if self.server is None or not self.track_requests:
+        serving = self._serving_state
+        if serving is None or not self.track_requests:
             return None
         # The trackers' live counts, not status(): on_request reads this for every request.
-        return sum(counts["queued"] + counts["running"] for counts in (endpoint.tracker.counts() for endpoint in self.server._serving.endpoints))
+        return sum(counts["queued"] + counts["running"] for counts in (endpoint.tracker.counts() for endpoint in serving.endpoints))
+
+    def _prepare(self, serving: Any) -> None:
+        """The server's state, before its first request (it may arrive while the workers start)."""
+        self._serving_state = serving
+        if self._callbacks:
+            listener = request_listener(self._callbacks, self)
+            for endpoint in serving.endpoints:  # on_request / on_response
+                endpoint.tracker.listeners.append(listener)
 
     def run(
         self,
@@ -208,7 +218,7 @@ class LitServer:
             else "a script's LitServer.run() runs nothing else while it serves"
         )
         # GET / answers "litserve running" to clients that do not ask for HTML, as LitServe does; browsers get the page.
-        with in_this_interpreter(here) if here is not None else contextlib.nullcontext(), answering_root_with(LITSERVE_ROOT_TEXT, self._openapi):
+        with in_this_interpreter(here, self._prepare) if here is not None else contextlib.nullcontext(), answering_root_with(LITSERVE_ROOT_TEXT, self._openapi):
             server = serve(
                 self._endpoints(),
                 host=host,
@@ -223,10 +233,6 @@ class LitServer:
                 server._serving.model_metadata = self.model_metadata  # GET /info's "model", as LitServe's
             if generate_client_file:
                 write_client_file(server)
-            if self._callbacks:
-                listener = request_listener(self._callbacks, self)
-                for endpoint in server._serving.endpoints:  # on_request / on_response
-                    endpoint.tracker.listeners.append(listener)
         except BaseException:
             server.stop()  # e.g. client.py could not be written: no server is left running
             raise

@@ -6,6 +6,7 @@ The tests register this module with cloudpickle by value, the way a script's cla
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 from fastapi import Depends, HTTPException
@@ -341,3 +342,28 @@ class Failing(SimpleLitAPI):
 class ShowsDevice(SimpleLitAPI):
     def predict(self, x):
         return self.device
+
+
+class SlowStart(SimpleLitAPI):
+    """``setup`` waits (up to a minute) until the file ``flag`` exists: requests arrive meanwhile."""
+
+    def __init__(self, flag):
+        super().__init__()
+        self.flag = flag
+
+    def setup(self, device):
+        deadline = time.monotonic() + 60
+        while not os.path.exists(self.flag) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        super().setup(device)
+
+
+class Counts(ls.Callback):
+    def __init__(self):
+        self.seen = []
+
+    def on_request(self, *args, **kwargs):
+        self.seen.append("request")
+
+    def on_response(self, *args, **kwargs):
+        self.seen.append("response")

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
+import socket
+import threading
 from typing import Any
 
 import cloudpickle
@@ -17,6 +19,7 @@ import litkit
 import litkit as ls
 import litserve_apis as apis
 from runner import run  # noqa: F401 - the fixture
+from conftest import wait_until
 
 cloudpickle.register_pickle_by_value(apis)
 
@@ -91,3 +94,41 @@ def test_setup_sees_the_device_on_self(run):
     """The bug this pins: LitAPI.device was never set (LitServe sets it before setup)."""
     server = run(ls.LitServer(apis.ShowsDevice(), accelerator="cpu"))
     assert post(server, {"input": 1}).json() == {"output": "cpu"}
+
+
+def test_callbacks_see_requests_that_arrive_while_the_workers_start(tmp_path):
+    """The bug this pins: on_request and on_response were attached once the workers were ready, so a
+    request that arrived while they started was never seen by them."""
+    flag = tmp_path / "setup may end"
+    counts = apis.Counts()
+    lit_server = ls.LitServer(apis.SlowStart(str(flag)), callbacks=[counts])
+    with socket.socket() as probe:  # a free port, known before run() returns
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    thread = threading.Thread(target=lit_server.run, kwargs={"port": port, "generate_client_file": False}, name="test-litserver-run")
+    thread.start()
+    answers: list[requests.Response] = []
+    try:
+        wait_until(lambda: _accepts(port), message="the server to listen")
+        sender = threading.Thread(target=lambda: answers.append(requests.post(f"http://127.0.0.1:{port}/predict", json={"input": 3}, timeout=60)))
+        sender.start()
+        wait_until(lambda: counts.seen == ["request"], message="on_request while the workers start")
+        flag.touch()
+        sender.join(60)
+        assert [(answer.status_code, answer.json()) for answer in answers] == [(200, {"output": 9})]
+        wait_until(lambda: counts.seen == ["request", "response"], message="on_response")
+    finally:
+        flag.touch()
+        wait_until(lambda: lit_server.server is not None or not thread.is_alive(), deadline_s=70, message="run() to serve")
+        if lit_server.server is not None:
+            lit_server.server.stop()
+        thread.join(10)
+    assert not thread.is_alive()
+
+
+def _accepts(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return False
+    return True
