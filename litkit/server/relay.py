@@ -63,6 +63,9 @@ access_logger = logging.getLogger("litkit.server.access")
 # Request line and headers larger than this get 431; Tornado closes connections whose headers
 # pass MAX_HEADER_BYTES (server.py) before reading them whole.
 HEADER_LIMIT = 32 * 1024
+# Past max_body_size, how much of a body refused with 413 is still read and dropped, so that the
+# client reads the 413 and keeps its connection (see EndpointRequest._refuse_after_body).
+_DISCARD_PAST_LIMIT = 8 * 1024 * 1024
 # Headroom past max_body_size for the connection's own limit, so the request answers 413 first.
 _BODY_LIMIT_SLACK = 256 * 1024
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -143,7 +146,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         "endpoint", "serving", "_connection", "request_id", "_method", "_uri", "_arrived", "_body",
         "_body_size", "_cors_origin", "_sse", "_job", "_pipe", "_parser", "_status", "_streaming",
         "_finished", "_gone", "_released", "_loop", "_timeout_handle", "_write_deadline", "_own_id", "_queue_handle", "_form_type",
-        "_version", "_spare",
+        "_version", "_spare", "_deferred",
     )
 
     def __init__(self, endpoint: EndpointState, serving: ServingState, connection: HTTP1Connection, loop: asyncio.AbstractEventLoop) -> None:
@@ -175,6 +178,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         self._form_type: str | None = None  # the Content-Type of an HTML form body (litkit.wire.forms)
         self._version = ""  # the request's HTTP version
         self._spare: Spare | None = None  # a second handle on the connection (litkit.server.halfclose)
+        self._deferred: tuple[int, str, Any] | None = None  # a refusal sent once its body is read (_refuse_after_body)
 
     # -- the request arrives (called by Tornado's HTTP1Connection) --------------------------------
 
@@ -197,13 +201,13 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
                 self._answer_preflight()
                 return None
             if method not in _METHODS:
-                self._refuse(405, f"{method} is not allowed on {self.endpoint.path}; send a POST with a JSON body")
+                self._refuse_after_body(headers, 405, f"{method} is not allowed on {self.endpoint.path}; send a POST with a JSON body")
                 return None
             policy.check_key(headers)
             if self.endpoint.authorize is not None:  # the API's own authorize() hook
                 self.endpoint.authorize(headers, method, self._uri)
         except AccessDenied as denied:
-            self._refuse(denied.status, denied.message, detail=denied.detail)
+            self._refuse_after_body(headers, denied.status, denied.message, denied.detail)
             return None
         content_type = headers.get("Content-Type")
         if content_type is not None and is_form(content_type):
@@ -216,15 +220,18 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         try:
             content_length(headers.get("Content-Length"), limit)
         except BadHeader as bad:
-            self._refuse(bad.status, bad.message)
+            if bad.status == 413:
+                self._refuse_after_body(headers, 413, bad.message, discard=limit + _DISCARD_PAST_LIMIT)
+            else:
+                self._refuse(bad.status, bad.message, self._closing_headers())
             return None
         # Bound chunked uploads too; this request refuses with 413 before the connection's limit trips.
         self._connection.set_max_body_size(limit + _BODY_LIMIT_SLACK)
         return None
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
-        if self._status:
-            return None  # answered already (a refusal): the rest is read and dropped
+        if self._status or self._deferred is not None:
+            return None  # refused (or answered already): the rest is read and dropped
         self._body_size += len(chunk)
         if self._body_size > self.endpoint.max_body_size:
             self._refuse_too_large(self._body_size)
@@ -233,9 +240,13 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         return None
 
     def finish(self) -> None:
-        """The whole body is in: queue the job."""
+        """The whole body is in: queue the job (or send the refusal that waited for it)."""
         if self._status or self._connection.stream.closed():
             return  # answered already, or the client left as its body arrived: nothing to run
+        if self._deferred is not None:
+            status, message, detail = self._deferred
+            self._refuse(status, message, detail=detail)
+            return
         endpoint = self.endpoint
         if endpoint.stopping:
             self._refuse(503, "the server is stopping; it takes no new requests")
@@ -501,6 +512,29 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         elif status == 405:
             headers["Allow"] = ", ".join(_METHODS)
         self._respond(status, error_json(self.endpoint, status, message, self.request_id, detail), headers)
+
+    def _refuse_after_body(self, headers: HTTPHeaders, status: int, message: str, detail: Any = None, discard: int | None = None) -> None:
+        """Refuse a request before its body is read, but answer once the body is read and dropped:
+        a server that answers and closes while the client still sends makes the client's system
+        reset the connection, and the client may never read the answer (nor reuse the connection).
+        A body that announces more than ``discard`` bytes (default ``max_body_size``) is not worth
+        reading: that refusal goes out at once, with ``Connection: close``."""
+        limit = self.endpoint.max_body_size if discard is None else discard
+        try:
+            announced = content_length(headers.get("Content-Length"), limit)
+        except BadHeader:
+            self._refuse(status, message, self._closing_headers(), detail)
+            return
+        if announced == 0 or (announced is None and "chunked" not in headers.get("Transfer-Encoding", "").lower()):
+            self._refuse(status, message, detail=detail)  # no body: nothing to wait for
+            return
+        self._deferred = (status, message, detail)
+        self._connection.set_max_body_size(limit + _BODY_LIMIT_SLACK)
+
+    def _closing_headers(self) -> HTTPHeaders:
+        headers = self._headers("application/json")
+        headers["Connection"] = "close"  # the unread body ends this connection (Tornado closes it)
+        return headers
 
     def _refuse_too_large(self, size: int) -> None:
         self._refuse(

@@ -132,3 +132,19 @@ def _accepts(port: int) -> bool:
     except OSError:
         return False
     return True
+
+
+def test_a_connection_refused_early_is_not_reset(run):
+    """The bug this pins: after a 401 from authorize() or a 413, answered before the body was read,
+    the server closed the connection while the client still sent its body, so the client's system
+    reset it: the answer was lost, or the next request on the keep-alive connection failed."""
+    server = run(ls.LitServer(apis.RequestAuth(), max_payload_size=1_000_000))
+    session = requests.Session()
+    seen = []
+    for attempt in range(8):
+        for token, size in (("no", 600_000), ("1234", 1_200_000)):
+            refused = session.post(server.url + "/predict", json={"input": 2, "pad": "x" * size}, headers={"Authorization": f"Bearer {token}"}, timeout=60)
+            answered = session.post(server.url + "/predict", json={"input": 2}, headers={"Authorization": "Bearer 1234"}, timeout=60)
+            seen.append((refused.status_code, answered.status_code, answered.json()))
+    assert seen == [(401, 200, {"output": 4}), (413, 200, {"output": 4})] * 8
+    session.close()
