@@ -33,6 +33,7 @@ so a client that stops reading stops its worker at a full pipe.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import itertools
 import json
 import logging
@@ -53,7 +54,7 @@ from ..wire.protocol import FrameParser, Kind
 from .access import KEY_CHALLENGE, PREFLIGHT_HEADERS, PREFLIGHT_REFUSED, AccessDenied, cors_headers
 from .endpoints import EndpointState, ServingState
 from .halfclose import Spare, SpareConnection, keep_spare
-from .headers import BadHeader, content_length
+from .headers import BadHeader, accepts_gzip, content_length
 
 __all__ = ["EndpointRoute", "EndpointRequest", "HEADER_LIMIT", "new_request_id", "error_body", "oversized_headers"]
 
@@ -63,6 +64,10 @@ access_logger = logging.getLogger("litkit.server.access")
 # Request line and headers larger than this get 431; Tornado closes connections whose headers
 # pass MAX_HEADER_BYTES (server.py) before reading them whole.
 HEADER_LIMIT = 32 * 1024
+# LitServer's gzip for JSON answers, as LitServe's GZipMiddleware(minimum_size=1000) does; level 6
+# (zlib's default) rather than Starlette's 9: most of the saving for a fraction of the server's time.
+GZIP_MIN_SIZE = 1000
+GZIP_LEVEL = 6
 # Past max_body_size, how much of a body refused with 413 is still read and dropped, so that the
 # client reads the 413 and keeps its connection (see EndpointRequest._refuse_after_body).
 _DISCARD_PAST_LIMIT = 8 * 1024 * 1024
@@ -146,7 +151,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         "endpoint", "serving", "_connection", "request_id", "_method", "_uri", "_arrived", "_body",
         "_body_size", "_cors_origin", "_sse", "_job", "_pipe", "_parser", "_status", "_streaming",
         "_finished", "_gone", "_released", "_loop", "_timeout_handle", "_write_deadline", "_own_id", "_queue_handle", "_form_type",
-        "_version", "_spare", "_deferred",
+        "_version", "_spare", "_deferred", "_gzip",
     )
 
     def __init__(self, endpoint: EndpointState, serving: ServingState, connection: HTTP1Connection, loop: asyncio.AbstractEventLoop) -> None:
@@ -178,6 +183,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         self._form_type: str | None = None  # the Content-Type of an HTML form body (litkit.wire.forms)
         self._version = ""  # the request's HTTP version
         self._spare: Spare | None = None  # a second handle on the connection (litkit.server.halfclose)
+        self._gzip = False  # LitServer: a JSON answer of GZIP_MIN_SIZE bytes or more goes out gzipped
         self._deferred: tuple[int, str, Any] | None = None  # a refusal sent once its body is read (_refuse_after_body)
 
     # -- the request arrives (called by Tornado's HTTP1Connection) --------------------------------
@@ -192,6 +198,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         self.request_id = new_request_id(offered)
         self._own_id = self.request_id != offered
         self._sse = self.endpoint.always_sse or "text/event-stream" in headers.get("Accept", "")
+        self._gzip = self.endpoint.litserve and accepts_gzip(headers.get("Accept-Encoding"))
         policy = self.serving.access
         host = headers.get("Host", "")
         try:
@@ -386,6 +393,12 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
             elif kind == Kind.RESULT:
                 self._clear_timeout()
                 self.endpoint.tracker.finish(record, "completed")
+                if self._gzip and len(payload) >= GZIP_MIN_SIZE:  # as LitServe's GZipMiddleware (never a stream)
+                    headers = self._headers("application/json")
+                    headers["Content-Encoding"] = "gzip"
+                    headers["Vary"] = "Accept-Encoding"
+                    self._respond(200, gzip.compress(payload, GZIP_LEVEL), headers)
+                    return
                 self._respond(200, payload)
                 return
             elif kind == Kind.END:

@@ -367,3 +367,16 @@ class Counts(ls.Callback):
 
     def on_response(self, *args, **kwargs):
         self.seen.append("response")
+
+
+class LargeAnswer(ls.LitAPI):
+    """Answers with ``size`` characters of easily compressed text."""
+
+    def decode_request(self, request):
+        return request["size"]
+
+    def predict(self, size):
+        return "0" * size
+
+    def encode_response(self, output):
+        return {"result": output}

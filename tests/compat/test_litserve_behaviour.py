@@ -7,6 +7,7 @@ docstring names the bug. ``litkit.serve()`` keeps litkit's own conventions (test
 from __future__ import annotations
 
 import concurrent.futures
+import gzip
 import json
 import socket
 import threading
@@ -148,3 +149,21 @@ def test_a_connection_refused_early_is_not_reset(run):
             seen.append((refused.status_code, answered.status_code, answered.json()))
     assert seen == [(401, 200, {"output": 4}), (413, 200, {"output": 4})] * 8
     session.close()
+
+
+def test_json_answers_are_gzipped_when_the_client_accepts_it(run):
+    """The bug this pins: Accept-Encoding: gzip was ignored; LitServe compresses JSON answers of
+    1000 bytes or more (never streams)."""
+    server = run(ls.LitServer(apis.LargeAnswer()))
+    expected = {"result": "0" * 100_000}
+    with requests.post(server.url + "/predict", json={"size": 100_000}, headers={"Accept-Encoding": "gzip"}, timeout=60, stream=True) as compressed:
+        assert compressed.headers["Content-Encoding"] == "gzip"
+        assert 0 < int(compressed.headers["Content-Length"]) < 100_000
+        assert json.loads(gzip.decompress(compressed.raw.read())) == expected
+    plain = post(server, {"size": 100_000}, headers={"Accept-Encoding": "identity"})
+    assert "Content-Encoding" not in plain.headers and plain.json() == expected
+    small = post(server, {"size": 10}, headers={"Accept-Encoding": "gzip"})
+    assert "Content-Encoding" not in small.headers and small.json() == {"result": "0" * 10}
+    streamed = run(ls.LitServer(apis.StreamingAPI(stream=True)))
+    answer = post(streamed, {"n": 200}, headers={"Accept-Encoding": "gzip"})
+    assert "Content-Encoding" not in answer.headers and answer.text.count("\n") == 200
