@@ -8,7 +8,10 @@
   item *i* for request *i* (``litkit.contract.batching.litserve_steps``); litkit's own order
   unbatches each step and hands request *i* its share through its own ``encode_response``;
 * an error answer is FastAPI's ``{"detail": ...}``, and a hook's unexpected exception reads
-  ``Internal server error`` (its traceback goes to the server's log).
+  ``Internal server error`` (its traceback goes to the server's log);
+* the server answers LitServe's ``GET /`` (``litserve running``), health check (``ok`` or
+  ``not ready``, at ``healthcheck_path``) and info (``{"model", "server"}``, at ``info_path``):
+  the mark carries them as the ``face`` (``litkit.server.litserve_routes``).
 
 ``LitServer`` marks a copy of each API (``following_litserve``); the mark travels with the API to
 the workers, and the server reads it from the endpoint's plan. Stdlib only.
@@ -22,21 +25,29 @@ from typing import Any
 
 from ..wire.encoding import encode_chunk, encode_json
 
-__all__ = ["follows_litserve", "following_litserve", "litserve_chunk", "chunk_encoder"]
+__all__ = ["follows_litserve", "following_litserve", "litserve_chunk", "litserve_face", "chunk_encoder"]
 
 _MARK = "_litkit_litserve"
 
 
-def following_litserve(api: Any) -> Any:
-    """A copy of ``api`` marked to follow LitServe's conventions (the caller's object is left as it is)."""
+def following_litserve(api: Any, face: dict[str, Any] | None = None) -> Any:
+    """A copy of ``api`` marked to follow LitServe's conventions (the caller's object is left as it
+    is). ``face``: the server's LitServe paths and answers (plain JSON data, read by the server:
+    ``healthcheck_path``, ``info_path``, ``info``), which travel with the mark."""
     marked = copy.copy(api)
-    setattr(marked, _MARK, True)
+    setattr(marked, _MARK, dict(face or {}))
     return marked
 
 
 def follows_litserve(api: Any) -> bool:
     """Whether ``api`` was marked by ``following_litserve``."""
-    return getattr(api, _MARK, False) is True
+    return isinstance(getattr(api, _MARK, None), dict)
+
+
+def litserve_face(api: Any) -> dict[str, Any] | None:
+    """The ``face`` ``api`` was marked with (None: not marked)."""
+    face = getattr(api, _MARK, None)
+    return face if isinstance(face, dict) else None
 
 
 def litserve_chunk(value: Any) -> bytes:

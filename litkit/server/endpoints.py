@@ -28,7 +28,7 @@ from ..pool.tracking import RequestTracker
 from ..specs import Spec
 from ..wire.pickling import dumps_for
 from ..wire.protocol import MAX_FDS_PER_MESSAGE
-from ..contract.conventions import follows_litserve
+from ..contract.conventions import litserve_face
 from ..contract.hooks import awaited, resolve_request_model
 from .access import AccessPolicy
 from .authorization import Authorizer, make_authorizer
@@ -125,7 +125,9 @@ class EndpointPlan:
         resolve_request_model(api)  # a pydantic request model, resolved where the API's module is
         self.api_bytes = dumps_for(api, "worker processes")
         self.async_api = is_async_api(api)
-        self.litserve = follows_litserve(api)  # LitServer's conventions (litkit.contract.conventions)
+        # LitServer's conventions (litkit.contract.conventions), and its paths and answers (the face)
+        self.litserve_face = litserve_face(api)
+        self.litserve = self.litserve_face is not None
         self.code_origins = code_origins(api)  # for the workers' tracebacks (litkit.wire.sources)
         spec: Spec | None = options["spec"]
         self.spec_bytes = None if spec is None else dumps_for(spec, "worker processes")
@@ -239,6 +241,9 @@ class ServingState:
         openapi: bool = True,
     ) -> None:
         self.endpoints = [EndpointState(plan) for plan in plans]
+        # LitServer's paths and answers (litkit.server.litserve_routes); None under serve().
+        self.litserve_face: dict[str, Any] | None = next((plan.litserve_face for plan in plans if plan.litserve_face), None)
+        self.litserve = self.litserve_face is not None  # error bodies read {"detail": ...}
         self.max_body_size = max(endpoint.max_body_size for endpoint in self.endpoints)
         self.access = access if access is not None else AccessPolicy(None, (), loopback_only=True)
         self.client_timeout = client_timeout

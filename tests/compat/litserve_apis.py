@@ -13,6 +13,7 @@ from fastapi import Depends, HTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 import litkit as ls
+from litkit.schema.image import ImageInput, ImageOutput
 
 
 class SimpleLitAPI(ls.LitAPI):
@@ -380,3 +381,23 @@ class LargeAnswer(ls.LitAPI):
 
     def encode_response(self, output):
         return {"result": output}
+
+
+class FailsToStart(SimpleLitAPI):
+    def setup(self, device):
+        raise RuntimeError("no model here")
+
+
+class Mirror(ls.LitAPI):
+    """LitServe's image schemas: an image in, the same image mirrored out."""
+
+    def decode_request(self, request: ImageInput):
+        return request.get_image()
+
+    def predict(self, image):
+        from PIL import ImageOps
+
+        return ImageOps.mirror(image)
+
+    def encode_response(self, image):
+        return ImageOutput(image=image)

@@ -14,6 +14,7 @@ import threading
 from typing import Any
 
 import cloudpickle
+import pytest
 import requests
 
 import litkit
@@ -167,3 +168,55 @@ def test_json_answers_are_gzipped_when_the_client_accepts_it(run):
     streamed = run(ls.LitServer(apis.StreamingAPI(stream=True)))
     answer = post(streamed, {"n": 200}, headers={"Accept-Encoding": "gzip"})
     assert "Content-Encoding" not in answer.headers and answer.text.count("\n") == 200
+
+
+def test_litserves_own_paths_answer_as_litserve(run):
+    """The bugs this pins: GET / answered 404 (LitServe: "litserve running"), /health answered JSON
+    (LitServe: "ok" / "not ready"), /info litkit's JSON, and a custom healthcheck_path or info_path
+    was refused."""
+    server = run(ls.LitServer(apis.SimpleLitAPI(), healthcheck_path="/v1/health", info_path="/v1/info", model_metadata={"name": "square"}))
+    root = requests.get(server.url + "/", timeout=10)
+    assert (root.status_code, root.text) == (200, "litserve running")
+    health = requests.get(server.url + "/v1/health", timeout=10)
+    assert (health.status_code, health.text) == (200, "ok")
+    info = requests.get(server.url + "/v1/info", timeout=10).json()
+    assert info == {
+        "model": {"name": "square"},
+        "server": {"devices": ["cpu"], "workers_per_device": 1, "timeout": 30, "stream": {"/predict": False}, "max_payload_size": None, "track_requests": False},
+    }
+    missing = requests.get(server.url + "/nope", timeout=10)
+    assert missing.status_code == 404 and "no endpoint at /nope" in missing.json()["detail"]
+
+
+def test_a_spec_api_keeps_its_path_or_takes_its_own(run):
+    """The bug this pins: api_path on a spec API was refused, even at the spec's own path."""
+    at_default = run(ls.LitServer(apis.Embedder(spec=ls.OpenAIEmbeddingSpec(), api_path="/v1/embeddings")))
+    assert post(at_default, {"model": "m", "input": "ab"}, path="/v1/embeddings").status_code == 200
+    own = run(ls.LitServer(apis.Embedder(spec=ls.OpenAIEmbeddingSpec(), api_path="/v2/embed")))
+    assert post(own, {"model": "m", "input": "ab"}, path="/v2/embed").json()["data"][0]["object"] == "embedding"
+
+
+def test_the_small_differences(run, monkeypatch):
+    """The bugs this pins: a float max_payload_size and fast_queue=True were refused; a start
+    failure was not a RuntimeError (LitServe raises one); Host: 0.0.0.0 was refused on loopback."""
+    server = run(ls.LitServer(apis.SimpleLitAPI(), max_payload_size=52428800.0, fast_queue=True))
+    assert server.endpoint_info("/predict")["max_body_size"] == 52428800
+    port = server.url.rsplit(":", 1)[1]
+    via_unspecified = requests.post(f"http://0.0.0.0:{port}/predict", json={"input": 3}, timeout=10)  # LitServe's benchmark's URL
+    assert (via_unspecified.status_code, via_unspecified.json()) == (200, {"output": 9})
+    rebound = requests.post(server.url + "/predict", json={"input": 3}, headers={"Host": f"attacker.example:{port}"}, timeout=10)
+    assert rebound.status_code == 403  # a DNS name is still refused on a loopback server
+    with pytest.raises(RuntimeError, match="failed to start"):
+        run(ls.LitServer(apis.FailsToStart()))
+
+
+def test_openai_request_fields_are_validated(run):
+    """The bug this pins: an OpenAI request with a field of the wrong type was served; LitServe's
+    pydantic model answers 422."""
+    server = run(ls.LitServer(ls.test_examples.TestAPI(spec=ls.OpenAISpec())))
+    chat = "/v1/chat/completions"
+    good = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    assert post(server, good, path=chat).json()["choices"][0]["message"]["content"] == "This is a generated output"
+    for bad, field in (({"temperature": "hot"}, "temperature"), ({"max_tokens": "many"}, "max_tokens"), ({"messages": [{"content": "hi"}]}, "messages.0.role")):
+        refused = post(server, {**good, **bad}, path=chat)
+        assert refused.status_code == 422 and field in refused.json()["error"]["message"], refused.text

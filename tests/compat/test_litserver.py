@@ -196,9 +196,6 @@ def test_track_requests_counts_the_active_requests(run):
     [
         ({"middlewares": [object]}, "middlewares=[object]"),
         ({"enable_shutdown_api": True}, "enable_shutdown_api"),
-        ({"fast_queue": True}, "fast_queue"),
-        ({"healthcheck_path": "/healthz"}, "healthcheck_path"),
-        ({"info_path": "/about"}, "info_path"),
         ({"accelerator": "mps"}, "accelerator='mps'"),
         ({"loop": object()}, "loop"),
     ],
