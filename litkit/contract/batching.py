@@ -19,7 +19,7 @@ from ..errors import HTTPError
 from ..wire.encoding import encode_error
 from .hooks import call_hook
 
-__all__ = ["Lanes", "litserve_steps", "predicted", "unbatched"]
+__all__ = ["Lanes", "litserve_steps", "one_per_request", "predicted", "unbatched"]
 
 
 def predicted(api: LitAPI, inputs: list[Any], contexts: list[Any]) -> list[Any]:
@@ -59,8 +59,11 @@ class Lanes:
     batched item ``predict`` yields is unbatched, and request *i* receives its share through
     ``lane(i)`` (which its ``encode_response`` reads, as in a stream that is not batched)."""
 
-    def __init__(self, api: LitAPI, outputs: Iterator[Any], count: int, contexts: list[Any]) -> None:
+    def __init__(self, api: LitAPI, outputs: Iterator[Any], count: int, contexts: list[Any], split: Any = None) -> None:
+        """``split(api, step, count, contexts)``: one step of ``outputs`` as one item per request
+        (default ``unbatched``, which calls ``api.unbatch``)."""
         self.api = api
+        self.split = split or unbatched
         self.contexts = contexts
         self.outputs = outputs
         self.buffers: list[collections.deque[Any] | None] = [collections.deque() for _ in range(count)]
@@ -84,7 +87,7 @@ class Lanes:
         if self.exhausted:
             return False
         try:
-            items = unbatched(self.api, next(self.outputs), len(self.buffers), self.contexts)
+            items = self.split(self.api, next(self.outputs), len(self.buffers), self.contexts)
         except StopIteration:
             self.exhausted = True
             return False
@@ -96,6 +99,26 @@ class Lanes:
             if buffer is not None:
                 buffer.append(item)
         return True
+
+
+def one_per_request(api: LitAPI, step: Any, expected: int, contexts: list[Any]) -> list[Any]:
+    """A step of LitServe's batched stream (``litserve_steps``): ``encode_response``'s list, one item
+    per request.
+
+    Raises:
+        HTTPError: 500 when it holds more or fewer than ``expected`` items.
+    """
+    try:
+        items = list(step)
+    except TypeError:
+        raise TypeError(f"in a batched stream encode_response yields one list per step, one item per request; got {type(step).__name__}") from None
+    if len(items) != expected:
+        raise HTTPError(
+            500,
+            f"batch size mismatch: encode_response yielded {len(items)} items for a batch of {expected}; "
+            "in a batched stream it yields one list per step, one item per request, in order",
+        )
+    return items
 
 
 def litserve_steps(api: LitAPI, outputs: Iterator[Any], contexts: list[Any]) -> tuple[Any, Any]:

@@ -76,3 +76,22 @@ def test_image_schemas_round_trip(run):
     assert refused.status_code == 422
     with pytest.raises(Exception, match="must be a PIL Image"):  # pydantic wraps the TypeError
         ImageOutput(image="text").model_dump()
+
+
+def test_openai_spec_with_batching_as_litserve(run):
+    """The bug this pins: OpenAISpec with max_batch_size above 1 was refused; LitServe batches the
+    requests and streams each its share (ls.test_examples.OpenAIBatchContext)."""
+    server = run(ls.LitServer(ls.test_examples.OpenAIBatchContext(spec=OpenAISpec(), max_batch_size=2, batch_timeout=0.5)))
+    greeting = "Hi! It's nice to meet you. Is there something I can help you with or would you like to chat? "
+
+    def chat(stream: bool) -> str:
+        answer = requests.post(server.url + "/v1/chat/completions", json={**CHAT, "stream": stream}, timeout=60)
+        assert answer.status_code == 200, answer.text
+        if not stream:
+            return answer.json()["choices"][0]["message"]["content"]
+        events = [line[len("data: "):] for line in answer.text.splitlines() if line.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        return "".join(json.loads(event)["choices"][0]["delta"].get("content") or "" for event in events[:-1])
+
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        assert list(pool.map(chat, [True, False])) == [greeting, greeting]
