@@ -257,3 +257,11 @@ def litserve_chunks() -> litkit.LitAPI:
     from litkit.contract.conventions import following_litserve
 
     return following_litserve(LitServeChunks())
+
+
+class AsyncChat(litkit.LitAPI):
+    """An async generator behind a chat spec: the spec's envelope around its chunks."""
+
+    async def predict(self, request):
+        for word in request["messages"][-1]["content"].split():
+            yield word + " "

@@ -151,7 +151,7 @@ class Replica:
             return await self._answer_batched(body, request_id)
         source: ThreadedIterator | AsyncSource
         if self.is_async:
-            source = AsyncSource(lambda: answer_async(self.api, self.stream, body, request_id))
+            source = AsyncSource(lambda: answer_async(self.api, self.stream, body, request_id, self.spec))
         else:
             await self._serial.acquire()
             source = ThreadedIterator(lambda: answer(self.api, self.spec, self.stream, body, request_id), on_closed=self._serial.release)

@@ -467,11 +467,10 @@ def _check_options(api: Any, options: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(spec, Spec):
             raise TypeError(f"spec must be a litkit spec such as litkit.specs.OpenAIChat(), got {type(spec).__name__}")
         # LitServer's APIs batch a spec's streams in LitServe's order (litkit.contract.conventions).
-        batch_refused = options["max_batch_size"] > 1 and not spec.batchable and litserve_face(api) is None
-        if batch_refused or is_async_api(api):
+        if options["max_batch_size"] > 1 and not spec.batchable and litserve_face(api) is None:
             raise ValueError(
-                f"spec={type(spec).__name__}() works with a plain (sync) predict{'' if spec.batchable else ' without batching'} for now; "
-                f"{'' if spec.batchable else 'leave max_batch_size at 1 and '}make {type(api).__name__}.predict a plain function or generator"
+                f"spec={type(spec).__name__}() answers a batch's streams under litkit.LitServer only (in LitServe's order); "
+                "leave max_batch_size at 1, or serve with ls.LitServer"
             )
         if spec.batchable and is_streaming_api(api):
             raise ValueError(f"spec={type(spec).__name__}() answers with one response; make {type(api).__name__}.predict `return` instead of `yield`")

@@ -13,7 +13,7 @@ Stdlib only: worker processes import this module.
 from __future__ import annotations
 
 import time
-from typing import Any, Iterable, Iterator
+from typing import Any, AsyncIterator, Iterable, Iterator
 
 from ..errors import HTTPError
 from .spec import Spec
@@ -82,6 +82,17 @@ class OpenAIChat(Spec):
         delta: dict[str, Any] = {"role": "assistant"}  # the first delta names the role
         finish_reason = "stop"
         for chunk in chunks:
+            content, reason = _content(chunk)
+            finish_reason = reason or finish_reason
+            if content:
+                yield self._chunk(context, {**delta, "content": content}, None)
+                delta = {}
+        yield self._chunk(context, {**delta, "content": ""} if delta else {}, finish_reason)
+
+    async def astream(self, chunks: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+        delta: dict[str, Any] = {"role": "assistant"}
+        finish_reason = "stop"
+        async for chunk in chunks:
             content, reason = _content(chunk)
             finish_reason = reason or finish_reason
             if content:

@@ -19,7 +19,7 @@ ChatCompletionRequest`` (as ``litserve.specs.openai``). Stdlib only: worker proc
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from typing import Any, AsyncIterator, Iterable, Iterator
 
 from .chat import OpenAIChat
 from .records import ChatCompletionRequest, ChatMessage, check_chat_request
@@ -49,6 +49,14 @@ class OpenAISpec(OpenAIChat):
     def stream(self, chunks: Iterable[Any], context: Any) -> Iterator[Any]:
         usage = None
         for chunk in chunks:
+            message, usage = _message(chunk)
+            delta = {"role": message.get("role", "assistant"), "content": message.get("content"), "tool_calls": message.get("tool_calls")}
+            yield self._litserve_chunk(context, delta, None, None)
+        yield self._litserve_chunk(context, {}, "stop", usage)
+
+    async def astream(self, chunks: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+        usage = None
+        async for chunk in chunks:
             message, usage = _message(chunk)
             delta = {"role": message.get("role", "assistant"), "content": message.get("content"), "tool_calls": message.get("tool_calls")}
             yield self._litserve_chunk(context, delta, None, None)

@@ -138,7 +138,7 @@ class Worker:
             # Imported here: asyncio costs every worker about 2 MiB and 20-50 ms of start-up.
             from .async_loop import AsyncRequestLoop
 
-            return AsyncRequestLoop(api, self.control, self.messages, self.stream, ResponseChannel).run()
+            return AsyncRequestLoop(api, self.control, self.messages, self.stream, ResponseChannel, self.spec).run()
         while True:
             try:
                 kind, payload, fds = self.messages.recv()

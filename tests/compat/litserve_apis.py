@@ -401,3 +401,22 @@ class Mirror(ls.LitAPI):
 
     def encode_response(self, image):
         return ImageOutput(image=image)
+
+
+class AsyncChat(ls.LitAPI):
+    """LitServe's async OpenAI API: enable_async=True and an async generator."""
+
+    def __init__(self):
+        super().__init__(spec=ls.OpenAISpec(), enable_async=True)
+
+    async def decode_request(self, request):
+        return request.messages[-1].content
+
+    async def predict(self, prompt):
+        for word in prompt.split():
+            await asyncio.sleep(0)
+            yield word + " "
+
+    async def encode_response(self, output):
+        async for chunk in output:
+            yield {"role": "assistant", "content": chunk}

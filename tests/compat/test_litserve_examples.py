@@ -95,3 +95,17 @@ def test_openai_spec_with_batching_as_litserve(run):
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         assert list(pool.map(chat, [True, False])) == [greeting, greeting]
+
+
+def test_openai_spec_with_an_async_api(run):
+    """The bug this pins: OpenAISpec with async hooks (enable_async=True) was refused."""
+    import litserve_apis as apis
+
+    server = run(ls.LitServer(apis.AsyncChat()))
+    body = {"model": "m", "messages": [{"role": "user", "content": "one two"}]}
+    whole = requests.post(server.url + "/v1/chat/completions", json=body, timeout=60).json()
+    assert whole["choices"][0]["message"]["content"] == "one two "
+    streamed = requests.post(server.url + "/v1/chat/completions", json={**body, "stream": True}, timeout=60).text
+    events = [line[len("data: "):] for line in streamed.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    assert "".join(json.loads(event)["choices"][0]["delta"].get("content") or "" for event in events[:-1]) == "one two "
