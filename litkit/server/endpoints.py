@@ -251,8 +251,6 @@ class ServingState:
         # What GET / sends a client that does not ask for HTML (LitServer: "litserve running"); None: the page.
         self.root_text: str | None = root_text
         self.openapi = openapi  # False (LitServer(disable_openapi_url=True)): no /openapi.json, no page
-        # JSON that GET /info carries as "model" (LitServer(model_metadata=...)); None: no such key.
-        self.model_metadata: Any = None
 
     @property
     def first(self) -> EndpointState:
@@ -329,7 +327,6 @@ class ServingState:
             **{key: first[key] for key in ("api", "workers", "stream", "timeout", "max_body_size")},
             "paths": paths,
             "endpoints": [endpoint.info() for endpoint in self.endpoints],
-            **({"model": self.model_metadata} if self.model_metadata is not None else {}),
         }
 
 
