@@ -68,6 +68,8 @@ _LAZY = {
     "Callback": "compat",
     "OpenAISpec": "specs",
     "OpenAIEmbeddingSpec": "specs",
+    "test_examples": "test_examples",  # LitServe's example APIs
+    "schema": "schema",
 }
 
 
@@ -75,7 +77,6 @@ _LAZY = {
 _LITSERVE_ONLY = {
     "Request": "litkit's hooks receive the parsed body; authorize(self, request) gets the headers",
     "Response": "return a JSON-encodable value (or a pydantic model) from encode_response",
-    "test_examples": "write the example API in your own code",
     "set_trace": "debug a hook by calling it in this process (api.setup('cpu'); api.predict(x)), or print() in it: the worker's output is in server.status()['logs']",
     "set_trace_if_debug": "debug a hook by calling it in this process (api.setup('cpu'); api.predict(x)), or print() in it: the worker's output is in server.status()['logs']",
 }

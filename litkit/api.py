@@ -61,6 +61,7 @@ class LitAPI:
     # The options given to __init__ (read them with api_options()); a private name, so that no
     # attribute a subclass sets can collide with it.
     _litkit_options: dict[str, Any] = {}
+    enable_async: bool = False
 
     def __init__(
         self,
@@ -76,22 +77,10 @@ class LitAPI:
     ) -> None:
         options: dict[str, Any] = {}
         name = type(self).__name__
-        if max_batch_size is not None:
-            if isinstance(max_batch_size, bool) or not isinstance(max_batch_size, int) or max_batch_size < 1:
-                raise ValueError(f"max_batch_size must be an int of at least 1, got {max_batch_size!r}")
-            options["max_batch_size"] = max_batch_size
-        if batch_timeout is not None:
-            if isinstance(batch_timeout, bool) or not isinstance(batch_timeout, (int, float)) or batch_timeout < 0:
-                raise ValueError(f"batch_timeout must be a number of seconds of at least 0, got {batch_timeout!r}")
-            options["batch_timeout"] = batch_timeout
-        if stream is not None:
-            if not isinstance(stream, bool):
-                raise ValueError(f"stream must be True or False, got {stream!r}")
-            options["stream"] = stream
-        if api_path is not None:
-            if not isinstance(api_path, str) or not api_path.startswith("/"):
-                raise ValueError(f"api_path must start with '/', e.g. '/predict' or '/v1/embed', got {api_path!r}")
-            options["api_path"] = api_path
+        given = {"max_batch_size": max_batch_size, "batch_timeout": batch_timeout, "stream": stream, "api_path": api_path}
+        for option, value in given.items():
+            if value is not None:
+                options[option] = _checked_option(option, value)
         if spec is not None:
             options["spec"] = spec  # serve() checks that it is a litkit spec
         if not isinstance(enable_async, bool):
@@ -109,6 +98,24 @@ class LitAPI:
         if mcp is not None:
             raise TypeError(f"{name}(mcp=...): MCP endpoints are not supported by litkit yet; leave mcp out (docs/migrating-from-litserve.md)")
         self._litkit_options = options
+        self.enable_async = enable_async
+
+    # LitServe's attributes: ``api.max_batch_size = 8`` (or ``self.stream = True`` in an ``__init__``
+    # that does not call ``super().__init__()``) sets the option as the constructor does.
+    max_batch_size = property(lambda self: _option(self, "max_batch_size"), lambda self, value: _set_option(self, "max_batch_size", value), doc="Requests a worker takes at once (1: no batching).")
+    batch_timeout = property(lambda self: _option(self, "batch_timeout"), lambda self, value: _set_option(self, "batch_timeout", value), doc="Seconds a partial batch waits for more.")
+    stream = property(lambda self: _option(self, "stream"), lambda self, value: _set_option(self, "stream", value), doc="Whether the endpoint streams (unset: whether ``predict`` is a generator function).")
+    api_path = property(lambda self: _option(self, "api_path"), lambda self, value: _set_option(self, "api_path", value), doc="The endpoint's path.")
+
+    @property
+    def device(self) -> str | None:
+        """The device this worker's ``setup(device)`` got, e.g. ``"cpu"`` or ``"cuda:0"`` (None
+        outside a worker), as LitServe sets it."""
+        return getattr(self, "_litkit_device", None)
+
+    @device.setter
+    def device(self, value: str | None) -> None:
+        self._litkit_device = value
 
     def setup(self, device: str) -> None:
         """Prepare the worker, e.g. load a model. ``device`` is where to put it, e.g. ``"cpu"``."""
@@ -170,10 +177,49 @@ class LitAPI:
         return output
 
 
+# The options that are also attributes of a LitAPI (LitServe's), with the value each reads when unset.
+_ATTRIBUTE_DEFAULTS: dict[str, Any] = {"max_batch_size": 1, "batch_timeout": 0.0, "stream": None, "api_path": "/predict"}
+
+
+def _checked_option(option: str, value: Any) -> Any:
+    """``value`` for ``option``, checked as ``LitAPI(...)`` checks it.
+
+    Raises:
+        ValueError: out of range.
+    """
+    if option == "max_batch_size" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"max_batch_size must be an int of at least 1, got {value!r}")
+    if option == "batch_timeout" and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
+        raise ValueError(f"batch_timeout must be a number of seconds of at least 0, got {value!r}")
+    if option == "stream" and not isinstance(value, bool):
+        raise ValueError(f"stream must be True or False, got {value!r}")
+    if option == "api_path" and (not isinstance(value, str) or not value.startswith("/")):
+        raise ValueError(f"api_path must start with '/', e.g. '/predict' or '/v1/embed', got {value!r}")
+    return value
+
+
+def _option(api: Any, option: str) -> Any:
+    value = api._litkit_options.get(option, _ATTRIBUTE_DEFAULTS[option])
+    return is_streaming_api(api) if option == "stream" and value is None else value
+
+
+def _set_option(api: Any, option: str, value: Any) -> None:
+    # A fresh dict: the class-level default ({}) is shared by every API that never set one.
+    api._litkit_options = {**api._litkit_options, option: _checked_option(option, value)}
+
+
 def api_options(api: Any) -> dict[str, Any]:
-    """The serving options given to the API's constructor (``max_batch_size``, ``stream``, ...), by
-    ``serve()``'s names; empty for an API whose ``__init__`` did not pass any to ``LitAPI``."""
-    return dict(getattr(api, "_litkit_options", {}))
+    """The serving options given to the API's constructor, or set as its attributes
+    (``max_batch_size``, ``stream``, ...), by ``serve()``'s names; empty for an API that set none.
+
+    A subclass may also set them as class attributes (``class MyAPI(LitAPI): max_batch_size = 8``).
+    """
+    options = dict(getattr(api, "_litkit_options", {}))
+    for option in _ATTRIBUTE_DEFAULTS:
+        static = inspect.getattr_static(type(api), option, None)
+        if static is not None and not isinstance(static, property):
+            options[option] = _checked_option(option, getattr(api, option))  # a class attribute replaced LitAPI's
+    return options
 
 
 def is_streaming_api(api: Any) -> bool:

@@ -54,7 +54,7 @@ class HTTPError(LitkitError):
         return f"{self.status}: {self.message}" if self.message else str(self.status)
 
 
-class WorkerStartError(LitkitError):
+class WorkerStartError(LitkitError, RuntimeError):
     """A worker process failed to start: ``setup`` raised, the API could not be loaded, or the
     process died or stayed silent past ``start_timeout``.
 

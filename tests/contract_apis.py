@@ -228,3 +228,40 @@ class Guarded(Plain):
     def authorize(self, request):
         if request.headers.get("authorization") != "Bearer let-me-in":
             raise litkit.HTTPError(401, "send Authorization: Bearer <token>")
+
+
+class Device(litkit.LitAPI):
+    """LitServe's ``self.device``: set before ``setup(device)``, readable in every hook."""
+
+    def setup(self, device):
+        self.in_setup = (device, self.device)
+
+    def predict(self, x):
+        return {"setup": list(self.in_setup), "predict": self.device}
+
+
+class LitServeChunks(litkit.LitAPI):
+    """Under LitServe's conventions (``litkit.contract.conventions``): text chunks go out as they
+    are (two of them make one JSON line here), a dict as a JSON line; a hook's exception reads
+    ``Internal server error``."""
+
+    def predict(self, x):
+        if x.get("fail"):
+            raise ValueError("internals the client must not read")
+        yield '{"part": '
+        yield "1}\n"
+        yield {"part": 2}
+
+
+def litserve_chunks() -> litkit.LitAPI:
+    from litkit.contract.conventions import following_litserve
+
+    return following_litserve(LitServeChunks())
+
+
+class AsyncChat(litkit.LitAPI):
+    """An async generator behind a chat spec: the spec's envelope around its chunks."""
+
+    async def predict(self, request):
+        for word in request["messages"][-1]["content"].split():
+            yield word + " "

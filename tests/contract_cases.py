@@ -167,6 +167,29 @@ CASES = [
         apis.called,
         [Exchange({}, 200, {"seen": ["before decode", "after decode", "before predict", "after predict", "before encode"]})],
     ),
+    Case(
+        "async_chat",
+        apis.AsyncChat,
+        [
+            Exchange(CHAT, 200, lambda body: body["choices"][0]["message"]["content"] == "hi there ", path="/v1/chat/completions"),
+            Exchange(
+                {**CHAT, "stream": True},
+                200,
+                lambda events: "".join(data["choices"][0]["delta"].get("content") or "" for _, data in events[:-1]) == "hi there " and events[-1] == ("message", "[DONE]"),
+                path="/v1/chat/completions",
+            ),
+        ],
+        {"spec": OpenAIChat(model="words")},
+    ),
+    Case("device", apis.Device, [Exchange({}, 200, {"setup": ["cpu", "cpu"], "predict": "cpu"})]),
+    Case(
+        "litserve",
+        apis.litserve_chunks,
+        [
+            Exchange({}, 200, ndjson({"part": 1}, {"part": 2})),
+            Exchange({"fail": True}, 500, {"detail": "Internal server error"}),
+        ],
+    ),
 ]
 
 

@@ -37,10 +37,13 @@ ALLOWED = {
     "ray": {"shared", "wire", "specs", "contract", "client", "notebook"},
     # LitServe compatibility: LitServer over serve(), LitServe's specs, loggers and callbacks.
     "compat": {"shared", "specs", "contract", "pool", "server"},
+    # LitServe's example APIs and schemas (ls.test_examples, litkit.schema.image): user code, so to speak.
+    "test_examples": {"shared", "specs"},
+    "schema": set(),
 }
 
 # Imports of these rooms are allowed only inside a function (loaded on first use, never at import).
-LAZY_ONLY = {("server", "notebook"), ("server", "ray"), ("ray", "notebook"), ("package", "specs"), ("package", "server"), ("package", "client"), ("package", "ray"), ("package", "compat")}
+LAZY_ONLY = {("server", "notebook"), ("server", "ray"), ("ray", "notebook"), ("package", "specs"), ("package", "server"), ("package", "client"), ("package", "ray"), ("package", "compat"), ("package", "test_examples"), ("package", "schema")}
 
 
 def _room(module: str) -> str:

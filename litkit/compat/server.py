@@ -8,13 +8,15 @@ accepted and dropped. ``docs/migrating-from-litserve.md`` lists each one.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import os
 import warnings
 from typing import Any, Mapping, Sequence
 
-from ..api import LitAPI, api_options
+from ..api import LitAPI, api_options, is_async_api
+from ..contract.conventions import following_litserve
 from ..kernel import in_jupyter_kernel
 from ..pool.devices import find_cuda_devices
 from ..server import Endpoint, Server, serve
@@ -25,6 +27,7 @@ from ..server.server import answering_root_with, in_this_interpreter
 from ..server.terminal import banner, block_until_interrupted
 from .callbacks import check_callbacks, request_listener, trigger, with_callbacks
 from .client_file import write_client_file
+from .face import check_route_path, server_face
 from .loggers import LoggerRelay, check_loggers
 
 __all__ = ["LitServer", "queue_timeout_of"]
@@ -32,6 +35,12 @@ __all__ = ["LitServer", "queue_timeout_of"]
 logger = logging.getLogger("litkit.compat")
 
 API_KEY_VARIABLE = "LIT_SERVER_API_KEY"
+# Requests each worker of an async API runs at once under LitServer. LitServe sets no bound (each
+# request becomes a task on the worker's loop); litkit's workers hold a pipe per request they run,
+# so it bounds them, high enough that requests which mostly await never queue behind each other,
+# low enough that a few workers stay far from the usual limit of 1024 open files. Beyond it,
+# requests wait in the queue (LitServer's timeout). serve(api, max_concurrency=N) sets another.
+ASYNC_CONCURRENCY = 64
 _LOG_LEVELS = {"critical": logging.CRITICAL, "error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG, "trace": logging.DEBUG}
 
 
@@ -110,10 +119,6 @@ class LitServer:
             raise _unsupported("enable_shutdown_api=True", "litkit has no shutdown endpoint; stop the server with Ctrl+C, or server.stop() on the Server that run() returns in a notebook")
         if shutdown_path != "/shutdown":
             raise _unsupported(f"shutdown_path={shutdown_path!r}", "litkit has no shutdown endpoint; leave shutdown_path out")
-        if healthcheck_path != "/health":
-            raise _unsupported(f"healthcheck_path={healthcheck_path!r}", "litkit answers health checks at /health only; leave healthcheck_path out")
-        if info_path != "/info":
-            raise _unsupported(f"info_path={info_path!r}", "litkit serves its info at /info only; leave info_path out")
         try:
             json.dumps(model_metadata)
         except (TypeError, ValueError):
@@ -122,9 +127,10 @@ class LitServer:
         self._cors_origins = _cors_origins_of(middlewares)
         self._callbacks = check_callbacks(callbacks)
         self._loggers = check_loggers(loggers)
-        self._paths = [(path, with_callbacks(api, self._callbacks)) for path, api in self._paths]
-        if fast_queue:
-            raise _unsupported("fast_queue=True", "litkit's workers always take requests over direct pipes (no ZeroMQ); leave fast_queue out")
+        if not isinstance(fast_queue, bool):
+            raise ValueError(f"fast_queue must be True or False, got {fast_queue!r}")
+        # fast_queue=True asks LitServe for ZeroMQ between its server and workers; litkit's workers
+        # take requests over direct pipes either way, which is that fast path already.
         # restart_workers=True asks for what litkit always does: a worker that dies is replaced.
         if not isinstance(disable_openapi_url, bool):
             raise ValueError(f"disable_openapi_url must be True or False, got {disable_openapi_url!r}")
@@ -144,17 +150,35 @@ class LitServer:
             self._paths = [(api_path, self._paths[0][1])]
             self._workers = {api_path: next(iter(self._workers.values()))}
         self._api_key = _api_key_from_environment([api for _, api in self._paths])
+        api_paths = [path for path, _ in self._paths]
+        self.healthcheck_path = check_route_path("healthcheck_path", healthcheck_path, api_paths)
+        self.info_path = check_route_path("info_path", info_path, api_paths)
+        self.max_payload_size = max_payload_size
         self.track_requests = track_requests
         self.timeout = timeout
+        streams = {path: bool(self._legacy.get("stream") or api.stream) for path, api in self._paths}
+        face = server_face(self.healthcheck_path, self.info_path, model_metadata, self._accelerator, self._devices, workers_per_device, timeout, streams, max_payload_size, track_requests)
+        # Copies that follow LitServe's conventions and carry its paths (litkit.contract.conventions).
+        self._paths = [(path, following_litserve(with_callbacks(api, self._callbacks), face)) for path, api in self._paths]
         self.server: Server | None = None
+        self._serving_state: Any = None  # the server's own state (litkit.server.endpoints.ServingState)
 
     @property
     def active_requests(self) -> int | None:
         """Requests queued or running (None before ``run()``, or unless ``track_requests=True``, as in LitServe)."""
-        if self.server is None or not self.track_requests:
+        serving = self._serving_state
+        if serving is None or not self.track_requests:
             return None
         # The trackers' live counts, not status(): on_request reads this for every request.
-        return sum(counts["queued"] + counts["running"] for counts in (endpoint.tracker.counts() for endpoint in self.server._serving.endpoints))
+        return sum(counts["queued"] + counts["running"] for counts in (endpoint.tracker.counts() for endpoint in serving.endpoints))
+
+    def _prepare(self, serving: Any) -> None:
+        """The server's state, before its first request (it may arrive while the workers start)."""
+        self._serving_state = serving
+        if self._callbacks:
+            listener = request_listener(self._callbacks, self)
+            for endpoint in serving.endpoints:  # on_request / on_response
+                endpoint.tracker.listeners.append(listener)
 
     def run(
         self,
@@ -194,14 +218,14 @@ class LitServer:
         # LitServe's callbacks, request tracking and model metadata reach into the server's own
         # state, which then has to live in this interpreter (not in a sub-interpreter or a process
         # of its own); so does a script's server, whose process runs nothing else while it blocks.
-        reaches_in = self._callbacks or self.track_requests or self.model_metadata is not None
+        reaches_in = self._callbacks or self.track_requests
         here = (
-            "LitServer's callbacks, track_requests or model_metadata read the server's state" if reaches_in
+            "LitServer's callbacks or track_requests read the server's state" if reaches_in
             else None if in_jupyter_kernel()
             else "a script's LitServer.run() runs nothing else while it serves"
         )
         # GET / answers "litserve running" to clients that do not ask for HTML, as LitServe does; browsers get the page.
-        with in_this_interpreter(here) if here is not None else contextlib.nullcontext(), answering_root_with(LITSERVE_ROOT_TEXT, self._openapi):
+        with in_this_interpreter(here, self._prepare) if here is not None else contextlib.nullcontext(), answering_root_with(LITSERVE_ROOT_TEXT, self._openapi):
             server = serve(
                 self._endpoints(),
                 host=host,
@@ -212,14 +236,8 @@ class LitServer:
                 on_log=relay.put if self._loggers else None,
             )
         try:
-            if self.model_metadata is not None:
-                server._serving.model_metadata = self.model_metadata  # GET /info's "model", as LitServe's
             if generate_client_file:
                 write_client_file(server)
-            if self._callbacks:
-                listener = request_listener(self._callbacks, self)
-                for endpoint in server._serving.endpoints:  # on_request / on_response
-                    endpoint.tracker.listeners.append(listener)
         except BaseException:
             server.stop()  # e.g. client.py could not be written: no server is left running
             raise
@@ -246,19 +264,32 @@ class LitServer:
         """One endpoint per API; an API with a spec at the spec's paths (under no prefix), as in LitServe."""
         endpoints = {}
         for path, api in self._paths:
-            options = self._options(path)
-            key = "/" if options.get("spec", api_options(api).get("spec")) is not None else path
-            endpoints[key] = Endpoint(api, **options)
+            options = self._options(path, api)
+            spec = options.get("spec", api_options(api).get("spec"))
+            if spec is None:
+                endpoints[path] = Endpoint(api, **options)
+                continue
+            own = api_options(api).get("api_path")
+            if own not in (None, DEFAULT_API_PATH, spec.path):
+                spec = copy.copy(spec)
+                spec.path = own  # as LitServe: a spec API's own api_path replaces the spec's POST path
+            api = copy.copy(api)  # the spec and path move from the API to its endpoint
+            api._litkit_options = {name: value for name, value in api_options(api).items() if name not in ("api_path", "spec")}
+            endpoints["/"] = Endpoint(api, **{**options, "spec": spec})
         return endpoints
 
-    def _options(self, path: str) -> dict[str, Any]:
-        return {
+    def _options(self, path: str, api: LitAPI) -> dict[str, Any]:
+        options = {
             "queue_timeout": self._queue_timeout,
             "accelerator": self._accelerator,
             "devices": self._devices,
             "workers_per_device": self._workers[path],
             **self._legacy,
         }
+        batched = options.get("max_batch_size", api_options(api).get("max_batch_size", 1)) > 1
+        if is_async_api(api) and not batched:
+            options["max_concurrency"] = ASYNC_CONCURRENCY  # LitServe runs an async API's requests concurrently
+        return options
 
 
 _CORS_MIDDLEWARE = "starlette.middleware.cors.CORSMiddleware"  # fastapi.middleware.cors re-exports it
@@ -379,8 +410,10 @@ def _payload_size(max_payload_size: Any) -> int:
             if text.endswith(suffix) and text[: -len(suffix)].strip().isdigit():
                 return int(text[: -len(suffix)]) * factor
         raise ValueError(f"max_payload_size must be a number of bytes or a size such as '10MB', got {max_payload_size!r}")
+    if isinstance(max_payload_size, float) and max_payload_size.is_integer():
+        max_payload_size = int(max_payload_size)  # LitServe compares the body size to it: 52428800.0 works there
     if isinstance(max_payload_size, bool) or not isinstance(max_payload_size, int) or max_payload_size < 1:
-        raise ValueError(f"max_payload_size must be a number of bytes or a size such as '10MB', got {max_payload_size!r}")
+        raise ValueError(f"max_payload_size must be a whole number of bytes or a size such as '10MB', got {max_payload_size!r}")
     return max_payload_size
 
 

@@ -25,8 +25,9 @@ from typing import Any, AsyncIterator, Iterable, Iterator, NamedTuple
 
 from ..api import LitAPI
 from ..cancellation import cancelled
-from ..wire.encoding import decode_body, encode_chunk, encode_decode_error, encode_error, encode_json
+from ..wire.encoding import decode_body, encode_decode_error, encode_error, encode_json
 from ..wire.protocol import Kind
+from .conventions import chunk_encoder
 from .hooks import aclose_quietly, awaited, call_hook, close_quietly, decode_input
 
 __all__ = ["Decoded", "Frame", "answer", "answer_async", "chunks_of", "decode", "encode_single"]
@@ -121,19 +122,19 @@ def answer(api: LitAPI, spec: Any, stream: bool, body: bytes, request_id: str) -
     elif not decoded.streams:
         yield from _gathered(spec, decoded.spec_context, chunks, outputs)
     elif spec is not None:
-        yield from _streamed(spec.stream(chunks, decoded.spec_context), chunks, outputs)
+        yield from _streamed(chunk_encoder(api), spec.stream(chunks, decoded.spec_context), chunks, outputs)
     else:
-        yield from _streamed(chunks, outputs)
+        yield from _streamed(chunk_encoder(api), chunks, outputs)
 
 
-def _streamed(parts: Iterable[Any], *sources: Any) -> Iterator[Frame]:
+def _streamed(encode: Any, parts: Iterable[Any], *sources: Any) -> Iterator[Frame]:
     """A CHUNK per part, then END (or ERROR); on the way out, however it ends, close ``parts`` and
     the generators it reads."""
     iterator = iter(parts)
     failure: bytes | None = None
     try:
         for part in iterator:
-            yield Kind.CHUNK, encode_chunk(part)
+            yield Kind.CHUNK, encode(part)
     except Exception as error:  # noqa: BLE001 - mid-stream: a final error frame
         failure = encode_error(error)
     finally:
@@ -159,16 +160,17 @@ def _gathered(spec: Any, spec_context: Any, chunks: Iterable[Any], outputs: Any)
     yield frame
 
 
-async def answer_async(api: LitAPI, stream: bool, body: bytes, request_id: str) -> AsyncIterator[Frame]:
+async def answer_async(api: LitAPI, stream: bool, body: bytes, request_id: str, spec: Any = None) -> AsyncIterator[Frame]:
     """The frames of one request through async hooks (``async def`` or async generators; any hook
-    may also be a plain function). Specs need sync hooks for now (the servers refuse the mix).
+    may also be a plain function), in ``spec``'s envelope when there is one (its ``astream``, or
+    its whole answer for a request that does not stream).
 
     A cancellation of the caller's task reaches the hook at its current ``await``
     (``CancelledError``); the user's generators are then closed on the way out.
     """
     failure: bytes | None = None
     try:
-        decoded = decode(api, None, stream, body, request_id)
+        decoded = decode(api, spec, stream, body, request_id)
         x = await awaited(decoded.x)
     except Exception as error:  # noqa: BLE001 - decode_request failing means the body is not what it expects
         failure = encode_decode_error(error)
@@ -176,10 +178,14 @@ async def answer_async(api: LitAPI, stream: bool, body: bytes, request_id: str) 
         yield Kind.ERROR, failure
         return
     hook_context = decoded.hook_context
+    outputs: Any = None
     try:
         if not stream:
             output = await awaited(call_hook(api, "predict", hook_context, x))
-            result = encode_json(await awaited(call_hook(api, "encode_response", hook_context, output)))
+            encoded = await awaited(call_hook(api, "encode_response", hook_context, output))
+            if spec is None:
+                result = encode_json(encoded)
+            chunks: Any = [encoded]
         else:
             outputs = call_hook(api, "predict", hook_context, x)
             chunks = await awaited(call_hook(api, "encode_response", hook_context, outputs))
@@ -194,18 +200,31 @@ async def answer_async(api: LitAPI, stream: bool, body: bytes, request_id: str) 
     if failure is not None:
         yield Kind.ERROR, failure
         return
-    if not stream:
+    if spec is None and not stream:
         yield Kind.RESULT, result
         return
+    encode = chunk_encoder(api)
+    parts: Any = None
     try:
-        if hasattr(chunks, "__aiter__"):
-            async for chunk in chunks:
-                yield Kind.CHUNK, encode_chunk(chunk)
-        else:
-            for chunk in chunks:
-                yield Kind.CHUNK, encode_chunk(chunk)
+        if spec is not None and not decoded.streams:
+            collected = [chunk async for chunk in _each(chunks)]
+            yield Kind.RESULT, encode_json(spec.complete(collected, decoded.spec_context))
+            return
+        parts = spec.astream(_each(chunks), decoded.spec_context) if spec is not None else _each(chunks)
+        async for part in parts:
+            yield Kind.CHUNK, encode(part)
     except Exception as error:  # noqa: BLE001 - mid-stream: a final error frame
         failure = encode_error(error)
     finally:
-        await aclose_quietly(chunks, outputs)
+        await aclose_quietly(*(item for item in (parts, chunks, outputs) if item is not None))
     yield (Kind.ERROR, failure) if failure is not None else _END
+
+
+async def _each(chunks: Any) -> AsyncIterator[Any]:
+    """The chunks of an async iterator or a plain iterable, as an async iterator."""
+    if hasattr(chunks, "__aiter__"):
+        async for chunk in chunks:
+            yield chunk
+    else:
+        for chunk in chunks:
+            yield chunk

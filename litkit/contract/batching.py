@@ -11,6 +11,7 @@ Stdlib only: this module runs in worker processes and in Ray replicas.
 from __future__ import annotations
 
 import collections
+import inspect
 from typing import Any, Iterator
 
 from ..api import LitAPI
@@ -18,7 +19,7 @@ from ..errors import HTTPError
 from ..wire.encoding import encode_error
 from .hooks import call_hook
 
-__all__ = ["Lanes", "predicted", "unbatched"]
+__all__ = ["Lanes", "litserve_steps", "one_per_request", "predicted", "unbatched"]
 
 
 def predicted(api: LitAPI, inputs: list[Any], contexts: list[Any]) -> list[Any]:
@@ -58,8 +59,11 @@ class Lanes:
     batched item ``predict`` yields is unbatched, and request *i* receives its share through
     ``lane(i)`` (which its ``encode_response`` reads, as in a stream that is not batched)."""
 
-    def __init__(self, api: LitAPI, outputs: Iterator[Any], count: int, contexts: list[Any]) -> None:
+    def __init__(self, api: LitAPI, outputs: Iterator[Any], count: int, contexts: list[Any], split: Any = None) -> None:
+        """``split(api, step, count, contexts)``: one step of ``outputs`` as one item per request
+        (default ``unbatched``, which calls ``api.unbatch``)."""
         self.api = api
+        self.split = split or unbatched
         self.contexts = contexts
         self.outputs = outputs
         self.buffers: list[collections.deque[Any] | None] = [collections.deque() for _ in range(count)]
@@ -83,7 +87,7 @@ class Lanes:
         if self.exhausted:
             return False
         try:
-            items = unbatched(self.api, next(self.outputs), len(self.buffers), self.contexts)
+            items = self.split(self.api, next(self.outputs), len(self.buffers), self.contexts)
         except StopIteration:
             self.exhausted = True
             return False
@@ -95,3 +99,35 @@ class Lanes:
             if buffer is not None:
                 buffer.append(item)
         return True
+
+
+def one_per_request(api: LitAPI, step: Any, expected: int, contexts: list[Any]) -> list[Any]:
+    """A step of LitServe's batched stream (``litserve_steps``): ``encode_response``'s list, one item
+    per request.
+
+    Raises:
+        HTTPError: 500 when it holds more or fewer than ``expected`` items.
+    """
+    try:
+        items = list(step)
+    except TypeError:
+        raise TypeError(f"in a batched stream encode_response yields one list per step, one item per request; got {type(step).__name__}") from None
+    if len(items) != expected:
+        raise HTTPError(
+            500,
+            f"batch size mismatch: encode_response yielded {len(items)} items for a batch of {expected}; "
+            "in a batched stream it yields one list per step, one item per request, in order",
+        )
+    return items
+
+
+def litserve_steps(api: LitAPI, outputs: Iterator[Any], contexts: list[Any]) -> tuple[Any, Any]:
+    """A batched stream in LitServe 0.2.19's order (``litkit.contract.conventions``): ``unbatch``
+    gets ``predict``'s whole iterator (LitAPI's own ``unbatch`` splits each step into a list),
+    ``encode_response`` the iterator that returns, with the batch's list of contexts; it yields one
+    list per step, item *i* for request *i*. Returns ``(unbatched, steps)``, both to be closed."""
+    if inspect.unwrap(getattr(type(api), "unbatch")) is LitAPI.unbatch:
+        unbatched: Any = (list(step) for step in outputs)
+    else:
+        unbatched = call_hook(api, "unbatch", contexts, outputs)
+    return unbatched, call_hook(api, "encode_response", contexts, unbatched)

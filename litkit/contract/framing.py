@@ -10,15 +10,23 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["NDJSON", "SSE", "SSE_DONE", "error_body", "frame_chunk", "splits_line", "split_line_message", "stream_error"]
+__all__ = ["NDJSON", "SSE", "SSE_DONE", "error_body", "shown_message", "frame_chunk", "splits_line", "split_line_message", "stream_error"]
 
 NDJSON = "application/x-ndjson"
 SSE = "text/event-stream"
 SSE_DONE = b"data: [DONE]\n\n"  # an SSE stream's last event (OpenAI's convention)
 
 
-def frame_chunk(payload: bytes, sse: bool) -> bytes:
-    """One encoded chunk on the wire: an NDJSON line, or an SSE event (a ``data:`` line per line of it)."""
+def frame_chunk(payload: bytes, sse: bool, litserve: bool = False) -> bytes:
+    """One encoded chunk on the wire: an NDJSON line, or an SSE event (a ``data:`` line per line of it).
+
+    ``litserve``: the chunk is LitServe's already (``litkit.contract.conventions.litserve_chunk``:
+    a JSON line, or text as it is), sent as it is; as an SSE event, without the JSON line's newline.
+    """
+    if litserve:
+        if not sse:
+            return payload
+        payload = payload[:-1] if payload.endswith(b"\n") else payload
     if not sse:
         return payload + b"\n"
     if b"\n" not in payload:
@@ -41,14 +49,26 @@ def split_line_message(chunk: int) -> str:
     )
 
 
-def error_body(spec: Any, status: int, message: str, request_id: str, detail: Any = None) -> dict[str, Any]:
+def error_body(spec: Any, status: int, message: str, request_id: str, detail: Any = None, litserve: bool = False) -> dict[str, Any]:
     """An error answer's JSON: the spec's envelope (OpenAI's, for instance) or litkit's own
     ``{"error", "request_id"}``; with the ``detail`` of a ``fastapi.HTTPException`` when one was
-    raised (LitServe's ``{"detail": ...}``)."""
+    raised (LitServe's ``{"detail": ...}``). ``litserve`` (``litkit.contract.conventions``): only
+    FastAPI's ``{"detail": ...}``, the exception's detail or else the message."""
+    if litserve and spec is None:
+        return {"detail": message if detail is None else detail}
     body: dict[str, Any] = spec.error_body(status, message, request_id) if spec is not None else {"error": message, "request_id": request_id}
     if detail is not None:
         body["detail"] = detail
     return body
+
+
+def shown_message(report: dict[str, Any], litserve: bool) -> str:
+    """The message a client reads for a worker's error ``report``: its own, or, under LitServe's
+    conventions, LitServe's ``Internal server error`` for a hook's unexpected exception (a 5xx with
+    a traceback, which the server's log keeps)."""
+    if litserve and report.get("traceback") and report["status"] >= 500:
+        return "Internal server error"
+    return str(report["error"])
 
 
 def stream_error(body: bytes, sse: bool) -> bytes:

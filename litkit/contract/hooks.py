@@ -27,7 +27,7 @@ from typing import Any
 from ..api import LitAPI
 from ..errors import HTTPError
 
-__all__ = ["aclose_quietly", "awaited", "call_hook", "close_quietly", "context_hooks", "decode_input", "request_model", "resolve_request_model", "REQUEST_MODEL"]
+__all__ = ["aclose_quietly", "awaited", "call_hook", "set_device", "close_quietly", "context_hooks", "decode_input", "request_model", "resolve_request_model", "REQUEST_MODEL"]
 
 HOOKS = ("decode_request", "predict", "encode_response", "batch", "unbatch")
 
@@ -60,6 +60,15 @@ def context_hooks(api_class: type) -> frozenset[str]:
         except (AttributeError, TypeError, ValueError):
             continue
     return frozenset(names)
+
+
+def set_device(api: Any, device: str) -> None:
+    """``api.device = device`` before ``setup(device)``, as LitServe sets it (``self.device`` in any
+    hook); an API whose class made ``device`` read-only keeps its own."""
+    try:
+        api.device = device
+    except AttributeError:
+        pass
 
 
 def call_hook(api: LitAPI, name: str, context: Any, *args: Any) -> Any:

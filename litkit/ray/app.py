@@ -273,8 +273,5 @@ def _check_options(api: LitAPI, streaming: bool, spec: Any, api_path: Any, timeo
     if spec is not None:
         if not isinstance(spec, Spec):
             raise TypeError(f"spec must be a litkit spec such as litkit.specs.OpenAIChat(), got {type(spec).__name__}")
-        if max_batch_size > 1 or is_async_api(api):
-            raise ValueError(
-                f"spec={type(spec).__name__}() works with a plain (sync) predict without batching for now; "
-                f"leave max_batch_size at 1 and make {name}.predict a plain function or generator"
-            )
+        if max_batch_size > 1:
+            raise ValueError(f"spec={type(spec).__name__}() works without batching on Ray; leave max_batch_size at 1")

@@ -34,8 +34,9 @@ from ..api import is_async_api, set_log_sink
 from ..cancellation import _set_task_current
 from ..contract.answer import answer, answer_async, decode, encode_single
 from ..contract.batching import predicted
-from ..contract.framing import NDJSON, SSE, SSE_DONE, error_body, frame_chunk, split_line_message, splits_line, stream_error
-from ..contract.hooks import awaited
+from ..contract.conventions import follows_litserve
+from ..contract.framing import NDJSON, SSE, SSE_DONE, error_body, frame_chunk, shown_message, split_line_message, splits_line, stream_error
+from ..contract.hooks import awaited, set_device
 from ..wire.encoding import encode_decode_error, encode_error, encode_json
 from ..wire.protocol import Kind
 from .sources import END, AsyncSource, Cancellation, ThreadedIterator
@@ -59,6 +60,7 @@ class Replica:
         self.stream: bool = options["stream"]
         self.timeout: float | None = options["timeout"]
         self.is_async = is_async_api(self.api)
+        self.litserve = follows_litserve(self.api)  # LitServer's conventions (litkit.contract.conventions)
         self.model = (self.spec.model if self.spec is not None else None) or type(self.api).__name__
         self.created = int(time.time())
         self._closing: set[asyncio.Future[None]] = set()  # sources closing after a cancellation
@@ -71,6 +73,7 @@ class Replica:
 
         device = "cuda:0" if ray.get_gpu_ids() else "cpu"  # Ray sets CUDA_VISIBLE_DEVICES to the replica's GPU
         set_log_sink(_log_entry)  # self.log(key, value), from setup on: the replica's log
+        set_device(self.api, device)
         self.api.setup(device)
         if options["max_batch_size"] > 1:
             self._batched = serve.batch(max_batch_size=options["max_batch_size"], batch_wait_timeout_s=options["batch_timeout"])(self._predict_batch)
@@ -148,7 +151,7 @@ class Replica:
             return await self._answer_batched(body, request_id)
         source: ThreadedIterator | AsyncSource
         if self.is_async:
-            source = AsyncSource(lambda: answer_async(self.api, self.stream, body, request_id))
+            source = AsyncSource(lambda: answer_async(self.api, self.stream, body, request_id, self.spec))
         else:
             await self._serial.acquire()
             source = ThreadedIterator(lambda: answer(self.api, self.spec, self.stream, body, request_id), on_closed=self._serial.release)
@@ -161,7 +164,7 @@ class Replica:
             self._closing.add(closing)
             closing.add_done_callback(self._closing.discard)
             raise
-        if first is not END and first[0] == Kind.CHUNK and splits_line(first[1], sse):
+        if first is not END and first[0] == Kind.CHUNK and not self.litserve and splits_line(first[1], sse):
             await source.aclose()  # as litkit's server answers: a status, since no chunk went out yet
             return self._error(500, split_line_message(1), request_id)
         if first is END or first[0] != Kind.CHUNK:
@@ -221,26 +224,26 @@ class Replica:
                 if kind == Kind.ERROR:
                     report = json.loads(payload)
                     self._log_failure(report, request_id)
-                    yield self._stream_error(report["status"], report["error"], request_id, report.get("detail"), sse)
+                    yield self._stream_error(report["status"], shown_message(report, self.litserve), request_id, report.get("detail"), sse)
                     return
                 chunks += 1
-                if splits_line(payload, sse):
+                if not self.litserve and splits_line(payload, sse):
                     yield self._stream_error(500, split_line_message(chunks), request_id, None, sse)
                     return
-                yield frame_chunk(payload, sse)
+                yield frame_chunk(payload, sse, self.litserve)
                 item = await source.next_item()
         finally:
             await source.aclose()
 
     def _stream_error(self, status: int, message: str, request_id: str, detail: Any, sse: bool) -> bytes:
-        return stream_error(json.dumps(error_body(self.spec, status, message, request_id, detail)).encode(), sse)
+        return stream_error(json.dumps(error_body(self.spec, status, message, request_id, detail, self.litserve)).encode(), sse)
 
     def _error(self, status: int, message: str, request_id: str, headers: dict[str, str] | None = None, detail: Any = None) -> Response:
-        return _json(status, error_body(self.spec, status, message, request_id, detail), headers)
+        return _json(status, error_body(self.spec, status, message, request_id, detail, self.litserve), headers)
 
     def _failed(self, report: dict[str, Any], request_id: str) -> Response:
         self._log_failure(report, request_id)
-        return self._error(report["status"], report["error"], request_id, detail=report.get("detail"))
+        return self._error(report["status"], shown_message(report, self.litserve), request_id, detail=report.get("detail"))
 
     @staticmethod
     def _log_failure(report: dict[str, Any], request_id: str) -> None:

@@ -130,14 +130,19 @@ def proxied_hosts(environ: Mapping[str, str] | None = None) -> frozenset[str] | 
 
 @functools.lru_cache(maxsize=256)  # on every request's path; clients send the same few names
 def _is_loopback_name(name: str) -> bool:
-    """A Host header's name part that cannot be a rebound foreign name: localhost or a loopback IP."""
+    """A Host header's name part that cannot be a rebound foreign name: localhost, a loopback IP, or
+    the unspecified address (0.0.0.0, ::)."""
     name = name.lower()
     if name == "localhost" or name.endswith(".localhost"):
         return True
     try:
-        return ipaddress.ip_address(name.strip("[]")).is_loopback
+        address = ipaddress.ip_address(name.strip("[]"))
     except ValueError:
         return False
+    # 0.0.0.0 and :: as a destination reach this machine (LitServe's own benchmark calls
+    # http://0.0.0.0:8000). No DNS name is involved, so nothing can be rebound; a page of another
+    # origin that calls it is still refused by the Origin check.
+    return address.is_loopback or address.is_unspecified
 
 
 # A Host header as RFC 9110 has it: uri-host [ ":" port ], uri-host being an IP literal in brackets

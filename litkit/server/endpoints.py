@@ -28,6 +28,7 @@ from ..pool.tracking import RequestTracker
 from ..specs import Spec
 from ..wire.pickling import dumps_for
 from ..wire.protocol import MAX_FDS_PER_MESSAGE
+from ..contract.conventions import litserve_face
 from ..contract.hooks import awaited, resolve_request_model
 from .access import AccessPolicy
 from .authorization import Authorizer, make_authorizer
@@ -128,6 +129,9 @@ class EndpointPlan:
         resolve_request_model(api)  # a pydantic request model, resolved where the API's module is
         self.api_bytes = dumps_for(api, "worker processes")
         self.async_api = is_async_api(api)
+        # LitServer's conventions (litkit.contract.conventions), and its paths and answers (the face)
+        self.litserve_face = litserve_face(api)
+        self.litserve = self.litserve_face is not None
         self.code_origins = code_origins(api)  # for the workers' tracebacks (litkit.wire.sources)
         spec: Spec | None = options["spec"]
         self.spec_bytes = None if spec is None else dumps_for(spec, "worker processes")
@@ -189,6 +193,7 @@ class EndpointState:
         self.spec: Spec | None = plan.spec
         # A spec's protocol decides the framing (OpenAI chat streams are always SSE).
         self.always_sse = plan.spec is not None and plan.spec.always_sse
+        self.litserve = plan.litserve
         self.model = plan.model
         self.created = plan.created
         self.tracker = RequestTracker()
@@ -240,6 +245,9 @@ class ServingState:
         openapi: bool = True,
     ) -> None:
         self.endpoints = [EndpointState(plan) for plan in plans]
+        # LitServer's paths and answers (litkit.server.litserve_routes); None under serve().
+        self.litserve_face: dict[str, Any] | None = next((plan.litserve_face for plan in plans if plan.litserve_face), None)
+        self.litserve = self.litserve_face is not None  # error bodies read {"detail": ...}
         self.max_body_size = max(endpoint.max_body_size for endpoint in self.endpoints)
         self.access = access if access is not None else AccessPolicy(None, (), loopback_only=True)
         self.client_timeout = client_timeout
@@ -247,8 +255,6 @@ class ServingState:
         # What GET / sends a client that does not ask for HTML (LitServer: "litserve running"); None: the page.
         self.root_text: str | None = root_text
         self.openapi = openapi  # False (LitServer(disable_openapi_url=True)): no /openapi.json, no page
-        # JSON that GET /info carries as "model" (LitServer(model_metadata=...)); None: no such key.
-        self.model_metadata: Any = None
 
     @property
     def first(self) -> EndpointState:
@@ -325,7 +331,6 @@ class ServingState:
             **{key: first[key] for key in ("api", "workers", "stream", "timeout", "max_body_size")},
             "paths": paths,
             "endpoints": [endpoint.info() for endpoint in self.endpoints],
-            **({"model": self.model_metadata} if self.model_metadata is not None else {}),
         }
 
 
@@ -462,10 +467,11 @@ def _check_options(api: Any, options: dict[str, Any]) -> dict[str, Any]:
     if spec is not None:
         if not isinstance(spec, Spec):
             raise TypeError(f"spec must be a litkit spec such as litkit.specs.OpenAIChat(), got {type(spec).__name__}")
-        if (options["max_batch_size"] > 1 and not spec.batchable) or is_async_api(api):
+        # LitServer's APIs batch a spec's streams in LitServe's order (litkit.contract.conventions).
+        if options["max_batch_size"] > 1 and not spec.batchable and litserve_face(api) is None:
             raise ValueError(
-                f"spec={type(spec).__name__}() works with a plain (sync) predict{'' if spec.batchable else ' without batching'} for now; "
-                f"{'' if spec.batchable else 'leave max_batch_size at 1 and '}make {type(api).__name__}.predict a plain function or generator"
+                f"spec={type(spec).__name__}() answers a batch's streams under litkit.LitServer only (in LitServe's order); "
+                "leave max_batch_size at 1, or serve with ls.LitServer"
             )
         if spec.batchable and is_streaming_api(api):
             raise ValueError(f"spec={type(spec).__name__}() answers with one response; make {type(api).__name__}.predict `return` instead of `yield`")

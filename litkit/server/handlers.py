@@ -27,13 +27,14 @@ access_logger = logging.getLogger("litkit.server.access")
 
 def make_application(serving: ServingState, more_routes: list[Any] = []) -> tornado.web.Application:  # noqa: B006 - never mutated
     """Every path but the endpoints' own: health, info, metrics, a spec's GET paths, ``more_routes``
-    (the dashboard's control paths, ``litkit.server.controls``), and 404."""
+    (the dashboard's control paths, ``litkit.server.controls``; LitServer's paths,
+    ``litkit.server.litserve_routes``), and 404."""
     options = {"state": serving, "serving": serving}
     routes: list[Any] = [
+        *more_routes,  # first: LitServer's /health and /info replace litkit's (litkit.server.litserve_routes)
         (r"/health", HealthHandler, options),
         (r"/info", InfoHandler, options),
         (r"/metrics", MetricsHandler, options),
-        *more_routes,
     ]
     for endpoint in serving.endpoints:
         for name, path in endpoint.extra_paths.items():

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["BadHeader", "content_length"]
+__all__ = ["BadHeader", "accepts_gzip", "content_length"]
 
 _DECIMAL = re.compile(r"[0-9]+")
 _LIST_SEPARATOR = re.compile(r",[ \t]*")
@@ -50,3 +50,20 @@ def content_length(value: str | None, limit: int) -> int | None:
     if len(value) > _MAX_LENGTH_CHARS:
         raise BadHeader(400, f"Content-Length has {len(value)} characters; send the length without leading zeros")
     return int(digits)
+
+
+def accepts_gzip(value: str | None) -> bool:
+    """Whether an ``Accept-Encoding`` header accepts gzip (``gzip``, ``x-gzip`` or ``*``, not at ``q=0``)."""
+    if not value:
+        return False
+    for item in value.split(","):
+        coding, _, parameters = item.partition(";")
+        if coding.strip().lower() in ("gzip", "x-gzip", "*"):
+            weight = parameters.strip().lower().replace(" ", "")
+            if not weight.startswith("q="):
+                return True
+            try:
+                return float(weight[2:]) > 0
+            except ValueError:
+                return False
+    return False

@@ -33,6 +33,7 @@ so a client that stops reading stops its worker at a full pipe.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import itertools
 import json
 import logging
@@ -53,7 +54,7 @@ from ..wire.protocol import FrameParser, Kind
 from .access import KEY_CHALLENGE, PREFLIGHT_HEADERS, PREFLIGHT_REFUSED, AccessDenied, cors_headers
 from .endpoints import EndpointState, ServingState
 from .halfclose import Spare, SpareConnection, keep_spare
-from .headers import BadHeader, content_length
+from .headers import BadHeader, accepts_gzip, content_length
 
 __all__ = ["EndpointRoute", "EndpointRequest", "HEADER_LIMIT", "new_request_id", "error_body", "oversized_headers"]
 
@@ -63,6 +64,13 @@ access_logger = logging.getLogger("litkit.server.access")
 # Request line and headers larger than this get 431; Tornado closes connections whose headers
 # pass MAX_HEADER_BYTES (server.py) before reading them whole.
 HEADER_LIMIT = 32 * 1024
+# LitServer's gzip for JSON answers, as LitServe's GZipMiddleware(minimum_size=1000) does; level 6
+# (zlib's default) rather than Starlette's 9: most of the saving for a fraction of the server's time.
+GZIP_MIN_SIZE = 1000
+GZIP_LEVEL = 6
+# Past max_body_size, how much of a body refused with 413 is still read and dropped, so that the
+# client reads the 413 and keeps its connection (see EndpointRequest._refuse_after_body).
+_DISCARD_PAST_LIMIT = 8 * 1024 * 1024
 # Headroom past max_body_size for the connection's own limit, so the request answers 413 first.
 _BODY_LIMIT_SLACK = 256 * 1024
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
@@ -87,7 +95,13 @@ def _fresh_id() -> str:
 def error_body(endpoint: Any, status: int, message: str, request_id: str, detail: Any = None) -> dict[str, Any]:
     """An error answer's JSON for ``endpoint`` (its spec's envelope, or litkit's own; see
     ``litkit.contract.framing.error_body``, which a Ray replica uses too)."""
-    return framing.error_body(getattr(endpoint, "spec", None), status, message, request_id, detail)
+    return framing.error_body(getattr(endpoint, "spec", None), status, message, request_id, detail, getattr(endpoint, "litserve", False))
+
+
+def error_json(endpoint: Any, status: int, message: str, request_id: str, detail: Any = None) -> bytes:
+    """``error_body`` as bytes; compact for LitServer's endpoints, as FastAPI writes it."""
+    body = error_body(endpoint, status, message, request_id, detail)
+    return json.dumps(body, separators=(",", ":") if getattr(endpoint, "litserve", False) else None).encode()
 
 
 def oversized_headers(method: str, uri: str, headers: HTTPHeaders) -> str | None:
@@ -137,7 +151,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         "endpoint", "serving", "_connection", "request_id", "_method", "_uri", "_arrived", "_body",
         "_body_size", "_cors_origin", "_sse", "_job", "_pipe", "_parser", "_status", "_streaming",
         "_finished", "_gone", "_released", "_loop", "_timeout_handle", "_write_deadline", "_own_id", "_queue_handle", "_form_type",
-        "_version", "_spare",
+        "_version", "_spare", "_deferred", "_gzip",
     )
 
     def __init__(self, endpoint: EndpointState, serving: ServingState, connection: HTTP1Connection, loop: asyncio.AbstractEventLoop) -> None:
@@ -169,6 +183,8 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         self._form_type: str | None = None  # the Content-Type of an HTML form body (litkit.wire.forms)
         self._version = ""  # the request's HTTP version
         self._spare: Spare | None = None  # a second handle on the connection (litkit.server.halfclose)
+        self._gzip = False  # LitServer: a JSON answer of GZIP_MIN_SIZE bytes or more goes out gzipped
+        self._deferred: tuple[int, str, Any] | None = None  # a refusal sent once its body is read (_refuse_after_body)
 
     # -- the request arrives (called by Tornado's HTTP1Connection) --------------------------------
 
@@ -182,6 +198,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         self.request_id = new_request_id(offered)
         self._own_id = self.request_id != offered
         self._sse = self.endpoint.always_sse or "text/event-stream" in headers.get("Accept", "")
+        self._gzip = self.endpoint.litserve and accepts_gzip(headers.get("Accept-Encoding"))
         policy = self.serving.access
         host = headers.get("Host", "")
         try:
@@ -191,13 +208,13 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
                 self._answer_preflight()
                 return None
             if method not in _METHODS:
-                self._refuse(405, f"{method} is not allowed on {self.endpoint.path}; send a POST with a JSON body")
+                self._refuse_after_body(headers, 405, f"{method} is not allowed on {self.endpoint.path}; send a POST with a JSON body")
                 return None
             policy.check_key(headers)
             if self.endpoint.authorize is not None:  # the API's own authorize() hook
                 self.endpoint.authorize(headers, method, self._uri)
         except AccessDenied as denied:
-            self._refuse(denied.status, denied.message, detail=denied.detail)
+            self._refuse_after_body(headers, denied.status, denied.message, denied.detail)
             return None
         content_type = headers.get("Content-Type")
         if content_type is not None and is_form(content_type):
@@ -210,15 +227,18 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         try:
             content_length(headers.get("Content-Length"), limit)
         except BadHeader as bad:
-            self._refuse(bad.status, bad.message)
+            if bad.status == 413:
+                self._refuse_after_body(headers, 413, bad.message, discard=limit + _DISCARD_PAST_LIMIT)
+            else:
+                self._refuse(bad.status, bad.message, self._closing_headers())
             return None
         # Bound chunked uploads too; this request refuses with 413 before the connection's limit trips.
         self._connection.set_max_body_size(limit + _BODY_LIMIT_SLACK)
         return None
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:
-        if self._status:
-            return None  # answered already (a refusal): the rest is read and dropped
+        if self._status or self._deferred is not None:
+            return None  # refused (or answered already): the rest is read and dropped
         self._body_size += len(chunk)
         if self._body_size > self.endpoint.max_body_size:
             self._refuse_too_large(self._body_size)
@@ -227,9 +247,13 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         return None
 
     def finish(self) -> None:
-        """The whole body is in: queue the job."""
+        """The whole body is in: queue the job (or send the refusal that waited for it)."""
         if self._status or self._connection.stream.closed():
             return  # answered already, or the client left as its body arrived: nothing to run
+        if self._deferred is not None:
+            status, message, detail = self._deferred
+            self._refuse(status, message, detail=detail)
+            return
         endpoint = self.endpoint
         if endpoint.stopping:
             self._refuse(503, "the server is stopping; it takes no new requests")
@@ -372,15 +396,21 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         for kind, payload in frames:
             if kind == Kind.CHUNK:
                 record.chunks += 1
-                if framing.splits_line(payload, self._sse):  # JSON chunks have no newline; text might
+                if not self.endpoint.litserve and framing.splits_line(payload, self._sse):  # JSON chunks have no newline; text might
                     if out:
                         self._send_stream(out)
                     self._answer_error(500, framing.split_line_message(record.chunks))
                     return
-                out.append(framing.frame_chunk(payload, self._sse))
+                out.append(framing.frame_chunk(payload, self._sse, self.endpoint.litserve))
             elif kind == Kind.RESULT:
                 self._clear_timeout()
                 self.endpoint.tracker.finish(record, "completed")
+                if self._gzip and len(payload) >= GZIP_MIN_SIZE:  # as LitServe's GZipMiddleware (never a stream)
+                    headers = self._headers("application/json")
+                    headers["Content-Encoding"] = "gzip"
+                    headers["Vary"] = "Accept-Encoding"
+                    self._respond(200, gzip.compress(payload, GZIP_LEVEL), headers)
+                    return
                 self._respond(200, payload)
                 return
             elif kind == Kind.END:
@@ -508,7 +538,30 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
             headers["WWW-Authenticate"] = KEY_CHALLENGE
         elif status == 405:
             headers["Allow"] = ", ".join(_METHODS)
-        self._respond(status, json.dumps(error_body(self.endpoint, status, message, self.request_id, detail)).encode(), headers)
+        self._respond(status, error_json(self.endpoint, status, message, self.request_id, detail), headers)
+
+    def _refuse_after_body(self, headers: HTTPHeaders, status: int, message: str, detail: Any = None, discard: int | None = None) -> None:
+        """Refuse a request before its body is read, but answer once the body is read and dropped:
+        a server that answers and closes while the client still sends makes the client's system
+        reset the connection, and the client may never read the answer (nor reuse the connection).
+        A body that announces more than ``discard`` bytes (default ``max_body_size``) is not worth
+        reading: that refusal goes out at once, with ``Connection: close``."""
+        limit = self.endpoint.max_body_size if discard is None else discard
+        try:
+            announced = content_length(headers.get("Content-Length"), limit)
+        except BadHeader:
+            self._refuse(status, message, self._closing_headers(), detail)
+            return
+        if announced == 0 or (announced is None and "chunked" not in headers.get("Transfer-Encoding", "").lower()):
+            self._refuse(status, message, detail=detail)  # no body: nothing to wait for
+            return
+        self._deferred = (status, message, detail)
+        self._connection.set_max_body_size(limit + _BODY_LIMIT_SLACK)
+
+    def _closing_headers(self) -> HTTPHeaders:
+        headers = self._headers("application/json")
+        headers["Connection"] = "close"  # the unread body ends this connection (Tornado closes it)
+        return headers
 
     def _refuse_too_large(self, size: int) -> None:
         self._refuse(
@@ -543,11 +596,12 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
             # Into the dashboard's log panel too; the logger line above already reported it.
             worker_id = job.worker.id if job.worker is not None else -1
             self.endpoint.pool.log.add(worker_id, "traceback", f"request {self.request_id} failed:\n{traceback_text.rstrip()}", to_logger=False)
+        message = framing.shown_message({"status": status, "error": message, "traceback": traceback_text}, self.endpoint.litserve)
         self._end_with_error(status, message, detail)
 
     def _end_with_error(self, status: int, message: str, detail: Any = None) -> None:
         """An error status before the first chunk; a final error line or SSE event after it."""
-        body = json.dumps(error_body(self.endpoint, status, message, self.request_id, detail)).encode()
+        body = error_json(self.endpoint, status, message, self.request_id, detail)
         if not self._streaming:
             self._respond(status, body)
             return

@@ -26,6 +26,7 @@ from tornado.http1connection import HTTP1Connection
 from .controls import Controls, control_route
 from .endpoints import ServingState
 from .handlers import make_application
+from .litserve_routes import litserve_routes
 from .page import page_routes
 from .relay import EndpointRoute
 
@@ -44,6 +45,7 @@ def make_router(serving: ServingState, controls: Controls | None = None) -> Rout
     routes = {endpoint.path: EndpointRoute(endpoint, serving) for endpoint in serving.endpoints}
     more_routes = [control_route(serving, controls)] if controls is not None else []
     more_routes += page_routes(serving)  # /, /docs and /openapi.json
+    more_routes += litserve_routes(serving)  # LitServer's health and info paths (none under serve())
     return Router(routes, make_application(serving, more_routes), ClientDeadlines(serving.client_timeout))
 
 

@@ -67,6 +67,9 @@ class Server:
         # where this Python has one (3.13+), else a process of its own; a thread of this
         # interpreter when asked, or when the server calls the API object itself.
         self._host: InterpreterHost | ProcessHost | ThreadHost = _host_type(recipe)(recipe, sockets, f"litkit-server-{port}", self._stop_on_a_thread)
+        prepare = getattr(_here, "prepare", None)
+        if prepare is not None and isinstance(self._host, ThreadHost):
+            prepare(self._host.serving)  # before the first request can arrive
         self._control_secret = recipe.control_secret  # the dashboard's buttons over HTTP: for the widget's model only
         self._thread = self._host.thread
         self._lock = threading.Lock()
@@ -293,17 +296,18 @@ _here = threading.local()
 
 
 @contextlib.contextmanager
-def in_this_interpreter(reason: str) -> Iterator[None]:
+def in_this_interpreter(reason: str, prepare: Callable[[ServingState], None] | None = None) -> Iterator[None]:
     """Servers made by ``serve()`` in this block, on this thread, run on a thread of this
     interpreter, not in a sub-interpreter or a process of their own: for code that must reach
     into the server's state, or a process that runs nothing else (``reason`` says why; it is
-    logged)."""
-    previous = getattr(_here, "reason", None)
-    _here.reason = reason
+    logged). ``prepare`` is called with that state before the server takes its first request
+    (``litkit.compat`` adds LitServe's ``on_request``/``on_response`` there)."""
+    previous = getattr(_here, "reason", None), getattr(_here, "prepare", None)
+    _here.reason, _here.prepare = reason, prepare
     try:
         yield
     finally:
-        _here.reason = previous
+        _here.reason, _here.prepare = previous
 
 
 @contextlib.contextmanager

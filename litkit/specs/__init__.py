@@ -7,8 +7,8 @@ serves ``POST /v1/embeddings``. A spec runs in the worker around the user's hook
 paths and error bodies. Stdlib only: both processes import this folder.
 """
 
-from .litserve_openai import OpenAISpec
-from .openai import OpenAIChat
+from .chat import OpenAIChat
+from .openai import OpenAISpec
 from .openai_embedding import OpenAIEmbeddingSpec
 from .spec import Spec
 

@@ -1,158 +1,104 @@
-"""The OpenAI chat spec (``OpenAIChat``).
+"""LitServe's ``OpenAISpec``: OpenAI chat completions as LitServe's hooks see them.
 
-``litkit.serve(api, spec=litkit.specs.OpenAIChat())`` serves ``POST /v1/chat/completions`` and
-``GET /v1/models``, so the official ``openai`` client works against it unchanged.
+``ls.LitAPI(spec=ls.OpenAISpec())`` (or ``LitServer(api, spec=...)``) serves ``POST /v1/chat/completions``
+and ``GET /v1/models``, as ``litkit.specs.OpenAIChat`` does, with LitServe's conventions on top:
 
-A spec runs in the worker, around the user's hooks: it validates the request body, then builds the
-protocol's envelope around each chunk the API yields (or around the whole answer). The server only
-relays the bytes, so the hot path and cancellation are the same as for any streaming endpoint.
+* ``decode_request`` receives a ``ChatCompletionRequest`` with attribute access
+  (``request.messages[-1].content``, ``request.max_tokens``, ``request.tools``), which the default
+  ``decode_request`` hands to ``predict``;
+* ``predict`` (or ``encode_response``) yields text, or messages as dicts:
+  ``{"role": "assistant", "content": "...", "tool_calls": [...]}``, which may carry token counts
+  (``prompt_tokens``, ``completion_tokens``, ``total_tokens``) for the answer's ``usage``;
+* without ``"stream": true`` the chunks are joined into one ``chat.completion`` whose usage is the sum
+  of the chunks' counts; a stream ends with a chunk that has ``finish_reason: "stop"`` and the usage
+  of the last chunk, as LitServe 0.2.19 answers.
 
-Stdlib only: worker processes import this module.
+This module is at LitServe's import path: ``from litkit.specs.openai import OpenAISpec, ChatMessage,
+ChatCompletionRequest`` (as ``litserve.specs.openai``). Stdlib only: worker processes import it.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Any, Iterable, Iterator
+from typing import Any, AsyncIterator, Iterable, Iterator
 
-from ..errors import HTTPError
-from .spec import Spec
+from .chat import OpenAIChat
+from .records import ChatCompletionRequest, ChatMessage, check_chat_request
 
-__all__ = ["OpenAIChat"]
+__all__ = ["OpenAISpec", "OpenAIChat", "ChatMessage", "ChatCompletionRequest"]
+
+_USAGE_KEYS = ("prompt_tokens", "completion_tokens", "total_tokens")
 
 
-class OpenAIChat(Spec):
-    """OpenAI chat completions: ``POST /v1/chat/completions`` and ``GET /v1/models``.
-
-    The API's ``decode_request`` receives the request body (a dict with ``messages``, ``model``,
-    ``max_tokens``, ...; default: passed to ``predict`` as is). ``predict`` yields the reply as text
-    deltas (``str``), or returns the whole reply as a ``str``. A chunk may also be a dict
-    ``{"content": str, "finish_reason": "length"}`` to end with another reason than ``"stop"``,
-    and may carry the token counts, ``"usage": {"prompt_tokens": int, "completion_tokens": int}``
-    (the last counts given are the answer's ``usage``; ``total_tokens`` is their sum).
-    With ``"stream": true`` each delta goes out as one SSE ``chat.completion.chunk`` event and
-    ``data: [DONE]`` ends the stream; a request with ``"stream_options": {"include_usage": true}``
-    gets, before ``[DONE]``, OpenAI's last chunk with no choices and the usage. Otherwise the answer
-    is one ``chat.completion`` object, with ``usage`` when the API reported counts.
+class OpenAISpec(OpenAIChat):
+    """LitServe's OpenAI chat spec (see the module docstring).
 
     Args:
-        model: the model name ``/v1/models`` lists; default: the API class name. Requests may name
-            any model; the answer repeats the name the request gave.
+        model: the model name ``/v1/models`` lists; default: the API class name.
     """
 
-    name = "openai-chat"
-    path = "/v1/chat/completions"
-    extra_paths = {"models": "/v1/models"}
-    always_sse = True
-    request_schema = {
-        "title": "ChatCompletionRequest",
-        "type": "object",
-        "required": ["messages"],
-        "properties": {
-            "model": {"type": "string"},
-            "messages": {
-                "type": "array",
-                "minItems": 1,
-                "items": {
-                    "type": "object",
-                    "required": ["role"],
-                    "properties": {"role": {"type": "string", "examples": ["user"]}, "content": {"type": ["string", "array", "null"]}},
-                },
-            },
-            "stream": {"type": "boolean", "default": False},
-            "max_tokens": {"type": ["integer", "null"]},
-            "temperature": {"type": ["number", "null"]},
-            "n": {"type": "integer", "const": 1},
-        },
-    }
-
     def decode_request(self, request: Any) -> tuple[Any, bool]:
-        if not isinstance(request, dict):
-            raise HTTPError(400, f"a chat completion request is a JSON object, got {type(request).__name__}")
-        messages = request.get("messages")
-        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) and isinstance(m.get("role"), str) for m in messages):
-            raise HTTPError(400, 'messages must be a non-empty list of objects with a "role", e.g. [{"role": "user", "content": "hi"}]')
-        stream = request.get("stream", False)
-        if not isinstance(stream, bool):
-            raise HTTPError(400, f"stream must be true or false, got {stream!r}")
-        if request.get("n", 1) != 1:
-            raise HTTPError(400, f"only n=1 is supported, got n={request.get('n')!r}")
-        options = request.get("stream_options")
-        if options is not None and not (isinstance(options, dict) and isinstance(options.get("include_usage", False), bool)):
-            raise HTTPError(400, f'stream_options must be an object like {{"include_usage": true}}, got {options!r}')
-        return request, stream
+        if isinstance(request, dict):
+            check_chat_request(request)  # 422 for a field of the wrong type, as LitServe's pydantic model
+        body, stream = super().decode_request(request)
+        return ChatCompletionRequest(body), stream
 
-    def context(self, request: Any, request_id: str) -> Any:
-        envelope = _Envelope(id="chatcmpl-" + request_id, created=int(time.time()), model=request.get("model") or self.model or "litkit")
-        envelope.include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
-        return envelope
+    def populate_context(self, context: dict[str, Any], request: Any) -> None:
+        """As LitServe: the request's options (``temperature``, ``max_tokens``, ...), without the messages."""
+        context.update({key: value for key, value in request.model_dump().items() if key != "messages"})
 
     def stream(self, chunks: Iterable[Any], context: Any) -> Iterator[Any]:
-        delta: dict[str, Any] = {"role": "assistant"}  # the first delta names the role
-        finish_reason, usage = "stop", None
+        usage = None
         for chunk in chunks:
-            content, reason, counts = _content(chunk)
-            finish_reason, usage = reason or finish_reason, counts or usage
-            if content:
-                yield self._chunk(context, {**delta, "content": content}, None)
-                delta = {}
-        yield self._chunk(context, {**delta, "content": ""} if delta else {}, finish_reason)
-        if getattr(context, "include_usage", False):
-            yield {**context, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+            message, usage = _message(chunk)
+            delta = {"role": message.get("role", "assistant"), "content": message.get("content"), "tool_calls": message.get("tool_calls")}
+            yield self._litserve_chunk(context, delta, None, None)
+        yield self._litserve_chunk(context, {}, "stop", usage)
+
+    async def astream(self, chunks: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+        usage = None
+        async for chunk in chunks:
+            message, usage = _message(chunk)
+            delta = {"role": message.get("role", "assistant"), "content": message.get("content"), "tool_calls": message.get("tool_calls")}
+            yield self._litserve_chunk(context, delta, None, None)
+        yield self._litserve_chunk(context, {}, "stop", usage)
 
     def complete(self, chunks: list[Any], context: Any) -> Any:
-        parts, finish_reason, usage = [], "stop", None
+        parts: list[str] = []
+        tool_calls = None
+        total = dict.fromkeys(_USAGE_KEYS, 0)
         for chunk in chunks:
-            content, reason, counts = _content(chunk)
-            parts.append(content)
-            finish_reason, usage = reason or finish_reason, counts or usage
-        choice = {"index": 0, "message": {"role": "assistant", "content": "".join(parts)}, "finish_reason": finish_reason, "logprobs": None}
-        answer = {**context, "object": "chat.completion", "choices": [choice]}
-        if usage is not None:
-            answer["usage"] = usage
-        return answer
-
-    def extra_response(self, name: str, model: str, created: int) -> Any:
-        return {"object": "list", "data": [{"id": model, "object": "model", "created": created, "owned_by": "litkit"}]}
-
-    def example_request(self, model: str) -> Any:
-        return {"model": model, "messages": [{"role": "user", "content": "Say hello"}], "stream": True}
-
-    def error_body(self, status: int, message: str, request_id: str) -> Any:
-        # OpenAI's shape, so its clients show the message (their APIError.message).
-        kind = "invalid_request_error" if status < 500 else "server_error"
-        return {"error": {"message": message, "type": kind, "code": status}, "request_id": request_id}
+            message, usage = _message(chunk)
+            if message.get("content") is not None:
+                parts.append(message["content"])
+            tool_calls = message.get("tool_calls") or tool_calls
+            for key in _USAGE_KEYS:
+                total[key] += usage[key]
+        message = {"role": "assistant", "content": "".join(parts), "tool_calls": tool_calls}
+        choice = {"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}
+        return {**context, "object": "chat.completion", "choices": [choice], "usage": total}
 
     @staticmethod
-    def _chunk(context: Any, delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
+    def _litserve_chunk(context: Any, delta: dict[str, Any], finish_reason: str | None, usage: dict[str, int] | None) -> dict[str, Any]:
         choice = {"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}
-        return {**context, "object": "chat.completion.chunk", "choices": [choice]}
+        return {**context, "object": "chat.completion.chunk", "system_fingerprint": None, "choices": [choice], "usage": usage}
 
 
-class _Envelope(dict):
-    """The fields every chunk of one answer repeats (``id``, ``created``, ``model``), and whether
-    the client asked for a usage chunk at the end of its stream: an attribute, so it is not sent."""
-
-    include_usage = False
-
-
-def _content(chunk: Any) -> tuple[str, str | None, dict[str, int] | None]:
-    """(text, finish reason, token counts) of one chunk the API gave."""
-    if isinstance(chunk, str):
-        return chunk, None, None
-    if isinstance(chunk, dict) and isinstance(chunk.get("content", ""), str):
-        return chunk.get("content", ""), chunk.get("finish_reason"), _usage(chunk.get("usage"))
-    raise TypeError(
-        f"an OpenAIChat endpoint sends text: yield str deltas from predict (or encode_response), "
-        f"or dicts like {{'content': '...'}}; got {type(chunk).__name__}"
-    )
-
-
-def _usage(counts: Any) -> dict[str, int] | None:
-    """OpenAI's usage object from a chunk's ``usage``: both counts, and their total."""
-    if counts is None:
-        return None
-    if not (isinstance(counts, dict) and all(isinstance(counts.get(key), int) for key in ("prompt_tokens", "completion_tokens"))):
-        raise TypeError(f'a chunk\'s usage is a dict like {{"prompt_tokens": 12, "completion_tokens": 30}} (ints), got {counts!r}')
-    prompt, completion = counts["prompt_tokens"], counts["completion_tokens"]
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+def _message(output: Any) -> tuple[dict[str, Any], dict[str, int]]:
+    """(the message, its token counts) of one thing ``predict`` or ``encode_response`` gave, read as LitServe does."""
+    if hasattr(output, "model_dump") and callable(output.model_dump):  # a pydantic ChatMessage, or a Record
+        output = output.model_dump()
+    if output is None:
+        message: dict[str, Any] = {"role": "assistant", "content": None}
+    elif isinstance(output, str):
+        message = {"role": "assistant", "content": output}
+    elif isinstance(output, dict) and "content" in output:
+        message = {"role": "assistant", **output} if "role" not in output else dict(output)
+    elif isinstance(output, list) and output and isinstance(output[-1], dict) and "role" in output[-1] and "content" in output[-1]:
+        message = dict(output[-1])
+    else:
+        raise TypeError(
+            f"an OpenAISpec endpoint takes text or messages from predict (or encode_response): yield a str, or a dict "
+            f"like {{'role': 'assistant', 'content': '...'}}; got {output!r}"
+        )
+    usage = {key: int(message.pop(key, 0) or 0) for key in _USAGE_KEYS}
+    return message, usage

@@ -5,7 +5,7 @@ Stdlib only: worker processes import this module.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator
+from typing import Any, AsyncIterator, Iterable, Iterator
 
 __all__ = ["Spec"]
 
@@ -58,6 +58,11 @@ class Spec:
     def stream(self, chunks: Iterable[Any], context: Any) -> Iterator[Any]:
         """The chunks to send, built around the API's chunks."""
         raise NotImplementedError
+
+    async def astream(self, chunks: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+        """``stream`` for an async API's chunks (an async iterator)."""
+        raise NotImplementedError(f"{type(self).__name__} streams from sync hooks only; make predict a plain generator")
+        yield  # an async generator  # pragma: no cover
 
     def complete(self, chunks: list[Any], context: Any) -> Any:
         """The whole answer of a request that does not stream, built from all the API's chunks."""

@@ -24,7 +24,7 @@ import os
 import socket
 import threading
 import traceback
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from ..api import LitAPI
 from ..cancellation import _set_task_current
@@ -49,9 +49,10 @@ class AsyncRequestLoop:
     """Runs requests for an async API as concurrent tasks until the control socket closes."""
 
     def __init__(
-        self, api: LitAPI, control: socket.socket, messages: MessageReader, stream: bool, open_channel: Callable[[int], Channel]
+        self, api: LitAPI, control: socket.socket, messages: MessageReader, stream: bool, open_channel: Callable[[int], Channel], spec: Any = None
     ) -> None:
         self.api = api
+        self.spec = spec  # the endpoint's spec, or None
         self.control = control  # the reader thread reads it through ``messages``; tasks send DONE on it
         self.messages = messages
         self.stream = stream
@@ -126,7 +127,7 @@ class AsyncRequestLoop:
     async def _send_answer(self, request_id: str, body: bytes, channel: Channel) -> None:
         """Send each frame of the answer (``litkit.contract.answer``); on the way out, however it
         ends, close the answer, which closes the user's generators."""
-        frames = answer_async(self.api, self.stream, body, request_id)
+        frames = answer_async(self.api, self.stream, body, request_id, self.spec)
         try:
             async for kind, payload in frames:
                 await _send(channel, kind, payload)

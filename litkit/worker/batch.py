@@ -25,9 +25,10 @@ from typing import Any, Iterator, NamedTuple, Protocol
 from ..api import LitAPI
 from ..cancellation import _set_current
 from ..contract.answer import Decoded, chunks_of, decode, encode_single
-from ..contract.batching import Lanes, predicted
+from ..contract.batching import Lanes, litserve_steps, one_per_request, predicted
+from ..contract.conventions import follows_litserve, litserve_chunk
 from ..contract.hooks import call_hook, close_quietly
-from ..wire.encoding import encode_chunk, encode_decode_error, encode_error
+from ..wire.encoding import encode_chunk, encode_decode_error, encode_error, encode_json
 from ..wire.protocol import Kind
 
 __all__ = ["run_batch"]
@@ -69,7 +70,9 @@ def run_batch(api: LitAPI, bodies: list[bytes], channels: list[Channel], stream:
         live = _decode_each(api, bodies, channels, stream, spec, request_ids or [""] * len(bodies))
         if live:
             _set_current(_AllGone([request.channel for request in live]))
-            if stream:
+            if stream and follows_litserve(api):
+                _stream_batch_as_litserve(api, live, spec)
+            elif stream:
                 _stream_batch(api, live)
             else:
                 _predict_batch(api, live, spec)
@@ -148,6 +151,78 @@ def _stream_batch(api: LitAPI, live: list[_Live]) -> None:
         for stream in streams:
             stream.close()
         close_quietly(outputs)  # every client has left, or the stream ended: GeneratorExit reaches predict
+
+
+def _stream_batch_as_litserve(api: LitAPI, live: list[_Live], spec: Any) -> None:
+    """LitServe's batched stream (``litserve_steps``): item *i* of each step's list goes to request
+    *i*, through its spec's envelope when there is one (a request that does not stream gets the
+    spec's whole answer at the end); the stream goes on while any of the batch's clients listens."""
+    outputs = unbatched = steps = None
+    lanes: Lanes | None = None
+    runs: list[_LitServeRun] = []
+    started = False
+    try:
+        contexts = [request.decoded.hook_context for request in live]
+        outputs = call_hook(api, "predict", contexts, call_hook(api, "batch", contexts, [request.decoded.x for request in live]))
+        unbatched, steps = litserve_steps(api, outputs, contexts)
+        lanes = Lanes(api, iter(steps), len(live), contexts, split=one_per_request)
+        runs = [_LitServeRun(index, request, lanes.lane(index), spec) for index, request in enumerate(live)]
+        started = True
+        while runs:
+            for run in list(runs):
+                if not run.step(lanes):
+                    runs.remove(run)
+                    lanes.leave(run.index)
+                    run.close()
+    except Exception as error:  # noqa: BLE001 - predict, unbatch or encode_response failed: every request hears why
+        payload = (lanes.error if lanes is not None else None) or encode_error(error)
+        for channel in [run.channel for run in runs] if started else [request.channel for request in live]:
+            _send(channel, Kind.ERROR, payload)
+    finally:
+        for run in runs:
+            run.close()
+        close_quietly(steps, unbatched, outputs)  # GeneratorExit reaches predict once every client left
+
+
+class _LitServeRun:
+    """One request of a LitServe batched stream: its share, streamed (through the spec's envelope
+    if any), or gathered into the spec's whole answer."""
+
+    def __init__(self, index: int, request: _Live, lane: Iterator[Any], spec: Any) -> None:
+        self.index = index
+        self.channel = request.channel
+        self.decoded = request.decoded
+        self.lane = lane
+        self.spec = spec
+        self.gathered: list[Any] | None = [] if spec is not None and not request.decoded.streams else None
+        self.parts = spec.stream(lane, request.decoded.spec_context) if spec is not None and self.gathered is None else lane
+        self.iterator = iter(self.parts)
+
+    def step(self, lanes: Lanes) -> bool:
+        """Send (or gather) this request's next item; False once it is finished or gone."""
+        if self.channel.is_cancelled():
+            return False
+        try:
+            item = next(self.iterator)
+        except StopIteration:
+            if self.gathered is None:
+                _send(self.channel, Kind.END)
+                return False
+            kind, payload = Kind.RESULT, encode_json(self.spec.complete(self.gathered, self.decoded.spec_context))
+        except Exception as error:
+            if lanes.error is not None:
+                raise  # predict, unbatch or encode_response failed: the whole batch ends
+            kind, payload = Kind.ERROR, encode_error(error)  # its own envelope failed
+        else:
+            if self.gathered is not None:
+                self.gathered.append(item)
+                return True
+            return _send(self.channel, Kind.CHUNK, litserve_chunk(item))
+        _send(self.channel, kind, payload)
+        return False
+
+    def close(self) -> None:
+        close_quietly(self.iterator, self.parts, self.lane)
 
 
 def _step(stream: _Stream, lanes: Lanes) -> bool:

@@ -35,6 +35,7 @@ import cloudpickle
 from ..api import LitAPI, is_async_api, set_log_sink
 from ..cancellation import _set_current
 from ..contract.answer import Frame, answer
+from ..contract.hooks import set_device
 from ..wire.protocol import ChannelClosed, Kind, MessageReader, ProtocolError, decode_batch, decode_request, encode_frame, send_message, write_all
 from ..wire.sources import restore_code_origins
 from .batch import run_batch
@@ -137,7 +138,7 @@ class Worker:
             # Imported here: asyncio costs every worker about 2 MiB and 20-50 ms of start-up.
             from .async_loop import AsyncRequestLoop
 
-            return AsyncRequestLoop(api, self.control, self.messages, self.stream, ResponseChannel).run()
+            return AsyncRequestLoop(api, self.control, self.messages, self.stream, ResponseChannel, self.spec).run()
         while True:
             try:
                 kind, payload, fds = self.messages.recv()
@@ -172,6 +173,7 @@ class Worker:
                 self.spec = cloudpickle.loads(init["spec"])
             set_log_sink(self._send_log)  # self.log(key, value), from setup on
             stage = f"{type(api).__name__}.setup({init['device']!r})"
+            set_device(api, init["device"])
             api.setup(init["device"])
         except BaseException as error:  # noqa: BLE001 - every failure must reach the server
             report = {

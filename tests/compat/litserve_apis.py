@@ -5,12 +5,15 @@ The tests register this module with cloudpickle by value, the way a script's cla
 
 from __future__ import annotations
 
+import asyncio
+import os
 import time
 
 from fastapi import Depends, HTTPException
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 import litkit as ls
+from litkit.schema.image import ImageInput, ImageOutput
 
 
 class SimpleLitAPI(ls.LitAPI):
@@ -265,3 +268,155 @@ class EndlessStream(ls.LitAPI):
     def encode_response(self, output):
         for token in output:
             yield {"output": token}
+
+
+class Rendezvous(ls.LitAPI):
+    """``enable_async=True``: each request waits until ``together`` requests run at once in this
+    worker, so they all answer only if the worker runs them concurrently (else the first gives up)."""
+
+    together = 8
+
+    def __init__(self):
+        super().__init__(enable_async=True)
+
+    def setup(self, device):
+        self.arrived = 0
+        self.all_in = asyncio.Event()
+
+    async def decode_request(self, request):
+        return request["input"]
+
+    async def predict(self, x):
+        self.arrived += 1
+        if self.arrived >= self.together:
+            self.all_in.set()
+        await asyncio.wait_for(self.all_in.wait(), 20)
+        return x
+
+    async def encode_response(self, output):
+        return {"output": output}
+
+
+class BatchSizesByAttribute(BatchSizes):
+    """LitServe's attributes set in an ``__init__`` that does not call ``super().__init__()``."""
+
+    def __init__(self):
+        self.max_batch_size = 4
+        self.batch_timeout = 0.5
+
+
+class BatchedStream(ls.LitAPI):
+    """LitServe's batched stream: ``encode_response`` gets the stream of unbatched lists and yields
+    one list per step, an item per request."""
+
+    def decode_request(self, request):
+        return request["input"]
+
+    def predict(self, inputs):
+        for step in range(3):
+            yield [f"{x}-{step}" for x in inputs]
+
+    def encode_response(self, output_stream):
+        for outputs in output_stream:
+            yield [{"output": output} for output in outputs]
+
+
+class TextStream(ls.LitAPI):
+    """Streams str chunks, which LitServe sends as they are."""
+
+    def decode_request(self, request):
+        return request["input"]
+
+    def predict(self, x):
+        for i in range(3):
+            yield f"{i}: {x}"
+
+    def encode_response(self, output_stream):
+        yield from output_stream
+
+
+class Failing(SimpleLitAPI):
+    def predict(self, x):
+        raise ValueError("secret internals")
+
+
+class ShowsDevice(SimpleLitAPI):
+    def predict(self, x):
+        return self.device
+
+
+class SlowStart(SimpleLitAPI):
+    """``setup`` waits (up to a minute) until the file ``flag`` exists: requests arrive meanwhile."""
+
+    def __init__(self, flag):
+        super().__init__()
+        self.flag = flag
+
+    def setup(self, device):
+        deadline = time.monotonic() + 60
+        while not os.path.exists(self.flag) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        super().setup(device)
+
+
+class Counts(ls.Callback):
+    def __init__(self):
+        self.seen = []
+
+    def on_request(self, *args, **kwargs):
+        self.seen.append("request")
+
+    def on_response(self, *args, **kwargs):
+        self.seen.append("response")
+
+
+class LargeAnswer(ls.LitAPI):
+    """Answers with ``size`` characters of easily compressed text."""
+
+    def decode_request(self, request):
+        return request["size"]
+
+    def predict(self, size):
+        return "0" * size
+
+    def encode_response(self, output):
+        return {"result": output}
+
+
+class FailsToStart(SimpleLitAPI):
+    def setup(self, device):
+        raise RuntimeError("no model here")
+
+
+class Mirror(ls.LitAPI):
+    """LitServe's image schemas: an image in, the same image mirrored out."""
+
+    def decode_request(self, request: ImageInput):
+        return request.get_image()
+
+    def predict(self, image):
+        from PIL import ImageOps
+
+        return ImageOps.mirror(image)
+
+    def encode_response(self, image):
+        return ImageOutput(image=image)
+
+
+class AsyncChat(ls.LitAPI):
+    """LitServe's async OpenAI API: enable_async=True and an async generator."""
+
+    def __init__(self):
+        super().__init__(spec=ls.OpenAISpec(), enable_async=True)
+
+    async def decode_request(self, request):
+        return request.messages[-1].content
+
+    async def predict(self, prompt):
+        for word in prompt.split():
+            await asyncio.sleep(0)
+            yield word + " "
+
+    async def encode_response(self, output):
+        async for chunk in output:
+            yield {"role": "assistant", "content": chunk}

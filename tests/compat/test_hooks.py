@@ -148,11 +148,11 @@ def test_health_hook_decides_health(run, tmp_path):
     status = tmp_path / "status"
     status.write_text("ok")
     server = run(ls.LitServer(apis.HealthFile(str(status))))
-    assert requests.get(server.url + "/health", timeout=10).status_code == 200
+    healthy = requests.get(server.url + "/health", timeout=10)
+    assert (healthy.status_code, healthy.text) == (200, "ok")  # LitServe's text
     status.write_text("loading")
     unhealthy = requests.get(server.url + "/health", timeout=10)
-    assert unhealthy.status_code == 503
-    assert "HealthFile.health() returned False" in unhealthy.json()["reason"]
+    assert (unhealthy.status_code, unhealthy.text) == (503, "not ready")
     assert post(server, {"input": 2}).status_code == 200  # requests are still served, as in LitServe
 
 
@@ -166,10 +166,10 @@ def test_pydantic_request_and_response(run):
     assert post(server, {"name": "Ada", "age": 36}).json() == {"text": "hello Ada", "adult": True}
     invalid = post(server, {"name": "Ada", "age": "old"})
     assert invalid.status_code == 422
-    message = invalid.json()["error"]
+    message = invalid.json()["detail"]
     assert "request body does not match Person" in message and "age: Input should be a valid integer" in message
     missing = post(server, {"age": 3})
-    assert missing.status_code == 422 and "name: Field required" in missing.json()["error"]
+    assert missing.status_code == 422 and "name: Field required" in missing.json()["detail"]
 
 
 def test_pydantic_is_imported_only_where_an_annotation_asks(run):
@@ -225,7 +225,7 @@ def test_a_multipart_body_without_a_boundary_is_a_400(run):
     server = run(ls.LitServer(apis.FormFields()))
     answer = requests.post(server.url + "/predict", data=b"whatever", headers={"Content-Type": "multipart/form-data"}, timeout=10)
     assert answer.status_code == 400
-    assert "needs a boundary" in answer.json()["error"]
+    assert "needs a boundary" in answer.json()["detail"]
 
 
 def test_default_batch_stacks_torch_tensors(run):
