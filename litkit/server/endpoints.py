@@ -172,7 +172,9 @@ class EndpointPlan:
 class EndpointState:
     """One endpoint on the server: its configuration, pool, tracker, and requests in flight."""
 
-    def __init__(self, plan: EndpointPlan) -> None:
+    def __init__(self, plan: EndpointPlan, previous: EndpointState | None = None) -> None:
+        """``previous``: the endpoint at this path in the version this one replaces, whose request
+        history (tracker) and output lines (log) this one carries on."""
         options = plan.options
         self.plan = plan
         self.path = plan.path
@@ -191,7 +193,8 @@ class EndpointState:
         self.always_sse = plan.spec is not None and plan.spec.always_sse
         self.model = plan.model
         self.created = plan.created
-        self.tracker = RequestTracker()
+        self.tracker = previous.tracker if previous is not None else RequestTracker()
+        log = previous.pool.log if previous is not None else WorkerLog(plan.path)
         self.pool = WorkerPool(
             plan.api_bytes,
             count=plan.workers,
@@ -205,7 +208,7 @@ class EndpointState:
             max_concurrency=options["max_concurrency"],
             async_api=plan.async_api,
             spec=plan.spec_bytes,
-            log=WorkerLog(plan.path),
+            log=log,
             cancel_grace=options["cancel_grace"],
             code_origins=plan.code_origins,
         )
@@ -238,8 +241,13 @@ class ServingState:
         slice_ms: float = 0.0,
         root_text: str | None = None,
         openapi: bool = True,
+        previous: ServingState | None = None,
     ) -> None:
-        self.endpoints = [EndpointState(plan) for plan in plans]
+        """``previous``: the version this one replaces (a re-run, ``ServerLoop.replace``): an
+        endpoint at the same path carries on its history."""
+        earlier = {endpoint.path: endpoint for endpoint in previous.endpoints} if previous is not None else {}
+        self.endpoints = [EndpointState(plan, earlier.get(plan.path)) for plan in plans]
+        self.version = previous.version + 1 if previous is not None else 1
         self.max_body_size = max(endpoint.max_body_size for endpoint in self.endpoints)
         self.access = access if access is not None else AccessPolicy(None, (), loopback_only=True)
         self.client_timeout = client_timeout
@@ -313,6 +321,20 @@ class ServingState:
             endpoint.stopping = True
             in_flight.extend(endpoint.active)
         return in_flight
+
+    def take_requests(self) -> None:
+        """From now on this version's endpoints record the requests they admit as its own. The
+        listeners of a tracker carried on belonged to the code that served before (``litkit.compat``
+        adds its own once ``serve()`` returns), so they are dropped."""
+        for endpoint in self.endpoints:
+            endpoint.tracker.version = self.version
+            if self.version > 1:
+                endpoint.tracker.listeners.clear()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests admitted and not yet answered (queued or running), over every endpoint."""
+        return sum(len(endpoint.active) for endpoint in self.endpoints)
 
     async def stop_workers(self) -> None:
         await asyncio.gather(*(endpoint.pool.stop() for endpoint in self.endpoints))

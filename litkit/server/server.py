@@ -57,16 +57,20 @@ class Server:
             on the same port stopped it).
     """
 
-    def __init__(self, recipe: ServerRecipe, sockets: list[socket.socket], port: int) -> None:
+    def __init__(self, recipe: ServerRecipe, port: int, host: Host, listen_host: str) -> None:
+        """``host``: where the server's loop runs (``litkit.server.host``), made for this server by
+        ``serve()``, or taken over from the server this one replaces on its listener (a re-run);
+        ``listen_host``: the address it listens on, as given to ``serve()``."""
         self._plans = recipe.plans
         self._access = recipe.access
+        self._recipe = recipe
+        self._listen_host = listen_host
         self.url = recipe.url
         self.port = port
         self.state = "starting"
-        # Where the server's loop runs (litkit.server.host): a sub-interpreter with its own GIL
-        # where this Python has one (3.13+), else a process of its own; a thread of this
-        # interpreter when asked, or when the server calls the API object itself.
-        self._host: InterpreterHost | ProcessHost | ThreadHost = _host_type(recipe)(recipe, sockets, f"litkit-server-{port}", self._stop_on_a_thread)
+        self._host = host
+        host.request_stop = self._stop_on_a_thread
+        self._handed_over = False  # a later serve() serves from this server's host now
         self._control_secret = recipe.control_secret  # the dashboard's buttons over HTTP: for the widget's model only
         self._thread = self._host.thread
         self._lock = threading.Lock()
@@ -259,6 +263,8 @@ class Server:
         with self._lock:
             if self.state not in ("stopped", "replaced"):
                 self.state = final_state
+            if self._handed_over:
+                return  # its host serves the server that replaced it
             registry.unregister(self)
         if self._thread.is_alive():
             self._host.stop(drain)
@@ -269,6 +275,45 @@ class Server:
         dashboard = self._dashboard
         if dashboard is not None:
             dashboard.finish()
+
+    def _replace(self, recipe: ServerRecipe, start_timeout: float) -> Server:
+        """Serve ``recipe`` from this server's host and listener (a re-run, ``ServerLoop.replace``):
+        return the new ``Server`` once its workers take requests, and mark this one replaced.
+
+        Raises:
+            WorkerStartError: a new worker failed to start; this server goes on serving.
+            ServerStoppedError: this server stopped meanwhile.
+        """
+        workers = sum(plan.workers for plan in recipe.plans)
+        try:
+            # The pool enforces start_timeout; the margin covers spawning.
+            wait_for_start(self._host.replace(recipe), self._host, workers, start_timeout + 10.0)
+        except WorkerStartError as error:
+            raise WorkerStartError(
+                error.worker_id, f"{error.reason}; the previous version goes on serving at {self.url}", error.worker_traceback
+            ) from None
+        except (EOFError, ServerStoppedError) as error:
+            raise ServerStoppedError(f"the server at {self.url} stopped while its new version started ({error}); call litkit.serve(...) again to serve") from None
+        server = Server(recipe, self.port, self._host, self._listen_host)
+        server.state = "serving"
+        with self._lock:
+            self.state = "replaced"
+            self._handed_over = True
+        if self._dashboard is not None:
+            self._dashboard.finish()
+        return server
+
+    def _why_not_replaceable(self, recipe: ServerRecipe, listen_host: str) -> str | None:
+        """Why a new server for ``recipe`` cannot take over this one's listener and loop (None: it can)."""
+        if self.state != "serving" or self._host.finished.is_set():
+            return f"the server there is {self.state if self.state != 'serving' else 'ending'}"
+        if listen_host != self._listen_host:
+            return f"host changes from {self._listen_host!r} to {listen_host!r}"
+        if _host_type(recipe) is not type(self._host):
+            return f"the server moves from {_PLACES[type(self._host)]} to {_PLACES[_host_type(recipe)]}"
+        if recipe.slice_ms != self._recipe.slice_ms:
+            return f"LITKIT_SLICE_MS changes from {self._recipe.slice_ms:g} to {recipe.slice_ms:g}"
+        return None
 
     @property
     def _serving(self) -> ServingState:
@@ -324,7 +369,11 @@ def _thread_host_wanted() -> str | None:
     return getattr(_here, "reason", None)
 
 
-def _host_type(recipe: ServerRecipe) -> type[InterpreterHost | ProcessHost | ThreadHost]:
+Host = InterpreterHost | ProcessHost | ThreadHost
+_PLACES = {InterpreterHost: "a sub-interpreter", ProcessHost: "a process of its own", ThreadHost: "a thread of this interpreter"}
+
+
+def _host_type(recipe: ServerRecipe) -> type[Host]:
     here = recipe.caller_only() or _thread_host_wanted() or thread_setting()
     if here is not None:
         logger.info("serving from a thread of this interpreter: %s", here)
@@ -449,16 +498,30 @@ def serve(
     plans = plan_endpoints(api, api_path, defaults, start_timeout)
     if on_log is not None and not callable(on_log):
         raise TypeError(f"on_log must be a function of (key, value), got {type(on_log).__name__}")
-    access = _access_policy(host, api_key, cors_origins, authorized=all(plan.authorize is not None for plan in plans))
     slice_ms = slice_ms_from_environment()  # a bad LITKIT_SLICE_MS fails here, not in each worker
     unavailable_reason()  # a bad LITKIT_SUBINTERPRETER fails here too
     cell = current_cell()
-    registry.stop_servers_of_earlier_runs(cell)
-    if port:
-        registry.stop_server_on_port(port)
+    old = registry.server_to_replace(cell, port)
+    if api_key == "auto" and old is not None and old.api_key is not None:
+        api_key = old.api_key  # its callers hold that key: a re-run keeps it
+    access = _access_policy(host, api_key, cors_origins, authorized=all(plan.authorize is not None for plan in plans))
+    registry.stop_servers_of_earlier_runs(cell, keep=old)
+    if isinstance(old, Server):
+        # A re-run: the new version starts beside the old one, on its listener (docs/design.md).
+        recipe = ServerRecipe(plans, access, client_timeout, slice_ms, old.url, old._control_secret, on_log)
+        why = old._why_not_replaceable(recipe, host)
+        if why is None:
+            try:
+                new = old._replace(recipe, start_timeout)
+            except WorkerStartError as error:
+                raise error.with_traceback(None) from None  # as below: the worker's traceback is what matters
+            registry.register(new, cell)
+            return new
+        logger.info("stopping the server at %s before serving again on a new listener: %s", old.url, why)
+        old._shutdown("replaced", 10.0)
     sockets, port = listen(host, port)
     recipe = ServerRecipe(plans, access, client_timeout, slice_ms, local_url(host, port), new_secret(), on_log, *(getattr(_here, "root", None) or (None, True)))
-    server = Server(recipe, sockets, port)
+    server = Server(recipe, port, _host_type(recipe)(recipe, sockets, f"litkit-server-{port}", lambda: None), host)
     registry.register(server, cell)
     try:
         server._start(start_timeout)
