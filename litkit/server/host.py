@@ -353,6 +353,8 @@ class InterpreterHost:
         """From now on, ``listener`` gets the workers' lines on the events thread. Asking the
         server to send them does not wait for its answer: serve() adds one before the server's
         loop runs, which reads the request before any worker starts."""
+        if listener in self._listeners:
+            return  # a re-run's Server adds what the one before it had
         first = not self._listeners
         self._listeners.append(listener)
         if first:

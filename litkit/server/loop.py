@@ -214,8 +214,9 @@ class ServerLoop:
 
     def add_output_listener(self, listener: OutputListener) -> None:
         """Call ``listener(worker_id, stream, line)`` for each line the workers print from now on
-        (those of later versions too)."""
-        self._output_listeners.append(listener)
+        (those of later versions too); once, however often it is added."""
+        if listener not in self._output_listeners:
+            self._output_listeners.append(listener)
         self._listen_to(self.serving)
 
     def remove_output_listener(self, listener: OutputListener) -> None:
