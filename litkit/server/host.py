@@ -131,11 +131,15 @@ class ThreadHost:
     def __init__(self, recipe: ServerRecipe, sockets: list[socket.socket], name: str, request_stop: Callable[[], None]) -> None:
         self._slice_ms = recipe.slice_ms
         self.request_stop = request_stop  # the Server that holds this host now: a re-run hands it on
-        self.serving = recipe.serving(recipe.on_log)  # in this interpreter: litkit.compat reads it
-        self._server_loop = ServerLoop(self.serving, sockets, recipe.url, recipe.control_secret, lambda: self.request_stop())
+        self._server_loop = ServerLoop(recipe.serving(recipe.on_log), sockets, recipe.url, recipe.control_secret, lambda: self.request_stop())
         self.started = self._server_loop.started
         self.finished = self._server_loop.finished
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    @property
+    def serving(self) -> ServingState:
+        """The version serving now, in this interpreter (``litkit.compat`` reads it)."""
+        return self._server_loop.serving
 
     def start(self) -> None:
         self.thread.start()
@@ -158,9 +162,7 @@ class ThreadHost:
         """Serve ``recipe``'s endpoints in place of the current ones, on the same listener
         (``ServerLoop.replace``); the future resolves once they take requests, or to the error
         that stopped their start."""
-        done = self._server_loop.replace(lambda current: recipe.serving(recipe.on_log, previous=current))
-        done.add_done_callback(lambda done: setattr(self, "serving", self._server_loop.serving))
-        return done
+        return self._server_loop.replace(lambda current: recipe.serving(recipe.on_log, previous=current))
 
     def add_output_listener(self, listener: OutputListener) -> None:
         self._server_loop.call(lambda: self._server_loop.add_output_listener(listener))

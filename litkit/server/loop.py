@@ -68,6 +68,7 @@ class ServerLoop:
         self._retiring: list[ServingState] = []  # replaced versions finishing what they admitted
         self._tasks: set[asyncio.Task[None]] = set()  # replacements and retirements under way
         self._output_listeners: list[OutputListener] = []
+        self._closing = False  # past the drain: a retiring version ends what it has left
         self._lock = threading.Lock()
         self.started: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.finished = threading.Event()
@@ -331,8 +332,7 @@ class ServerLoop:
         """Let a replaced version finish the requests it admitted, for up to ``RETIRE_AFTER_S``;
         then end the rest and stop its workers."""
         deadline = time.monotonic() + RETIRE_AFTER_S
-        stopping = self._stop_requested
-        while old.in_flight and time.monotonic() < deadline and not (stopping is not None and stopping.is_set()):
+        while old.in_flight and time.monotonic() < deadline and not self._closing:
             await asyncio.sleep(0.01)
         left = old.begin_stop()
         if left and time.monotonic() >= deadline:
@@ -347,11 +347,12 @@ class ServerLoop:
         serving = self.serving
         serving.begin_stop()
         deadline = time.monotonic() + self._drain_s
-        while any(endpoint.active for endpoint in serving.endpoints) and time.monotonic() < deadline:
+        while (serving.in_flight or any(old.in_flight for old in self._retiring)) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
 
     async def _close(self, http_server: tornado.httpserver.HTTPServer) -> None:
         serving = self.serving
+        self._closing = True
         in_flight = serving.begin_stop()
         http_server.stop()  # closes the listening sockets
         for request in in_flight:
