@@ -52,7 +52,7 @@ from .interpreters import InterpreterFailed, borrowed
 from .loop import ServerLoop
 from .switching import ShortSwitchInterval
 
-__all__ = ["InterpreterHost", "ProcessHost", "ServerRecipe", "ThreadHost", "serve_in_a_child_process", "serve_in_this_interpreter"]
+__all__ = ["InterpreterHost", "ProcessHost", "ServerRecipe", "ThreadHost", "caller_only", "serve_in_a_child_process", "serve_in_this_interpreter"]
 
 logger = logging.getLogger("litkit.server")
 
@@ -96,15 +96,8 @@ class ServerRecipe:
         return state
 
     def caller_only(self) -> str | None:
-        """Why this server must run in the caller's interpreter (None: it need not): an API hook
-        that the server calls itself (LitServe's ``authorize`` and ``health``) runs on the API object,
-        which only the caller's interpreter holds."""
-        for plan in self.plans:
-            if plan.authorize is not None:
-                return f"{plan.api_name}.authorize() runs in the serving process, on the API object"
-            if plan.health_hook is not None:
-                return f"{plan.api_name}.health() runs in the serving process, on the API object"
-        return None
+        """Why this server must run in the caller's interpreter (None: it need not); see ``caller_only()``."""
+        return caller_only(self.plans)
 
     def serving(self, on_log: Callable[[str, Any], None] | None, previous: ServingState | None = None) -> ServingState:
         """The server's state made from this recipe; ``previous``: the version it replaces (a re-run)."""
@@ -114,6 +107,18 @@ class ServerRecipe:
         for endpoint in serving.endpoints:
             endpoint.pool.on_log = on_log
         return serving
+
+
+def caller_only(plans: list[EndpointPlan]) -> str | None:
+    """Why a server of these endpoints must run in the caller's interpreter (None: it need not): an
+    API hook that the server calls itself (LitServe's ``authorize`` and ``health``) runs on the API
+    object, which only the caller's interpreter holds."""
+    for plan in plans:
+        if plan.authorize is not None:
+            return f"{plan.api_name}.authorize() runs in the serving process, on the API object"
+        if plan.health_hook is not None:
+            return f"{plan.api_name}.health() runs in the serving process, on the API object"
+    return None
 
 
 def _lengthen_slice(slice_ms: float) -> None:

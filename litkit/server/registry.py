@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from . import jupyter_route
 
-__all__ = ["RunningServer", "register", "server_to_replace", "stop_all", "stop_server_on_port", "stop_servers_of_earlier_runs", "unregister"]
+__all__ = ["RunningServer", "register", "server_to_replace", "stop_all", "stop_servers_of_earlier_runs", "unregister"]
 
 logger = logging.getLogger("litkit.server")
 
@@ -44,15 +44,6 @@ _servers_by_port: dict[int, RunningServer] = {}
 # serve() calls it was (0: the first)
 _cells: dict[int, tuple[Cell, int]] = {}
 _atexit_registered = False
-
-
-def stop_server_on_port(port: int) -> None:
-    """Stop the server of this process that listens on ``port``, if any (its state: "replaced")."""
-    with _registry_lock:
-        old = _servers_by_port.get(port)
-    if old is not None:
-        logger.info("port %d is served by an earlier litkit server in this process; stopping it first", port)
-        old._shutdown("replaced", 10.0)
 
 
 def server_to_replace(cell: Cell | None, port: int) -> RunningServer | None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import inspect
 import contextlib
 import logging
-import socket
 import threading
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -28,7 +27,7 @@ from ..worker.timeslice import slice_ms_from_environment
 from . import registry
 from .access import AccessPolicy, check_api_key, check_cors_origins, is_loopback_host, make_api_key, proxied_hosts
 from .endpoints import DEFAULT_API_PATH, ENDPOINT_OPTIONS, Endpoint, EndpointPlan, ServingState, find_endpoint, plan_endpoints
-from .host import InterpreterHost, ProcessHost, ServerRecipe, ThreadHost
+from .host import InterpreterHost, ProcessHost, ServerRecipe, ThreadHost, caller_only
 from .interpreters import thread_setting, unavailable_reason
 from .controls import CONTROL_PATH, SECRET_HEADER, new_secret
 from .links import local_url, public_url
@@ -303,14 +302,15 @@ class Server:
             self._dashboard.finish()
         return server
 
-    def _why_not_replaceable(self, recipe: ServerRecipe, listen_host: str) -> str | None:
-        """Why a new server for ``recipe`` cannot take over this one's listener and loop (None: it can)."""
+    def _why_not_replaceable(self, recipe: ServerRecipe, listen_host: str, host_type: type[Host]) -> str | None:
+        """Why a new server for ``recipe``, to run on a ``host_type``, cannot take over this one's
+        listener and loop (None: it can)."""
         if self.state != "serving" or self._host.finished.is_set():
             return f"the server there is {self.state if self.state != 'serving' else 'ending'}"
         if listen_host != self._listen_host:
             return f"host changes from {self._listen_host!r} to {listen_host!r}"
-        if _host_type(recipe) is not type(self._host):
-            return f"the server moves from {_PLACES[type(self._host)]} to {_PLACES[_host_type(recipe)]}"
+        if host_type is not type(self._host):
+            return f"the server moves from {_PLACES[type(self._host)]} to {_PLACES[host_type]}"
         if recipe.slice_ms != self._recipe.slice_ms:
             return f"LITKIT_SLICE_MS changes from {self._recipe.slice_ms:g} to {recipe.slice_ms:g}"
         return None
@@ -373,8 +373,8 @@ Host = InterpreterHost | ProcessHost | ThreadHost
 _PLACES = {InterpreterHost: "a sub-interpreter", ProcessHost: "a process of its own", ThreadHost: "a thread of this interpreter"}
 
 
-def _host_type(recipe: ServerRecipe) -> type[Host]:
-    here = recipe.caller_only() or _thread_host_wanted() or thread_setting()
+def _host_type(plans: list[EndpointPlan]) -> type[Host]:
+    here = caller_only(plans) or _thread_host_wanted() or thread_setting()
     if here is not None:
         logger.info("serving from a thread of this interpreter: %s", here)
         return ThreadHost
@@ -507,14 +507,15 @@ def serve(
     unavailable_reason()  # a bad LITKIT_SUBINTERPRETER fails here too
     cell = current_cell()
     old = registry.server_to_replace(cell, port)
-    if api_key == "auto" and old is not None and old.api_key is not None:
+    if api_key == "auto" and isinstance(old, Server) and old.api_key is not None:
         api_key = old.api_key  # its callers hold that key: a re-run keeps it
     access = _access_policy(host, api_key, cors_origins, authorized=all(plan.authorize is not None for plan in plans))
     registry.stop_servers_of_earlier_runs(cell, keep=old)
+    host_type = _host_type(plans)
     if isinstance(old, Server):
         # A re-run: the new version starts beside the old one, on its listener (docs/design.md).
         recipe = ServerRecipe(plans, access, client_timeout, slice_ms, old.url, old._control_secret, on_log)
-        why = old._why_not_replaceable(recipe, host)
+        why = old._why_not_replaceable(recipe, host, host_type)
         if why is None:
             try:
                 new = old._replace(recipe, start_timeout)
@@ -523,10 +524,11 @@ def serve(
             registry.register(new, cell)
             return new
         logger.info("stopping the server at %s before serving again on a new listener: %s", old.url, why)
+    if old is not None:
         old._shutdown("replaced", 10.0)
     sockets, port = listen(host, port)
     recipe = ServerRecipe(plans, access, client_timeout, slice_ms, local_url(host, port), new_secret(), on_log, *(getattr(_here, "root", None) or (None, True)))
-    server = Server(recipe, port, _host_type(recipe)(recipe, sockets, f"litkit-server-{port}", lambda: None), host)
+    server = Server(recipe, port, host_type(recipe, sockets, f"litkit-server-{port}", lambda: None), host)
     registry.register(server, cell)
     try:
         server._start(start_timeout)
