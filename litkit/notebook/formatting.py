@@ -40,7 +40,7 @@ _STATE_COLOURS = {
     "serving": "#1a7f37",
     "stopped": "#6e7781",
     "replaced": "#6e7781",
-    "retiring": "#b26b00",
+    "draining": "#b26b00",
     "idle": "#1a7f37",
     "busy": "#0969da",
     "dead": "#cf222e",
@@ -135,7 +135,7 @@ def _render_versions(versions: list[dict[str, Any]]) -> str:
     for version in versions:
         what = str(version.get("state", "?"))
         left = int(version.get("in_flight") or 0)
-        detail = f" ({_plural(left, 'request')} left)" if what == "retiring" else ""
+        detail = f" ({_plural(left, 'request')} left)" if what == "draining" else ""
         parts.append(f'<span class="litkit-version" data-version="{int(version.get("version", 0))}">version {int(version.get("version", 0))} {_badge(what)}{detail}</span>')
     return " · " + ", ".join(parts)
 

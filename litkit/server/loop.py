@@ -165,7 +165,7 @@ class ServerLoop:
         per_endpoint = [endpoint.snapshot() for endpoint in endpoints]
         # Newest first: a version starting, the one serving, the replaced ones still finishing.
         versions = [(self._starting, "starting")] if self._starting is not None else []
-        versions += [(self.serving, "serving"), *((old, "retiring") for old in reversed(self._retiring))]
+        versions += [(self.serving, "serving"), *((old, "draining") for old in reversed(self._retiring))]
         every = [endpoint for version, _ in versions for endpoint in version.endpoints]  # type: ignore[union-attr]
         # An endpoint carries its tracker and log on from version to version: each counts once.
         trackers = list({id(endpoint.tracker): endpoint.tracker for endpoint in every}.values())

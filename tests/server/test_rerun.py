@@ -138,7 +138,7 @@ def test_a_rerun_on_the_same_port_drops_no_request_and_old_requests_finish_on_th
 
         assert loop.errors == []
         assert (first.state, second.state, second.url) == ("replaced", "serving", first.url)
-        assert [v["version"] for v in old_in_flight] == [2, 1] and old_in_flight[1]["state"] == "retiring"
+        assert [v["version"] for v in old_in_flight] == [2, 1] and old_in_flight[1]["state"] == "draining"
         # The held stream, a request of each stream thread queued behind it, and those of the JSON
         # threads that reached the old version just before the switch.
         assert 3 <= old_in_flight[1]["in_flight"] <= 5
@@ -229,7 +229,7 @@ def test_stopping_while_the_old_version_still_streams_ends_both_and_leaves_nothi
         held = litkit.Client(first.url).stream({"wait_for": str(tmp_path / "never")}, path="/stream")
         assert next(held) == {"version": 1, "index": 0}
         second = litkit.serve({"/stream": apis.VersionedStream(2)}, port=first.port)
-        assert [v["state"] for v in second.status()["versions"]] == ["serving", "retiring"]
+        assert [v["state"] for v in second.status()["versions"]] == ["serving", "draining"]
         second.stop()
         with pytest.raises(litkit.HTTPError, match="the server stopped before this request finished"):
             list(held)
