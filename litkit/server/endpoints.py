@@ -214,6 +214,14 @@ class EndpointState:
         )
         self.stopping = False
         self.active: set[ActiveRequest] = set()
+        self.successor: EndpointState | None = None  # the endpoint at this path in the version that replaced this one
+
+    def serving_now(self) -> EndpointState:
+        """This endpoint, or the one that serves its path now that a re-run replaced it."""
+        endpoint = self
+        while endpoint.successor is not None:
+            endpoint = endpoint.successor
+        return endpoint
 
     @property
     def extra_paths(self) -> dict[str, str]:
@@ -322,10 +330,15 @@ class ServingState:
             in_flight.extend(endpoint.active)
         return in_flight
 
-    def take_requests(self) -> None:
-        """From now on this version's endpoints record the requests they admit as its own. The
+    def take_requests(self, previous: ServingState | None = None) -> None:
+        """From now on this version's endpoints record the requests they admit as its own, and
+        take those that ``previous``'s endpoints at the same paths have not admitted yet. The
         listeners of a tracker carried on belonged to the code that served before (``litkit.compat``
         adds its own once ``serve()`` returns), so they are dropped."""
+        if previous is not None:
+            mine = {endpoint.path: endpoint for endpoint in self.endpoints}
+            for endpoint in previous.endpoints:
+                endpoint.successor = mine.get(endpoint.path)
         for endpoint in self.endpoints:
             endpoint.tracker.version = self.version
             if self.version > 1:

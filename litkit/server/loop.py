@@ -320,7 +320,7 @@ class ServerLoop:
         old, self.serving = self.serving, serving
         params = self._connection_params  # shared by every connection, open or new
         params.max_body_size = max(params.max_body_size or 0, serving.max_body_size + 1024 * 1024)
-        serving.take_requests()
+        serving.take_requests(previous=old)
         self._router.route_to(serving)
         self._retiring.append(old)
         task = asyncio.ensure_future(self._retire(old))

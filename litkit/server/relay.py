@@ -230,7 +230,9 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         """The whole body is in: queue the job."""
         if self._status or self._connection.stream.closed():
             return  # answered already, or the client left as its body arrived: nothing to run
-        endpoint = self.endpoint
+        # A re-run may have switched versions while the body arrived: the request is new, so the
+        # version serving its path now takes it (litkit.server.loop.ServerLoop.replace).
+        endpoint = self.endpoint = self.endpoint.serving_now()
         if endpoint.stopping:
             self._refuse(503, "the server is stopping; it takes no new requests")
             return

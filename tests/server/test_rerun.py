@@ -13,6 +13,7 @@ import http.client
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from typing import Any
@@ -23,7 +24,7 @@ import pytest
 import apis
 import litkit
 from litkit.server.registry import stop_all
-from conftest import DEADLINE_S, assert_no_children, assert_nothing_at_error, litkit_threads, wait_until
+from conftest import DEADLINE_S, ChunkReader, assert_no_children, assert_nothing_at_error, litkit_threads, wait_until
 
 ENDPOINTS = ("/json", "/stream")
 CHUNKS = 20
@@ -239,3 +240,26 @@ def test_stopping_while_the_old_version_still_streams_ends_both_and_leaves_nothi
     assert_no_children()
     assert not litkit_threads()
     wait_until(lambda: not (_open_fds() - baseline_fds), deadline_s=5, message="the server's descriptors to close")
+
+
+def test_a_request_whose_body_arrives_after_the_switch_goes_to_the_new_version():
+    """Regression (seen once in the --reload test under load): a request routed to the old
+    version by its headers, whose body came after the switch, found that version retired and got
+    503 'the server is stopping'. A request is taken when its body is whole: by the new version."""
+    first = litkit.serve({"/json": apis.Versioned(1)}, port=0)
+    try:
+        host, port = first.url.removeprefix("http://").rsplit(":", 1)
+        body = b'{"n": 1}'
+        sock = socket.create_connection((host, int(port)), timeout=DEADLINE_S)
+        sock.sendall(f"POST /json HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n".encode())
+        second = litkit.serve({"/json": apis.Versioned(2)}, port=first.port)
+        wait_until(lambda: len(second.status()["versions"]) == 1, message="the old version to retire")
+        sock.sendall(body)
+        reader = ChunkReader(sock)
+        assert reader.status == 200, reader.status_line
+        assert json.loads(reader.body())["version"] == 2
+        reader.close()
+        sock.close()
+    finally:
+        stop_all()
+    assert_no_children()
