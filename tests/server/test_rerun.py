@@ -111,6 +111,17 @@ def _open_fds() -> set[str]:
     return set(os.listdir("/proc/self/fd"))
 
 
+def _describe(fds: set[str]) -> list[str]:
+    """What each of ``fds`` is, for a failure's message."""
+    described = []
+    for fd in sorted(fds):
+        try:
+            described.append(f"{fd} -> {os.readlink(f'/proc/self/fd/{fd}')}")
+        except OSError:
+            described.append(f"{fd} (closed since)")
+    return described
+
+
 def test_a_rerun_on_the_same_port_drops_no_request_and_old_requests_finish_on_the_old_version(tmp_path, caplog):
     """Four clients call without pause while serve() runs again on the port with new code: no
     error, every stream whole; a stream running and requests queued behind it on the old
@@ -162,7 +173,7 @@ def test_a_rerun_on_the_same_port_drops_no_request_and_old_requests_finish_on_th
     assert_nothing_at_error(caplog)
     assert_no_children()
     assert not litkit_threads()
-    wait_until(lambda: not (_open_fds() - baseline_fds), deadline_s=5, message="the server's descriptors to close")
+    wait_until(lambda: not (_open_fds() - baseline_fds), deadline_s=5, message=f"the server's descriptors to close: {_describe(_open_fds() - baseline_fds)}")
 
 
 @pytest.mark.parametrize(
@@ -239,7 +250,7 @@ def test_stopping_while_the_old_version_still_streams_ends_both_and_leaves_nothi
         stop_all()
     assert_no_children()
     assert not litkit_threads()
-    wait_until(lambda: not (_open_fds() - baseline_fds), deadline_s=5, message="the server's descriptors to close")
+    wait_until(lambda: not (_open_fds() - baseline_fds), deadline_s=5, message=f"the server's descriptors to close: {_describe(_open_fds() - baseline_fds)}")
 
 
 def test_a_request_whose_body_arrives_after_the_switch_goes_to_the_new_version():
