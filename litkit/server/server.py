@@ -514,7 +514,7 @@ def serve(
     host_type = _host_type(plans)
     if isinstance(old, Server):
         # A re-run: the new version starts beside the old one, on its listener (docs/design.md).
-        recipe = ServerRecipe(plans, access, client_timeout, slice_ms, old.url, old._control_secret, on_log)
+        recipe = ServerRecipe(plans, access, client_timeout, slice_ms, old.url, old._control_secret, on_log, *(getattr(_here, "root", None) or (None, True)))
         why = old._why_not_replaceable(recipe, host, host_type)
         if why is None:
             try:
