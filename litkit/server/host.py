@@ -243,7 +243,7 @@ class InterpreterHost:
             # It died serving (kill -9 of the server's process, say): the Server stops too, so it
             # says so, and withdraws its Jupyter route registration, which would otherwise relay
             # browsers (and their credentials) to whatever binds the freed port next (issue 25, bug 3).
-            self._request_stop()
+            self.request_stop()
 
     def _serve(self) -> None:
         """Enter the sub-interpreter on this thread and serve there until stopped."""
