@@ -212,7 +212,8 @@ def _how_to_call(server: Any, example: Any, hint: str) -> str:
 
 class _Reloader:
     """Watches the file of a ``litkit serve`` target; when it changes, loads the API again and
-    serves it on the same port (the old server, workers included, is stopped first)."""
+    serves it on the same port as a re-run does: the new workers start while the old ones answer,
+    and the old ones stop once they have finished their requests."""
 
     def __init__(self, target: str, options: dict[str, Any], announce: Any) -> None:
         self.target = target
@@ -237,7 +238,9 @@ class _Reloader:
         try:
             new = serve_for_a_terminal(api, **{**self.options, "port": server.port})
         except (LitkitError, ValueError, TypeError, OSError) as error:
-            print(f"litkit: reload failed, nothing is served until the file is fixed: {error}", file=sys.stderr, flush=True)
+            # serve() starts the new version beside the old one (a re-run), which serves on if it fails.
+            still = "still serving the previous version" if server.state == "serving" else "nothing is served until the file is fixed"
+            print(f"litkit: reload failed, {still}: {error}", file=sys.stderr, flush=True)
             return server
         print("litkit: reloaded " + self.path, flush=True)
         print(self.announce(new), flush=True)

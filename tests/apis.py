@@ -623,3 +623,35 @@ class AsyncThreadedGenerate(ThreadedGenerate):
                 yield {"token": token}
         finally:
             await generation
+
+
+class Versioned(litkit.LitAPI):
+    """Answers which version of the code it is (a re-run serves a new one); ``setup_delay`` keeps
+    the new version starting while the old one answers."""
+
+    def __init__(self, version, setup_delay=0.0):
+        self.version = version
+        self.setup_delay = setup_delay
+
+    def setup(self, device):
+        time.sleep(self.setup_delay)
+
+    def predict(self, x):
+        return {"version": self.version, "pid": os.getpid(), "echo": x}
+
+
+class VersionedStream(Versioned):
+    """Streams ``chunks`` chunks, one every ``interval`` seconds, each naming its version and index;
+    a request's ``wait_for`` (a path) holds it half-way until that file exists."""
+
+    def __init__(self, version, setup_delay=0.0, chunks=20, interval=0.005):
+        super().__init__(version, setup_delay)
+        self.chunks = chunks
+        self.interval = interval
+
+    def predict(self, x):
+        for index in range(self.chunks):
+            if index == self.chunks // 2 and isinstance(x, dict) and "wait_for" in x:  # hold it mid-stream until the test says go
+                wait_for_file(x["wait_for"])
+            time.sleep(self.interval)
+            yield {"version": self.version, "index": index}

@@ -175,14 +175,16 @@ class ServerProcess:
             self.proc.stderr.close()  # type: ignore[union-attr]
 
 
-def assert_clean_stop(server: ServerProcess, sig: int = signal.SIGINT) -> None:
+def assert_clean_stop(server: ServerProcess, sig: int = signal.SIGINT, worker_tracebacks: int = 0) -> None:
     """``sig`` (Ctrl+C by default) ends the server with exit code 0 and "litkit: stopped", without a
-    traceback, and every process it started is gone within GONE_TIMEOUT_S of its exit."""
+    traceback (but the ``worker_tracebacks`` of failed setups the test caused, each printed as a
+    worker's), and every process it started is gone within GONE_TIMEOUT_S of its exit."""
     server.record_children()
     code = server.stop(sig)
     assert code == 0, f"exit code {code} after {signal.Signals(sig).name}\n{server.describe()}"
     assert server.stdout.rstrip().endswith(STOPPED), server.describe()
-    assert "Traceback" not in server.stderr, server.describe()
+    assert server.stderr.count("Traceback from the worker process:") == worker_tracebacks, server.describe()
+    assert server.stderr.count("Traceback") == 2 * worker_tracebacks, server.describe()
     server.assert_descendants_gone()
 
 

@@ -9,6 +9,7 @@ import signal
 import socket
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -369,33 +370,51 @@ def _edit(path: Path, source: str) -> None:
 
 
 def test_reload_serves_the_new_code_when_the_file_changes(tmp_path: Path) -> None:
+    """--reload swaps versions as a re-run of serve() does (issue 24): a client calling without
+    pause across each reload sees no error (it saw connections refused between the old server
+    and the new one before); a new version whose setup() raises leaves the old one serving."""
     app = write(tmp_path / "app.py", DOUBLER)
     with running([*litkit_command(), "serve", f"{app}:Doubler", "--port", "0", "--reload"], cwd=tmp_path) as server:
         endpoint = server.wait_for_banner()
         server.wait_for_output(r"Watching .*app\.py for changes\.")
-        assert requests.post(endpoint, json={"input": 5}, timeout=HTTP_TIMEOUT_S).json() == {"output": 10}
+        answers: list[object] = []
+        done = threading.Event()
 
-        _edit(app, DOUBLER.replace("x * 2", "x * 3"))
-        server.wait_for_output(r"litkit: reloaded .*app\.py")
+        def call_without_pause() -> None:
+            with requests.Session() as session:  # keep-alive, as most clients
+                while not done.is_set():
+                    try:
+                        answers.append(session.post(endpoint, json={"input": 5}, timeout=HTTP_TIMEOUT_S).json())
+                    except requests.RequestException as error:
+                        answers.append(error)
 
-        def answer() -> object:
-            try:
-                return requests.post(endpoint, json={"input": 5}, timeout=HTTP_TIMEOUT_S).json()
-            except requests.ConnectionError:
-                return None  # between the old server and the new one
+        client = threading.Thread(target=call_without_pause)
+        client.start()
+        try:
+            wait_until(lambda: {"output": 10} in answers, message="the first version to answer")
+            _edit(app, DOUBLER.replace("x * 2", "x * 3"))
+            server.wait_for_output(r"litkit: reloaded .*app\.py")
+            wait_until(lambda: answers[-1] == {"output": 15}, message="the edited code to answer on the same URL")
 
-        wait_until(lambda: answer() == {"output": 15}, message="the edited code to answer on the same URL")
+            # A broken edit keeps the previous version serving, and says why.
+            _edit(app, "def broken(:\n")
+            wait_until(lambda: "reload failed, still serving the previous version: SyntaxError" in server.stderr, message="the reload error")
+            # So does a new version whose setup() raises.
+            _edit(app, DOUBLER.replace("x * 2", "x * 4").replace("    def predict", "    def setup(self, device):\n        raise RuntimeError('no weights')\n\n    def predict"))
+            wait_until(lambda: "reload failed, still serving the previous version: worker 0 failed to start" in server.stderr, message="the failed start")
+            count = len(answers)
+            wait_until(lambda: len(answers) > count + 3, message="answers after the failed start")
+            assert answers[-1] == {"output": 15}
 
-        # A broken edit keeps the previous version serving, and says why.
-        _edit(app, "def broken(:\n")
-        wait_until(lambda: "reload failed, still serving the previous version: SyntaxError" in server.stderr, message="the reload error")
-        assert answer() == {"output": 15}
-
-        # Fixing the file serves the fixed code.
-        _edit(app, DOUBLER.replace("x * 2", "x * 4"))
-        wait_until(lambda: answer() == {"output": 20}, message="the fixed code to answer")
-        wait_until(lambda: server.stdout.count("litkit: reloaded") == 2, message="the second reload's banner")
-        assert_clean_stop(server)
+            # Fixing the file serves the fixed code.
+            _edit(app, DOUBLER.replace("x * 2", "x * 4"))
+            wait_until(lambda: answers[-1] == {"output": 20}, message="the fixed code to answer")
+            wait_until(lambda: server.stdout.count("litkit: reloaded") == 2, message="the second reload's banner")
+        finally:
+            done.set()
+            client.join(HTTP_TIMEOUT_S * 2)
+        assert [answer for answer in answers if answer not in ({"output": 10}, {"output": 15}, {"output": 20})] == []
+        assert_clean_stop(server, worker_tracebacks=1)
 
 
 def test_what_workers_print_shows_on_the_command_s_terminal(tmp_path: Path) -> None:

@@ -164,7 +164,7 @@ class Dashboard(widgets.VBox):
         state = str(snapshot.get("state", "?"))
         recent = list(snapshot.get("recent", []))
         sections = {
-            "header": render_header(self._title, state, self._endpoint, self._link, self._api_key),
+            "header": render_header(self._title, state, self._endpoint, self._link, self._api_key, snapshot.get("versions")),
             # Once the server has ended its health only says so; the state badge shows that already.
             "health": render_health(snapshot.get("health") if state not in _FINAL_STATES else None),
             "counts": render_counts(snapshot.get("counts", {})),

@@ -40,6 +40,7 @@ _STATE_COLOURS = {
     "serving": "#1a7f37",
     "stopped": "#6e7781",
     "replaced": "#6e7781",
+    "draining": "#b26b00",
     "idle": "#1a7f37",
     "busy": "#0969da",
     "dead": "#cf222e",
@@ -113,16 +114,30 @@ def _badge(state: str) -> str:
     return f'<span class="litkit-state" data-state="{html.escape(state)}" style="color:{colour};font-weight:600">{html.escape(state)}</span>'
 
 
-def render_header(title: str, state: str, endpoint: str, link: str, api_key: str | None = None) -> str:
+def render_header(title: str, state: str, endpoint: str, link: str, api_key: str | None = None, versions: list[dict[str, Any]] | None = None) -> str:
     """The first line: the API's name, the endpoint as a link, the server's state, and the API key
-    callers must send, if the server has one."""
+    callers must send, if the server has one; after a re-run, which version serves and which
+    still start or finish their requests (``status()["versions"]``)."""
     key = f' · key <code class="litkit-api-key">{html.escape(api_key)}</code>' if api_key else ""
     return (
         '<div class="litkit-header" style="font-size:13px">'
         f"<b>litkit</b> · {html.escape(title)} · "
         f'<a class="litkit-url" href="{html.escape(link)}" target="_blank" rel="noopener">'
-        f"<code>POST {html.escape(endpoint)}</code></a> · {_badge(state)}{key}</div>"
+        f"<code>POST {html.escape(endpoint)}</code></a> · {_badge(state)}{_render_versions(versions or [])}{key}</div>"
     )
+
+
+def _render_versions(versions: list[dict[str, Any]]) -> str:
+    """Nothing while the first version serves alone; else each version and what it does."""
+    if len(versions) < 2 and all(int(v.get("version", 1)) == 1 for v in versions):
+        return ""
+    parts = []
+    for version in versions:
+        what = str(version.get("state", "?"))
+        left = int(version.get("in_flight") or 0)
+        detail = f" ({_plural(left, 'request')} left)" if what == "draining" else ""
+        parts.append(f'<span class="litkit-version" data-version="{int(version.get("version", 0))}">version {int(version.get("version", 0))} {_badge(what)}{detail}</span>')
+    return " · " + ", ".join(parts)
 
 
 def render_health(health: dict[str, Any] | None) -> str:
@@ -162,17 +177,21 @@ def _table(headers: list[str], rows: list[list[str]], css_class: str) -> str:
 
 
 def render_workers(workers: list[dict[str, Any]]) -> str:
-    """One row per worker: id, pid, state, requests handled, restarts."""
+    """One row per worker: id, pid, state, requests handled, restarts; and its version, once a
+    re-run has served another."""
+    versioned = any(int(w.get("version", 1)) != 1 for w in workers)
     rows = [
-        [str(int(w.get("id", 0))), str(int(w.get("pid", 0)) or "—"), _badge(str(w.get("state", "?"))), str(int(w.get("handled", 0))), str(int(w.get("restarts", 0)))]
+        [str(int(w.get("id", 0))), *([str(int(w.get("version", 1)))] if versioned else []), str(int(w.get("pid", 0)) or "—"), _badge(str(w.get("state", "?"))), str(int(w.get("handled", 0))), str(int(w.get("restarts", 0)))]
         for w in workers
     ]
-    return _table(["worker", "pid", "state", "handled", "restarts"], rows, "litkit-workers")
+    return _table(["worker", *(["version"] if versioned else []), "pid", "state", "handled", "restarts"], rows, "litkit-workers")
 
 
 def render_requests(recent: list[dict[str, Any]], limit: int = 15) -> str:
-    """The newest ``limit`` requests: id, path, state, chunks sent, duration, error or detail."""
+    """The newest ``limit`` requests: id, path, state, chunks sent, duration, error or detail; and
+    the version that answered, once a re-run has served another."""
     rows = []
+    versioned = any(int(entry.get("version", 1)) != 1 for entry in recent[:limit])
     for entry in recent[:limit]:
         duration = entry.get("duration_s")
         if duration is None:
@@ -181,6 +200,7 @@ def render_requests(recent: list[dict[str, Any]], limit: int = 15) -> str:
             [
                 f"<code>{html.escape(str(entry.get('id', '')))}</code>",
                 html.escape(str(entry.get("path", ""))),
+                *([str(int(entry.get("version", 1)))] if versioned else []),
                 _badge(str(entry.get("state", "?"))),
                 str(int(entry.get("chunks") or 0)),
                 format_seconds(duration),
@@ -191,7 +211,7 @@ def render_requests(recent: list[dict[str, Any]], limit: int = 15) -> str:
     note = f'<div style="font-size:11px;color:#57606a">and {more} older in status()["recent"]</div>' if more > 0 else ""
     if not rows:
         return '<div class="litkit-requests" style="font-size:12px;color:#57606a">no requests yet</div>'
-    return _table(["request", "path", "state", "chunks", "duration", "detail"], rows, "litkit-requests") + note
+    return _table(["request", "path", *(["version"] if versioned else []), "state", "chunks", "duration", "detail"], rows, "litkit-requests") + note
 
 
 def render_logs(lines: list[dict[str, Any]], limit: int = 20) -> str:

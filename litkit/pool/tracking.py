@@ -53,11 +53,12 @@ class Histogram:
 class RequestRecord:
     """One admitted request, from arrival to its terminal state."""
 
-    __slots__ = ("id", "path", "state", "chunks", "arrived", "first_chunk_at", "finished", "error")
+    __slots__ = ("id", "path", "version", "state", "chunks", "arrived", "first_chunk_at", "finished", "error")
 
-    def __init__(self, request_id: str, path: str) -> None:
+    def __init__(self, request_id: str, path: str, version: int = 1) -> None:
         self.id = request_id
         self.path = path
+        self.version = version  # of the server's code that answered it: 1, then one more per re-run
         self.state = "queued"
         self.chunks = 0
         self.arrived = time.monotonic()
@@ -75,6 +76,7 @@ class RequestRecord:
         return {
             "id": self.id,
             "path": self.path,
+            "version": self.version,
             "state": self.state,
             "chunks": self.chunks,
             "duration_s": duration,
@@ -109,9 +111,13 @@ class RequestTracker:
         # Called with ("admitted" | "finished", record) on the server's loop (litkit.compat's
         # on_request/on_response callbacks); each must be quick and must not raise.
         self.listeners: list[Callable[[str, RequestRecord], None]] = []
+        # The version of the server's code that takes this endpoint's new requests: a re-run
+        # (litkit.server.loop.ServerLoop.replace) hands the tracker on to the next one, so an
+        # endpoint keeps one history across versions.
+        self.version = 1
 
     def admit(self, request_id: str, path: str) -> RequestRecord:
-        record = RequestRecord(request_id, path)
+        record = RequestRecord(request_id, path, self.version)
         self._live["queued"] += 1
         self._recent.append(record)
         self._in_flight.add(record)

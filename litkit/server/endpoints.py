@@ -176,7 +176,9 @@ class EndpointPlan:
 class EndpointState:
     """One endpoint on the server: its configuration, pool, tracker, and requests in flight."""
 
-    def __init__(self, plan: EndpointPlan) -> None:
+    def __init__(self, plan: EndpointPlan, previous: EndpointState | None = None) -> None:
+        """``previous``: the endpoint at this path in the version this one replaces, whose request
+        history (tracker) and output lines (log) this one carries on."""
         options = plan.options
         self.plan = plan
         self.path = plan.path
@@ -196,7 +198,8 @@ class EndpointState:
         self.litserve = plan.litserve
         self.model = plan.model
         self.created = plan.created
-        self.tracker = RequestTracker()
+        self.tracker = previous.tracker if previous is not None else RequestTracker()
+        log = previous.pool.log if previous is not None else WorkerLog(plan.path)
         self.pool = WorkerPool(
             plan.api_bytes,
             count=plan.workers,
@@ -210,12 +213,20 @@ class EndpointState:
             max_concurrency=options["max_concurrency"],
             async_api=plan.async_api,
             spec=plan.spec_bytes,
-            log=WorkerLog(plan.path),
+            log=log,
             cancel_grace=options["cancel_grace"],
             code_origins=plan.code_origins,
         )
         self.stopping = False
         self.active: set[ActiveRequest] = set()
+        self.successor: EndpointState | None = None  # the endpoint at this path in the version that replaced this one
+
+    def serving_now(self) -> EndpointState:
+        """This endpoint, or the one that serves its path now that a re-run replaced it."""
+        endpoint = self
+        while endpoint.successor is not None:
+            endpoint = endpoint.successor
+        return endpoint
 
     @property
     def extra_paths(self) -> dict[str, str]:
@@ -243,8 +254,13 @@ class ServingState:
         slice_ms: float = 0.0,
         root_text: str | None = None,
         openapi: bool = True,
+        previous: ServingState | None = None,
     ) -> None:
-        self.endpoints = [EndpointState(plan) for plan in plans]
+        """``previous``: the version this one replaces (a re-run, ``ServerLoop.replace``): an
+        endpoint at the same path carries on its history."""
+        earlier = {endpoint.path: endpoint for endpoint in previous.endpoints} if previous is not None else {}
+        self.endpoints = [EndpointState(plan, earlier.get(plan.path)) for plan in plans]
+        self.version = previous.version + 1 if previous is not None else 1
         # LitServer's paths and answers (litkit.server.litserve_routes); None under serve().
         self.litserve_face: dict[str, Any] | None = next((plan.litserve_face for plan in plans if plan.litserve_face), None)
         self.litserve = self.litserve_face is not None  # error bodies read {"detail": ...}
@@ -319,6 +335,25 @@ class ServingState:
             endpoint.stopping = True
             in_flight.extend(endpoint.active)
         return in_flight
+
+    def take_requests(self, previous: ServingState | None = None) -> None:
+        """From now on this version's endpoints record the requests they admit as its own, and
+        take those that ``previous``'s endpoints at the same paths have not admitted yet. The
+        listeners of a tracker carried on belonged to the code that served before (``litkit.compat``
+        adds its own once ``serve()`` returns), so they are dropped."""
+        if previous is not None:
+            mine = {endpoint.path: endpoint for endpoint in self.endpoints}
+            for endpoint in previous.endpoints:
+                endpoint.successor = mine.get(endpoint.path)
+        for endpoint in self.endpoints:
+            endpoint.tracker.version = self.version
+            if self.version > 1:
+                endpoint.tracker.listeners.clear()
+
+    @property
+    def in_flight(self) -> int:
+        """Requests admitted and not yet answered (queued or running), over every endpoint."""
+        return sum(len(endpoint.active) for endpoint in self.endpoints)
 
     async def stop_workers(self) -> None:
         await asyncio.gather(*(endpoint.pool.stop() for endpoint in self.endpoints))

@@ -52,7 +52,7 @@ from .interpreters import InterpreterFailed, borrowed
 from .loop import ServerLoop
 from .switching import ShortSwitchInterval
 
-__all__ = ["InterpreterHost", "ProcessHost", "ServerRecipe", "ThreadHost", "serve_in_a_child_process", "serve_in_this_interpreter"]
+__all__ = ["InterpreterHost", "ProcessHost", "ServerRecipe", "ThreadHost", "caller_only", "serve_in_a_child_process", "serve_in_this_interpreter"]
 
 logger = logging.getLogger("litkit.server")
 
@@ -96,21 +96,29 @@ class ServerRecipe:
         return state
 
     def caller_only(self) -> str | None:
-        """Why this server must run in the caller's interpreter (None: it need not): an API hook
-        that the server calls itself (LitServe's ``authorize`` and ``health``) runs on the API object,
-        which only the caller's interpreter holds."""
-        for plan in self.plans:
-            if plan.authorize is not None:
-                return f"{plan.api_name}.authorize() runs in the serving process, on the API object"
-            if plan.health_hook is not None:
-                return f"{plan.api_name}.health() runs in the serving process, on the API object"
-        return None
+        """Why this server must run in the caller's interpreter (None: it need not); see ``caller_only()``."""
+        return caller_only(self.plans)
 
-    def serving(self, on_log: Callable[[str, Any], None] | None) -> ServingState:
-        serving = ServingState(self.plans, access=self.access, client_timeout=self.client_timeout, slice_ms=self.slice_ms, root_text=self.root_text, openapi=self.openapi)
+    def serving(self, on_log: Callable[[str, Any], None] | None, previous: ServingState | None = None) -> ServingState:
+        """The server's state made from this recipe; ``previous``: the version it replaces (a re-run)."""
+        serving = ServingState(
+            self.plans, access=self.access, client_timeout=self.client_timeout, slice_ms=self.slice_ms, root_text=self.root_text, openapi=self.openapi, previous=previous
+        )
         for endpoint in serving.endpoints:
             endpoint.pool.on_log = on_log
         return serving
+
+
+def caller_only(plans: list[EndpointPlan]) -> str | None:
+    """Why a server of these endpoints must run in the caller's interpreter (None: it need not): an
+    API hook that the server calls itself (LitServe's ``authorize`` and ``health``) runs on the API
+    object, which only the caller's interpreter holds."""
+    for plan in plans:
+        if plan.authorize is not None:
+            return f"{plan.api_name}.authorize() runs in the serving process, on the API object"
+        if plan.health_hook is not None:
+            return f"{plan.api_name}.health() runs in the serving process, on the API object"
+    return None
 
 
 def _lengthen_slice(slice_ms: float) -> None:
@@ -127,11 +135,16 @@ class ThreadHost:
 
     def __init__(self, recipe: ServerRecipe, sockets: list[socket.socket], name: str, request_stop: Callable[[], None]) -> None:
         self._slice_ms = recipe.slice_ms
-        self.serving = recipe.serving(recipe.on_log)  # in this interpreter: litkit.compat reads it
-        self._server_loop = ServerLoop(self.serving, sockets, recipe.url, recipe.control_secret, request_stop)
+        self.request_stop = request_stop  # the Server that holds this host now: a re-run hands it on
+        self._server_loop = ServerLoop(recipe.serving(recipe.on_log), sockets, recipe.url, recipe.control_secret, lambda: self.request_stop())
         self.started = self._server_loop.started
         self.finished = self._server_loop.finished
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    @property
+    def serving(self) -> ServingState:
+        """The version serving now, in this interpreter (``litkit.compat`` reads it)."""
+        return self._server_loop.serving
 
     def start(self) -> None:
         self.thread.start()
@@ -149,6 +162,12 @@ class ThreadHost:
 
     def stop(self, drain: float) -> None:
         self._server_loop.stop(drain)
+
+    def replace(self, recipe: ServerRecipe) -> concurrent.futures.Future[None]:
+        """Serve ``recipe``'s endpoints in place of the current ones, on the same listener
+        (``ServerLoop.replace``); the future resolves once they take requests, or to the error
+        that stopped their start."""
+        return self._server_loop.replace(lambda current: recipe.serving(recipe.on_log, previous=current))
 
     def add_output_listener(self, listener: OutputListener) -> None:
         self._server_loop.call(lambda: self._server_loop.add_output_listener(listener))
@@ -168,7 +187,7 @@ class InterpreterHost:
         if reason is not None:
             raise ValueError(f"this server cannot run outside the caller's interpreter: {reason}")
         self._slice_ms = recipe.slice_ms
-        self._request_stop = request_stop
+        self.request_stop = request_stop  # the Server that holds this host now: a re-run hands it on
         self._on_log = recipe.on_log
         # The server's interpreter works on duplicates of these descriptors, which it makes and
         # closes itself; this side closes the originals once that interpreter has ended.
@@ -224,7 +243,7 @@ class InterpreterHost:
             # It died serving (kill -9 of the server's process, say): the Server stops too, so it
             # says so, and withdraws its Jupyter route registration, which would otherwise relay
             # browsers (and their credentials) to whatever binds the freed port next (issue 25, bug 3).
-            self._request_stop()
+            self.request_stop()
 
     def _serve(self) -> None:
         """Enter the sub-interpreter on this thread and serve there until stopped."""
@@ -270,22 +289,32 @@ class InterpreterHost:
         elif name == "final":
             self._final = value
         elif name == "stop_requested":  # the dashboard's Stop, over HTTP
-            self._request_stop()
+            self.request_stop()
         elif name == "log_entry" and self._on_log is not None:  # a hook's self.log(key, value)
             self._on_log(*value)
 
     def _call(self, name: str, *arguments: Any, wait: bool = True) -> Any:
-        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        future: concurrent.futures.Future[Any] | None = concurrent.futures.Future() if wait else None
+        self._send_call(name, arguments, future)
+        return future.result(_CALL_TIMEOUT_S) if future is not None else None
+
+    def _send_call(self, name: str, arguments: tuple[Any, ...], future: concurrent.futures.Future[Any] | None) -> None:
+        """Send one call; its reply, if ``future`` is given, resolves it (on the events thread).
+
+        Raises:
+            EOFError: the server has stopped.
+        """
         call_id = next(self._call_ids)
-        if wait:
+        if future is not None:
             self._calls[call_id] = future
+        # A recipe (replace) may hold classes of the caller's __main__: by value, as HOST_INIT.
+        dumps = cloudpickle.dumps if name == "replace" else pickle.dumps
         try:
             with self._send_lock:
-                self._own.sendall(encode_frame(Kind.HOST_CALL, pickle.dumps((call_id, name, arguments))))
+                self._own.sendall(encode_frame(Kind.HOST_CALL, dumps((call_id, name, arguments))))
         except OSError as error:
             self._calls.pop(call_id, None)
             raise EOFError("the server has stopped") from error
-        return future.result(_CALL_TIMEOUT_S) if wait else None
 
     def status(self, state: str) -> dict[str, Any]:
         if not self.finished.is_set():
@@ -315,10 +344,24 @@ class InterpreterHost:
         except concurrent.futures.TimeoutError:
             logger.error("the litkit server's interpreter did not answer a stop within %.0fs", _CALL_TIMEOUT_S)
 
+    def replace(self, recipe: ServerRecipe) -> concurrent.futures.Future[None]:
+        """Serve ``recipe``'s endpoints in place of the current ones, on the same listener, in the
+        same interpreter or process (``ServerLoop.replace``); the future resolves once they take
+        requests, or to the error that stopped their start (``EOFError``: the server stopped)."""
+        self._on_log = recipe.on_log
+        future: concurrent.futures.Future[None] = concurrent.futures.Future()
+        try:
+            self._send_call("replace", (recipe,), future)
+        except EOFError as error:
+            future.set_exception(error)
+        return future
+
     def add_output_listener(self, listener: OutputListener) -> None:
         """From now on, ``listener`` gets the workers' lines on the events thread. Asking the
         server to send them does not wait for its answer: serve() adds one before the server's
         loop runs, which reads the request before any worker starts."""
+        if listener in self._listeners:
+            return  # a re-run's Server adds what the one before it had
         first = not self._listeners
         self._listeners.append(listener)
         if first:
@@ -433,11 +476,20 @@ class _CallerLink:
             elif name == "listen_output":
                 server_loop.add_output_listener(lambda *line: self.event("output", line))
                 value = None
+            elif name == "replace":  # answered once the new version serves, or failed to start
+                recipe: ServerRecipe = arguments[0]
+                forward = (lambda key, value: self.event("log_entry", (key, value))) if recipe.forwards_log else None
+                pending = server_loop.replace(lambda current: recipe.serving(forward, previous=current))
+                pending.add_done_callback(lambda done: self._reply(call_id, done.exception() is None, done.exception()))
+                return
             else:
                 raise ValueError(f"unknown call {name!r} on the host socket")
-            reply = (call_id, True, value)
+            self._reply(call_id, True, value)
         except Exception as error:  # noqa: BLE001 - the caller raises it
-            reply = (call_id, False, _portable(error))
+            self._reply(call_id, False, error)
+
+    def _reply(self, call_id: int, ok: bool, value: Any) -> None:
+        reply = (call_id, ok, value if ok else _portable(value))
         self._send(encode_frame(Kind.HOST_REPLY, pickle.dumps(reply)), droppable=False)
 
     def event(self, name: str, value: Any, droppable: bool = True) -> None:

@@ -25,9 +25,9 @@ from ..pool.logs import OutputListener, merge_logs
 from ..pool.tracking import merge_recent, merge_stats
 from .controls import Controls
 from .endpoints import ServingState
-from .routing import make_router
+from .routing import Router, make_router
 
-__all__ = ["MAX_HEADER_BYTES", "ServerLoop"]
+__all__ = ["MAX_HEADER_BYTES", "RETIRE_AFTER_S", "ServerLoop"]
 
 logger = logging.getLogger("litkit.server")
 
@@ -38,6 +38,9 @@ T = TypeVar("T")
 MAX_HEADER_BYTES = 64 * 1024
 # How long stopping waits for open connections to close after their requests were ended.
 _CLOSE_CONNECTIONS_S = 2.0
+# How long a replaced version's requests (running or queued when the new one took over) may go
+# on before they are ended and its workers stopped: long enough for a long generation to finish.
+RETIRE_AFTER_S = 300.0
 
 
 class ServerLoop:
@@ -59,6 +62,13 @@ class ServerLoop:
         self._stop_requested: asyncio.Event | None = None
         self._stop_asked = False  # stop() before the loop existed
         self._drain_s = 0.0
+        self._router: Router | None = None
+        self._connection_params: Any = None  # Tornado's HTTP1ConnectionParameters, once listening
+        self._starting: ServingState | None = None  # a new version whose workers start (replace())
+        self._retiring: list[ServingState] = []  # replaced versions finishing what they admitted
+        self._tasks: set[asyncio.Task[None]] = set()  # replacements and retirements under way
+        self._output_listeners: list[OutputListener] = []
+        self._closing = False  # past the drain: a retiring version ends what it has left
         self._lock = threading.Lock()
         self.started: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.finished = threading.Event()
@@ -77,6 +87,43 @@ class ServerLoop:
                 loop.call_soon_threadsafe(stop_requested.set)
             except RuntimeError:
                 pass  # the loop closed in the meantime
+
+    def replace(self, make: Callable[[ServingState], ServingState]) -> concurrent.futures.Future[None]:
+        """Serve a new version without closing the listener (a re-run of ``serve()``): ``make``
+        builds it, on the loop, from the version serving now (whose history it carries on). Its
+        workers start while the current ones go on answering; once every one is ready, requests
+        whose headers arrive from then on go to it, on every connection; the requests the old
+        version admitted (running or queued) finish there, for up to ``RETIRE_AFTER_S``, and then
+        its workers stop. Returns at once.
+
+        Returns:
+            a future resolved once the new version takes requests, or to the error that stopped
+            its start (``WorkerStartError``; ``ServerStoppedError`` when the server stops first),
+            in which case the current version goes on serving as if nothing happened.
+        """
+        done: concurrent.futures.Future[None] = concurrent.futures.Future()
+
+        def begin() -> None:
+            task = asyncio.ensure_future(self._replace(make))
+            self._tasks.add(task)
+
+            def settle(task: asyncio.Task[None]) -> None:
+                self._tasks.discard(task)
+                error = None if task.cancelled() else task.exception()
+                if task.cancelled() or isinstance(error, asyncio.CancelledError):
+                    error = ServerStoppedError("the server was stopped while the new version's workers were starting")
+                done.set_exception(error) if error is not None else done.set_result(None)
+
+            task.add_done_callback(settle)
+
+        loop = self._loop
+        try:
+            if loop is None or self.finished.is_set():
+                raise RuntimeError("the loop is not running")
+            loop.call_soon_threadsafe(begin)
+        except RuntimeError:
+            done.set_exception(ServerStoppedError("the server has stopped; serve again to start a new one"))
+        return done
 
     def call(self, function: Callable[[], T], timeout: float = 5.0) -> T:
         """Run ``function`` on the loop's thread and return its result (raising what it raises).
@@ -109,25 +156,43 @@ class ServerLoop:
     # -- on the loop's thread (or once it has ended) ----------------------------------------------
 
     def snapshot(self, state: str) -> dict[str, Any]:
-        """What ``Server.status()`` returns; ``state`` is the ``Server``'s."""
+        """What ``Server.status()`` returns; ``state`` is the ``Server``'s.
+
+        The top-level ``workers`` include those of a version still starting or still finishing
+        its requests after a re-run (each worker names its ``version``); ``versions`` says what
+        each version does, newest first."""
         endpoints = self.serving.endpoints
         per_endpoint = [endpoint.snapshot() for endpoint in endpoints]
-        trackers = [endpoint.tracker for endpoint in endpoints]
+        # Newest first: a version starting, the one serving, the replaced ones still finishing.
+        versions = [(self._starting, "starting")] if self._starting is not None else []
+        versions += [(self.serving, "serving"), *((old, "draining") for old in reversed(self._retiring))]
+        every = [endpoint for version, _ in versions for endpoint in version.endpoints]  # type: ignore[union-attr]
+        # An endpoint carries its tracker and log on from version to version: each counts once.
+        trackers = list({id(endpoint.tracker): endpoint.tracker for endpoint in every}.values())
+        logs = list({id(endpoint.pool.log): endpoint.pool.log for endpoint in every}.values())
         counts: dict[str, int] = {}
-        for endpoint in per_endpoint:
-            for name, count in endpoint["counts"].items():
+        for tracker in trackers:
+            for name, count in tracker.counts().items():
                 counts[name] = counts.get(name, 0) + count
         # Top-level keys: every endpoint together. A worker names its endpoint when there are several.
-        workers = [{**worker, "endpoint": e["path"]} if len(endpoints) > 1 else worker for e in per_endpoint for worker in e["workers"]]
+        several = len({endpoint.path for endpoint in every}) > 1
+        workers = [
+            {**worker, "version": version.version, **({"endpoint": endpoint.path} if several else {})}  # type: ignore[union-attr]
+            for version, _ in versions
+            for endpoint in version.endpoints  # type: ignore[union-attr]
+            for worker in endpoint.pool.snapshot()
+        ]
         return {
             "url": self.url,
             "state": state,
             "health": dict(zip(("ok", "reason"), self.serving.health())),
+            "version": self.serving.version,
+            "versions": [{"version": version.version, "state": what, "in_flight": version.in_flight} for version, what in versions],  # type: ignore[union-attr]
             "workers": workers,
             "counts": counts,
             "recent": merge_recent(trackers),
             "stats": merge_stats(trackers),
-            "logs": merge_logs([endpoint.pool.log for endpoint in endpoints]),
+            "logs": merge_logs(logs),
             "api": endpoints[0].api_name,
             "endpoints": per_endpoint,
         }
@@ -138,7 +203,7 @@ class ServerLoop:
         Clients may send the same ``X-Request-ID`` on several requests: one cancel ends one of
         them, the oldest (issue 25: it ended all of them); the next cancel ends the next.
         """
-        matching = [(request.arrived, request, endpoint) for endpoint in self.serving.endpoints for request in endpoint.active if request.request_id == request_id]
+        matching = [(request.arrived, request, endpoint) for version in (self.serving, *self._retiring) for endpoint in version.endpoints for request in endpoint.active if request.request_id == request_id]
         if not matching:
             return False
         _arrived, request, endpoint = min(matching, key=lambda found: found[0])
@@ -149,14 +214,24 @@ class ServerLoop:
         return True
 
     def add_output_listener(self, listener: OutputListener) -> None:
-        """Call ``listener(worker_id, stream, line)`` for each line the workers print from now on."""
-        for endpoint in self.serving.endpoints:
-            endpoint.pool.log.listeners.append(listener)
+        """Call ``listener(worker_id, stream, line)`` for each line the workers print from now on
+        (those of later versions too); once, however often it is added."""
+        if listener not in self._output_listeners:
+            self._output_listeners.append(listener)
+        self._listen_to(self.serving)
 
     def remove_output_listener(self, listener: OutputListener) -> None:
-        for endpoint in self.serving.endpoints:
-            if listener in endpoint.pool.log.listeners:
-                endpoint.pool.log.listeners.remove(listener)
+        if listener in self._output_listeners:
+            self._output_listeners.remove(listener)
+        for version in (self.serving, *self._retiring, *([self._starting] if self._starting else [])):
+            for endpoint in version.endpoints:
+                if listener in endpoint.pool.log.listeners:
+                    endpoint.pool.log.listeners.remove(listener)
+
+    def _listen_to(self, serving: ServingState) -> None:
+        for endpoint in serving.endpoints:
+            listeners = endpoint.pool.log.listeners
+            listeners.extend(listener for listener in self._output_listeners if listener not in listeners)
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -188,7 +263,7 @@ class ServerLoop:
             self._loop = asyncio.get_running_loop()
             if self._stop_asked:  # stop() came before the loop existed
                 self._stop_requested.set()
-        router = make_router(self.serving, self._controls)
+        router = self._router = make_router(self.serving, self._controls)
         http_server = tornado.httpserver.HTTPServer(
             router,
             # The relay enforces max_body_size with a 413; this only bounds what Tornado buffers.
@@ -201,6 +276,7 @@ class ServerLoop:
         # HTTPServer turns a missing idle_connection_timeout into a one-hour header timeout,
         # which wraps every request's header read in gen.with_timeout (a timer and futures).
         http_server.conn_params.header_timeout = None
+        self._connection_params = http_server.conn_params
         http_server.add_sockets(self._sockets)
         router.deadlines.start()
         try:
@@ -226,21 +302,64 @@ class ServerLoop:
             raise ServerStoppedError("the server was stopped while its workers were starting")
         start_task.result()
 
+    async def _replace(self, make: Callable[[ServingState], ServingState]) -> None:
+        """``replace()`` on the loop: start the new version beside the current one, then switch."""
+        if self._stop_requested is None or self._stop_requested.is_set() or self._router is None or not self.started.done() or self.started.exception() is not None:
+            raise ServerStoppedError("the server is not serving (stopping, or never started); serve again to start a new one")
+        if self._starting is not None:
+            raise RuntimeError("another version of this server is starting; wait until its serve() returns")
+        serving = self._starting = make(self.serving)
+        self._listen_to(serving)
+        try:
+            await self._wait_for_start_or_stop(serving.start())
+        except BaseException:
+            await serving.stop_workers()
+            raise
+        finally:
+            self._starting = None
+        old, self.serving = self.serving, serving
+        params = self._connection_params  # shared by every connection, open or new
+        params.max_body_size = max(params.max_body_size or 0, serving.max_body_size + 1024 * 1024)
+        serving.take_requests(previous=old)
+        self._router.route_to(serving)
+        self._retiring.append(old)
+        task = asyncio.ensure_future(self._retire(old))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        logger.info("version %d of the server at %s serves; version %d finishes its %d requests in flight", serving.version, self.url, old.version, old.in_flight)
+
+    async def _retire(self, old: ServingState) -> None:
+        """Let a replaced version finish the requests it admitted, for up to ``RETIRE_AFTER_S``;
+        then end the rest and stop its workers."""
+        deadline = time.monotonic() + RETIRE_AFTER_S
+        while old.in_flight and time.monotonic() < deadline and not self._closing:
+            await asyncio.sleep(0.01)
+        left = old.begin_stop()
+        if left and time.monotonic() >= deadline:
+            logger.warning("version %d of the server at %s still had %d requests in flight %.0fs after it was replaced; ending them", old.version, self.url, len(left), RETIRE_AFTER_S)
+        for request in left:
+            request.abort_for_stop()
+        await old.stop_workers()
+        self._retiring.remove(old)
+
     async def _drain(self) -> None:
         """Refuse new requests and give those in flight until the drain deadline to finish."""
         serving = self.serving
         serving.begin_stop()
         deadline = time.monotonic() + self._drain_s
-        while any(endpoint.active for endpoint in serving.endpoints) and time.monotonic() < deadline:
+        while (serving.in_flight or any(old.in_flight for old in self._retiring)) and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
 
     async def _close(self, http_server: tornado.httpserver.HTTPServer) -> None:
         serving = self.serving
+        self._closing = True
         in_flight = serving.begin_stop()
         http_server.stop()  # closes the listening sockets
         for request in in_flight:
             request.abort_for_stop()
-        await serving.stop_workers()
+        # A version still starting, or replaced and still finishing, sees the stop and stops its
+        # own workers (``_replace``, ``_retire``).
+        await asyncio.gather(serving.stop_workers(), *self._tasks, return_exceptions=True)
         try:
             await asyncio.wait_for(http_server.close_all_connections(), _CLOSE_CONNECTIONS_S)
         except asyncio.TimeoutError:

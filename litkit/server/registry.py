@@ -1,6 +1,7 @@
 """The servers running in this process, by port: a new ``serve()`` on a port replaces the server
-there, re-running a notebook cell replaces the servers its earlier runs started, and every server
-still running at exit is stopped."""
+there, re-running a notebook cell replaces the servers its earlier run started (its first
+``serve()`` call the earlier run's first server, and so on), and every server still running at
+exit is stopped."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any, Protocol
 
 from . import jupyter_route
 
-__all__ = ["RunningServer", "register", "stop_all", "stop_server_on_port", "stop_servers_of_earlier_runs", "unregister"]
+__all__ = ["RunningServer", "register", "server_to_replace", "stop_all", "stop_servers_of_earlier_runs", "unregister"]
 
 logger = logging.getLogger("litkit.server")
 
@@ -39,44 +40,62 @@ class RunningServer(Protocol):
 
 _registry_lock = threading.Lock()
 _servers_by_port: dict[int, RunningServer] = {}
-_cells: dict[int, Cell] = {}  # port -> the cell that started the server there (none outside Jupyter)
+# port -> the cell that started the server there (none outside Jupyter), and which of that run's
+# serve() calls it was (0: the first)
+_cells: dict[int, tuple[Cell, int]] = {}
 _atexit_registered = False
 
 
-def stop_server_on_port(port: int) -> None:
-    """Stop the server of this process that listens on ``port``, if any (its state: "replaced")."""
+def server_to_replace(cell: Cell | None, port: int) -> RunningServer | None:
+    """The server that a ``serve()`` on ``port`` from ``cell`` replaces: the one of this process on
+    that port; else, with ``port=0``, the one that this cell's earlier run started with its
+    serve() call of the same rank (this run's first call: the earlier run's first server)."""
     with _registry_lock:
-        old = _servers_by_port.get(port)
-    if old is not None:
-        logger.info("port %d is served by an earlier litkit server in this process; stopping it first", port)
-        old._shutdown("replaced", 10.0)
+        if port:
+            return _servers_by_port.get(port)
+        if cell is None:
+            return None
+        rank = _calls_so_far(cell)
+        for served, (earlier, earlier_rank) in _cells.items():
+            if earlier[0] == cell[0] and earlier[1] != cell[1] and earlier_rank == rank:
+                return _servers_by_port.get(served)
+    return None
 
 
-def stop_servers_of_earlier_runs(cell: Cell | None) -> None:
-    """Re-running a notebook cell replaces the servers its earlier runs started (not those of this run)."""
+def stop_servers_of_earlier_runs(cell: Cell | None, keep: RunningServer | None = None) -> None:
+    """Re-running a notebook cell replaces the servers its earlier runs started (not those of this
+    run, nor ``keep``, which this call replaces in place): a serve() call stops those of a rank
+    below or equal to its own, and leaves those of a higher rank to the calls after it."""
     if cell is None:
         return
     with _registry_lock:
+        rank = _calls_so_far(cell)
         earlier = [
             server
             for port, server in _servers_by_port.items()
-            if port in _cells and _cells[port][0] == cell[0] and _cells[port][1] != cell[1]
+            if port in _cells and _cells[port][0][0] == cell[0] and _cells[port][0][1] != cell[1] and _cells[port][1] <= rank and server is not keep
         ]
     for old in earlier:
         logger.info("this cell started %s in an earlier run; stopping it first", old.url)
         old._shutdown("replaced", 10.0)
 
 
+def _calls_so_far(cell: Cell) -> int:
+    """How many servers this run of ``cell`` has registered (the rank of its next serve() call)."""
+    return sum(1 for earlier, _ in _cells.values() if earlier == cell)
+
+
 def register(server: RunningServer, cell: Cell | None) -> None:
     """Note a started server under its port, with the notebook cell that started it (None outside
     Jupyter), and register it with litkit's Jupyter route where there is one; the first one also
-    arranges ``stop_all()`` at exit."""
+    arranges ``stop_all()`` at exit. A server that took over its port from an earlier one (a
+    re-run) takes that one's place."""
     global _atexit_registered
     with _registry_lock:
         _servers_by_port[server.port] = server
         _cells.pop(server.port, None)
         if cell is not None:
-            _cells[server.port] = cell
+            _cells[server.port] = (cell, _calls_so_far(cell))
         if not _atexit_registered:
             atexit.register(stop_all)
             _atexit_registered = True

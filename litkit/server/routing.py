@@ -42,11 +42,9 @@ _MAX_SWEEP_S = 1.0
 def make_router(serving: ServingState, controls: Controls | None = None) -> Router:
     """The server's delegate: each endpoint's path to its relay, every other path to the handlers
     (the dashboard's control paths among them, given ``controls``, and the page's)."""
-    routes = {endpoint.path: EndpointRoute(endpoint, serving) for endpoint in serving.endpoints}
-    more_routes = [control_route(serving, controls)] if controls is not None else []
-    more_routes += page_routes(serving)  # /, /docs and /openapi.json
-    more_routes += litserve_routes(serving)  # LitServer's health and info paths (none under serve())
-    return Router(routes, make_application(serving, more_routes), ClientDeadlines(serving.client_timeout))
+    router = Router(ClientDeadlines(serving.client_timeout), controls)
+    router.route_to(serving)
+    return router
 
 
 class ClientDeadlines:
@@ -98,10 +96,23 @@ class ClientDeadlines:
 class Router(httputil.HTTPServerConnectionDelegate):
     """Routes each request by its path; see the module docstring."""
 
-    def __init__(self, routes: dict[str, EndpointRoute], application: tornado.web.Application, deadlines: ClientDeadlines) -> None:
-        self.routes = routes
-        self.application = application
+    def __init__(self, deadlines: ClientDeadlines, controls: Controls | None = None) -> None:
+        """Routes nothing until ``route_to()``."""
+        self.routes: dict[str, EndpointRoute] = {}
+        self.application: tornado.web.Application | None = None
         self.deadlines = deadlines
+        self._controls = controls
+
+    def route_to(self, serving: ServingState) -> None:
+        """Send every request whose headers arrive from now on to ``serving``'s endpoints and
+        handlers, on every connection, open or new (a re-run: ``ServerLoop.replace``). A request
+        already routed keeps the endpoint it was given, to its end."""
+        more_routes = [control_route(serving, self._controls)] if self._controls is not None else []
+        more_routes += page_routes(serving)  # /, /docs and /openapi.json
+        more_routes += litserve_routes(serving)  # LitServer's health and info paths (none under serve())
+        self.routes = {endpoint.path: EndpointRoute(endpoint, serving) for endpoint in serving.endpoints}
+        self.application = make_application(serving, more_routes)
+        self.deadlines.timeout = serving.client_timeout
 
     def start_request(self, server_conn: object, request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
         connection = cast(HTTP1Connection, request_conn)
@@ -128,7 +139,7 @@ class _Dispatch(httputil.HTTPMessageDelegate):
         if route is not None:
             self._delegate = route.start_request(self._server_conn, self._connection)
         else:
-            self._delegate = router.application.start_request(self._server_conn, self._connection)
+            self._delegate = router.application.start_request(self._server_conn, self._connection)  # type: ignore[union-attr]
         return self._delegate.headers_received(start_line, headers)
 
     def data_received(self, chunk: bytes) -> Awaitable[None] | None:

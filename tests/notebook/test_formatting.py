@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from litkit.notebook.formatting import describe_request, format_seconds, render_cancel_label, render_health, render_logs, render_requests, running_requests
+from litkit.notebook.formatting import describe_request, format_seconds, render_cancel_label, render_header, render_health, render_logs, render_requests, render_workers, running_requests
 
 
 def entry(**fields):
@@ -71,3 +71,19 @@ def test_a_cancel_row_shows_the_target_as_text_never_as_html():
     assert request_id == "r-1" and INJECTED_TARGET in text  # plain text: the browser's panel sets it as textContent
     label = render_cancel_label(text)
     assert "<img" not in label and "&lt;img src=x onerror=alert(1)&gt;" in label
+
+
+def test_a_rerun_shows_the_new_version_serving_the_old_one_draining_and_who_answered_what():
+    """After a re-run (issue 24) the header says which version serves and which still finishes
+    its requests; the tables say which version each worker and request belongs to. Before any
+    re-run none of it shows."""
+    header = lambda versions: render_header("Echo", "serving", "http://127.0.0.1:8000/predict", "http://127.0.0.1:8000/info", versions=versions)
+    assert "version" not in header([{"version": 1, "state": "serving", "in_flight": 0}])
+    switching = header([{"version": 2, "state": "serving", "in_flight": 1}, {"version": 1, "state": "draining", "in_flight": 3}])
+    assert 'data-version="2"' in switching and 'data-state="serving"' in switching
+    assert 'data-version="1"' in switching and 'data-state="draining"' in switching and "(3 requests left)" in switching
+    assert "version" not in render_workers([{"id": 0, "pid": 7, "state": "idle", "version": 1}])
+    workers = render_workers([{"id": 0, "pid": 8, "state": "idle", "version": 2}, {"id": 0, "pid": 7, "state": "busy", "version": 1}])
+    assert ">version</th>" in workers and workers.index(">2</td>") < workers.index(">1</td>")
+    requests = render_requests([entry(id="b", version=2), entry(id="a", version=1)])
+    assert ">version</th>" in requests and requests.index(">2</td>") < requests.index(">1</td>")

@@ -177,7 +177,9 @@ def _run_cell(client: Any, code: str, cell_id: str) -> str:
 @pytest.mark.slow
 def test_rerunning_the_serving_cell_replaces_its_earlier_server(tmp_path: Path) -> None:
     """Re-running the cell that served marks the old server (and its widget) replaced, whatever the
-    port; two servers started by one run of a cell both stay."""
+    port; two servers started by one run of a cell both stay. With port=0 the re-run keeps each
+    server's port: its first serve() call takes over the first server's listener, the second the
+    second's (issue 24: it drops no request), and the new versions serve there."""
     from jupyter_client.manager import start_new_kernel
 
     manager, client = start_new_kernel(kernel_name="python3", cwd=str(tmp_path), env=dict(os.environ), startup_timeout=60)
@@ -190,11 +192,16 @@ def test_rerunning_the_serving_cell_replaces_its_earlier_server(tmp_path: Path) 
             "import json\n"
             "print(json.dumps([[s.state for s in run] for run in runs]))\n"
             "print(all('data-state=\"replaced\"' in s.widget._sections['header'].value for s in runs[0]))\n"
+            "print(json.dumps([[s.port for s in run] for run in runs]))\n"
+            "print(json.dumps([s.status()['version'] for s in runs[-1]]))\n"
             "for s in runs[-1]:\n    s.stop()"
         )
         lines = _run_cell(client, report, "report").splitlines()
         assert json.loads(lines[0]) == [["replaced", "replaced"], ["serving", "serving"]]
         assert lines[1] == "True"
+        ports = json.loads(lines[2])
+        assert ports[0] == ports[1] and ports[0][0] != ports[0][1]
+        assert json.loads(lines[3]) == [2, 2]
     finally:
         client.stop_channels()
         manager.shutdown_kernel(now=False)

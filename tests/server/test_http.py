@@ -194,8 +194,10 @@ def test_status_snapshot_schema(serve):
     assert status["counts"] == {"queued": 0, "running": 0, "completed": 3, "failed": 0, "cancelled": 0, "timed_out": 0}
     assert len(status["recent"]) == 3
     newest = status["recent"][0]
-    assert set(newest) == {"id", "path", "state", "chunks", "duration_s", "elapsed_s", "first_chunk_s", "error"}
-    assert newest["state"] == "completed" and newest["path"] == "/predict" and newest["duration_s"] >= 0
+    assert set(newest) == {"id", "path", "version", "state", "chunks", "duration_s", "elapsed_s", "first_chunk_s", "error"}
+    assert newest["state"] == "completed" and newest["path"] == "/predict" and newest["duration_s"] >= 0 and newest["version"] == 1
+    assert status["version"] == 1 and status["versions"] == [{"version": 1, "state": "serving", "in_flight": 0}]
+    assert {w["version"] for w in status["workers"]} == {1}
     assert newest["elapsed_s"] == newest["duration_s"] and newest["first_chunk_s"] is None  # no stream, no chunks
     stats = status["stats"]
     assert set(stats) == {"window_s", "completed", "throughput", "p50_s", "p95_s"}
