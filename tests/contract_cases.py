@@ -78,6 +78,16 @@ def ndjson(*parts: Any) -> Callable[[Any], bool]:
 
 
 CHAT = {"model": "words", "messages": [{"role": "user", "content": "hi there"}]}
+# The same answers from a sync and an async chat API: whole, and streamed as SSE deltas.
+CHAT_ANSWERS = [
+            Exchange(CHAT, 200, lambda body: body["choices"][0]["message"]["content"] == "hi there ", path="/v1/chat/completions"),
+            Exchange(
+                {**CHAT, "stream": True},
+                200,
+                lambda events: "".join(data["choices"][0]["delta"].get("content") or "" for _, data in events[:-1]) == "hi there " and events[-1] == ("message", "[DONE]"),
+                path="/v1/chat/completions",
+            ),
+]
 
 CASES = [
     Case("plain", apis.Plain, [Exchange({"x": 1}, 200, {"echo": {"x": 1}})]),
@@ -117,13 +127,7 @@ CASES = [
         "chat",
         apis.Chat,
         [
-            Exchange(CHAT, 200, lambda body: body["choices"][0]["message"]["content"] == "hi there ", path="/v1/chat/completions"),
-            Exchange(
-                {**CHAT, "stream": True},
-                200,
-                lambda events: "".join(data["choices"][0]["delta"].get("content") or "" for _, data in events[:-1]) == "hi there " and events[-1] == ("message", "[DONE]"),
-                path="/v1/chat/completions",
-            ),
+            *CHAT_ANSWERS,
             Exchange({"model": "words", "messages": "nope"}, 400, lambda body: "messages" in body["error"]["message"], path="/v1/chat/completions"),
         ],
         {"spec": OpenAIChat(model="words")},
@@ -171,13 +175,7 @@ CASES = [
         "async_chat",
         apis.AsyncChat,
         [
-            Exchange(CHAT, 200, lambda body: body["choices"][0]["message"]["content"] == "hi there ", path="/v1/chat/completions"),
-            Exchange(
-                {**CHAT, "stream": True},
-                200,
-                lambda events: "".join(data["choices"][0]["delta"].get("content") or "" for _, data in events[:-1]) == "hi there " and events[-1] == ("message", "[DONE]"),
-                path="/v1/chat/completions",
-            ),
+            *CHAT_ANSWERS,
         ],
         {"spec": OpenAIChat(model="words")},
     ),
