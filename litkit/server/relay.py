@@ -301,33 +301,26 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
 
     def _on_end_of_file(self) -> None:
         """Tornado read end of file (or a reset) and closed its side while the answer was pending.
-        The client may only have half-closed. Before the answer's first byte: probe on the spare,
-        and answer there unless the probe shows it gone. A stream under way whose bytes were all
-        sent, on a clean end of file (not a reset): go on on the spare, where the next chunk
-        draws a reset from a client that closed. Anything else is a hang-up."""
+        Before the answer's first byte the client may only have half-closed: probe on the spare,
+        and answer there unless the probe shows it gone. Once the answer began, it is a hang-up."""
         if self._released or isinstance(self._connection, SpareConnection):
-            return  # settled already, by _client_is_there before this callback came
+            return  # settled already, by _answer_can_begin before this callback came
         spare = self._spare
-        if spare is not None and not self._gone:
-            connection: SpareConnection | None = None
-            if not self._status:
-                connection = spare.probe(self._on_spare_hung_up)
-            elif self._streaming and not self._finished and self._connection.stream.error is None and not self._connection.stream.writing():
-                connection = spare.take_over(self._on_spare_hung_up)
+        if spare is not None and not self._status and not self._gone:
+            connection = spare.probe(self._on_spare_hung_up)
             if connection is not None:
                 self._connection = connection
                 return
         self._on_client_left()
 
-    def _client_is_there(self) -> bool:
-        """Whether the client is still there to take (more of) the answer. Tornado closes its side
-        the moment it reads end of file but calls ``_on_end_of_file`` a turn of the loop later, so
-        an answer (or a write's drain) in between would find a closed stream: that end of file is
+    def _answer_can_begin(self) -> bool:
+        """Before the answer's first byte: whether the client is still there to take it. Tornado
+        closes its side the moment it reads end of file but calls ``_on_end_of_file`` a turn of the
+        loop later, so an answer ready in between would go to a closed stream: that end of file is
         settled now (the callback then finds nothing to do)."""
         if self._spare is not None and not isinstance(self._connection, SpareConnection) and self._connection.stream.closed():
             self._on_end_of_file()
         return not self._released
-
 
     def _on_spare_hung_up(self) -> None:
         """A reset or a failed write on the spare: the client that half-closed has gone."""
@@ -438,7 +431,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
             if data:
                 self._connection.write(data)
             return
-        if not self._client_is_there():
+        if not self._answer_can_begin():
             return  # the client left
         self._streaming = True
         self._job.record.first_chunk_at = time.monotonic()  # type: ignore[union-attr]
@@ -453,8 +446,6 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
     def _wait_for_write(self) -> None:
         """Go on once the socket took everything written so far; cut the client off if it reads
         nothing for ``client_timeout``."""
-        if not self._client_is_there():
-            return
         stream = self._connection.stream
         if stream.closed():
             self._on_client_left()
@@ -468,7 +459,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
     def _on_written(self, drained: asyncio.Future[None]) -> None:
         if not drained.cancelled():
             drained.exception()  # a client that left fails the write: handled just below
-        if self._released or not self._client_is_there():
+        if self._released:
             return
         stream = self._connection.stream
         if stream.closed():
@@ -505,7 +496,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
 
     def _respond(self, status: int, body: bytes, headers: HTTPHeaders | None = None) -> None:
         """A whole answer: status, headers and body in one write."""
-        if not self._client_is_there():
+        if not self._answer_can_begin():
             return  # the client left
         if headers is None:
             headers = self._headers("application/json")
@@ -519,7 +510,7 @@ class EndpointRequest(httputil.HTTPMessageDelegate):
         """The answer is all written: end the HTTP message, close the pipe, and release this
         request once the socket took it all (or the client is cut off after ``client_timeout``)."""
         if self._released:
-            return  # the client left before the answer could begin (_client_is_there)
+            return  # the client left before the answer could begin (_answer_can_begin)
         self._finished = True
         self._connection.finish()
         if self._job is not None:
