@@ -31,7 +31,7 @@ import urllib.request
 
 from load import LoadError, parse_wrk, wrk_version
 from servers import free_port
-from systems import ROOT, VENVS, _WEB_STACK
+from systems import ROOT, VENVS, _WEB_STACK, as_litserve
 
 EXAMPLE = os.path.join(ROOT, "examples", "embeddings.py")
 LITSERVE_VENV = os.path.join(VENVS, "litserve-embeddings")
@@ -61,15 +61,7 @@ def prepare_litserve(log=print) -> str:
 
 def litserve_script(folder: str) -> str:
     """examples/embeddings.py with its one litkit line changed back to LitServe's."""
-    with open(EXAMPLE) as source:
-        text = source.read()
-    changed = text.replace("import litkit as ls  # was: import litserve as ls", "import litserve as ls")
-    if changed == text:
-        raise RuntimeError(f"{EXAMPLE} no longer has the line 'import litkit as ls  # was: import litserve as ls'")
-    path = os.path.join(folder, "embeddings_litserve.py")
-    with open(path, "w") as out:
-        out.write(changed)
-    return path
+    return as_litserve(EXAMPLE, folder, "embeddings_litserve.py")
 
 
 class Example:

@@ -45,7 +45,7 @@ import time
 from typing import Any, Iterator
 
 from servers import free_port
-from systems import ROOT, VENVS, _WEB_STACK
+from systems import ROOT, VENVS, _WEB_STACK, as_litserve
 
 APP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "llm_app.py")
 LITSERVE_VENV = os.path.join(VENVS, "litserve-llm")
@@ -86,15 +86,7 @@ def checkpoint() -> str:
 
 def litserve_script(folder: str) -> str:
     """llm_app.py with its one litkit line changed back to LitServe's."""
-    with open(APP) as source:
-        text = source.read()
-    changed = text.replace("import litkit as ls  # was: import litserve as ls", "import litserve as ls")
-    if changed == text:
-        raise RuntimeError(f"{APP} no longer has the line 'import litkit as ls  # was: import litserve as ls'")
-    path = os.path.join(folder, "llm_app_litserve.py")
-    with open(path, "w") as out:
-        out.write(changed)
-    return path
+    return as_litserve(APP, folder, "llm_app_litserve.py")
 
 
 class Server:

@@ -85,6 +85,28 @@ class System:
         return f"{main} ({rest})" if rest else main
 
 
+# The one line a litkit app changes to run under LitServe (the model benchmarks keep one class for both).
+LITKIT_IMPORT = "import litkit as ls  # was: import litserve as ls"
+
+
+def as_litserve(script: str, folder: str, name: str) -> str:
+    """A copy of ``script`` in ``folder`` (as ``name``) with its ``LITKIT_IMPORT`` line changed back
+    to ``import litserve as ls``; its path.
+
+    Raises:
+        RuntimeError: the script no longer has that line.
+    """
+    with open(script) as source:
+        text = source.read()
+    changed = text.replace(LITKIT_IMPORT, "import litserve as ls")
+    if changed == text:
+        raise RuntimeError(f"{script} no longer has the line {LITKIT_IMPORT!r}")
+    path = os.path.join(folder, name)
+    with open(path, "w") as out:
+        out.write(changed)
+    return path
+
+
 def _git_commit() -> str:
     result = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     return result.stdout.strip() or "unknown"
