@@ -21,10 +21,10 @@ from .errors import HTTPError, LitkitError, PortInUseError, ServerStoppedError, 
 if TYPE_CHECKING:
     from . import specs
     from .client import AsyncClient, Client
-    from .ray import ray_app
     from .compat import Callback, LitServer, Logger
-    from .specs import OpenAIEmbeddingSpec, OpenAISpec
+    from .ray import ray_app
     from .server import Endpoint, Server, run, serve
+    from .specs import OpenAIEmbeddingSpec, OpenAISpec
 
 __version__ = "0.1.0"
 
@@ -73,12 +73,17 @@ _LAZY = {
 }
 
 
+_DEBUG_A_HOOK = (
+    "debug a hook by calling it in this process (api.setup('cpu'); api.predict(x)), or print() in it: "
+    "the worker's output is in server.status()['logs']"
+)
+
 # LitServe names that litkit does not offer, and what to use instead (docs/migrating-from-litserve.md).
 _LITSERVE_ONLY = {
     "Request": "litkit's hooks receive the parsed body; authorize(self, request) gets the headers",
     "Response": "return a JSON-encodable value (or a pydantic model) from encode_response",
-    "set_trace": "debug a hook by calling it in this process (api.setup('cpu'); api.predict(x)), or print() in it: the worker's output is in server.status()['logs']",
-    "set_trace_if_debug": "debug a hook by calling it in this process (api.setup('cpu'); api.predict(x)), or print() in it: the worker's output is in server.status()['logs']",
+    "set_trace": _DEBUG_A_HOOK,
+    "set_trace_if_debug": _DEBUG_A_HOOK,
 }
 
 

@@ -168,7 +168,10 @@ def _add_serve_options(parser: argparse.ArgumentParser, leave_out: tuple[str, ..
         default = parameter.default
         shown = {None: "auto" if name == "stream" else "none"}.get(default, default)
         text = _SERVE_FLAGS.get(name, name.replace("_", " "))
-        metavar = {_auto_bool: "auto|on|off", _spec: "openai|none", _optional_float: "SECONDS|none", _optional_int: "N|none", _parse_devices: "N|I,J,...", _optional_str: "KEY|auto|none", _origins: "ORIGIN,..."}.get(kind)
+        metavar = {
+            _auto_bool: "auto|on|off", _spec: "openai|none", _optional_float: "SECONDS|none", _optional_int: "N|none",
+            _parse_devices: "N|I,J,...", _optional_str: "KEY|auto|none", _origins: "ORIGIN,...",
+        }.get(kind)
         parser.add_argument("--" + name.replace("_", "-"), type=kind, default=default, metavar=metavar, help=f"{text} (default: {shown})")
 
 
@@ -289,7 +292,9 @@ def _parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.ArgumentParse
     parser.add_argument("--version", action="version", version=f"litkit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     raw = argparse.RawDescriptionHelpFormatter
-    serve_parser = commands.add_parser("serve", help="serve a LitAPI class (or a dict of path: API) from a file or module", description=_SERVE_HELP, formatter_class=raw)
+    serve_parser = commands.add_parser(
+        "serve", help="serve a LitAPI class (or a dict of path: API) from a file or module", description=_SERVE_HELP, formatter_class=raw
+    )
     serve_parser.add_argument("target", help="path/to/file.py:ClassName or package.module:ClassName")
     serve_parser.add_argument("--reload", action="store_true", help="serve again, on the same port, whenever the file changes")
     _add_serve_options(serve_parser)

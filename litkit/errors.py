@@ -105,7 +105,7 @@ def http_exception_status(error: BaseException) -> tuple[int, str] | None:
     status = getattr(error, "status_code", None)
     if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599 or not hasattr(error, "detail"):
         return None
-    detail = error.detail  # type: ignore[attr-defined]
+    detail = error.detail
     if not isinstance(detail, str):
         try:
             detail = json.dumps(detail)

@@ -39,7 +39,7 @@ def request_listener(callbacks: list[Callback], litserver: Any) -> Callable[[str
         for callback in callbacks:
             try:
                 getattr(callback, name)(litserver=litserver, **kwargs)
-            except Exception:  # noqa: BLE001 - a failing callback must not fail the request
+            except Exception:  # a failing callback must not fail the request
                 logger.exception("%s.%s raised", type(callback).__name__, name)
 
     return listen

@@ -88,7 +88,7 @@ class LoggerRelay:
                     if self._on_end is not None:
                         try:
                             self._on_end()
-                        except Exception:  # noqa: BLE001 - reported, as any callback failure
+                        except Exception:  # reported, as any callback failure
                             logger.exception("a callback's on_server_end raised")
                     return
                 continue
@@ -97,5 +97,5 @@ class LoggerRelay:
             for each in self.loggers:
                 try:
                     each.process(*entry)
-                except Exception:  # noqa: BLE001 - one failing logger must not stop the others
+                except Exception:  # one failing logger must not stop the others
                     logger.exception("%s.process(%r, ...) raised", type(each).__name__, entry[0])

@@ -21,7 +21,7 @@ Stdlib only: this module runs in worker processes and in Ray replicas.
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Iterable, Iterator, NamedTuple
+from typing import Any, AsyncGenerator, AsyncIterator, Generator, Iterable, Iterator, NamedTuple
 
 from ..api import LitAPI
 from ..cancellation import cancelled
@@ -94,7 +94,7 @@ def encode_single(api: LitAPI, spec: Any, output: Any, decoded: Decoded) -> byte
     return encode_json(answer)
 
 
-def answer(api: LitAPI, spec: Any, stream: bool, body: bytes, request_id: str) -> Iterator[Frame]:
+def answer(api: LitAPI, spec: Any, stream: bool, body: bytes, request_id: str) -> Generator[Frame, None, None]:
     """The frames of one request through sync hooks (see the module's docstring).
 
     ``stream``: whether ``predict`` is a generator (the endpoint streams); ``spec``: the endpoint's
@@ -160,7 +160,7 @@ def _gathered(spec: Any, spec_context: Any, chunks: Iterable[Any], outputs: Any)
     yield frame
 
 
-async def answer_async(api: LitAPI, stream: bool, body: bytes, request_id: str, spec: Any = None) -> AsyncIterator[Frame]:
+async def answer_async(api: LitAPI, stream: bool, body: bytes, request_id: str, spec: Any = None) -> AsyncGenerator[Frame, None]:
     """The frames of one request through async hooks (``async def`` or async generators; any hook
     may also be a plain function), in ``spec``'s envelope when there is one (its ``astream``, or
     its whole answer for a request that does not stream).

@@ -106,7 +106,7 @@ def _around(function: Callable[..., Any], before: str, after: str) -> Callable[.
 
     elif inspect.isgeneratorfunction(function):
 
-        def hook(self: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+        def hook(self: Any, *args: Any, **kwargs: Any) -> Any:
             trigger(self._litkit_callbacks, before, lit_api=self)
             yield from function(self, *args, **kwargs)
             trigger(self._litkit_callbacks, after, lit_api=self)
@@ -121,7 +121,7 @@ def _around(function: Callable[..., Any], before: str, after: str) -> Callable[.
 
     else:
 
-        def hook(self: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[misc]
+        def hook(self: Any, *args: Any, **kwargs: Any) -> Any:
             trigger(self._litkit_callbacks, before, lit_api=self)
             result = function(self, *args, **kwargs)
             trigger(self._litkit_callbacks, after, lit_api=self)

@@ -27,7 +27,10 @@ from typing import Any
 from ..api import LitAPI
 from ..errors import HTTPError
 
-__all__ = ["aclose_quietly", "awaited", "call_hook", "set_device", "close_quietly", "context_hooks", "decode_input", "request_model", "resolve_request_model", "REQUEST_MODEL"]
+__all__ = [
+    "aclose_quietly", "awaited", "call_hook", "set_device", "close_quietly", "context_hooks", "decode_input", "request_model",
+    "resolve_request_model", "REQUEST_MODEL",
+]
 
 HOOKS = ("decode_request", "predict", "encode_response", "batch", "unbatch")
 
@@ -44,7 +47,7 @@ def resolve_request_model(api: Any) -> None:
     value); the class itself travels with the API instead.
     """
     try:
-        setattr(api, REQUEST_MODEL, request_model(type(api)))
+        setattr(api, REQUEST_MODEL, request_model(type(api)))  # type: ignore[arg-type]  # a class is hashable: mypy checks type[X] against X's instances
     except AttributeError:  # __slots__: the worker resolves it itself
         pass
 
@@ -74,7 +77,7 @@ def set_device(api: Any, device: str) -> None:
 def call_hook(api: LitAPI, name: str, context: Any, *args: Any) -> Any:
     """``api.<name>(*args)``, with ``context=context`` when that hook declares it."""
     hook = getattr(api, name)
-    if name in context_hooks(type(api)):
+    if name in context_hooks(type(api)):  # type: ignore[arg-type]  # a class is hashable: mypy checks type[X] against X's instances
         return hook(*args, context=context)
     return hook(*args)
 
@@ -90,7 +93,7 @@ def decode_input(api: LitAPI, spec: Any, request: Any, context: Any = None) -> A
         return spec.default_input(request)
     model = getattr(api, REQUEST_MODEL, _UNRESOLVED)
     if model is _UNRESOLVED:
-        model = request_model(type(api))
+        model = request_model(type(api))  # type: ignore[arg-type]  # a class is hashable: mypy checks type[X] against X's instances
     if model is not None:
         request = _validated(model, request)
     return call_hook(api, "decode_request", context, request)
@@ -124,7 +127,7 @@ def _is_litapis_own(hook: Any) -> bool:
 def _validated(model: Any, request: Any) -> Any:
     try:
         return model.model_validate(request)
-    except Exception as error:  # noqa: BLE001 - pydantic's ValidationError, recognised by its errors()
+    except Exception as error:  # pydantic's ValidationError, recognised by its errors()
         errors = getattr(error, "errors", None)
         if not callable(errors):
             raise

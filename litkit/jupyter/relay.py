@@ -51,7 +51,11 @@ CONNECT_TIMEOUT_S = 10.0
 MAX_RESPONSE_HEADERS = 64 * 1024
 # Never relayed, either way: hop-by-hop headers (RFC 9110 7.6.1) and lengths the two connections set themselves.
 HOP_BY_HOP = frozenset(
-    name.lower() for name in ("Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer", "Transfer-Encoding", "Upgrade", "Content-Length")
+    name.lower()
+    for name in (
+        "Connection", "Keep-Alive", "Proxy-Connection", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailer", "Transfer-Encoding",
+        "Upgrade", "Content-Length",
+    )
 )
 # Never relayed upstream: Jupyter's credentials and what describes the browser's page.
 NOT_UPSTREAM = HOP_BY_HOP | frozenset(("host", "cookie", "authorization", "x-xsrftoken", "x-csrftoken", "origin", "referer"))
@@ -97,7 +101,8 @@ class RelayHandler(JupyterHandler):
         port = int(port_text) if len(port_text) <= 5 else 0
         try:
             if not 0 < port < 65536:
-                raise RouteRefused(400, f"{port_text[:20]}{'...' if len(port_text) > 20 else ''} is not a TCP port (1 to 65535); the route is <base_url>litkit/<port>/<path>")
+                shown = f"{port_text[:20]}{'...' if len(port_text) > 20 else ''}"
+                raise RouteRefused(400, f"{shown} is not a TCP port (1 to 65535); the route is <base_url>litkit/<port>/<path>")
             host, registration = await self.ports.target(port)
         except RouteRefused as refused:
             raise tornado.web.HTTPError(refused.status, refused.message, reason=None) from None
@@ -135,7 +140,8 @@ class RelayHandler(JupyterHandler):
             # without the last chunk, so the browser sees the stream cut short, not complete.
             self.log.warning("litkit: the litkit server on port %d ended its answer half-way (%s)", port, error)
             self._browser_left = True
-            self.request.connection.close()
+            if isinstance(self.request.connection, HTTP1Connection):  # always, under Tornado's HTTP/1.1 server
+                self.request.connection.close()
         finally:
             stream.close()
 

@@ -9,13 +9,18 @@ changed; the series takes at most one point a second. Needs ``anywidget``
 
 from __future__ import annotations
 
+from typing import Any
+
 import anywidget
 import traitlets
 
 __all__ = ["Charts"]
 
 _ESM = r"""
-const COLOURS = { running: "#0969da", queued: "#6e7781", completed: "#1a7f37", "client left": "#b26b00", cancelled: "#b26b00", failed: "#cf222e", "timed out": "#cf222e" };
+const COLOURS = {
+  running: "#0969da", queued: "#6e7781", completed: "#1a7f37", "client left": "#b26b00", cancelled: "#b26b00", failed: "#cf222e",
+  "timed out": "#cf222e",
+};
 const SVG = "http://www.w3.org/2000/svg";
 
 function svg(name, attributes) {
@@ -37,7 +42,9 @@ function sparkline(title, lines, points, unit) {
   for (const [index, name, colour] of lines) {
     const drawn = points.filter((p) => p[index] !== null);
     if (drawn.length) {
-      const d = drawn.map((p, i) => `${i ? "L" : "M"}${(((p[0] - points[0][0]) / span) * (width - 2 * pad) + pad).toFixed(1)},${(height - pad - (p[index] / top) * (height - 2 * pad)).toFixed(1)}`).join(" ");
+      const x = (p) => (((p[0] - points[0][0]) / span) * (width - 2 * pad) + pad).toFixed(1);
+      const y = (p) => (height - pad - (p[index] / top) * (height - 2 * pad)).toFixed(1);
+      const d = drawn.map((p, i) => `${i ? "L" : "M"}${x(p)},${y(p)}`).join(" ");
       chart.append(svg("path", { d, fill: "none", stroke: colour, "stroke-width": 1.5, "data-series": name }));
       const last = drawn[drawn.length - 1][index];
       const entry = document.createElement("span");
@@ -121,5 +128,5 @@ class Charts(anywidget.AnyWidget):
 
     _esm = _ESM
     _css = _CSS
-    series = traitlets.List().tag(sync=True)
-    streams = traitlets.List().tag(sync=True)
+    series: traitlets.List[Any] = traitlets.List().tag(sync=True)
+    streams: traitlets.List[Any] = traitlets.List().tag(sync=True)

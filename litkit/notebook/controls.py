@@ -10,6 +10,8 @@ buttons whose clicks go through the kernel (``litkit.notebook.dashboard``).
 
 from __future__ import annotations
 
+from typing import Any
+
 import anywidget
 import traitlets
 
@@ -151,6 +153,6 @@ class ControlPanel(anywidget.AnyWidget):
     _css = _CSS
     control = traitlets.Dict().tag(sync=True)
     part = traitlets.Enum(("all", "stop", "cancel"), default_value="all").tag(sync=True)
-    rows = traitlets.List().tag(sync=True)
+    rows: traitlets.List[Any] = traitlets.List().tag(sync=True)
     more = traitlets.Unicode("").tag(sync=True)
     state = traitlets.Unicode("starting").tag(sync=True)

@@ -136,7 +136,8 @@ def _render_versions(versions: list[dict[str, Any]]) -> str:
         what = str(version.get("state", "?"))
         left = int(version.get("in_flight") or 0)
         detail = f" ({_plural(left, 'request')} left)" if what == "draining" else ""
-        parts.append(f'<span class="litkit-version" data-version="{int(version.get("version", 0))}">version {int(version.get("version", 0))} {_badge(what)}{detail}</span>')
+        number = int(version.get("version", 0))
+        parts.append(f'<span class="litkit-version" data-version="{number}">version {number} {_badge(what)}{detail}</span>')
     return " · " + ", ".join(parts)
 
 
@@ -181,7 +182,10 @@ def render_workers(workers: list[dict[str, Any]]) -> str:
     re-run has served another."""
     versioned = any(int(w.get("version", 1)) != 1 for w in workers)
     rows = [
-        [str(int(w.get("id", 0))), *([str(int(w.get("version", 1)))] if versioned else []), str(int(w.get("pid", 0)) or "—"), _badge(str(w.get("state", "?"))), str(int(w.get("handled", 0))), str(int(w.get("restarts", 0)))]
+        [
+            str(int(w.get("id", 0))), *([str(int(w.get("version", 1)))] if versioned else []), str(int(w.get("pid", 0)) or "—"),
+            _badge(str(w.get("state", "?"))), str(int(w.get("handled", 0))), str(int(w.get("restarts", 0))),
+        ]
         for w in workers
     ]
     return _table(["worker", *(["version"] if versioned else []), "pid", "state", "handled", "restarts"], rows, "litkit-workers")

@@ -32,7 +32,7 @@ class Refresher:
             while not self._halt.wait(interval):
                 try:
                     refresh()
-                except Exception:  # noqa: BLE001 - a failed refresh must not end the view
+                except Exception:  # a failed refresh must not end the view
                     logger.exception("%s could not refresh", name)
                     continue
                 if done():
@@ -62,5 +62,5 @@ class Refresher:
         self.halt()
         try:
             final_refresh()
-        except Exception:  # noqa: BLE001 - the view keeps what it showed last
+        except Exception:  # the view keeps what it showed last
             logger.debug("%s's final refresh failed", what, exc_info=True)

@@ -136,7 +136,7 @@ class Replica:
             name = type(self.api).__name__
             try:
                 result = await awaited(hook())
-            except Exception as error:  # noqa: BLE001 - a failing check is an unhealthy API, not a failed replica
+            except Exception as error:  # a failing check is an unhealthy API, not a failed replica
                 logger.exception("%s.health() raised", name)
                 return _json(503, {"status": "unavailable", "reason": f"{name}.health() raised {type(error).__name__}: {error}"})
             if not result:
@@ -278,7 +278,7 @@ class _Stream(StreamingResponse):
     """A streaming response that closes its source however it ends, even when the client left
     before the body was started (Starlette then never runs the body iterator's ``finally``)."""
 
-    def __init__(self, source: ThreadedIterator | AsyncSource, frames: AsyncIterator[bytes], **options: Any) -> None:
+    def __init__(self, source: ThreadedIterator | AsyncSource | _Empty, frames: AsyncIterator[bytes], **options: Any) -> None:
         super().__init__(frames, **options)
         self.source = source
 

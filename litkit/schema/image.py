@@ -53,7 +53,7 @@ class ImageInput(BaseModel):
         image = _pillow()
         try:
             return image.open(io.BytesIO(base64.b64decode(data)))
-        except Exception as error:  # PIL.UnidentifiedImageError and friends
+        except Exception as error:  # noqa: BLE001 - PIL.UnidentifiedImageError and friends
             raise ValueError(f"Error loading image from decoded data: {error}") from None
 
 

@@ -39,7 +39,7 @@ def _module() -> Any:
     if sys.version_info < (3, 13):
         return None
     try:
-        import _interpreters  # type: ignore[import-not-found]
+        import _interpreters
     except ImportError:
         return None
     return _interpreters

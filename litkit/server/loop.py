@@ -166,7 +166,7 @@ class ServerLoop:
         # Newest first: a version starting, the one serving, the replaced ones still finishing.
         versions = [(self._starting, "starting")] if self._starting is not None else []
         versions += [(self.serving, "serving"), *((old, "draining") for old in reversed(self._retiring))]
-        every = [endpoint for version, _ in versions for endpoint in version.endpoints]  # type: ignore[union-attr]
+        every = [endpoint for version, _ in versions for endpoint in version.endpoints]
         # An endpoint carries its tracker and log on from version to version: each counts once.
         trackers = list({id(endpoint.tracker): endpoint.tracker for endpoint in every}.values())
         logs = list({id(endpoint.pool.log): endpoint.pool.log for endpoint in every}.values())
@@ -177,9 +177,9 @@ class ServerLoop:
         # Top-level keys: every endpoint together. A worker names its endpoint when there are several.
         several = len({endpoint.path for endpoint in every}) > 1
         workers = [
-            {**worker, "version": version.version, **({"endpoint": endpoint.path} if several else {})}  # type: ignore[union-attr]
+            {**worker, "version": version.version, **({"endpoint": endpoint.path} if several else {})}
             for version, _ in versions
-            for endpoint in version.endpoints  # type: ignore[union-attr]
+            for endpoint in version.endpoints
             for worker in endpoint.pool.snapshot()
         ]
         return {
@@ -187,7 +187,7 @@ class ServerLoop:
             "state": state,
             "health": dict(zip(("ok", "reason"), self.serving.health())),
             "version": self.serving.version,
-            "versions": [{"version": version.version, "state": what, "in_flight": version.in_flight} for version, what in versions],  # type: ignore[union-attr]
+            "versions": [{"version": version.version, "state": what, "in_flight": version.in_flight} for version, what in versions],
             "workers": workers,
             "counts": counts,
             "recent": merge_recent(trackers),
@@ -203,7 +203,13 @@ class ServerLoop:
         Clients may send the same ``X-Request-ID`` on several requests: one cancel ends one of
         them, the oldest (issue 25: it ended all of them); the next cancel ends the next.
         """
-        matching = [(request.arrived, request, endpoint) for version in (self.serving, *self._retiring) for endpoint in version.endpoints for request in endpoint.active if request.request_id == request_id]
+        matching = [
+            (request.arrived, request, endpoint)
+            for version in (self.serving, *self._retiring)
+            for endpoint in version.endpoints
+            for request in endpoint.active
+            if request.request_id == request_id
+        ]
         if not matching:
             return False
         _arrived, request, endpoint = min(matching, key=lambda found: found[0])
@@ -243,7 +249,7 @@ class ServerLoop:
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(self._main(prepare))
-        except BaseException as error:  # noqa: BLE001 - report to serve() instead of dying silently
+        except BaseException as error:  # report to serve() instead of dying silently
             if not self.started.done():
                 self.started.set_exception(error)
             logger.exception("the litkit server thread failed")
@@ -282,7 +288,7 @@ class ServerLoop:
         try:
             try:
                 await self._wait_for_start_or_stop(self.serving.start())
-            except BaseException as error:
+            except BaseException as error:  # noqa: BLE001 - the start failure is handed to serve(), which raises it
                 self.started.set_exception(error)
                 return
             self.started.set_result(None)
@@ -294,7 +300,7 @@ class ServerLoop:
 
     async def _wait_for_start_or_stop(self, start: Any) -> None:
         start_task = asyncio.ensure_future(start)
-        stop_task = asyncio.ensure_future(self._stop_requested.wait())  # type: ignore[union-attr]
+        stop_task = asyncio.ensure_future(self._stop_requested.wait())  # type: ignore[union-attr]  # set before the loop serves
         await asyncio.wait((start_task, stop_task), return_when=asyncio.FIRST_COMPLETED)
         stop_task.cancel()
         if not start_task.done():
@@ -304,7 +310,8 @@ class ServerLoop:
 
     async def _replace(self, make: Callable[[ServingState], ServingState]) -> None:
         """``replace()`` on the loop: start the new version beside the current one, then switch."""
-        if self._stop_requested is None or self._stop_requested.is_set() or self._router is None or not self.started.done() or self.started.exception() is not None:
+        stopping = self._stop_requested is None or self._stop_requested.is_set()
+        if stopping or self._router is None or not self.started.done() or self.started.exception() is not None:
             raise ServerStoppedError("the server is not serving (stopping, or never started); serve again to start a new one")
         if self._starting is not None:
             raise RuntimeError("another version of this server is starting; wait until its serve() returns")
@@ -326,7 +333,9 @@ class ServerLoop:
         task = asyncio.ensure_future(self._retire(old))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        logger.info("version %d of the server at %s serves; version %d finishes its %d requests in flight", serving.version, self.url, old.version, old.in_flight)
+        logger.info(
+            "version %d of the server at %s serves; version %d finishes its %d requests in flight", serving.version, self.url, old.version, old.in_flight
+        )
 
     async def _retire(self, old: ServingState) -> None:
         """Let a replaced version finish the requests it admitted, for up to ``RETIRE_AFTER_S``;
@@ -336,7 +345,10 @@ class ServerLoop:
             await asyncio.sleep(0.01)
         left = old.begin_stop()
         if left and time.monotonic() >= deadline:
-            logger.warning("version %d of the server at %s still had %d requests in flight %.0fs after it was replaced; ending them", old.version, self.url, len(left), RETIRE_AFTER_S)
+            logger.warning(
+                "version %d of the server at %s still had %d requests in flight %.0fs after it was replaced; ending them",
+                old.version, self.url, len(left), RETIRE_AFTER_S,
+            )
         for request in left:
             request.abort_for_stop()
         await old.stop_workers()

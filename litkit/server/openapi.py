@@ -145,8 +145,8 @@ def _register(schema: dict[str, Any], schemas: dict[str, Any]) -> dict[str, Any]
     schema = copy.deepcopy(schema)
     definitions = schema.pop("$defs", {})
     renamed = {name: _free_name(name, definition, schemas) for name, definition in definitions.items()}
-    title = schema.get("title") if isinstance(schema.get("title"), str) else "Request"
-    own = _free_name(title, schema, schemas)
+    title = schema.get("title")
+    own = _free_name(title if isinstance(title, str) else "Request", schema, schemas)
 
     def point(value: Any) -> Any:
         if isinstance(value, dict):

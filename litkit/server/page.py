@@ -100,7 +100,7 @@ class PageHandler(JSONHandler):
 class OpenAPIHandler(JSONHandler):
     """``GET /openapi.json`` (the API key, when the server has one)."""
 
-    def initialize(self, state: Any, serving: ServingState, document: bytes = b"") -> None:  # type: ignore[override]
+    def initialize(self, state: Any, serving: ServingState, document: bytes = b"") -> None:
         super().initialize(state, serving)
         self.document = document
 

@@ -84,7 +84,10 @@ class OpenAIEmbeddingSpec(Spec):
         usage = {"prompt_tokens": 0, "total_tokens": 0}
         if isinstance(output, dict):
             if "embeddings" not in output:
-                raise TypeError("encode_response of an OpenAIEmbeddingSpec endpoint returned a dict without 'embeddings'; return {'embeddings': ..., 'prompt_tokens': N}, or the embeddings alone")
+                raise TypeError(
+                    "encode_response of an OpenAIEmbeddingSpec endpoint returned a dict without 'embeddings'; "
+                    "return {'embeddings': ..., 'prompt_tokens': N}, or the embeddings alone"
+                )
             usage = {key: int(output.get(key, 0) or 0) for key in usage}
             output = output["embeddings"]
         vectors = _vectors(output)

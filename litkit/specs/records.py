@@ -8,6 +8,7 @@ pydantic import per worker.
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 __all__ = ["Record", "ChatCompletionRequest", "ChatMessage", "EmbeddingRequest", "check_chat_request"]
@@ -58,10 +59,10 @@ class Record:
 
     dict = model_dump  # pydantic v1's name, which LitServe code still calls
 
-    def __getstate__(self) -> dict[str, Any]:
+    def __getstate__(self) -> builtins.dict[str, Any]:
         return self._data
 
-    def __setstate__(self, data: dict[str, Any]) -> None:
+    def __setstate__(self, data: builtins.dict[str, Any]) -> None:
         self.__init__(data)  # type: ignore[misc]
 
     def __eq__(self, other: object) -> bool:

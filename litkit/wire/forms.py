@@ -118,7 +118,7 @@ class UploadFile:
         return f"UploadFile(filename={self.filename!r}, size={self.size}, content_type={self.content_type!r})"
 
 
-class FormData(dict):  # type: ignore[type-arg]
+class FormData(dict):
     """A form's fields: ``form[name]`` is the last value given for ``name``; ``getlist(name)`` all of them."""
 
     def __init__(self, items: list[tuple[str, Any]]) -> None:
@@ -248,7 +248,9 @@ def _multipart(content_type: str, data: bytes, offset: int) -> list[tuple[str, A
             if fields > MAX_FIELDS:
                 raise _too_many("fields", MAX_FIELDS, "send fewer fields, or a JSON body")
             if len(content) > MAX_FIELD_BYTES:
-                raise HTTPError(413, f"the form field {name[:80]!r} is {len(content)} bytes, more than {MAX_FIELD_BYTES}; send large data as a file part (with a filename)")
+                raise HTTPError(
+                    413, f"the form field {name[:80]!r} is {len(content)} bytes, more than {MAX_FIELD_BYTES}; send large data as a file part (with a filename)"
+                )
             _type, type_params = _params(headers.get("content-type", ""), "Content-Type")
             items.append((name, bytes(content).decode(_charset(type_params.get("charset")), "replace")))
         position = end + 2 + len(delimiter)

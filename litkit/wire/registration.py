@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import Mapping
 
 __all__ = [
-    "ROUTE_ENV", "REGISTRY_ENV", "Registration", "make_registry_folder", "route_and_registry", "registration_path", "write_registration", "read_registration", "remove_registration",
+    "ROUTE_ENV", "REGISTRY_ENV", "Registration", "make_registry_folder", "route_and_registry", "registration_path", "write_registration",
+    "read_registration", "remove_registration",
 ]
 
 ROUTE_ENV = "LITKIT_JUPYTER_ROUTE"

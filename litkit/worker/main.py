@@ -28,7 +28,7 @@ import sys
 import threading
 import time
 import traceback
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any, Generator
 
 import cloudpickle
 
@@ -227,7 +227,7 @@ class Worker:
             channel.close()
 
 
-def _send_frames(channel: ResponseChannel, frames: Iterator[Frame]) -> None:
+def _send_frames(channel: ResponseChannel, frames: Generator[Frame, None, None]) -> None:
     """Send each frame of the answer; once the client has left, stop and close the answer, which
     closes the user's generators (``litkit.contract.answer``)."""
     try:
