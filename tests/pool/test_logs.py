@@ -134,6 +134,7 @@ def test_what_workers_print_while_they_start_shows_in_the_caller_with_a_progress
     assert "loading the weights\n" in captured.out
     assert "weights loaded\n" in captured.err
     assert re.search(r"^litkit: starting 1 worker: setup\(\) has run for \d+ s$", captured.out, re.MULTILINE), captured.out
-    assert captured.out.index("loading the weights") < captured.out.index("litkit: starting 1 worker")
+    # (Which comes first, the print or the progress line, depends on how long the worker took to
+    # start: on a loaded machine the interpreter alone can take more than the line's 1 s.)
     assert server.predict({"x": 1}) == {"x": 1}
     assert capsys.readouterr().out == ""  # once started, nothing more is printed by serve()
