@@ -11,6 +11,7 @@ import contextlib
 import glob
 import json
 import os
+import queue
 import secrets
 import signal
 import subprocess
@@ -67,8 +68,37 @@ class Kernel:
         self.client = BlockingKernelClient(connection_file=connection_file)
         self.client.load_connection_file()
         self.client.start_channels()
-        self.client.wait_for_ready(timeout=START_S)
-        self.pid = self.run("import os; print(os.getpid())").strip()
+        try:
+            self._wait_for_ready()
+            self.pid = self.run("import os; print(os.getpid())").strip()
+        except BaseException:
+            self.client.stop_channels()  # its ZMQ threads and sockets would outlive the failed test
+            raise
+
+    def _wait_for_ready(self) -> None:
+        """Until the kernel answers kernel_info on the shell and IOPub delivers (the reply's status).
+
+        jupyter_client's ``wait_for_ready()`` takes a kernel that has not answered a heartbeat yet
+        for a dead one when the client has no kernel manager, as here: with ipykernel 6, a kernel
+        still starting failed it within 2 s ("Kernel died before replying to kernel_info").
+        """
+        deadline = time.monotonic() + START_S
+        while True:
+            self.client.kernel_info()
+            try:
+                replied = self.client.get_shell_msg(timeout=1)["msg_type"] == "kernel_info_reply"
+                self.client.get_iopub_msg(timeout=0.5)  # IOPub is connected: a cell's output will arrive
+                if replied:
+                    break
+            except queue.Empty:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"the kernel did not answer kernel_info within {START_S:g}s:\n{self.server.read_log()[-3000:]}")
+        for _ in range(1000):  # the attempts' status messages, before any cell's (a few)
+            try:
+                self.client.get_iopub_msg(timeout=0.2)
+            except queue.Empty:
+                break
 
     def run(self, code: str, timeout: float = START_S) -> str:
         output: list[str] = []
