@@ -19,7 +19,8 @@ from ..api import LitAPI
 from ..client.client import ChunkStream, Client
 from ..errors import WorkerStartError
 from ..kernel import live_view_bundle
-from .app import DEFAULT_API_PATH, LOCAL_ONLY_OPTIONS, ROUTER_DEPLOYMENT, RayEndpoint, endpoints_of, import_ray_serve, ray_app
+from ..options import DEFAULT_API_PATH
+from .app import LOCAL_ONLY_OPTIONS, ROUTER_DEPLOYMENT, RayEndpoint, endpoints_of, import_ray_serve, ray_app
 
 __all__ = ["RayServer", "serve_on_ray"]
 
@@ -98,7 +99,9 @@ class RayServer:
     def status(self) -> dict[str, Any]:
         """A snapshot: the application's status, its replicas by state (all deployments together),
         each deployment with its paths, status and replicas, and Serve's proxies by state."""
-        snapshot: dict[str, Any] = {"url": self.url, "state": self.state, "backend": "ray", "application": self.name, "api_path": self.api_path, "paths": list(self.paths)}
+        snapshot: dict[str, Any] = {
+            "url": self.url, "state": self.state, "backend": "ray", "application": self.name, "api_path": self.api_path, "paths": list(self.paths),
+        }
         if self.state != "serving":
             return {**snapshot, "status": "STOPPED", "replicas": {}, "deployments": [], "proxies": {}, "message": ""}
         serve = import_ray_serve()
@@ -108,8 +111,10 @@ class RayServer:
             proxies[_value(proxy)] = proxies.get(_value(proxy), 0) + 1
         application = found.applications.get(self.name)
         if application is None:
-            return {**snapshot, "status": "NOT_FOUND", "replicas": {}, "deployments": [], "proxies": proxies, "message": f"no application {self.name!r} in Ray Serve"}
-        deployments, replicas = [], {}
+            missing = f"no application {self.name!r} in Ray Serve"
+            return {**snapshot, "status": "NOT_FOUND", "replicas": {}, "deployments": [], "proxies": proxies, "message": missing}
+        deployments: list[dict[str, Any]] = []
+        replicas: dict[str, int] = {}
         for name, paths in self._deployments.items():
             deployment = application.deployments.get(name)
             counts = {_value(state): count for state, count in (deployment.replica_states.items() if deployment else ())}
