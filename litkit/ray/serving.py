@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from ..api import LitAPI
+from ..checks import check_int, check_seconds
 from ..client.client import ChunkStream, Client
 from ..errors import WorkerStartError
 from ..kernel import live_view_bundle
@@ -234,14 +235,12 @@ def serve_on_ray(
     for option, instead in LOCAL_ONLY_OPTIONS.items():
         if option in app_options:
             raise ValueError(f"{option}= is an option of the in-process server; with backend='ray' use {instead}")
-    if isinstance(start_timeout, bool) or not isinstance(start_timeout, (int, float)) or not start_timeout > 0:
-        raise ValueError(f"start_timeout must be a positive number of seconds, got {start_timeout!r}")
+    check_seconds("start_timeout", start_timeout)
     if not isinstance(route_prefix, str) or not route_prefix.startswith("/"):
         raise ValueError(f"route_prefix must be a path starting with '/', got {route_prefix!r}")
     app = ray_app(api, api_path=api_path, num_replicas=replicas, **app_options)
     endpoints = endpoints_of(api, api_path, app_options.get("stream"), app_options.get("spec"))
-    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
-        raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
+    check_int("port", port, 0, 65535)
     started_ray = False
     if ray.is_initialized():
         if address is not None:
