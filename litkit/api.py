@@ -7,6 +7,8 @@ import sys
 import warnings
 from typing import Any, Callable
 
+from .options import DEFAULT_API_PATH, check_option, check_path
+
 __all__ = ["LitAPI", "api_options", "is_streaming_api", "is_async_api", "resolve_stream", "set_log_sink"]
 
 # Where self.log(key, value) goes: set by the worker process to a function that sends it to the
@@ -102,9 +104,21 @@ class LitAPI:
 
     # LitServe's attributes: ``api.max_batch_size = 8`` (or ``self.stream = True`` in an ``__init__``
     # that does not call ``super().__init__()``) sets the option as the constructor does.
-    max_batch_size = property(lambda self: _option(self, "max_batch_size"), lambda self, value: _set_option(self, "max_batch_size", value), doc="Requests a worker takes at once (1: no batching).")
-    batch_timeout = property(lambda self: _option(self, "batch_timeout"), lambda self, value: _set_option(self, "batch_timeout", value), doc="Seconds a partial batch waits for more.")
-    stream = property(lambda self: _option(self, "stream"), lambda self, value: _set_option(self, "stream", value), doc="Whether the endpoint streams (unset: whether ``predict`` is a generator function).")
+    max_batch_size = property(
+        lambda self: _option(self, "max_batch_size"),
+        lambda self, value: _set_option(self, "max_batch_size", value),
+        doc="Requests a worker takes at once (1: no batching).",
+    )
+    batch_timeout = property(
+        lambda self: _option(self, "batch_timeout"),
+        lambda self, value: _set_option(self, "batch_timeout", value),
+        doc="Seconds a partial batch waits for more.",
+    )
+    stream = property(
+        lambda self: _option(self, "stream"),
+        lambda self, value: _set_option(self, "stream", value),
+        doc="Whether the endpoint streams (unset: whether ``predict`` is a generator function).",
+    )
     api_path = property(lambda self: _option(self, "api_path"), lambda self, value: _set_option(self, "api_path", value), doc="The endpoint's path.")
 
     @property
@@ -178,23 +192,21 @@ class LitAPI:
 
 
 # The options that are also attributes of a LitAPI (LitServe's), with the value each reads when unset.
-_ATTRIBUTE_DEFAULTS: dict[str, Any] = {"max_batch_size": 1, "batch_timeout": 0.0, "stream": None, "api_path": "/predict"}
+_ATTRIBUTE_DEFAULTS: dict[str, Any] = {"max_batch_size": 1, "batch_timeout": 0.0, "stream": None, "api_path": DEFAULT_API_PATH}
 
 
 def _checked_option(option: str, value: Any) -> Any:
-    """``value`` for ``option``, checked as ``LitAPI(...)`` checks it.
+    """``value`` for ``option``, checked as ``serve()`` checks it (``litkit.options``).
 
     Raises:
         ValueError: out of range.
     """
-    if option == "max_batch_size" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f"max_batch_size must be an int of at least 1, got {value!r}")
-    if option == "batch_timeout" and (isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0):
-        raise ValueError(f"batch_timeout must be a number of seconds of at least 0, got {value!r}")
     if option == "stream" and not isinstance(value, bool):
         raise ValueError(f"stream must be True or False, got {value!r}")
-    if option == "api_path" and (not isinstance(value, str) or not value.startswith("/")):
-        raise ValueError(f"api_path must start with '/', e.g. '/predict' or '/v1/embed', got {value!r}")
+    if option == "api_path":
+        check_path(value, "api_path")
+    else:
+        check_option(option, value)
     return value
 
 

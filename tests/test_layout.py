@@ -16,7 +16,7 @@ import litkit
 PACKAGE = pathlib.Path(litkit.__file__).parent
 
 # The shared modules at the package's top: importable from both processes.
-SHARED = {"api", "errors", "cancellation", "checks", "kernel"}
+SHARED = {"api", "errors", "cancellation", "checks", "kernel", "options"}
 
 # What each room may import of litkit (besides itself). A module at the top is its own room.
 ALLOWED = {

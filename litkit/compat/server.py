@@ -18,13 +18,12 @@ from typing import Any, Mapping, Sequence
 from ..api import LitAPI, api_options, is_async_api
 from ..contract.conventions import following_litserve
 from ..kernel import in_jupyter_kernel
-from ..pool.devices import find_cuda_devices
+from ..options import DEFAULT_API_PATH, path_of
 from ..server import Endpoint, Server, serve
-from ..server.access import CORS_ALLOW_HEADERS, CORS_ALLOW_METHODS
-from ..server.endpoints import DEFAULT_API_PATH
 from ..server.page import LITSERVE_ROOT_TEXT
-from ..server.server import answering_root_with, in_this_interpreter
+from ..server.placement import answering_root_with, in_this_interpreter
 from ..server.terminal import banner, block_until_interrupted
+from .arguments import accelerator_and_devices, cors_origins_of, payload_size, unsupported, workers_per_path
 from .callbacks import check_callbacks, request_listener, trigger, with_callbacks
 from .client_file import write_client_file
 from .face import check_route_path, server_face
@@ -41,7 +40,9 @@ API_KEY_VARIABLE = "LIT_SERVER_API_KEY"
 # low enough that a few workers stay far from the usual limit of 1024 open files. Beyond it,
 # requests wait in the queue (LitServer's timeout). serve(api, max_concurrency=N) sets another.
 ASYNC_CONCURRENCY = 64
-_LOG_LEVELS = {"critical": logging.CRITICAL, "error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG, "trace": logging.DEBUG}
+_LOG_LEVELS = {
+    "critical": logging.CRITICAL, "error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG, "trace": logging.DEBUG,
+}
 
 
 def queue_timeout_of(timeout: Any) -> float | None:
@@ -56,10 +57,6 @@ def queue_timeout_of(timeout: Any) -> float | None:
     if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
         raise ValueError(f"timeout must be a positive number of seconds, or False or -1 for no limit, got {timeout!r}")
     return float(timeout)
-
-
-def _unsupported(argument: str, instead: str) -> TypeError:
-    return TypeError(f"LitServer({argument}): {instead} (docs/migrating-from-litserve.md)")
 
 
 class LitServer:
@@ -109,22 +106,27 @@ class LitServer:
         if given and not single:
             raise ValueError(f"LitServer({given}=...) applies to a single API; with several, pass it to each ls.LitAPI(...)")
         if given:  # as LitServe 0.2.1x warns: these moved to LitAPI
-            warnings.warn(f"LitServer({given}=...) is deprecated, as in LitServe: pass max_batch_size and batch_timeout to ls.LitAPI(...) (and stream, api_path, spec)", DeprecationWarning, stacklevel=2)
+            moved = "pass max_batch_size and batch_timeout to ls.LitAPI(...) (and stream, api_path, spec)"
+            warnings.warn(f"LitServer({given}=...) is deprecated, as in LitServe: {moved}", DeprecationWarning, stacklevel=2)
         if batch_timeout != 0.0 and max_batch_size is None:
             # LitServe drops it without a word; here an argument that would do nothing is an error.
-            raise ValueError(f"LitServer(batch_timeout={batch_timeout!r}) does nothing without max_batch_size; pass both, or better ls.LitAPI(max_batch_size=..., batch_timeout=...)")
+            raise ValueError(
+                f"LitServer(batch_timeout={batch_timeout!r}) does nothing without max_batch_size; "
+                "pass both, or better ls.LitAPI(max_batch_size=..., batch_timeout=...)"
+            )
         if loop not in (None, "auto"):
-            raise _unsupported("loop=...", "custom LitServe loops are not supported; leave loop out")
+            raise unsupported("loop=...", "custom LitServe loops are not supported; leave loop out")
         if enable_shutdown_api:
-            raise _unsupported("enable_shutdown_api=True", "litkit has no shutdown endpoint; stop the server with Ctrl+C, or server.stop() on the Server that run() returns in a notebook")
+            stop = "stop the server with Ctrl+C, or server.stop() on the Server that run() returns in a notebook"
+            raise unsupported("enable_shutdown_api=True", f"litkit has no shutdown endpoint; {stop}")
         if shutdown_path != "/shutdown":
-            raise _unsupported(f"shutdown_path={shutdown_path!r}", "litkit has no shutdown endpoint; leave shutdown_path out")
+            raise unsupported(f"shutdown_path={shutdown_path!r}", "litkit has no shutdown endpoint; leave shutdown_path out")
         try:
             json.dumps(model_metadata)
         except (TypeError, ValueError):
             raise ValueError("model_metadata must be JSON serializable") from None
         self.model_metadata = model_metadata
-        self._cors_origins = _cors_origins_of(middlewares)
+        self._cors_origins = cors_origins_of(middlewares)
         self._callbacks = check_callbacks(callbacks)
         self._loggers = check_loggers(loggers)
         if not isinstance(fast_queue, bool):
@@ -138,9 +140,9 @@ class LitServer:
         if track_requests not in (True, False):
             raise ValueError(f"track_requests must be True or False, got {track_requests!r}")
         self._queue_timeout = queue_timeout_of(timeout)
-        self._accelerator, self._devices = _accelerator_and_devices(accelerator, devices)
-        self._workers = _workers_per_path(workers_per_device, [path for path, _ in self._paths])
-        self._max_body_size = _payload_size(max_payload_size)
+        self._accelerator, self._devices = accelerator_and_devices(accelerator, devices)
+        self._workers = workers_per_path(workers_per_device, [path for path, _ in self._paths])
+        self._max_body_size = payload_size(max_payload_size)
         self._legacy = {name: value for name, value in (("max_batch_size", max_batch_size), ("stream", stream or None), ("spec", spec)) if value is not None}
         if max_batch_size is not None:
             self._legacy["batch_timeout"] = batch_timeout
@@ -157,7 +159,8 @@ class LitServer:
         self.track_requests = track_requests
         self.timeout = timeout
         streams = {path: bool(self._legacy.get("stream") or api.stream) for path, api in self._paths}
-        face = server_face(self.healthcheck_path, self.info_path, model_metadata, self._accelerator, self._devices, workers_per_device, timeout, streams, max_payload_size, track_requests)
+        face = server_face(self.healthcheck_path, self.info_path, model_metadata, self._accelerator, self._devices, workers_per_device,
+                           timeout, streams, max_payload_size, track_requests)
         # Copies that follow LitServe's conventions and carry its paths (litkit.contract.conventions).
         self._paths = [(path, following_litserve(with_callbacks(api, self._callbacks), face)) for path, api in self._paths]
         self.server: Server | None = None
@@ -203,15 +206,19 @@ class LitServer:
         if kwargs:
             raise TypeError(f"LitServer.run() got {', '.join(sorted(kwargs))}: LitServe passes these to uvicorn, which litkit does not use; leave them out")
         if num_api_servers not in (None, 1):
-            raise TypeError(f"LitServer.run(num_api_servers={num_api_servers!r}): litkit runs one HTTP server thread in front of its workers; leave num_api_servers out (workers_per_device adds workers)")
+            raise TypeError(
+                f"LitServer.run(num_api_servers={num_api_servers!r}): litkit runs one HTTP server thread in front of its workers; "
+                "leave num_api_servers out (workers_per_device adds workers)"
+            )
         if api_server_worker_type not in (None, "thread"):
-            raise TypeError(f"LitServer.run(api_server_worker_type={api_server_worker_type!r}): litkit's HTTP server is a thread of this process; leave api_server_worker_type out")
+            worker_type = f"LitServer.run(api_server_worker_type={api_server_worker_type!r})"
+            raise TypeError(f"{worker_type}: litkit's HTTP server is a thread of this process; leave api_server_worker_type out")
         if pretty_logs:
             raise TypeError("LitServer.run(pretty_logs=True): litkit does not format logs; leave pretty_logs out")
         if log_level not in _LOG_LEVELS:
             raise ValueError(f"log_level must be one of {', '.join(_LOG_LEVELS)}, got {log_level!r}")
         if isinstance(port, str) and port.isdigit():
-            port = int(port)
+            port = int(port)  # else serve() refuses it, naming the value
         logging.getLogger("litkit").setLevel(_LOG_LEVELS[log_level])
         trigger(self._callbacks, "on_server_start", litserver=self)
         relay = LoggerRelay(self._loggers)
@@ -229,7 +236,7 @@ class LitServer:
             server = serve(
                 self._endpoints(),
                 host=host,
-                port=port,
+                port=port,  # type: ignore[arg-type]
                 max_body_size=self._max_body_size,
                 api_key=self._api_key,
                 cors_origins=self._cors_origins,
@@ -292,56 +299,11 @@ class LitServer:
         return options
 
 
-_CORS_MIDDLEWARE = "starlette.middleware.cors.CORSMiddleware"  # fastapi.middleware.cors re-exports it
-# What litkit's CORS answers allow (litkit.server.access), lower case.
-_CORS_METHODS = frozenset(method.strip().lower() for method in CORS_ALLOW_METHODS.split(","))
-_CORS_HEADERS = frozenset(header.strip().lower() for header in CORS_ALLOW_HEADERS.split(","))
-
-
-def _cors_origins_of(middlewares: Any) -> tuple[str, ...]:
-    """LitServe's ``middlewares``: Starlette's ``CORSMiddleware`` with ``allow_origins`` becomes
-    ``serve(cors_origins=...)``; any other middleware is refused (an ASGI app cannot wrap litkit's server).
-
-    Raises:
-        ValueError: ``middlewares`` is not a list.
-        TypeError: a middleware, or a CORSMiddleware option, litkit cannot honour.
-    """
-    if middlewares is None:
-        return ()
-    if not isinstance(middlewares, list):
-        raise ValueError("middlewares must be a list of middlewares or (middleware, options) tuples, e.g. [(CORSMiddleware, {'allow_origins': ['*']})]")
-    origins: list[str] = []
-    for item in middlewares:
-        middleware, options = item if isinstance(item, tuple) else (item, {})
-        name = f"{getattr(middleware, '__module__', '')}.{getattr(middleware, '__qualname__', type(middleware).__name__)}"
-        if name != _CORS_MIDDLEWARE:
-            raise _unsupported(
-                f"middlewares=[{getattr(middleware, '__name__', name)}]",
-                "litkit serves with Tornado, so ASGI middlewares cannot wrap it; only Starlette's CORSMiddleware "
-                "(allow_origins=...) is taken, as cors_origins. Request ids (X-Request-ID), the body limit "
-                "(max_payload_size) and the API key are built in",
-            )
-        other = sorted(set(options) - {"allow_origins", "allow_methods", "allow_headers"})
-        if other:
-            raise _unsupported(f"middlewares=[(CORSMiddleware, {{{', '.join(map(repr, other))}: ...}})]", "litkit takes allow_origins (and allow_methods, allow_headers within what it allows); leave the rest out")
-        for option, allowed in (("allow_methods", _CORS_METHODS), ("allow_headers", _CORS_HEADERS)):
-            beyond = [value for value in options.get(option, ()) if str(value).lower() not in allowed]
-            if beyond:
-                raise _unsupported(
-                    f"middlewares=[(CORSMiddleware, {{{option!r}: {beyond!r}}})]",
-                    f"litkit allows the {option.split('_')[1]} {', '.join(sorted(allowed))} to browser pages of allowed origins, and no others; leave {option} out",
-                )
-        origins.extend(options.get("allow_origins", ()))
-    return tuple(origins)
-
-
 def _paths_of(lit_api: Any) -> list[tuple[str, LitAPI]]:
     if isinstance(lit_api, Mapping):
         pairs = list(lit_api.items())
         for path, api in pairs:
-            own = api_options(api).get("api_path")
-            if own is not None and own != path:
-                raise ValueError(f"{type(api).__name__} was made with api_path={own!r} but is given at {path!r}; give the path in one place")
+            path_of(api, path, api_options(api).get("api_path"), default=None)
     elif isinstance(lit_api, (list, tuple)):
         pairs = [(api_options(api).get("api_path", DEFAULT_API_PATH), api) for api in lit_api]
     else:
@@ -356,65 +318,6 @@ def _paths_of(lit_api: Any) -> list[tuple[str, LitAPI]]:
     if duplicates:
         raise ValueError(f"several APIs use the path {', '.join(duplicates)}; give each its own api_path, e.g. ls.LitAPI(api_path='/v2/predict')")
     return pairs
-
-
-def _accelerator_and_devices(accelerator: Any, devices: Any) -> tuple[str, Any]:
-    """LitServe's ``accelerator`` and ``devices`` as ``serve()``'s.
-
-    LitServe runs the CPU as one device (``devices`` counts GPUs), so on the CPU ``devices`` may be
-    ``"auto"`` or 1; ``workers_per_device`` sets how many workers it gets.
-    """
-    if accelerator == "mps":
-        raise _unsupported("accelerator='mps'", "litkit serves on 'cpu' or 'cuda'; pass accelerator='cpu'")
-    if accelerator not in ("auto", "cpu", "cuda", "gpu"):
-        raise ValueError(f"accelerator must be 'auto', 'cpu', 'cuda' or 'gpu', got {accelerator!r}")
-    accelerator = "cuda" if accelerator == "gpu" else accelerator
-    if devices != "auto" and (isinstance(devices, bool) or not isinstance(devices, int) or devices < 1):
-        raise ValueError(f"devices must be 'auto' or a number of devices of at least 1, got {devices!r}")
-    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not find_cuda_devices())
-    if on_cpu:
-        if devices not in ("auto", 1):
-            raise ValueError(f"devices={devices!r} on the CPU: LitServe and litkit run the CPU as one device; leave devices out and set workers_per_device")
-        return accelerator, None
-    return accelerator, None if devices == "auto" else devices
-
-
-def _workers_per_path(workers_per_device: Any, paths: list[str]) -> dict[str, int]:
-    """LitServe's ``workers_per_device``: one int for every API, a list in the APIs' order, or a dict by path."""
-    if isinstance(workers_per_device, Mapping):
-        unknown = sorted(set(workers_per_device) - set(paths))
-        if unknown:
-            raise ValueError(f"workers_per_device names {', '.join(unknown)}, which no API serves; the paths are {', '.join(paths)}")
-        values = [workers_per_device.get(path, 1) for path in paths]
-    elif isinstance(workers_per_device, (list, tuple)):
-        if len(workers_per_device) != len(paths):
-            raise ValueError(f"workers_per_device has {len(workers_per_device)} entries for {len(paths)} APIs; give one per API")
-        values = list(workers_per_device)
-    else:
-        values = [workers_per_device] * len(paths)
-    for value in values:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"workers_per_device must be an int of at least 1 (or a list or dict of them), got {value!r}")
-    return dict(zip(paths, values))
-
-
-def _payload_size(max_payload_size: Any) -> int:
-    """LitServe's ``max_payload_size`` (bytes, or a string such as ``"10MB"``) as ``serve(max_body_size=...)``."""
-    from ..server.server import DEFAULT_MAX_BODY_SIZE
-
-    if max_payload_size is None:
-        return DEFAULT_MAX_BODY_SIZE
-    if isinstance(max_payload_size, str):
-        text = max_payload_size.strip().upper()
-        for suffix, factor in (("GB", 1024**3), ("MB", 1024**2), ("KB", 1024), ("B", 1)):
-            if text.endswith(suffix) and text[: -len(suffix)].strip().isdigit():
-                return int(text[: -len(suffix)]) * factor
-        raise ValueError(f"max_payload_size must be a number of bytes or a size such as '10MB', got {max_payload_size!r}")
-    if isinstance(max_payload_size, float) and max_payload_size.is_integer():
-        max_payload_size = int(max_payload_size)  # LitServe compares the body size to it: 52428800.0 works there
-    if isinstance(max_payload_size, bool) or not isinstance(max_payload_size, int) or max_payload_size < 1:
-        raise ValueError(f"max_payload_size must be a whole number of bytes or a size such as '10MB', got {max_payload_size!r}")
-    return max_payload_size
 
 
 def _api_key_from_environment(apis: list[LitAPI]) -> str | None:

@@ -13,18 +13,19 @@ from typing import Any, NamedTuple
 
 import cloudpickle
 
-from ..api import LitAPI, is_async_api, resolve_stream
-from ..checks import check_batch_timeout, check_int, check_seconds
+from ..api import LitAPI, api_options, is_async_api, resolve_stream
+from ..checks import check_int
+from ..options import DEFAULT_API_PATH, RayEndpointOptions, check_path, claim_path, path_of
 from ..specs import Spec
 from ..wire.pickling import dumps_for
 
 __all__ = ["ray_app", "import_ray_serve", "endpoints_of", "RayEndpoint", "LOCAL_ONLY_OPTIONS", "ROUTER_DEPLOYMENT"]
 
-DEFAULT_API_PATH = "/predict"
 ROUTER_DEPLOYMENT = "Router"  # the ingress of an application with several endpoints (litkit.ray.router)
 _RAY_DEFAULT_ONGOING = 5  # Ray Serve's default max_ongoing_requests; a batch must fit in it
 # What litkit.Endpoint(api, ...) may set per endpoint on Ray.
 _ENDPOINT_OPTIONS = ("stream", "spec", "timeout", "max_batch_size", "batch_timeout")
+_RESERVED_PATHS = ("/health",)
 
 # serve() options of the in-process server that Ray cannot honour, with what to use instead.
 LOCAL_ONLY_OPTIONS = {
@@ -113,68 +114,70 @@ def ray_app(
     """
     serve = import_ray_serve()
     deployment = _deployment_options(num_replicas, ray_actor_options, max_ongoing_requests, autoscaling_config)
-    options = {"stream": stream, "spec": spec, "timeout": timeout, "max_batch_size": max_batch_size, "batch_timeout": batch_timeout}
+    options = RayEndpointOptions.of_call(stream=stream, spec=spec, timeout=timeout, max_batch_size=max_batch_size, batch_timeout=batch_timeout)
     if isinstance(api, dict):
         return _several_endpoints(serve, api, api_path, options, deployment)
-    path = api_path
-    if isinstance(spec, Spec):
-        if api_path != DEFAULT_API_PATH:
-            raise ValueError(f"with spec=... the API is served at the spec's paths ({spec.path}); to put them under a prefix, deploy with route_prefix=")
-        path = spec.path
+    path = path_of(api, api_path, api_options(api).get("api_path"))
+    options = options.with_api_options(api, api_options(api))
+    if isinstance(options.spec, Spec):
+        if path != DEFAULT_API_PATH:
+            raise ValueError(
+                f"with spec=... the API is served at the spec's paths ({options.spec.path}); to put them under a prefix, deploy with route_prefix="
+            )
+        path = options.spec.path
     return _endpoint(serve, api, path, options, deployment, type(api).__name__)
 
 
-def _endpoint(serve: Any, api: Any, path: str, options: dict[str, Any], deployment: dict[str, Any], name: str) -> Any:
+def _endpoint(serve: Any, api: Any, path: str, options: RayEndpointOptions, deployment: dict[str, Any], name: str) -> Any:
     """One endpoint's deployment, bound to the bytes its replicas start from."""
     _check_api(api)
-    streaming = resolve_stream(api, options["stream"])
-    spec, max_batch_size = options["spec"], options["max_batch_size"]
-    _check_options(api, streaming, spec, path, options["timeout"], max_batch_size, options["batch_timeout"])
+    streaming = resolve_stream(api, options.stream)
+    _check_options(api, streaming, path, options)
     config = {
         "api": dumps_for(api, "Ray replicas"),
-        "spec": None if spec is None else dumps_for(spec, "Ray replicas"),
+        "spec": None if options.spec is None else dumps_for(options.spec, "Ray replicas"),
         "api_path": path,
         "stream": streaming,
-        "timeout": options["timeout"],
-        "max_batch_size": max_batch_size,
-        "batch_timeout": float(options["batch_timeout"]),
+        "timeout": options.timeout,
+        "max_batch_size": options.max_batch_size,
+        "batch_timeout": float(options.batch_timeout),
         "sys_path": [entry or os.getcwd() for entry in sys.path],
     }
     deployment = dict(deployment)
     if deployment.get("max_ongoing_requests") is None:
         deployment.pop("max_ongoing_requests", None)
-        if max_batch_size > _RAY_DEFAULT_ONGOING:  # a batch must fit in what Ray hands a replica
-            deployment["max_ongoing_requests"] = max_batch_size
+        if options.max_batch_size > _RAY_DEFAULT_ONGOING:  # a batch must fit in what Ray hands a replica
+            deployment["max_ongoing_requests"] = options.max_batch_size
     from .replica import Replica
 
     return serve.deployment(Replica, name=name, **deployment).bind(cloudpickle.dumps(config))
 
 
-def _several_endpoints(serve: Any, apis: dict[Any, Any], api_path: str, defaults: dict[str, Any], deployment: dict[str, Any]) -> Any:
+def _several_endpoints(serve: Any, apis: dict[Any, Any], api_path: str, defaults: RayEndpointOptions, deployment: dict[str, Any]) -> Any:
     """``ray_app({"/a": A(), "/b": litkit.Endpoint(B(), timeout=30)})``: a deployment per
     endpoint behind one ``Router`` (``litkit.ray.router``)."""
     if api_path != DEFAULT_API_PATH:
         raise ValueError("with a dict of endpoints the paths are its keys; leave api_path at its default")
-    if defaults["spec"] is not None:
+    if defaults.spec is not None:
         raise ValueError("with a dict of endpoints pass spec per endpoint: {'/': litkit.Endpoint(api, spec=...)}")
     if not apis:
         raise ValueError("ray_app() got an empty dict; give at least one {path: api}")
     routes: dict[str, str] = {}
     endpoints: dict[str, Any] = {}
     names: set[str] = set()
+    taken: set[str] = set()
     for key, value in apis.items():
-        if not isinstance(key, str) or not key.startswith("/") or "//" in key or key == "/health":
-            raise ValueError(f"each key of the dict is an endpoint's path starting with '/' other than /health, got {key!r}")
+        check_path(key, "each key of the dict (an endpoint's path)", _RESERVED_PATHS)
         api, own = _unpack_endpoint(key, value)
-        options = {**defaults, **own}
-        spec = options["spec"]
+        path_of(api, key, api_options(api).get("api_path"), default=None)
+        options = RayEndpointOptions.of(own).over(defaults).with_api_options(api, api_options(api))
+        spec = options.spec
         path = _post_path(key, spec)
         endpoints[path] = _endpoint(serve, api, path, options, deployment, _unique_name(api, names))
         prefix = key.rstrip("/")
-        for taken in (path, *(prefix + extra for extra in (spec.extra_paths.values() if isinstance(spec, Spec) else ()))):
-            if taken in routes:
-                raise ValueError(f"two endpoints use the path {taken}; give each its own path")
-            routes[taken] = path
+        for claimed in (path, *(prefix + extra for extra in (spec.extra_paths.values() if isinstance(spec, Spec) else ()))):
+            claim_path(taken, claimed)
+            routes[claimed] = path
     from .router import Router
 
     router = {**deployment, "ray_actor_options": {"num_cpus": 0.1}}  # it only relays; the endpoints compute
@@ -185,14 +188,17 @@ def _several_endpoints(serve: Any, apis: dict[Any, Any], api_path: str, defaults
 def endpoints_of(api: LitAPI | dict[str, Any], api_path: str = DEFAULT_API_PATH, stream: bool | None = None, spec: Spec | None = None) -> list[RayEndpoint]:
     """The endpoints ``ray_app(api, api_path=..., stream=..., spec=...)`` deploys, named as it
     names their deployments; call it once ``ray_app`` has accepted the same arguments."""
+    defaults = RayEndpointOptions.of_call(stream=stream, spec=spec)
     if not isinstance(api, dict):
-        return [RayEndpoint(spec.path if isinstance(spec, Spec) else api_path, type(api).__name__, resolve_stream(api, stream), spec is not None)]
+        options = defaults.with_api_options(api, api_options(api))
+        path = options.spec.path if isinstance(options.spec, Spec) else path_of(api, api_path, api_options(api).get("api_path"))
+        return [RayEndpoint(path, type(api).__name__, resolve_stream(api, options.stream), options.spec is not None)]
     names: set[str] = set()
     found = []
     for key, value in api.items():
         inner, own = _unpack_endpoint(key, value)
-        options = {"stream": stream, "spec": spec, **own}
-        found.append(RayEndpoint(_post_path(key, options["spec"]), _unique_name(inner, names), resolve_stream(inner, options["stream"]), options["spec"] is not None))
+        options = RayEndpointOptions.of(own).over(defaults).with_api_options(inner, api_options(inner))
+        found.append(RayEndpoint(_post_path(key, options.spec), _unique_name(inner, names), resolve_stream(inner, options.stream), options.spec is not None))
     return found
 
 
@@ -257,14 +263,11 @@ def _check_api(api: Any) -> None:
         )
 
 
-def _check_options(api: LitAPI, streaming: bool, spec: Any, api_path: Any, timeout: Any, max_batch_size: Any, batch_timeout: Any) -> None:
+def _check_options(api: LitAPI, streaming: bool, api_path: Any, options: RayEndpointOptions) -> None:
+    """Check one endpoint's options against its API (their values were checked by ``RayEndpointOptions``)."""
     name = type(api).__name__
-    if not isinstance(api_path, str) or not api_path.startswith("/") or "//" in api_path or api_path == "/health":
-        raise ValueError(f"api_path must be a path starting with '/' other than /health, got {api_path!r}")
-    if timeout is not None:
-        check_seconds("timeout", timeout, " or None")
-    check_int("max_batch_size", max_batch_size, 1, 100_000)
-    check_batch_timeout(batch_timeout)
+    check_path(api_path, "api_path", _RESERVED_PATHS)
+    spec, max_batch_size = options.spec, options.max_batch_size
     if max_batch_size > 1 and (streaming or is_async_api(api)):
         raise ValueError(
             f"max_batch_size={max_batch_size} on Ray works with a plain (sync, non-streaming) predict; "

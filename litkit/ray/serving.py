@@ -16,10 +16,12 @@ import time
 from typing import Any
 
 from ..api import LitAPI
+from ..checks import check_int, check_seconds
 from ..client.client import ChunkStream, Client
 from ..errors import WorkerStartError
 from ..kernel import live_view_bundle
-from .app import DEFAULT_API_PATH, LOCAL_ONLY_OPTIONS, ROUTER_DEPLOYMENT, RayEndpoint, endpoints_of, import_ray_serve, ray_app
+from ..options import DEFAULT_API_PATH
+from .app import LOCAL_ONLY_OPTIONS, ROUTER_DEPLOYMENT, RayEndpoint, endpoints_of, import_ray_serve, ray_app
 
 __all__ = ["RayServer", "serve_on_ray"]
 
@@ -98,7 +100,9 @@ class RayServer:
     def status(self) -> dict[str, Any]:
         """A snapshot: the application's status, its replicas by state (all deployments together),
         each deployment with its paths, status and replicas, and Serve's proxies by state."""
-        snapshot: dict[str, Any] = {"url": self.url, "state": self.state, "backend": "ray", "application": self.name, "api_path": self.api_path, "paths": list(self.paths)}
+        snapshot: dict[str, Any] = {
+            "url": self.url, "state": self.state, "backend": "ray", "application": self.name, "api_path": self.api_path, "paths": list(self.paths),
+        }
         if self.state != "serving":
             return {**snapshot, "status": "STOPPED", "replicas": {}, "deployments": [], "proxies": {}, "message": ""}
         serve = import_ray_serve()
@@ -108,8 +112,10 @@ class RayServer:
             proxies[_value(proxy)] = proxies.get(_value(proxy), 0) + 1
         application = found.applications.get(self.name)
         if application is None:
-            return {**snapshot, "status": "NOT_FOUND", "replicas": {}, "deployments": [], "proxies": proxies, "message": f"no application {self.name!r} in Ray Serve"}
-        deployments, replicas = [], {}
+            missing = f"no application {self.name!r} in Ray Serve"
+            return {**snapshot, "status": "NOT_FOUND", "replicas": {}, "deployments": [], "proxies": proxies, "message": missing}
+        deployments: list[dict[str, Any]] = []
+        replicas: dict[str, int] = {}
         for name, paths in self._deployments.items():
             deployment = application.deployments.get(name)
             counts = {_value(state): count for state, count in (deployment.replica_states.items() if deployment else ())}
@@ -229,14 +235,12 @@ def serve_on_ray(
     for option, instead in LOCAL_ONLY_OPTIONS.items():
         if option in app_options:
             raise ValueError(f"{option}= is an option of the in-process server; with backend='ray' use {instead}")
-    if isinstance(start_timeout, bool) or not isinstance(start_timeout, (int, float)) or not start_timeout > 0:
-        raise ValueError(f"start_timeout must be a positive number of seconds, got {start_timeout!r}")
+    check_seconds("start_timeout", start_timeout)
     if not isinstance(route_prefix, str) or not route_prefix.startswith("/"):
         raise ValueError(f"route_prefix must be a path starting with '/', got {route_prefix!r}")
     app = ray_app(api, api_path=api_path, num_replicas=replicas, **app_options)
     endpoints = endpoints_of(api, api_path, app_options.get("stream"), app_options.get("spec"))
-    if not isinstance(port, int) or isinstance(port, bool) or not 0 <= port <= 65535:
-        raise ValueError(f"port must be an int from 0 to 65535, got {port!r}")
+    check_int("port", port, 0, 65535)
     started_ray = False
     if ray.is_initialized():
         if address is not None:

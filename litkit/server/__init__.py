@@ -1,10 +1,11 @@
 """The HTTP server: ``serve()`` and ``Server``, on a Tornado loop of its own, beside the caller.
 
-``server`` (``serve``, ``Server``), ``loop`` (``ServerLoop``: Tornado and the pools on a loop of
-their own), ``host`` (where that loop runs: a sub-interpreter with its own GIL on Python 3.13+,
+``launch`` (``serve``), ``server`` (``Server``), ``placement`` (where a server runs),
+``loop`` (``ServerLoop``: Tornado and the pools on a loop of their own), ``host`` (where that loop runs: a sub-interpreter with its own GIL on Python 3.13+,
 else a process of its own, or a thread when asked; and what crosses between), ``interpreters`` (sub-interpreters, by Python version),
-``switching`` (the GIL switch interval while a server on a thread shares the caller's GIL), ``endpoints``
-(each endpoint's options and state), ``relay`` (one call to an endpoint, on Tornado's HTTP
+``switching`` (the GIL switch interval while a server on a thread shares the caller's GIL), ``planning``
+(``Endpoint``, and ``serve()``'s arguments checked into each endpoint's plan; the options themselves
+are ``litkit.options``), ``endpoints`` (each endpoint's state), ``relay`` (one call to an endpoint, on Tornado's HTTP
 connection), ``routing`` and ``handlers`` (health,
 info, metrics, 404), ``page`` (the page at ``/`` that calls the endpoints, and ``/openapi.json``,
 from ``openapi`` and ``requests_doc``), ``controls`` (the dashboard's Cancel and Stop over HTTP, with their secret),
@@ -16,8 +17,9 @@ cell runs. Knows nothing of widgets: ``litkit.notebook`` is loaded only when a
 dashboard is asked for.
 """
 
-from .endpoints import Endpoint
-from .server import Server, serve
+from .launch import serve
+from .planning import Endpoint
+from .server import Server
 from .terminal import run
 
 __all__ = ["Endpoint", "Server", "run", "serve"]

@@ -1,44 +1,32 @@
-"""``serve()`` and the ``Server`` it returns: a Tornado server on its own thread and event loop,
-beside the calling code, in front of a pool of spawned workers (``litkit.server.terminal`` has ``run()``).
+"""``Server``, what ``serve()`` (``litkit.server.launch``) returns: a Tornado server on its own
+thread and event loop, beside the calling code, in front of a pool of spawned workers.
 
-``serve()`` returns once every worker is ready, so the next line of a notebook cell can call the
-endpoint with any blocking client. The server thread owns every server object (pool, tracker,
-requests in flight), in a sub-interpreter of its own on Python 3.13+ and in a process of its own
-on 3.10-3.12 (``litkit.server.host``); ``Server`` keeps the endpoints' plans and reaches the rest
-through its host.
+The server thread owns every server object (pool, tracker, requests in flight), in a
+sub-interpreter of its own on Python 3.13+ and in a process of its own on 3.10-3.12
+(``litkit.server.host``); ``Server`` keeps the endpoints' plans and reaches the rest through its host.
 """
 
 from __future__ import annotations
 
-import inspect
-import contextlib
 import logging
 import threading
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any
 
-from ..api import LitAPI
-from ..checks import check_int, check_seconds
 from ..client.client import ChunkStream, Client
 from ..errors import ServerStoppedError, WorkerStartError
-from ..kernel import current_cell, live_view_bundle
+from ..kernel import live_view_bundle
 from ..pool.logs import OutputListener
-from ..specs import Spec
-from ..worker.timeslice import slice_ms_from_environment
 from . import registry
-from .access import AccessPolicy, check_api_key, check_cors_origins, is_loopback_host, make_api_key, proxied_hosts
-from .endpoints import DEFAULT_API_PATH, ENDPOINT_OPTIONS, Endpoint, EndpointPlan, ServingState, find_endpoint, plan_endpoints
-from .host import InterpreterHost, ProcessHost, ServerRecipe, ThreadHost, caller_only
-from .interpreters import thread_setting, unavailable_reason
-from .controls import CONTROL_PATH, SECRET_HEADER, new_secret
-from .links import local_url, public_url
-from .listening import listen
+from .controls import CONTROL_PATH, SECRET_HEADER
+from .endpoints import EndpointPlan, ServingState, find_endpoint
+from .host import ServerRecipe, ThreadHost
+from .links import public_url
+from .placement import PLACES, Host, prepare_hook
 from .startup import wait_for_start
 
-__all__ = ["Server", "serve"]
+__all__ = ["Server"]
 
 logger = logging.getLogger("litkit.server")
-
-DEFAULT_MAX_BODY_SIZE = 16 * 1024 * 1024
 
 
 class Server:
@@ -70,7 +58,7 @@ class Server:
         self._host = host
         host.request_stop = self._stop_on_a_thread
         self._handed_over = False  # a later serve() serves from this server's host now
-        prepare = getattr(_here, "prepare", None)
+        prepare = prepare_hook()
         if prepare is not None and isinstance(host, ThreadHost):
             prepare(host.serving)  # LitServer's listeners, before the first request can arrive
         self._control_secret = recipe.control_secret  # the dashboard's buttons over HTTP: for the widget's model only
@@ -295,7 +283,9 @@ class Server:
                 error.worker_id, f"{error.reason}; the previous version goes on serving at {self.url}", error.worker_traceback
             ) from None
         except (EOFError, ServerStoppedError) as error:
-            raise ServerStoppedError(f"the server at {self.url} stopped while its new version started ({error}); call litkit.serve(...) again to serve") from None
+            raise ServerStoppedError(
+                f"the server at {self.url} stopped while its new version started ({error}); call litkit.serve(...) again to serve"
+            ) from None
         server = Server(recipe, self.port, self._host, self._listen_host)
         server.state = "serving"
         with self._lock:
@@ -313,7 +303,7 @@ class Server:
         if listen_host != self._listen_host:
             return f"host changes from {self._listen_host!r} to {listen_host!r}"
         if host_type is not type(self._host):
-            return f"the server moves from {_PLACES[type(self._host)]} to {_PLACES[host_type]}"
+            return f"the server moves from {PLACES[type(self._host)]} to {PLACES[host_type]}"
         if recipe.slice_ms != self._recipe.slice_ms:
             return f"LITKIT_SLICE_MS changes from {self._recipe.slice_ms:g} to {recipe.slice_ms:g}"
         return None
@@ -324,7 +314,10 @@ class Server:
         LitServe's callbacks and request tracking); only a server on a thread of this interpreter
         has it here (``in_this_interpreter()``)."""
         if not isinstance(self._host, ThreadHost):
-            raise AttributeError("this server runs outside this interpreter (a sub-interpreter or a process of its own); serve it inside `with in_this_interpreter():` to reach its state")
+            raise AttributeError(
+                "this server runs outside this interpreter (a sub-interpreter or a process of its own); "
+                "serve it inside `with in_this_interpreter():` (litkit.server.placement) to reach its state"
+            )
         return self._host.serving
 
     def _stop_on_a_thread(self) -> None:
@@ -335,254 +328,3 @@ class Server:
     def _listen_to_workers(self, listener: OutputListener) -> None:
         """Call ``listener(worker_id, stream, line)`` for every line the workers print from now on."""
         self._host.add_output_listener(listener)
-
-
-_here = threading.local()
-
-
-@contextlib.contextmanager
-def in_this_interpreter(reason: str, prepare: Callable[[ServingState], None] | None = None) -> Iterator[None]:
-    """Servers made by ``serve()`` in this block, on this thread, run on a thread of this
-    interpreter, not in a sub-interpreter or a process of their own: for code that must reach
-    into the server's state, or a process that runs nothing else (``reason`` says why; it is
-    logged). ``prepare`` is called with that state before the server takes its first request
-    (``litkit.compat`` adds LitServe's ``on_request``/``on_response`` there)."""
-    previous = getattr(_here, "reason", None), getattr(_here, "prepare", None)
-    _here.reason, _here.prepare = reason, prepare
-    try:
-        yield
-    finally:
-        _here.reason, _here.prepare = previous
-
-
-@contextlib.contextmanager
-def answering_root_with(text: str, openapi: bool = True) -> Iterator[None]:
-    """Servers made by ``serve()`` in this block, on this thread, answer a ``GET /`` that does not
-    ask for HTML with ``text`` instead of the page (``LitServer``: LitServe's ``litserve running``);
-    with ``openapi=False`` (``LitServer(disable_openapi_url=True)``) they serve neither
-    ``/openapi.json`` nor the page that reads it, and ``/`` is ``text`` for every client."""
-    previous = getattr(_here, "root", None)
-    _here.root = (text, openapi)
-    try:
-        yield
-    finally:
-        _here.root = previous
-
-
-def _thread_host_wanted() -> str | None:
-    return getattr(_here, "reason", None)
-
-
-Host = InterpreterHost | ProcessHost | ThreadHost
-_PLACES = {InterpreterHost: "a sub-interpreter", ProcessHost: "a process of its own", ThreadHost: "a thread of this interpreter"}
-
-
-def _host_type(plans: list[EndpointPlan]) -> type[Host]:
-    here = caller_only(plans) or _thread_host_wanted() or thread_setting()
-    if here is not None:
-        logger.info("serving from a thread of this interpreter: %s", here)
-        return ThreadHost
-    return InterpreterHost if unavailable_reason() is None else ProcessHost
-
-
-# -- serve() ----------------------------------------------------------------------------------
-
-
-
-def serve(
-    api: LitAPI | Mapping[str, LitAPI | Endpoint],
-    *,
-    host: str = "127.0.0.1",
-    port: int = 8000,
-    workers: int = 1,
-    stream: bool | None = None,
-    api_path: str = DEFAULT_API_PATH,
-    timeout: float | None = None,
-    queue_timeout: float | None = None,
-    max_queue: int = 1024,
-    max_body_size: int = DEFAULT_MAX_BODY_SIZE,
-    start_timeout: float = 60.0,
-    max_batch_size: int = 1,
-    batch_timeout: float = 0.0,
-    accelerator: str = "auto",
-    devices: int | list[int] | None = None,
-    workers_per_device: int | None = None,
-    max_concurrency: int = 1,
-    spec: Spec | None = None,
-    api_key: str | None = None,
-    cors_origins: Sequence[str] = (),
-    cancel_grace: float = 5.0,
-    client_timeout: float = 60.0,
-    on_log: Callable[[str, Any], None] | None = None,
-    backend: str = "local",
-    **backend_options: Any,
-) -> Server:
-    """Serve ``api`` over HTTP from this process and return once every worker is ready.
-
-    The server runs on its own thread; the workers are fresh Python processes that receive the API
-    object through cloudpickle, so a class defined in a notebook cell or a script's ``__main__``
-    works. Calling ``serve()`` again with a port this process already serves, or re-running, in
-    Jupyter, the cell that started a server (``port=0`` too: it keeps the port), replaces that
-    server without a gap: the new workers start while the old ones answer on the same listener,
-    then take every new request; the old ones finish what they had and stop. A change of ``host``,
-    or of where the server runs, stops the old server first instead (docs/design.md, "Re-running
-    serve()"). ``api_key="auto"`` keeps the key of the server it replaces.
-
-    Args:
-        api: a ``litkit.LitAPI`` instance; or a dict of several endpoints on one server,
-            ``{"/embed": Embedder(), "/chat": litkit.Endpoint(Chat(), workers=2)}``, each with its own
-            workers. The options below, except ``host``, ``port``, ``api_path`` and
-            ``start_timeout``, are the defaults of every endpoint; ``litkit.Endpoint(api, **options)``
-            overrides them for one.
-        host: the address to listen on; the default listens on loopback only.
-        port: the TCP port; 0 picks a free one (read it from ``server.url``).
-        workers: how many worker processes run the API, each one request at a time.
-        stream: None to stream exactly when ``predict`` is a generator function; True or False to
-            insist (a mismatch is an error).
-        api_path: the path of the predict endpoint.
-        timeout: seconds from a request's arrival to its first response byte; past it the client
-            gets 504 and the work is cancelled. None for no limit.
-        queue_timeout: seconds a request may wait in the queue until a worker takes it (LitServe's
-            ``timeout``); past it the client gets 504 and the request never runs. None for no limit.
-        max_queue: requests that may wait for a free worker; past it the server answers 503.
-        max_body_size: the largest request body in bytes; larger ones get 413.
-        start_timeout: seconds each worker may take to load the API and run ``setup``.
-        max_batch_size: above 1, a free worker takes up to this many queued requests at once and
-            runs them through ``batch``, one ``predict`` call, and ``unbatch`` (docs/batching.md).
-        batch_timeout: seconds a partial batch may wait for more requests, counted from its
-            oldest request's arrival in the queue; 0 sends whatever is queued at once.
-        accelerator: ``"auto"`` (CUDA when a GPU is visible, else the CPU), ``"cpu"`` or ``"cuda"``
-            (docs/devices.md).
-        devices: with CUDA, which GPUs: None for all visible, a count for the first N, or a list
-            of indices among the visible GPUs.
-        workers_per_device: workers on each device; None uses ``workers``.
-        max_concurrency: requests each worker runs at once; above 1 needs ``async def predict``
-            (or an async generator), which then runs on an event loop in the worker (docs/async.md).
-        spec: a protocol to speak instead of litkit's own, e.g. ``litkit.specs.OpenAIChat()``:
-            the API is then served at the spec's paths (``/v1/chat/completions``, ``/v1/models``).
-        api_key: a key every caller must send (``Authorization: Bearer KEY`` or ``X-API-Key: KEY``;
-            ``/health`` stays open), or ``"auto"`` to generate one (read it from ``server.api_key``).
-            Required when ``host`` is not a loopback address, unless every API has its own
-            ``authorize`` hook (``litkit.server.authorization``).
-        cors_origins: web origins (e.g. ``["http://localhost:3000"]``, or ``["*"]``) whose pages may
-            call the server from a browser; requests from any other foreign ``Origin`` get 403.
-        cancel_grace: seconds a cancelled request's worker may keep running (a hook that neither
-            yields nor checks ``litkit.cancelled()``) before it is killed and replaced.
-        client_timeout: seconds a client may take to send its request headers, to send its body,
-            or to read a pending part of the response; past it the connection is closed (and the
-            request cancelled). Also how long an idle keep-alive connection stays open.
-        backend: ``"local"`` (this process and its workers) or ``"ray"``: deploy on Ray Serve instead
-            and return a ``litkit.ray.RayServer`` with the same ``url``, ``paths``, ``predict``,
-            ``stream``, ``status()``, ``stop()`` and, in Jupyter, a live view (docs/ray.md;
-            ``pip install 'litkit[ray]'``). A dict of endpoints becomes one Ray Serve application,
-            a deployment per endpoint behind a router; ``litkit.Endpoint`` may then set
-            ``stream``, ``spec``, ``timeout``, ``max_batch_size`` and ``batch_timeout``.
-        **backend_options: with ``backend="ray"``, ``litkit.ray.serve_on_ray``'s own options:
-            ``address``, ``replicas``, ``name``, ``route_prefix``, ``ray_actor_options``,
-            ``max_ongoing_requests``, ``autoscaling_config``.
-        on_log: called with ``(key, value)`` for each ``self.log(key, value)`` a hook makes in a
-            worker, on the server's thread (so it must be quick: hand the entry to a queue);
-            without it such entries are dropped with one warning. ``litkit.LitServer(loggers=...)``
-            uses it.
-
-    Raises:
-        TypeError: ``api`` is not a LitAPI, or cloudpickle cannot serialize it.
-        ValueError: an argument is out of range, ``stream`` contradicts ``predict``, the devices
-            asked for are not there (e.g. ``accelerator="cuda"`` on a machine without a GPU), or
-            ``LITKIT_SLICE_MS`` is not a valid time slice.
-        PortInUseError: another process holds the port.
-        WorkerStartError: a worker failed to start; no process is left behind. When it replaced a
-            server, that one goes on serving, and the message says so.
-    """
-    # Every per-endpoint option, by name, as given here: the defaults of each endpoint.
-    arguments = dict(locals())
-    if backend != "local" or backend_options:
-        return _serve_on_backend(arguments)  # type: ignore[no-any-return]
-    defaults = {name: arguments[name] for name in ENDPOINT_OPTIONS}
-    if not isinstance(host, str) or not host:
-        raise ValueError(f"host must be an address such as '127.0.0.1', got {host!r}")
-    check_int("port", port, 0, 65535)
-    check_seconds("start_timeout", start_timeout)
-    check_seconds("client_timeout", client_timeout)
-    plans = plan_endpoints(api, api_path, defaults, start_timeout)
-    if on_log is not None and not callable(on_log):
-        raise TypeError(f"on_log must be a function of (key, value), got {type(on_log).__name__}")
-    slice_ms = slice_ms_from_environment()  # a bad LITKIT_SLICE_MS fails here, not in each worker
-    unavailable_reason()  # a bad LITKIT_SUBINTERPRETER fails here too
-    cell = current_cell()
-    old = registry.server_to_replace(cell, port)
-    if api_key == "auto" and isinstance(old, Server) and old.api_key is not None:
-        api_key = old.api_key  # its callers hold that key: a re-run keeps it
-    access = _access_policy(host, api_key, cors_origins, authorized=all(plan.authorize is not None for plan in plans))
-    registry.stop_servers_of_earlier_runs(cell, keep=old)
-    host_type = _host_type(plans)
-    if isinstance(old, Server):
-        # A re-run: the new version starts beside the old one, on its listener (docs/design.md).
-        recipe = ServerRecipe(plans, access, client_timeout, slice_ms, old.url, old._control_secret, on_log, *(getattr(_here, "root", None) or (None, True)))
-        why = old._why_not_replaceable(recipe, host, host_type)
-        if why is None:
-            try:
-                new = old._replace(recipe, start_timeout)
-            except WorkerStartError as error:
-                raise error.with_traceback(None) from None  # as below: the worker's traceback is what matters
-            registry.register(new, cell)
-            return new
-        logger.info("stopping the server at %s before serving again on a new listener: %s", old.url, why)
-    if old is not None:
-        old._shutdown("replaced", 10.0)
-    sockets, port = listen(host, port)
-    recipe = ServerRecipe(plans, access, client_timeout, slice_ms, local_url(host, port), new_secret(), on_log, *(getattr(_here, "root", None) or (None, True)))
-    server = Server(recipe, port, host_type(recipe, sockets, f"litkit-server-{port}", lambda: None), host)
-    registry.register(server, cell)
-    try:
-        server._start(start_timeout)
-    except WorkerStartError as error:
-        # The message carries the worker's own traceback; litkit's frames from here down to the
-        # pool (9 of them) would only stand between the user's call and it.
-        raise error.with_traceback(None) from None
-    return server
-
-
-def _serve_on_backend(arguments: dict[str, Any]) -> Any:
-    """``serve(backend="ray")``: hand the options given (those that differ from their default) to
-    ``litkit.ray``, which refuses the ones it cannot honour by name."""
-    backend, backend_options = arguments.pop("backend"), arguments.pop("backend_options")
-    if backend == "local":
-        raise TypeError(
-            f"serve() got unexpected keyword arguments {sorted(backend_options)}; "
-            f"{', '.join(sorted(backend_options))} are not options of the local server (with backend='ray': "
-            "address, replicas, name, route_prefix, ray_actor_options, max_ongoing_requests, autoscaling_config)"
-        )
-    if backend != "ray":
-        raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
-    from ..ray.serving import serve_on_ray
-
-    parameters = inspect.signature(serve).parameters
-    api = arguments.pop("api")
-    given = {name: value for name, value in arguments.items() if name in parameters and not _is_default(value, parameters[name].default)}
-    return serve_on_ray(api, **given, **backend_options)
-
-
-def _is_default(value: Any, default: Any) -> bool:
-    try:
-        return value is default or bool(value == default)
-    except Exception:  # noqa: BLE001 - a value that does not compare (an array): given on purpose
-        return False
-
-
-def _access_policy(host: str, api_key: str | None, cors_origins: Any, authorized: bool = False) -> AccessPolicy:
-    """Check the security arguments; a non-loopback host without a key is refused, unless every
-    endpoint's API checks its callers itself (``authorized``: each has an ``authorize`` hook)."""
-    if api_key == "auto":
-        api_key = make_api_key()
-    check_api_key(api_key)
-    origins = check_cors_origins(cors_origins)
-    loopback = is_loopback_host(host)
-    if not loopback and api_key is None and not authorized:
-        raise ValueError(
-            f"host={host!r} lets other machines reach the server, so it needs an API key: pass "
-            "api_key='auto' (read the key from server.api_key) or api_key='<a secret of 16+ characters>' "
-            "(under litkit.LitServer: set LIT_SERVER_API_KEY, or define authorize() on the API); "
-            "or keep the default host='127.0.0.1'"
-        )
-    return AccessPolicy(api_key, origins, loopback_only=loopback, proxied_hosts=proxied_hosts())

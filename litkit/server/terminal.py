@@ -11,8 +11,10 @@ import time
 from typing import Any, Callable, Iterator, Mapping
 
 from ..api import LitAPI
-from .endpoints import Endpoint
-from .server import Server, in_this_interpreter, serve
+from .launch import serve
+from .placement import in_this_interpreter
+from .planning import Endpoint
+from .server import Server
 
 __all__ = ["banner", "block_until_interrupted", "loading_for_command", "run", "serve_for_a_terminal"]
 

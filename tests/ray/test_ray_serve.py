@@ -472,6 +472,26 @@ def test_options_ray_cannot_honour_are_errors(ray_serve):
         litkit.serve(apis.Echo(), replicas=2)
 
 
+def test_ray_app_checks_options_as_serve_does_and_takes_the_apis_own():
+    """Regression (issue 22): ray_app ignored the options an API was made with (it deployed
+    ``api.api_path = "/x"`` at /predict and took ``max_batch_size`` from itself alone); it now
+    takes them as serve() does, refuses a disagreeing value as serve() does, and checks values
+    with the same messages (litkit.options). Building the application needs no running Ray."""
+    from litkit.ray.app import endpoints_of
+
+    api = apis.BatchDoubler()
+    api.api_path, api.max_batch_size = "/x", 4
+    litkit.ray_app(api)
+    assert [endpoint.path for endpoint in endpoints_of(api)] == ["/x"]
+    with pytest.raises(ValueError, match=r"BatchDoubler was made with max_batch_size=4 but is served with max_batch_size=8; set it in one place"):
+        litkit.ray_app(api, max_batch_size=8)
+    with pytest.raises(ValueError, match=r"BatchDoubler was made with api_path='/x' but is served at '/y'; give the path in one place"):
+        litkit.ray_app({"/y": api})
+    with pytest.raises(ValueError, match=r"batch_timeout must be a number of seconds from 0 to 3600 \(e.g. 0.01\), got 5000"):
+        litkit.ray_app({"/a": litkit.Endpoint(apis.BatchDoubler(), max_batch_size=2, batch_timeout=5000)})
+    litkit.ray_app(apis.BatchDoubler(), max_batch_size=300)  # Ray's replicas take batches a litkit worker does not (253)
+
+
 def test_replicas_that_do_not_fit_fail_by_the_deadline(ray_serve):
     """Pinned: Ray leaves replicas that do not fit pending forever; serve() names what was asked."""
     started = time.monotonic()
