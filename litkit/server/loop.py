@@ -34,7 +34,7 @@ logger = logging.getLogger("litkit.server")
 T = TypeVar("T")
 
 # Tornado closes a connection whose request line and headers pass this before reading them whole;
-# litkit answers 431 past relay.HEADER_LIMIT, which is smaller.
+# litkit answers 431 past admission.HEADER_LIMIT, which is smaller.
 MAX_HEADER_BYTES = 64 * 1024
 # How long stopping waits for open connections to close after their requests were ended.
 _CLOSE_CONNECTIONS_S = 2.0
