@@ -123,6 +123,11 @@ class AnswerWriter:
     def cancel(self, reason: str, state: str = "cancelled") -> None:
         raise NotImplementedError
 
+    @property
+    def chunks_sent(self) -> int:
+        """How many chunks of the answer went out so far (a cancel's reason says it)."""
+        return self._job.record.chunks if self._job is not None else 0
+
     # -- frames to HTTP -----------------------------------------------------------------------
 
     def _write_frames(self, frames: list[tuple[Kind, bytes]]) -> None:
@@ -219,7 +224,7 @@ class AnswerWriter:
         self._write_deadline = None
         if self._phase is Phase.RELEASED:
             return
-        self.cancel(f"client read nothing for client_timeout={self.serving.client_timeout:g}s after {{chunks}} chunks", "cancelled")
+        self.cancel(f"client read nothing for client_timeout={self.serving.client_timeout:g}s after {self.chunks_sent} chunks", "cancelled")
         self._release()
         self._connection.stream.close()  # what it would have buffered is dropped
 

@@ -7,24 +7,38 @@ connection instead of on a ``RequestHandler``. Every call to a model comes throu
 the worker (``docs/benchmarks.md``). Health, info, metrics and 404s stay ordinary handlers
 (``litkit.server.handlers``).
 
+A request's life is one ``Phase`` (``litkit.server.phases``: the phases and the moves allowed),
+changed only by ``EndpointRequest._move``. The pieces it is made of:
+
+- **access**: ``litkit.server.access.check_access``, the checks every handler runs in one order;
+- **admission**: ``litkit.server.admission``, the request id, the header and body limits, and the
+  job's submit to the endpoint's pool;
+- **the answer writer**: ``litkit.server.answers.AnswerWriter``, the worker's frames to HTTP with
+  back-pressure; ``EndpointRequest`` is one, so a request is one object on the hot path;
+- **half-close**: ``litkit.server.halfclose``, telling a client that only half-closed from one that
+  left.
+
 The way through:
 
-1. **Headers**: the access checks (Host, Origin, API key; ``litkit.server.access``; then the API's
-   own ``authorize`` hook, ``litkit.server.authorization``) and the limits, all before any body is
-   read: 401, 403, 405, 400 and 413 (by ``Content-Length``, ``litkit.server.headers``) and 431. A
-   CORS preflight is answered here.
-2. **Body**: gathered as it arrives, 413 past ``max_body_size`` (chunked uploads too).
-3. **Queued**: a job in the endpoint's pool (503 when the queue is full or the server stops).
-4. **Relayed**: once a worker starts the job, its response pipe is read whenever it is readable.
-   A ``RESULT`` becomes the JSON body; ``CHUNK`` frames go out as NDJSON lines or SSE events as
-   soon as they arrive, the frames of one read in one write; ``ERROR`` becomes an error status, or
-   a final error line once streaming began.
+1. **Headers** (HEAD): the access checks (Host, Origin, 405, API key, then the API's own
+   ``authorize`` hook, ``litkit.server.authorization``) and the limits, all before any body is read:
+   401, 403, 405, 400 and 413 (by ``Content-Length``, ``litkit.server.headers``) and 431. A CORS
+   preflight is answered here. A refusal waits for the body to be read and dropped (DISCARDING).
+2. **Body** (BODY): gathered as it arrives, 413 past ``max_body_size`` (chunked uploads too).
+3. **Queued** (QUEUED): a job in the endpoint's pool (503 when the queue is full or the server stops).
+4. **Relayed** (RUNNING, then STREAMING or not, ANSWERED): once a worker starts the job, its
+   response pipe is read whenever it is readable. A ``RESULT`` becomes the JSON body; ``CHUNK``
+   frames go out as NDJSON lines or SSE events as soon as they arrive, the frames of one read in one
+   write; ``ERROR`` becomes an error status, or a final error line once streaming began.
+5. **Released** (RELEASED): once the socket took the whole answer: no timers, no pipe, out of the
+   endpoint's in-flight set.
 
-Ending early, all through ``cancel``: the client leaves (an end of file before the answer's first
-byte is first probed on HTTP/1.1, since a client that only half-closed still reads: see
-``litkit.server.halfclose``); ``timeout`` passes before the first
-response byte, or ``queue_timeout`` before a worker takes the request (504); the client reads nothing for ``client_timeout``; the server stops or
-``Server.cancel`` is called (503). The job is dropped if queued, or its pipe closed if running.
+Ending early, all through ``cancel`` (to CANCELLED, or CANCELLED_STREAMING): the client leaves (an
+end of file before the answer's first byte is first probed on HTTP/1.1, since a client that only
+half-closed still reads: see ``litkit.server.halfclose``); ``timeout`` passes before the first
+response byte, or ``queue_timeout`` before a worker takes the request (504); the client reads
+nothing for ``client_timeout``; the server stops or ``Server.cancel`` is called (503). The job is
+dropped if queued, or its pipe closed if running.
 
 Buffering is bounded: the pipe is read only while the socket has taken everything written so far,
 so a client that stops reading stops its worker at a full pipe.
@@ -333,7 +347,7 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
     # -- ending early: disconnect, timeout, stop --------------------------------------------------
 
     def _on_client_left(self) -> None:
-        self.cancel("client left after {chunks} chunks", "cancelled")
+        self.cancel(f"client left after {self.chunks_sent} chunks", "cancelled")
         self._release()
 
     def _on_timeout(self) -> None:
@@ -353,9 +367,9 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
         self._end_with_error(504, message + "; add workers, or serve with a larger queue_timeout")
 
     def cancel(self, reason: str, state: str = "cancelled") -> None:
-        """End this request's work early: count it, and stop it (dropped if queued, pipe closed if
-        running). Does nothing once the work is over (answered, cancelled, released) or before it
-        began (no job yet)."""
+        """End this request's work early: count it (``state``, with ``reason`` as its error, as
+        given), and stop it (dropped if queued, pipe closed if running). Does nothing once the work
+        is over (answered, cancelled, released) or before it began (no job yet)."""
         job = self._job
         phase = self._phase
         if job is None:
@@ -368,16 +382,24 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
             return
         self._clear_timeout()
         self._clear_queue_timeout()
-        self.endpoint.tracker.finish(job.record, state, reason.format(chunks=job.record.chunks))
+        self.endpoint.tracker.finish(job.record, state, reason)
         self.endpoint.pool.cancel(job)
 
     def abort_for_stop(self) -> None:
         """The server is stopping: cancel the work and end the answer if the client is still there."""
-        self.abort("cancelled: the server stopped", "the server stopped before this request finished")
+        self._abort("cancelled: the server stopped", "the server stopped before this request finished")
 
     def abort(self, reason: str, message: str) -> None:
+        """``Server.cancel``: end this request as ``_abort`` does; ``reason`` is recorded as given,
+        followed for a streaming endpoint by how many chunks went out."""
+        if self.endpoint.stream:
+            reason = f"{reason} after {self.chunks_sent} chunks"
+        self._abort(reason, message)
+
+    def _abort(self, reason: str, message: str) -> None:
         """Cancel from the server's side (a stop, ``Server.cancel``): the work stops exactly as on a
-        disconnect, and a client still there gets a 503, or a final error line if streaming began."""
+        disconnect, and a client still there gets a 503 (``message``), or a final error line if
+        streaming began."""
         if self._phase is Phase.ANSWERED:
             self._release()  # answered: only the socket's drain is left, and it is dropped
             return
