@@ -1,7 +1,7 @@
 """A request's life in the relay as one explicit state: the phases and the moves allowed between them.
 
 ``litkit.server.relay.EndpointRequest`` holds one ``Phase`` and changes it only through
-``check_move``, which raises on a move that ``_ALLOWED`` does not list. The usual way is
+``check_move``, which raises on a move that ``ALLOWED_MOVES`` does not list. The usual way is
 HEAD, BODY, QUEUED, RUNNING, then STREAMING or not, ANSWERED, RELEASED. Off it: a refusal before
 the body (HEAD to ANSWERED, or to DISCARDING while the body is read and dropped, then ANSWERED); a
 refusal once the body is in (BODY to ANSWERED: 413, 503); a cancel (QUEUED or RUNNING to
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["Phase", "check_move", "ANSWER_NOT_BEGUN", "STREAM_BEGAN", "RELAYING"]
+__all__ = ["Phase", "ALLOWED_MOVES", "check_move", "ANSWER_NOT_BEGUN", "STREAM_BEGAN", "RELAYING"]
 
 
 class Phase(enum.Enum):
@@ -36,7 +36,7 @@ class Phase(enum.Enum):
     RELEASED = "released"  # over for the server: no timers, no pipe, out of the in-flight set
 
 
-_ALLOWED: dict[Phase, frozenset[Phase]] = {
+ALLOWED_MOVES: dict[Phase, frozenset[Phase]] = {
     Phase.HEAD: frozenset({Phase.BODY, Phase.DISCARDING, Phase.ANSWERED, Phase.RELEASED}),
     Phase.BODY: frozenset({Phase.QUEUED, Phase.ANSWERED, Phase.RELEASED}),
     Phase.DISCARDING: frozenset({Phase.ANSWERED, Phase.RELEASED}),
@@ -63,7 +63,7 @@ def check_move(request_id: str, current: Phase, to: Phase) -> Phase:
     Raises:
         RuntimeError: the move is not one the table above allows (a bug in the relay, not the client's).
     """
-    if to not in _ALLOWED[current]:
-        allowed = ", ".join(sorted(phase.name for phase in _ALLOWED[current])) or "none"
+    if to not in ALLOWED_MOVES[current]:
+        allowed = ", ".join(sorted(phase.name for phase in ALLOWED_MOVES[current])) or "none"
         raise RuntimeError(f"request {request_id} cannot move from {current.name} to {to.name}; from {current.name} it may move to: {allowed}")
     return to
