@@ -17,8 +17,9 @@ Three independent checks, each answering one attack:
   own name in ``Host``, and the browser is not on the server's machine, so its loopback cannot be
   rebound to the server.
 
-Server side only; imported by the HTTP layer (``litkit.server.relay`` and ``litkit.server.handlers``), which both
-send the answer headers defined here.
+``check_access`` runs them in one order for every handler: the endpoints' relay
+(``litkit.server.relay``) and the small Tornado handlers (``litkit.server.handlers``) both call it,
+and both send the answer headers defined here. Server side only.
 """
 
 from __future__ import annotations
@@ -26,15 +27,15 @@ from __future__ import annotations
 import functools
 import hmac
 import ipaddress
-import secrets
 import os
 import re
+import secrets
 import socket
 import urllib.parse
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 __all__ = [
-    "AccessPolicy", "AccessDenied", "is_loopback_host", "make_api_key", "check_api_key", "check_cors_origins",
+    "AccessPolicy", "AccessDenied", "check_access", "is_loopback_host", "make_api_key", "check_api_key", "check_cors_origins",
     "proxied_hosts", "cors_headers", "PREFLIGHT_HEADERS", "PREFLIGHT_REFUSED", "KEY_CHALLENGE",
 ]
 
@@ -55,14 +56,17 @@ KEY_CHALLENGE = 'Bearer realm="litkit"'
 
 
 class AccessDenied(Exception):
-    """A request failed a check: ``status`` (401 or 403) and a message that says what to do;
-    ``detail``, the ``fastapi.HTTPException`` detail of an API's ``authorize`` hook, if it raised one."""
+    """A request failed a check: ``status`` (400, 401, 403 or 405) and a message that says what to do;
+    ``detail``, the ``fastapi.HTTPException`` detail of an API's ``authorize`` hook, if it raised one;
+    ``cors_origin``, set by ``check_access`` once the Origin check passed: the origin to echo in the
+    refusal's CORS headers, so that an allowed page can read it."""
 
     def __init__(self, status: int, message: str, detail: object = None) -> None:
         super().__init__(status, message)
         self.status = status
         self.message = message
         self.detail = detail
+        self.cors_origin: str | None = None
 
 
 def cors_headers(origin: str) -> tuple[tuple[str, str], ...]:
@@ -98,7 +102,9 @@ def check_cors_origins(cors_origins: object) -> tuple[str, ...]:
         if origin == "*":
             continue
         if not isinstance(origin, str) or "://" not in origin or origin.endswith("/") or origin.count("/") != 2:
-            raise ValueError(f"each of cors_origins must be '*' or an origin like 'http://localhost:3000' (scheme, host, optional port, no path), got {origin!r}")
+            raise ValueError(
+                f"each of cors_origins must be '*' or an origin like 'http://localhost:3000' (scheme, host, optional port, no path), got {origin!r}"
+            )
     return origins
 
 
@@ -227,3 +233,55 @@ class AccessPolicy:
                 "missing or wrong API key; send it as 'Authorization: Bearer KEY' or 'X-API-Key: KEY' "
                 "(litkit.Client(url, api_key=KEY) does this)",
             )
+
+
+def check_access(
+    policy: AccessPolicy,
+    headers: Mapping[str, str],
+    method: str,
+    *,
+    key_needed: bool = True,
+    methods: tuple[str, ...] | None = None,
+    path: str = "",
+    authorize: Callable[[Mapping[str, str], str, str], None] | None = None,
+    uri: str = "",
+) -> str | None:
+    """The access checks of one request, in the one order every handler runs them: Host, then Origin;
+    a CORS preflight (``OPTIONS``) stops there, since browsers send it without credentials; then the
+    method, the API key and the API's own ``authorize`` hook.
+
+    Args:
+        policy: the server's checks.
+        headers: the request's headers.
+        method: the request's method.
+        key_needed: False for a path open to any caller (``/health``): no API key is asked for.
+        methods: the methods ``path`` answers (an endpoint's ``POST`` and ``OPTIONS``); another is
+            refused with 405 before the key is checked. None: the handler checks its methods itself.
+        path: the path, named in the 405's message.
+        authorize: the API's ``authorize`` hook (``litkit.server.authorization``), called with the
+            headers, the method and ``uri`` once every other check passed; None for none.
+        uri: the request's URI, for ``authorize``.
+
+    Returns:
+        The origin to echo in CORS headers, or None when the request needs none.
+
+    Raises:
+        AccessDenied: a check failed; its status (400, 401, 403 or 405) and message say which, and
+            its ``cors_origin`` is the origin to echo once the Origin check passed.
+    """
+    host = headers.get("Host", "")
+    policy.check_host(host)
+    origin = policy.allowed_origin(headers.get("Origin"), host)
+    if method == "OPTIONS":
+        return origin
+    try:
+        if methods is not None and method not in methods:
+            raise AccessDenied(405, f"{method} is not allowed on {path}; send a POST with a JSON body")
+        if key_needed:
+            policy.check_key(headers)
+        if authorize is not None:
+            authorize(headers, method, uri)
+    except AccessDenied as denied:
+        denied.cors_origin = origin
+        raise
+    return origin

@@ -15,10 +15,11 @@ from typing import Any
 
 import tornado.web
 
-from .access import KEY_CHALLENGE, PREFLIGHT_HEADERS, PREFLIGHT_REFUSED, AccessDenied, cors_headers
+from .access import KEY_CHALLENGE, PREFLIGHT_HEADERS, PREFLIGHT_REFUSED, AccessDenied, check_access, cors_headers
+from .admission import new_request_id, oversized_headers
+from .answers import error_body
 from .endpoints import EndpointState, ServingState
 from .metrics import render_metrics
-from .relay import error_body, new_request_id, oversized_headers
 
 __all__ = ["make_application"]
 
@@ -57,9 +58,9 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
 class JSONHandler(tornado.web.RequestHandler):
     """Every answer is JSON and carries ``X-Request-ID`` (the client's, when it sent a sane one).
 
-    ``prepare`` runs the access checks before anything else, in the order ``litkit.server.relay`` runs
-    them for the endpoints: Host, then Origin, then, unless the handler is ``open`` or this is a
-    CORS preflight, the API key.
+    ``prepare`` runs the access checks before anything else (``litkit.server.access.check_access``,
+    which the endpoints' relay calls too): Host, then Origin, then, unless the handler is ``open`` or
+    this is a CORS preflight, the API key.
     """
 
     state: Any  # the ServingState, or for a spec's GET paths its EndpointState
@@ -71,18 +72,14 @@ class JSONHandler(tornado.web.RequestHandler):
 
     def prepare(self) -> None:
         request = self.request
-        policy = self.serving.access
-        host = request.headers.get("Host", "")
         try:
-            policy.check_host(host)
-            self._cors_origin = policy.allowed_origin(request.headers.get("Origin"), host)
-            self._set_cors_headers()
-            if request.method == "OPTIONS":
-                return  # a preflight carries no credentials; options() answers it
-            if not self.open:
-                policy.check_key(request.headers)
+            self._cors_origin = check_access(self.serving.access, request.headers, request.method or "", key_needed=not self.open)
         except AccessDenied as denied:
+            self._cors_origin = denied.cors_origin  # an allowed page may read the refusal
             raise self.error(denied.status, denied.message) from None
+        self._set_cors_headers()
+        if request.method == "OPTIONS":
+            return  # a preflight carries no credentials; options() answers it
         too_large = oversized_headers(request.method or "", request.uri or "", request.headers)
         if too_large is not None:
             raise self.error(431, too_large)
@@ -189,7 +186,7 @@ class SpecGetHandler(JSONHandler):
 
     state: EndpointState
 
-    def initialize(self, state: Any, serving: ServingState, name: str = "") -> None:  # type: ignore[override]
+    def initialize(self, state: Any, serving: ServingState, name: str = "") -> None:
         super().initialize(state, serving)
         self.name = name
 

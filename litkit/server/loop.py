@@ -34,7 +34,7 @@ logger = logging.getLogger("litkit.server")
 T = TypeVar("T")
 
 # Tornado closes a connection whose request line and headers pass this before reading them whole;
-# litkit answers 431 past relay.HEADER_LIMIT, which is smaller.
+# litkit answers 431 past admission.HEADER_LIMIT, which is smaller.
 MAX_HEADER_BYTES = 64 * 1024
 # How long stopping waits for open connections to close after their requests were ended.
 _CLOSE_CONNECTIONS_S = 2.0
@@ -204,7 +204,7 @@ class ServerLoop:
         them, the oldest (issue 25: it ended all of them); the next cancel ends the next.
         """
         matching = [
-            (request.arrived, request, endpoint)
+            (request.arrived, request)
             for version in (self.serving, *self._retiring)
             for endpoint in version.endpoints
             for request in endpoint.active
@@ -212,11 +212,8 @@ class ServerLoop:
         ]
         if not matching:
             return False
-        _arrived, request, endpoint = min(matching, key=lambda found: found[0])
-        recorded = reason.replace("{", "{{").replace("}", "}}")  # the request fills in {chunks}
-        if endpoint.stream:
-            recorded += " after {chunks} chunks"
-        request.abort(recorded, f"request {request_id} was {reason}")
+        _arrived, request = min(matching, key=lambda found: found[0])
+        request.abort(reason, f"request {request_id} was {reason}")  # a stream's records how many chunks went out
         return True
 
     def add_output_listener(self, listener: OutputListener) -> None:

@@ -139,6 +139,23 @@ def test_cors_origins_allows_a_page_and_answers_its_preflight(serve):
     assert "Access-Control-Allow-Origin" not in foreign.headers
 
 
+def test_an_allowed_page_can_read_why_it_was_refused_on_every_path(serve):
+    """A refusal past the Origin check (a missing key, a wrong method) carries the CORS headers of an
+    allowed page, so the page can read the error, alike on an endpoint (the relay) and on the other
+    paths (the Tornado handlers): both run ``litkit.server.access.check_access``."""
+    page = "http://localhost:3000"
+    server = serve(apis.Echo(), cors_origins=[page], api_key=KEY)
+    refusals = [
+        post(server, {"Origin": page}, body={"x": 1}),
+        requests.get(server.url + "/predict", headers={"Origin": page, "Authorization": f"Bearer {KEY}"}, timeout=10),
+        requests.get(server.url + "/info", headers={"Origin": page}, timeout=10),
+    ]
+    assert [refused.status_code for refused in refusals] == [401, 405, 401]
+    for refused in refusals:
+        assert refused.headers["Access-Control-Allow-Origin"] == page, refused.request.url
+        assert refused.json()["error"], refused.text
+
+
 def test_cors_origins_is_validated():
     with pytest.raises(ValueError, match="cors_origins must be a list of origins"):
         litkit.serve(apis.Echo(), port=0, cors_origins="http://localhost:3000")
