@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from .api import LitAPI
 from .cancellation import cancelled
+from .contract.batching import FINISHED
 from .errors import HTTPError, LitkitError, PortInUseError, ServerStoppedError, WorkerStartError
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ __all__ = [
     "specs",
     "ray_app",
     "cancelled",
+    "FINISHED",
     "HTTPError",
     "WorkerStartError",
     "PortInUseError",
