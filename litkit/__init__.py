@@ -14,9 +14,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .api import LitAPI
+from .api import FINISHED, LitAPI
 from .cancellation import cancelled
-from .contract.batching import FINISHED
 from .errors import HTTPError, LitkitError, PortInUseError, ServerStoppedError, WorkerStartError
 
 if TYPE_CHECKING:

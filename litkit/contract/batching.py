@@ -14,32 +14,12 @@ import collections
 import inspect
 from typing import Any, Iterator
 
-from ..api import LitAPI
+from ..api import FINISHED, LitAPI
 from ..errors import HTTPError
 from ..wire.encoding import encode_error
 from .hooks import call_hook
 
-__all__ = ["FINISHED", "Lanes", "litserve_steps", "one_per_request", "predicted", "unbatched"]
-
-
-class _Finished:
-    """The type of ``FINISHED``: one object, the same after pickling (it is pickled by name)."""
-
-    def __repr__(self) -> str:
-        return "litkit.FINISHED"
-
-    def __reduce__(self) -> str:
-        return "FINISHED"
-
-
-FINISHED = _Finished()
-"""In a batched stream, the item that ends one request's stream while the others go on.
-
-A batched ``predict`` yields one item per request at each step; a request whose answer is complete
-(its model row reached its end) gets ``litkit.FINISHED`` as its item: its client's stream ends
-there, with what the stream sent so far, and the items given for it at later steps are dropped.
-Without it, every stream of a batch ends when ``predict`` returns. An ``encode_response`` (or
-``unbatch``) that rebuilds the items passes it through as it is."""
+__all__ = ["Lanes", "litserve_steps", "one_per_request", "predicted", "unbatched"]
 
 
 def predicted(api: LitAPI, inputs: list[Any], contexts: list[Any]) -> list[Any]:
