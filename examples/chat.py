@@ -29,6 +29,13 @@ generation stops at the end-of-turn token (``finish_reason: "stop"``) or after `
 (``"length"``; default 512); ``temperature`` omitted or 0 decodes greedily, above 0 samples
 (``seed`` makes that repeatable). The answer's ``usage`` counts the prompt's and the reply's tokens
 (a stream reports it when asked: ``stream_options={"include_usage": True}``).
+
+``--batch N`` decodes up to N concurrent streams together (``SmolChatBatched``, served by
+``litkit.LitServer``): requests that arrive within ``--batch-timeout`` seconds (default 0.05) of
+each other start as one left-padded batch, one forward pass per step for all; each reply ends at
+its own end of turn or ``max_tokens`` (``litkit.FINISHED`` ends that client's stream), and a
+client that closes its stream is dropped from the batch at the next step (``litkit.cancelled(i)``).
+A request that arrives while a batch runs waits for it to end. See docs/serving.md.
 """
 
 from __future__ import annotations
@@ -45,6 +52,7 @@ import litkit
 MODEL = "smollm2-135m-instruct"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_MAX_TOKENS = 512
+BATCH_TIMEOUT_S = 0.05  # --batch: how long a free worker waits for more requests to start together
 # OpenAI options this model has no use for: refused unless they ask for nothing (never ignored).
 UNSUPPORTED = {"top_p": 1, "presence_penalty": 0, "frequency_penalty": 0, "logprobs": False, "stop": None, "tools": None, "response_format": None}
 
@@ -131,7 +139,8 @@ class SmolChat(litkit.LitAPI):
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
             raise litkit.HTTPError(400, f"max_tokens must be a positive integer, got {max_tokens!r}")
         if prompt.shape[1] + max_tokens > self.context_length:
-            raise litkit.HTTPError(400, f"the prompt's {prompt.shape[1]} tokens and max_tokens={max_tokens} pass the model's {self.context_length}-token context")
+            context = self.context_length
+            raise litkit.HTTPError(400, f"the prompt's {prompt.shape[1]} tokens and max_tokens={max_tokens} pass the model's {context}-token context")
         temperature = request.get("temperature") or 0.0
         if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0 <= temperature <= 2:
             raise litkit.HTTPError(400, f"temperature must be a number from 0 to 2, got {temperature!r}")
@@ -221,6 +230,112 @@ class SmolChatGenerate(SmolChat):
         yield {"content": "", "finish_reason": finish, "usage": {"prompt_tokens": x["prompt"].shape[1], "completion_tokens": stop.made}}
 
 
+class SmolChatBatched(SmolChat):
+    """The same model, with concurrent streams decoded together: one forward pass per step for the
+    whole batch (``max_batch_size`` above 1; see ``main``'s ``--batch``).
+
+    ``predict`` receives the batch's decoded requests, left-pads their prompts into one tensor
+    (with an attention mask and each row's own positions), and yields one list per step, item *i*
+    for request *i*: its text delta, its last chunk (finish reason and usage) once it ends, then
+    ``litkit.FINISHED``, which ends that client's stream while the others go on. Before each
+    forward pass, a row whose answer is complete or whose client left (``litkit.cancelled(i)``) is
+    dropped from the batch, its KV cache rows with it: a hang-up stops that row within one step.
+    """
+
+    def predict(self, xs: list[dict[str, Any]]) -> Iterator[list[Any]]:
+        torch = self.torch
+        from transformers import DynamicCache
+
+        rows = [_Row(x, self) for x in xs]
+        width = max(row.prompt_tokens for row in rows)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long, device=self.device)
+        mask = torch.zeros((len(rows), width), dtype=torch.long, device=self.device)
+        for i, x in enumerate(xs):
+            length = x["prompt"].shape[1]
+            input_ids[i, width - length :] = x["prompt"][0]
+            mask[i, width - length :] = 1
+        cache = DynamicCache(config=self.model.config)
+        print(f"chat: decoding {len(rows)} requests together", flush=True)
+        active = list(range(len(rows)))  # the requests still decoding, in the order of the cache's rows
+        try:
+            logits = self._batch_forward(input_ids, mask, cache)
+            while active:
+                items: list[Any] = [litkit.FINISHED] * len(rows)
+                tokens = []
+                for position, i in enumerate(active):
+                    items[i] = rows[i].step(self._choose(logits[position], rows[i].temperature, rows[i].sampler))
+                    tokens.append(rows[i].last)
+                yield items
+                # Between steps: drop the rows that ended and those whose client left.
+                for i in active:
+                    if rows[i].why is None and litkit.cancelled(i):
+                        rows[i].stop("the client left")
+                keep = [position for position, i in enumerate(active) if rows[i].why is None]
+                if not keep:
+                    return
+                if len(keep) < len(active):
+                    cache.batch_select_indices(torch.tensor(keep, device=self.device))
+                    mask = mask[keep]
+                    active = [active[position] for position in keep]
+                    tokens = [tokens[position] for position in keep]
+                mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+                logits = self._batch_forward(torch.tensor(tokens, device=self.device).unsqueeze(1), mask, cache)
+        except Exception as error:  # GeneratorExit (every client left) is not an Exception
+            for row in rows:
+                if row.why is None:
+                    row.stop(f"failed: {type(error).__name__}")
+            raise
+        finally:
+            for row in rows:
+                if row.why is None:
+                    row.stop("the client left")
+
+    def _batch_forward(self, input_ids: Any, mask: Any, cache: Any) -> Any:
+        """One forward pass of the batch through the cache (new tokens only); each row's last logits.
+        Positions count each row's own tokens, so a left-padded row starts at 0 like an unbatched one."""
+        positions = (mask.cumsum(dim=1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
+        with self.torch.inference_mode():
+            return self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True).logits[:, -1]
+
+
+class _Row:
+    """One request of a batched decode: its options, its text so far, why it stopped."""
+
+    def __init__(self, x: dict[str, Any], chat: SmolChat) -> None:
+        self.prompt_tokens = x["prompt"].shape[1]
+        self.max_tokens = x["max_tokens"]
+        self.temperature = x["temperature"]
+        self.end_ids = chat.end_ids
+        self.sampler = None
+        if self.temperature > 0:
+            self.sampler = chat.torch.Generator(device=chat.device)
+            self.sampler.manual_seed(x["seed"] if x["seed"] is not None else chat.torch.seed())
+        self.detokenizer = _Detokenizer(chat.tokenizer)
+        self.made = self.last = 0
+        self.why: str | None = None  # set once the row stops
+
+    def step(self, token: int) -> Any:
+        """This row's item for the step that chose ``token``: a text delta, or its last chunk."""
+        if token in self.end_ids:
+            return self._end("stop", "end of turn")
+        self.made += 1
+        self.last = token
+        text = self.detokenizer.add(token)
+        if self.made == self.max_tokens:
+            return self._end("length", "max_tokens", text)
+        return text
+
+    def _end(self, finish: str, why: str, text: str = "") -> dict[str, Any]:
+        self.stop(why)
+        usage = {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.made}
+        return {"content": text + self.detokenizer.rest(), "finish_reason": finish, "usage": usage}
+
+    def stop(self, why: str) -> None:
+        self.why = why
+        print(f"chat: stopped after {self.made} tokens ({why})", flush=True)
+
+
 def _stop_when_cancelled(prompt_length: int, end_ids: set[int]) -> Any:
     """A ``StoppingCriteria`` that stops generation once ``litkit.cancelled()`` (transformers is
     imported here, when a worker uses it), and counts the tokens made."""
@@ -277,7 +392,24 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Serve SmolLM2-135M-Instruct behind OpenAI's chat API.")
     parser.add_argument("--port", type=int, default=8000, help="TCP port, 0 for any free one (default: 8000)")
     parser.add_argument("--generate", action="store_true", help="decode with model.generate on a thread (SmolChatGenerate) instead of step by step")
+    parser.add_argument("--batch", type=int, default=1, metavar="N", help="decode up to N concurrent streams together, one forward per step (SmolChatBatched)")
+    parser.add_argument("--batch-timeout", type=float, default=None, metavar="S",
+                        help=f"with --batch: how long a free worker waits for more requests to start together (default {BATCH_TIMEOUT_S})")
     args = parser.parse_args(argv)
+    if args.batch < 1:
+        parser.error(f"--batch must be at least 1, got {args.batch}")
+    if args.batch_timeout is not None and args.batch == 1:
+        parser.error("--batch-timeout applies to a batch: give --batch N (N > 1) too")
+    if args.batch > 1:
+        if args.generate:
+            parser.error("--batch decodes step by step; leave out --generate")
+        # A batch's streams are answered in LitServe's order (predict yields one list per step),
+        # which litkit.LitServer serves: requests that arrive within batch_timeout of each other
+        # start together. Prints "litkit: serving SmolChatBatched at <url>/v1/chat/completions ...".
+        timeout = BATCH_TIMEOUT_S if args.batch_timeout is None else args.batch_timeout
+        batched = SmolChatBatched(max_batch_size=args.batch, batch_timeout=timeout, spec=litkit.specs.OpenAIChat(model=MODEL))
+        litkit.LitServer(batched).run(port=args.port, generate_client_file=False)
+        return
     api = SmolChatGenerate() if args.generate else SmolChat()
     # Blocks: prints "litkit: serving SmolChat at <url>/v1/chat/completions ...", then serves until
     # Ctrl+C. The first start converts the weights: give setup longer than the default minute.

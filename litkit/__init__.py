@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from .api import LitAPI
+from .api import FINISHED, LitAPI
 from .cancellation import cancelled
 from .errors import HTTPError, LitkitError, PortInUseError, ServerStoppedError, WorkerStartError
 
@@ -39,6 +39,7 @@ __all__ = [
     "specs",
     "ray_app",
     "cancelled",
+    "FINISHED",
     "HTTPError",
     "WorkerStartError",
     "PortInUseError",

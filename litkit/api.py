@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 from .options import DEFAULT_API_PATH, check_option, check_path
 
-__all__ = ["LitAPI", "api_options", "is_streaming_api", "is_async_api", "resolve_stream", "set_log_sink"]
+__all__ = ["FINISHED", "LitAPI", "api_options", "is_streaming_api", "is_async_api", "resolve_stream", "set_log_sink"]
 
 # Where self.log(key, value) goes: set by the worker process to a function that sends it to the
 # server (its loggers); None elsewhere.
@@ -20,6 +20,26 @@ def set_log_sink(sink: Callable[[str, Any], None] | None) -> None:
     """Send every ``LitAPI.log(key, value)`` of this process to ``sink`` (the worker sets it)."""
     global _log_sink
     _log_sink = sink
+
+
+class _Finished:
+    """The type of ``FINISHED``: one object, the same after pickling (it is pickled by name, as this module's global)."""
+
+    def __repr__(self) -> str:
+        return "litkit.FINISHED"
+
+    def __reduce__(self) -> str:
+        return "FINISHED"
+
+
+FINISHED = _Finished()
+"""In a batched stream, the item that ends one request's stream while the others go on.
+
+A batched ``predict`` yields one item per request at each step; a request whose answer is complete
+(its model row reached its end) gets ``litkit.FINISHED`` as its item: its client's stream ends
+there, with what the stream sent so far, and the items given for it at later steps are dropped.
+Without it, every stream of a batch ends when ``predict`` returns. An ``encode_response`` (or
+``unbatch``) that rebuilds the items passes it through as it is."""
 
 
 class LitAPI:

@@ -19,6 +19,12 @@ class _Cancellable(Protocol):
     def is_cancelled(self) -> bool: ...
 
 
+class _Rows(Protocol):
+    """A batch's requests (``litkit.worker.batch``): whether the client of one of them has left."""
+
+    def is_row_cancelled(self, index: int) -> bool: ...
+
+
 # A module global rather than a thread-local: a hook may hand work to its own threads and those
 # threads should see the same answer. A sync worker runs one request at a time.
 _current: _Cancellable | None = None
@@ -27,15 +33,36 @@ _current: _Cancellable | None = None
 _task_current: contextvars.ContextVar[_Cancellable | None] = contextvars.ContextVar("litkit_request", default=None)
 
 
-def cancelled() -> bool:
+def cancelled(index: int | None = None) -> bool:
     """Return True once the current request's client has gone away or its timeout has passed.
 
     Call it inside a hook (``decode_request``, ``predict``, ``encode_response``) to stop a long
     loop early. Outside a request (in ``setup``, or in the serving process) it returns False.
+
+    Under dynamic batching (``max_batch_size`` above 1) the hooks serve several requests at once:
+    ``cancelled()`` is True once every client of the batch has left, and ``cancelled(i)`` once the
+    client of the batch's request ``i`` (its index in ``predict``'s list) has, so that a batched
+    stream can drop that row at its next step. In a request that is not batched, ``cancelled(0)``
+    is ``cancelled()``; outside a request, every index answers False.
+
+    Raises:
+        IndexError: ``index`` is not a request of the current batch (in a request that is not
+            batched: not 0).
     """
     current = _current
     if current is None:
         current = _task_current.get()
+    if index is None:
+        return current is not None and current.is_cancelled()
+    if isinstance(index, bool) or not isinstance(index, int):
+        raise TypeError(f"litkit.cancelled(index): index is the request's position in the batch (an int), got {index!r}")
+    if current is None:
+        return False
+    rows: _Rows | None = current if hasattr(current, "is_row_cancelled") else None  # type: ignore[assignment]
+    if rows is not None:
+        return rows.is_row_cancelled(index)
+    if index != 0:
+        raise IndexError(f"litkit.cancelled({index}): this request is not part of a batch (max_batch_size=1), so its only index is 0")
     return current is not None and current.is_cancelled()
 
 

@@ -655,3 +655,19 @@ class VersionedStream(Versioned):
                 wait_for_file(x["wait_for"])
             time.sleep(self.interval)
             yield {"version": self.version, "index": index}
+
+
+class RowsTicker(litkit.LitAPI):
+    """A batched stream in rows: request *i* gets ``{"i", "tag"}`` at each step until its own ``n``,
+    then ``litkit.FINISHED``; each step records what ``litkit.cancelled(i)`` says for every row."""
+
+    def __init__(self, events=None):
+        self.events = events
+
+    def predict(self, batch):
+        record(self.events, "batch", size=len(batch), tags=[x.get("tag") for x in batch])
+        for step in range(max(x.get("n", 100_000) for x in batch)):
+            rows = [litkit.cancelled(i) for i in range(len(batch))]
+            record(self.events, "step", step=step, cancelled=rows, all=litkit.cancelled())
+            yield [{"i": step, "tag": x.get("tag")} if step < x.get("n", 100_000) else litkit.FINISHED for x in batch]
+            time.sleep(batch[0].get("interval", 0.002))

@@ -14,7 +14,7 @@ import collections
 import inspect
 from typing import Any, Iterator
 
-from ..api import LitAPI
+from ..api import FINISHED, LitAPI
 from ..errors import HTTPError
 from ..wire.encoding import encode_error
 from .hooks import call_hook
@@ -57,7 +57,8 @@ def unbatched(api: LitAPI, output: Any, expected: int, contexts: list[Any]) -> l
 class Lanes:
     """Splits ``predict``'s batched stream into one iterator per request, pulled on demand: each
     batched item ``predict`` yields is unbatched, and request *i* receives its share through
-    ``lane(i)`` (which its ``encode_response`` reads, as in a stream that is not batched)."""
+    ``lane(i)`` (which its ``encode_response`` reads, as in a stream that is not batched); the
+    lane ends where request *i*'s item is ``FINISHED``, or where ``predict``'s stream ends."""
 
     def __init__(self, api: LitAPI, outputs: Iterator[Any], count: int, contexts: list[Any], split: Any = None) -> None:
         """``split(api, step, count, contexts)``: one step of ``outputs`` as one item per request
@@ -77,7 +78,11 @@ class Lanes:
                 return
             if not buffer and not self._advance():
                 return
-            yield buffer.popleft()
+            item = buffer.popleft()
+            if item is FINISHED:
+                self.leave(index)  # predict said this request's answer is complete
+                return
+            yield item
 
     def leave(self, index: int) -> None:
         """Request ``index`` is finished or gone: it stops collecting its share."""
@@ -126,7 +131,7 @@ def litserve_steps(api: LitAPI, outputs: Iterator[Any], contexts: list[Any]) -> 
     gets ``predict``'s whole iterator (LitAPI's own ``unbatch`` splits each step into a list),
     ``encode_response`` the iterator that returns, with the batch's list of contexts; it yields one
     list per step, item *i* for request *i*. Returns ``(unbatched, steps)``, both to be closed."""
-    if inspect.unwrap(getattr(type(api), "unbatch")) is LitAPI.unbatch:
+    if inspect.unwrap(type(api).unbatch) is LitAPI.unbatch:
         unbatched: Any = (list(step) for step in outputs)
     else:
         unbatched = call_hook(api, "unbatch", contexts, outputs)

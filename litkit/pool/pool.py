@@ -201,7 +201,8 @@ class WorkerPool:
         dropped and its pipe closed, so the worker skips it; a running one has its pipe closed,
         which the worker notices at its next write (or ``litkit.cancelled()`` check). A worker
         still on a started request ``cancel_grace`` seconds later (a hook that neither yields nor
-        checks ``litkit.cancelled()``) is killed and replaced."""
+        checks ``litkit.cancelled()``) is killed and replaced; in a batch, once every request of
+        the batch is cancelled (the others still being served keep it)."""
         self._drop(job, JobDropped(f"request {job.id} was cancelled while queued"))
 
     def _drop(self, job: Job, error: LitkitError) -> None:
@@ -222,6 +223,10 @@ class WorkerPool:
         worker = job.worker
         process = worker.process if worker is not None else None
         if self._stopping or worker is None or job not in worker.jobs or process is None or has_exited(process):
+            return
+        if self._max_batch_size > 1 and any(not other.pipe.closed() for other in worker.jobs if other.pipe is not None):
+            # A batch that still streams to other clients: the request that left is dropped at
+            # the batch's next step; the grace runs out once the batch's last client has left.
             return
         logger.warning(
             "worker %d (pid %d) still runs request %s %gs after it was cancelled (cancel_grace); "

@@ -52,13 +52,19 @@ class _Live(NamedTuple):
 
 
 class _AllGone:
-    """``litkit.cancelled()`` during a batch: True once every client of the batch has left."""
+    """``litkit.cancelled()`` during a batch: True once every client of the batch has left;
+    ``litkit.cancelled(i)``: once the client of request ``i`` (its index in ``predict``'s list) has."""
 
     def __init__(self, channels: list[Channel]) -> None:
         self.channels = channels
 
     def is_cancelled(self) -> bool:
         return all(channel.is_cancelled() for channel in self.channels)
+
+    def is_row_cancelled(self, index: int) -> bool:
+        if not 0 <= index < len(self.channels):
+            raise IndexError(f"litkit.cancelled({index}): this batch holds {len(self.channels)} requests, indexed 0 to {len(self.channels) - 1}")
+        return self.channels[index].is_cancelled()
 
 
 def run_batch(api: LitAPI, bodies: list[bytes], channels: list[Channel], stream: bool, spec: Any = None, request_ids: list[str] | None = None) -> None:
@@ -70,10 +76,8 @@ def run_batch(api: LitAPI, bodies: list[bytes], channels: list[Channel], stream:
         live = _decode_each(api, bodies, channels, stream, spec, request_ids or [""] * len(bodies))
         if live:
             _set_current(_AllGone([request.channel for request in live]))
-            if stream and follows_litserve(api):
-                _stream_batch_as_litserve(api, live, spec)
-            elif stream:
-                _stream_batch(api, live)
+            if stream:
+                _stream_batch(api, live, spec, litserve=follows_litserve(api))
             else:
                 _predict_batch(api, live, spec)
     finally:
@@ -112,61 +116,59 @@ def _predict_batch(api: LitAPI, live: list[_Live], spec: Any) -> None:
 
 
 class _Stream:
-    def __init__(self, index: int, channel: Channel, lane: Iterator[Any], chunks: Any) -> None:
+    """One request of a batched stream in litkit's order: its share of each step, through its own
+    ``encode_response``."""
+
+    def __init__(self, index: int, request: _Live, lane: Iterator[Any], api: LitAPI) -> None:
         self.index = index
-        self.channel = channel
+        self.channel = request.channel
         self.lane = lane
-        self.chunks = chunks
-        self.iterator = iter(chunks)
+        self.chunks = chunks_of(api, lane, request.decoded.hook_context)
+        self.iterator = iter(self.chunks)
+
+    def step(self, lanes: Lanes) -> bool:
+        """Send this request's next chunk; False once it is finished (END, its own error, or gone)."""
+        if self.channel.is_cancelled():
+            return False  # gone: it stops collecting its share before the next step is computed
+        try:
+            chunk = encode_chunk(next(self.iterator))
+        except StopIteration:
+            _send(self.channel, Kind.END)
+            return False
+        except Exception as error:
+            if lanes.error is not None:
+                raise  # predict or unbatch failed: the whole batch ends
+            _send(self.channel, Kind.ERROR, encode_error(error))  # its own encode_response failed
+            return False
+        return _send(self.channel, Kind.CHUNK, chunk)
 
     def close(self) -> None:
         close_quietly(self.iterator, self.chunks, self.lane)
 
 
-def _stream_batch(api: LitAPI, live: list[_Live]) -> None:
-    outputs: Any = None
+def _stream_batch(api: LitAPI, live: list[_Live], spec: Any, litserve: bool) -> None:
+    """A batch's streams, in litkit's order (``predict`` yields batched items, ``unbatch`` splits
+    each, request *i*'s ``encode_response`` reads its share) or, ``litserve``, in LitServe's
+    (``litserve_steps``: item *i* of each step's list goes to request *i*, through its spec's
+    envelope when there is one; a request that does not stream gets the spec's whole answer at the
+    end). The stream goes on while any of the batch's clients listens; a request leaves it when its
+    share ends (``litkit.FINISHED``), its client leaves, or its own encoding fails."""
+    to_close: tuple[Any, ...] = ()
     lanes: Lanes | None = None
-    streams: list[_Stream] = []
+    runs: list[Any] = []
     started = False
     try:
         contexts = [request.decoded.hook_context for request in live]
         outputs = call_hook(api, "predict", contexts, call_hook(api, "batch", contexts, [request.decoded.x for request in live]))
-        lanes = Lanes(api, iter(outputs), len(live), contexts)
-        for index, request in enumerate(live):
-            lane = lanes.lane(index)
-            streams.append(_Stream(index, request.channel, lane, chunks_of(api, lane, request.decoded.hook_context)))
-        started = True
-        while streams:
-            for stream in list(streams):
-                if not _step(stream, lanes):
-                    streams.remove(stream)
-                    lanes.leave(stream.index)
-                    stream.close()
-    except Exception as error:  # noqa: BLE001 - predict, unbatch or a setup step failed: every request hears why
-        payload = (lanes.error if lanes is not None else None) or encode_error(error)
-        unfinished = [stream.channel for stream in streams] if started else [request.channel for request in live]
-        for channel in unfinished:
-            _send(channel, Kind.ERROR, payload)
-    finally:
-        for stream in streams:
-            stream.close()
-        close_quietly(outputs)  # every client has left, or the stream ended: GeneratorExit reaches predict
-
-
-def _stream_batch_as_litserve(api: LitAPI, live: list[_Live], spec: Any) -> None:
-    """LitServe's batched stream (``litserve_steps``): item *i* of each step's list goes to request
-    *i*, through its spec's envelope when there is one (a request that does not stream gets the
-    spec's whole answer at the end); the stream goes on while any of the batch's clients listens."""
-    outputs = unbatched = steps = None
-    lanes: Lanes | None = None
-    runs: list[_LitServeRun] = []
-    started = False
-    try:
-        contexts = [request.decoded.hook_context for request in live]
-        outputs = call_hook(api, "predict", contexts, call_hook(api, "batch", contexts, [request.decoded.x for request in live]))
-        unbatched, steps = litserve_steps(api, outputs, contexts)
-        lanes = Lanes(api, iter(steps), len(live), contexts, split=one_per_request)
-        runs = [_LitServeRun(index, request, lanes.lane(index), spec) for index, request in enumerate(live)]
+        to_close = (outputs,)
+        if litserve:
+            unbatched, steps = litserve_steps(api, outputs, contexts)
+            to_close = (steps, unbatched, outputs)
+            lanes = Lanes(api, iter(steps), len(live), contexts, split=one_per_request)
+            runs = [_LitServeRun(index, request, lanes.lane(index), spec) for index, request in enumerate(live)]
+        else:
+            lanes = Lanes(api, iter(outputs), len(live), contexts)
+            runs = [_Stream(index, request, lanes.lane(index), api) for index, request in enumerate(live)]
         started = True
         while runs:
             for run in list(runs):
@@ -174,14 +176,14 @@ def _stream_batch_as_litserve(api: LitAPI, live: list[_Live], spec: Any) -> None
                     runs.remove(run)
                     lanes.leave(run.index)
                     run.close()
-    except Exception as error:  # noqa: BLE001 - predict, unbatch or encode_response failed: every request hears why
+    except Exception as error:  # noqa: BLE001 - predict, unbatch or a setup step failed: every request hears why
         payload = (lanes.error if lanes is not None else None) or encode_error(error)
         for channel in [run.channel for run in runs] if started else [request.channel for request in live]:
             _send(channel, Kind.ERROR, payload)
     finally:
         for run in runs:
             run.close()
-        close_quietly(steps, unbatched, outputs)  # GeneratorExit reaches predict once every client left
+        close_quietly(*to_close)  # every client has left, or the stream ended: GeneratorExit reaches predict
 
 
 class _LitServeRun:
@@ -223,21 +225,6 @@ class _LitServeRun:
 
     def close(self) -> None:
         close_quietly(self.iterator, self.parts, self.lane)
-
-
-def _step(stream: _Stream, lanes: Lanes) -> bool:
-    """Send this request's next chunk; False once it is finished (END, its own error, or gone)."""
-    try:
-        chunk = encode_chunk(next(stream.iterator))
-    except StopIteration:
-        _send(stream.channel, Kind.END)
-        return False
-    except Exception as error:
-        if lanes.error is not None:
-            raise  # predict or unbatch failed: the whole batch ends
-        _send(stream.channel, Kind.ERROR, encode_error(error))  # its own encode_response failed
-        return False
-    return _send(stream.channel, Kind.CHUNK, chunk)
 
 
 def _send(channel: Channel, kind: Kind, payload: bytes = b"") -> bool:
