@@ -40,6 +40,11 @@ API_KEY_VARIABLE = "LIT_SERVER_API_KEY"
 # low enough that a few workers stay far from the usual limit of 1024 open files. Beyond it,
 # requests wait in the queue (LitServer's timeout). serve(api, max_concurrency=N) sets another.
 ASYNC_CONCURRENCY = 64
+# Seconds each worker may take to load the API and run setup() under LitServer. LitServe waits for
+# its workers without a limit, and its users load models that take minutes; serve()'s default (one
+# minute) would refuse code that runs under LitServe. A setup() that hangs still ends, with the
+# worker's output and traceback.
+SETUP_TIMEOUT_S = 900.0
 _LOG_LEVELS = {
     "critical": logging.CRITICAL, "error": logging.ERROR, "warning": logging.WARNING, "info": logging.INFO, "debug": logging.DEBUG, "trace": logging.DEBUG,
 }
@@ -237,6 +242,7 @@ class LitServer:
                 self._endpoints(),
                 host=host,
                 port=port,  # type: ignore[arg-type]
+                start_timeout=SETUP_TIMEOUT_S,
                 max_body_size=self._max_body_size,
                 api_key=self._api_key,
                 cors_origins=self._cors_origins,
