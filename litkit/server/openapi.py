@@ -123,7 +123,10 @@ def _operation(endpoint: EndpointState, schemas: dict[str, Any], keyed: bool) ->
     operation: dict[str, Any] = {
         "operationId": "post_" + (re.sub(r"[^A-Za-z0-9]+", "_", endpoint.path).strip("_") or "root"),
         "summary": endpoint.api_name,
-        "description": f"Request body example from {described['source']}." if described["source"] else "decode_request receives the JSON body (or an HTML form's fields, as a dict).",
+        "description": (
+            f"Request body example from {described['source']}." if described["source"]
+            else "decode_request receives the JSON body (or an HTML form's fields, as a dict)."
+        ),
         "requestBody": {"required": True, "content": content},
         "responses": responses,
         "x-litkit-stream": endpoint.stream,

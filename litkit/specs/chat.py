@@ -133,7 +133,7 @@ class OpenAIChat(Spec):
         return {**context, "object": "chat.completion.chunk", "choices": [choice]}
 
 
-class _Envelope(dict):  # type: ignore[type-arg]
+class _Envelope(dict):
     """The fields every chunk of one answer repeats (``id``, ``created``, ``model``), and whether
     the client asked for a usage chunk at the end of its stream: an attribute, so it is not sent."""
 
