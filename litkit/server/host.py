@@ -105,7 +105,7 @@ class ServerRecipe:
             self.plans, access=self.access, client_timeout=self.client_timeout, slice_ms=self.slice_ms, root_text=self.root_text, openapi=self.openapi, previous=previous
         )
         for endpoint in serving.endpoints:
-            endpoint.pool.on_log = on_log
+            endpoint.pool.log_entries.on_log = on_log
         return serving
 
 
