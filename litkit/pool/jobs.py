@@ -10,8 +10,8 @@ Server side, on the event-loop thread only.
 from __future__ import annotations
 
 import asyncio
-import os
 import collections
+import os
 import subprocess
 from typing import Any
 
@@ -21,7 +21,7 @@ from .devices import Placement
 from .processes import ExitWatch
 from .tracking import RequestRecord
 
-__all__ = ["Job", "JobDropped", "NoWorkers", "QueueFull", "WorkerProcess"]
+__all__ = ["Job", "JobDropped", "NoWorkers", "QueueFull", "WorkerProcess", "fail", "succeed"]
 
 
 class QueueFull(LitkitError):
@@ -103,13 +103,24 @@ class WorkerProcess:
         self.killed = 0  # times killed because a cancelled request did not stop within cancel_grace
 
     @property
-    def job(self) -> Job | None:
-        """The request this worker is on (or will skip, if its client left), if any."""
-        return self.jobs[0] if self.jobs else None
-
-    @property
     def pid(self) -> int:
         return self.process.pid if self.process is not None else 0
 
     def snapshot(self) -> dict[str, Any]:
-        return {"id": self.id, "pid": self.pid, "state": self.state, "restarts": self.restarts, "handled": self.handled, "device": self.placement.device, "killed": self.killed}
+        return {
+            "id": self.id, "pid": self.pid, "state": self.state, "restarts": self.restarts, "handled": self.handled,
+            "device": self.placement.device, "killed": self.killed,
+        }
+
+
+def succeed(future: asyncio.Future[None] | None) -> None:
+    """Resolve ``future`` (a worker's READY), unless there is none or it is done already."""
+    if future is not None and not future.done():
+        future.set_result(None)
+
+
+def fail(future: asyncio.Future[Any] | None, error: BaseException) -> None:
+    """Fail ``future`` (a job's ``assigned``, a worker's READY) with ``error``, unless there is none or it is done."""
+    if future is not None and not future.done():
+        future.set_exception(error)
+        future.exception()  # mark retrieved: nobody may be waiting, and that is fine

@@ -10,7 +10,8 @@ With ``max_concurrency`` above 1 (async APIs), a worker runs that many requests 
 a job while it holds fewer, each starts at once, and its ``DONE`` frames name the request they end.
 
 With ``max_batch_size`` above 1, an idle worker gets a group: every live queued job up to that size,
-sent at once when the group is full, else when the oldest queued job has waited ``batch_timeout``.
+sent at once when the group is full, else when the oldest queued job has waited ``batch_timeout``
+(``litkit.pool.batching``). What workers print, and their ``self.log()`` entries: ``litkit.pool.logs``.
 """
 
 from __future__ import annotations
@@ -23,14 +24,15 @@ import os
 import pickle
 import sys
 import time
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import LitkitError, WorkerStartError
 from ..wire.protocol import Kind, encode_batch, encode_frame, encode_request
-from .channels import ControlChannel, PipeClosed, PipeReader
+from .batching import Batcher
+from .channels import ControlChannel, PipeReader
 from .devices import Placement
-from .jobs import Job, JobDropped, NoWorkers, QueueFull, WorkerProcess
-from .logs import LineSplitter, WorkerLog
+from .jobs import Job, JobDropped, NoWorkers, QueueFull, WorkerProcess, fail, succeed
+from .logs import LogEntries, OutputReaders, WorkerLog
 from .processes import ExitWatch, describe_exit, has_exited, launch, reap
 from .tracking import RequestTracker
 
@@ -55,14 +57,12 @@ class WorkerPool:
         self,
         api_bytes: bytes,
         *,
-        count: int,
+        placements: list[Placement],
         stream: bool,
         max_queue: int,
         start_timeout: float,
         tracker: RequestTracker,
         log: WorkerLog | None = None,
-        device: str = "cpu",
-        placements: list[Placement] | None = None,
         max_batch_size: int = 1,
         batch_timeout: float = 0.0,
         max_concurrency: int = 1,
@@ -71,28 +71,22 @@ class WorkerPool:
         cancel_grace: float = 5.0,
         code_origins: dict[str, Any] | None = None,
     ) -> None:
-        """``placements`` gives each worker its device (see ``litkit.pool.devices``); without it,
-        ``count`` workers all get ``device``. ``code_origins`` (``litkit.wire.sources``) lets a
-        worker's tracebacks show the API's source lines. ``async_api``: the workers run every ``REQUEST`` the
-        moment it arrives (``litkit.worker.async_loop``), so none is sent ahead of a free slot."""
+        """``placements``: one per worker, its device (see ``litkit.pool.devices``). ``code_origins``
+        (``litkit.wire.sources``) lets a worker's tracebacks show the API's source lines. ``async_api``: the
+        workers run every ``REQUEST`` the moment it arrives (``litkit.worker.async_loop``), so none is sent ahead of a free slot."""
         self._api_bytes = api_bytes
         self._spec_bytes = spec
         self._code_origins = code_origins
-        # Called with (key, value) for each self.log() in a worker, on this loop (None: dropped).
-        self.on_log: Callable[[str, Any], None] | None = None
-        self._warned_no_logger = False
+        self.log_entries = LogEntries()  # each self.log() in a worker; its on_log is the server's to set
         self._cancel_grace = cancel_grace
         self._stream = stream
         self._max_batch_size = max_batch_size
-        self._batch_timeout = batch_timeout
-        self._batch_timer: asyncio.TimerHandle | None = None
+        self._batcher = Batcher(max_batch_size, batch_timeout, self._on_batch_timer) if max_batch_size > 1 else None
         self._max_concurrency = max_concurrency
         # Streams are long: never queue behind one. Batches and concurrent requests start at once,
         # and so does a request sent ahead to an async worker: it would run beside the current one.
         self._prefetch = 0 if stream or max_batch_size > 1 or max_concurrency > 1 or async_api else PREFETCH
         self._capacity = max_concurrency + self._prefetch  # jobs a worker may hold: running, then waiting
-        if placements is None:
-            placements = [Placement(device, None)] * count
         self._max_queue = max_queue
         self._start_timeout = start_timeout
         self._tracker = tracker
@@ -104,7 +98,7 @@ class WorkerPool:
         self._stopping = False
         self._started = False  # every worker reported READY once
         self._background: set[asyncio.Task[Any]] = set()
-        self._output_readers: set[asyncio.Task[None]] = set()
+        self._output = OutputReaders(self.log)
 
     # -- life cycle -------------------------------------------------------------------------------
 
@@ -146,8 +140,8 @@ class WorkerPool:
     async def stop(self) -> None:
         """Drop queued jobs, close every control socket, and make sure every process has exited."""
         self._stopping = True
-        if self._batch_timer is not None:
-            self._batch_timer.cancel()
+        if self._batcher is not None:
+            self._batcher.close()
         while self._queue:
             self._drop(self._queue.popleft(), JobDropped("the server is stopping"))
         for task in list(self._background):
@@ -160,16 +154,7 @@ class WorkerPool:
             worker.state = "stopped"  # not "dead": nothing went wrong
             if worker.exit_watch is not None:
                 worker.exit_watch.close()
-        await self._finish_output_readers()
-
-    async def _finish_output_readers(self) -> None:
-        """Let the output readers take the last lines of exited workers, then close what is left."""
-        readers = list(self._output_readers)
-        if readers:
-            await asyncio.wait(readers, timeout=OUTPUT_DRAIN_S)
-        for task in readers:
-            task.cancel()
-        await asyncio.gather(*readers, return_exceptions=True)
+        await self._output.finish(OUTPUT_DRAIN_S)
 
     def snapshot(self) -> list[dict[str, Any]]:
         return [worker.snapshot() for worker in self.workers]
@@ -216,7 +201,7 @@ class WorkerPool:
         job.dropped = True
         self._queued -= 1
         job.close_pipe()  # handed to a busy worker: it skips a request whose pipe is closed
-        _fail(job.assigned, error)
+        fail(job.assigned, error)
 
     def _kill_if_still_running(self, job: Job) -> None:
         job.grace_timer = None
@@ -237,8 +222,8 @@ class WorkerPool:
         process.kill()  # Popen.kill: the process is not reaped yet, so its pid cannot be reused
 
     def _dispatch(self) -> None:
-        if self._max_batch_size > 1:
-            self._dispatch_batches()
+        if self._batcher is not None:
+            self._dispatch_batches(self._batcher)
             return
         queue = self._queue
         while queue:
@@ -246,7 +231,7 @@ class WorkerPool:
                 queue.popleft()
                 continue
             worker = self._free_worker()
-            if worker is None or not self._assign(worker, queue[0]):
+            if worker is None or not self._hand_over(worker, [queue[0]]):
                 return
             queue.popleft()
 
@@ -261,32 +246,37 @@ class WorkerPool:
                 return worker
         return None
 
-    def _assign(self, worker: WorkerProcess, job: Job) -> bool:
-        """Hand ``job`` to ``worker`` with the write end of a fresh response pipe; False if it cannot go now."""
+    def _hand_over(self, worker: WorkerProcess, jobs: list[Job]) -> bool:
+        """Send ``jobs`` to ``worker``, one ``REQUEST`` (or, batching, one ``BATCH`` frame), each with the
+        write end of a fresh response pipe; False if they cannot go now."""
         control = worker.control
         if control is None:
             raise RuntimeError(f"worker {worker.id} is {worker.state} without a control socket")
-        read_fd, write_fd = os.pipe()
-        head, body = encode_request(job.key, job.body)
+        batching = self._batcher is not None
+        pipes = [os.pipe() for _ in jobs]
+        head, body = encode_batch([(job.key, job.body) for job in jobs]) if batching else encode_request(jobs[0].key, jobs[0].body)
         try:
-            sent = control.send([head, body], [write_fd])
+            sent = control.send([head, body], [write_fd for _, write_fd in pipes])
         except OSError:
             sent = False  # the worker is dying; its channel reports the exit and it is replaced
             if worker in self._idle:
                 self._idle.remove(worker)
         finally:
-            os.close(write_fd)  # the worker holds its own copy now (or never will)
+            for _, write_fd in pipes:
+                os.close(write_fd)  # the worker holds its own copies now (or never will)
         if not sent:
-            os.close(read_fd)
+            for read_fd, _ in pipes:
+                os.close(read_fd)
             return False
         if worker.state == "idle":
             self._idle.remove(worker)
             worker.state = "busy"
-        job.worker = worker
-        job.read_fd = read_fd
-        worker.jobs.append(job)
-        if len(worker.jobs) <= self._max_concurrency:  # a free slot: the worker starts it at once
-            self._start_job(job)
+        for job, (read_fd, _) in zip(jobs, pipes):
+            job.worker = worker
+            job.read_fd = read_fd
+            worker.jobs.append(job)
+            if batching or len(worker.jobs) <= self._max_concurrency:  # a batch runs whole; else a free slot starts it
+                self._start_job(job)
         return True
 
     def _start_job(self, job: Job) -> None:
@@ -299,61 +289,19 @@ class WorkerPool:
         self._tracker.start(job.record)
         job.assigned.set_result(job.pipe)
 
-    def _dispatch_batches(self) -> None:
-        """Give each idle worker a group of jobs: a full one at once, a partial one once the oldest
-        queued job has waited ``batch_timeout``."""
-        loop = asyncio.get_running_loop()
-        queue = self._queue
+    def _dispatch_batches(self, batcher: Batcher) -> None:
+        """Give each idle worker a group of jobs (``litkit.pool.batching``)."""
         while self._idle and self._queued:
-            while queue[0].dropped:
-                queue.popleft()
-            deadline = queue[0].queued_at + self._batch_timeout
-            if self._queued < self._max_batch_size and loop.time() < deadline:
-                if self._batch_timer is None:
-                    self._batch_timer = loop.call_at(deadline, self._on_batch_timer)
+            group = batcher.next_group(self._queue, self._queued)
+            if group is None:
                 return
-            jobs: list[Job] = []
-            while queue and len(jobs) < self._max_batch_size:
-                job = queue.popleft()
-                if not job.dropped:
-                    jobs.append(job)
-            if not self._assign_batch(self._idle[-1], jobs):
-                queue.extendleft(reversed(jobs))
+            if not self._hand_over(self._idle[-1], group):
+                self._queue.extendleft(reversed(group))
                 return
 
     def _on_batch_timer(self) -> None:
-        self._batch_timer = None
         if not self._stopping:
             self._dispatch()
-
-    def _assign_batch(self, worker: WorkerProcess, jobs: list[Job]) -> bool:
-        """Send ``jobs`` to idle ``worker`` as one BATCH frame with one fresh response pipe per job;
-        False if it cannot go now."""
-        control = worker.control
-        if control is None:
-            raise RuntimeError(f"worker {worker.id} is {worker.state} without a control socket")
-        pipes = [os.pipe() for _ in jobs]
-        head, bodies = encode_batch([(job.key, job.body) for job in jobs])
-        try:
-            sent = control.send([head, bodies], [write_fd for _, write_fd in pipes])
-        except OSError:
-            sent = False  # the worker is dying; its channel reports the exit and it is replaced
-            self._idle.remove(worker)
-        finally:
-            for _, write_fd in pipes:
-                os.close(write_fd)  # the worker holds its own copies now (or never will)
-        if not sent:
-            for read_fd, _ in pipes:
-                os.close(read_fd)
-            return False
-        self._idle.remove(worker)
-        worker.state = "busy"
-        for job, (read_fd, _) in zip(jobs, pipes):
-            job.worker = worker
-            job.read_fd = read_fd
-            worker.jobs.append(job)
-            self._start_job(job)
-        return True
 
     def _on_group_done(self, worker: WorkerProcess, payload: bytes) -> None:
         """DONE from a batching or concurrent worker: a whole batch ended, or the named request."""
@@ -377,13 +325,7 @@ class WorkerPool:
     def _spawn(self, worker: WorkerProcess) -> asyncio.Future[None]:
         """Start a fresh interpreter for ``worker`` and send it INIT; return its READY future."""
         worker.process, server_end = launch(worker.id, worker.placement)
-        for name, pipe in (("stdout", worker.process.stdout), ("stderr", worker.process.stderr)):
-            if pipe is not None:
-                fd = os.dup(pipe.fileno())  # the reader owns its own descriptor; Popen's file is closed
-                pipe.close()
-                task = asyncio.ensure_future(self._read_output(worker.id, name, PipeReader(fd)))
-                self._output_readers.add(task)
-                task.add_done_callback(self._output_readers.discard)
+        self._output.follow(worker.id, worker.process)
         worker.state = "starting"
         ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         worker.ready = ready
@@ -422,7 +364,7 @@ class WorkerPool:
         if kind == Kind.READY:
             worker.state = "idle"
             worker.failed_starts = 0
-            _succeed(worker.ready)
+            succeed(worker.ready)
             self._idle.append(worker)
             self._dispatch()
         elif kind == Kind.DONE:
@@ -445,27 +387,13 @@ class WorkerPool:
                 self._idle.append(worker)
             self._dispatch()
         elif kind == Kind.LOG:
-            self._on_log(worker, payload)
+            self.log_entries.deliver(worker.id, payload)
         elif kind == Kind.START_FAILED:
             report = json.loads(payload)
             worker.last_error = report["reason"]
-            _fail(worker.ready, WorkerStartError(worker.id, report["reason"], report["traceback"]))
+            fail(worker.ready, WorkerStartError(worker.id, report["reason"], report["traceback"]))
         else:
             logger.error("worker %d sent an unexpected %s message; ignoring it", worker.id, kind.name)
-
-    def _on_log(self, worker: WorkerProcess, payload: bytes) -> None:
-        """``self.log(key, value)`` in worker ``worker``: hand it to ``on_log`` (on this loop; keep it quick)."""
-        on_log = self.on_log
-        if on_log is None:
-            if not self._warned_no_logger:
-                self._warned_no_logger = True
-                logger.warning("worker %d called self.log(), but this server has no loggers; pass loggers=[...] to LitServer (or on_log= to serve()) to receive the entries", worker.id)
-            return
-        try:
-            entry = json.loads(payload)
-            on_log(entry["key"], entry["value"])
-        except Exception:  # noqa: BLE001 - a failing logger must not take the pool down
-            logger.exception("handling self.log() from worker %d failed", worker.id)
 
     async def _on_worker_exit(self, worker: WorkerProcess) -> None:
         was_starting = worker.state == "starting"
@@ -488,7 +416,7 @@ class WorkerPool:
         how = describe_exit(code)
         if not worker.last_error or not was_starting:
             worker.last_error = f"process {worker.pid} {how}"
-        _fail(worker.ready, WorkerStartError(worker.id, f"the worker process {how} before it was ready"))
+        fail(worker.ready, WorkerStartError(worker.id, f"the worker process {how} before it was ready"))
         if self._stopping:
             return
         if was_starting:
@@ -510,19 +438,6 @@ class WorkerPool:
             worker.last_error = error.reason
             logger.error("%s", error)
 
-    async def _read_output(self, worker_id: int, name: str, pipe: PipeReader) -> None:
-        splitter = LineSplitter()
-        try:
-            while True:
-                for line in splitter.feed(await pipe.read()):
-                    self.log.add(worker_id, name, line)
-        except PipeClosed:
-            pass
-        finally:
-            for line in splitter.flush():
-                self.log.add(worker_id, name, line)
-            pipe.close()
-
     def _fail_queue_if_no_worker_left(self) -> None:
         if all(worker.given_up for worker in self.workers):
             error = NoWorkers(self.health()[1] or "every worker is down")
@@ -534,13 +449,3 @@ class WorkerPool:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-
-def _succeed(future: asyncio.Future[None] | None) -> None:
-    if future is not None and not future.done():
-        future.set_result(None)
-
-
-def _fail(future: asyncio.Future[Any] | None, error: BaseException) -> None:
-    if future is not None and not future.done():
-        future.set_exception(error)
-        future.exception()  # mark retrieved: nobody may be waiting, and that is fine

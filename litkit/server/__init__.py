@@ -1,8 +1,11 @@
 """The HTTP server: ``serve()`` and ``Server``, on a Tornado loop of its own, beside the caller.
 
 ``launch`` (``serve``), ``server`` (``Server``), ``placement`` (where a server runs),
-``loop`` (``ServerLoop``: Tornado and the pools on a loop of their own), ``host`` (where that loop runs: a sub-interpreter with its own GIL on Python 3.13+,
-else a process of its own, or a thread when asked; and what crosses between), ``interpreters`` (sub-interpreters, by Python version),
+``loop`` (``ServerLoop``: Tornado and the pools on a loop of their own), ``host`` (where that loop
+runs: the ``Host`` protocol, and a sub-interpreter with its own GIL on Python 3.13+, else a process
+of its own, or a thread when asked), ``host_caller`` and ``host_server`` (the caller's and the
+server's ends of the host socket), ``host_boundary`` (what crosses it: the recipe, the named calls
+and events), ``interpreters`` (sub-interpreters, by Python version),
 ``switching`` (the GIL switch interval while a server on a thread shares the caller's GIL), ``planning``
 (``Endpoint``, and ``serve()``'s arguments checked into each endpoint's plan; the options themselves
 are ``litkit.options``), ``endpoints`` (each endpoint's state), ``relay`` (one call to an endpoint, on Tornado's HTTP

@@ -61,7 +61,6 @@ class EndpointState:
         log = previous.pool.log if previous is not None else WorkerLog(plan.path)
         self.pool: WorkerPool = WorkerPool(
             plan.api_bytes,
-            count=plan.workers,
             stream=plan.stream,
             max_queue=options.max_queue,
             start_timeout=plan.start_timeout,

@@ -14,7 +14,7 @@ import threading
 from typing import Callable, Iterator
 
 from .endpoints import EndpointPlan, ServingState
-from .host import InterpreterHost, ProcessHost, ThreadHost, caller_only
+from .host import Host, InterpreterHost, ProcessHost, ThreadHost, caller_only
 from .interpreters import thread_setting, unavailable_reason
 
 __all__ = ["Host", "PLACES", "answering_root_with", "host_type", "in_this_interpreter", "prepare_hook", "root_answer"]
@@ -53,7 +53,6 @@ def answering_root_with(text: str, openapi: bool = True) -> Iterator[None]:
         _here.root = previous
 
 
-Host = InterpreterHost | ProcessHost | ThreadHost
 PLACES = {InterpreterHost: "a sub-interpreter", ProcessHost: "a process of its own", ThreadHost: "a thread of this interpreter"}
 
 

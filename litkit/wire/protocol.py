@@ -34,9 +34,10 @@ socket. Every other payload is JSON or raw bytes.
   runs a server, a sub-interpreter in the same process (Python 3.13+) or a process of its own
   (3.10-3.12) (``litkit.server.host``). Caller to
   server: ``HOST_INIT`` (once: the endpoints' plans, cloudpickled, with the listening sockets'
-  descriptor numbers), then ``HOST_CALL`` (``status``, ``cancel``, ``stop``, ``listen_output``).
-  Server to caller: ``HOST_REPLY`` to each call, ``HOST_EVENT`` for what the caller learns
-  unasked (started, a log record, a worker's output line, the final status). Both ends are one
+  descriptor numbers), then ``HOST_CALL`` (``status``, ``cancel``, ``stop``, ``listen_output``,
+  ``replace``). Server to caller: ``HOST_REPLY`` to each call, ``HOST_EVENT`` for what the caller
+  learns unasked (started, a log record, a worker's output line, the final status, ...). The calls
+  and events are named kinds, ``Call`` and ``Event`` in ``litkit.server.host_boundary``. Both ends are one
   process, so these payloads are stdlib pickles.
 
 Stdlib only: this module is imported by worker processes.

@@ -14,14 +14,13 @@ import sys
 import threading
 import time
 
+import apis
 import psutil
 import pytest
 import requests
+from conftest import DEADLINE_S, next_line_after_startup, wait_until
 
-import apis
-from conftest import next_line_after_startup, wait_until
 import litkit
-from conftest import DEADLINE_S, wait_until
 from litkit.server import switching
 from litkit.server.interpreters import unavailable_reason
 
@@ -102,7 +101,10 @@ def test_a_kept_interpreter_sees_the_callers_environment_as_it_is_now(monkeypatc
     monkeypatch.delenv("LITKIT_TEST_GONE")
     with interpreters.borrowed("import json") as again:
         assert again is interpreter
-        again.run("import os\nassert os.environ.get('LITKIT_TEST_SETTING') == 'after', os.environ.get('LITKIT_TEST_SETTING')\nassert 'LITKIT_TEST_GONE' not in os.environ")
+        again.run(
+            "import os\nassert os.environ.get('LITKIT_TEST_SETTING') == 'after', os.environ.get('LITKIT_TEST_SETTING')\n"
+            "assert 'LITKIT_TEST_GONE' not in os.environ"
+        )
     assert os.environ["LITKIT_TEST_SETTING"] == "after"  # and the process's environment is untouched
 
 
@@ -329,3 +331,23 @@ def test_access_lines_reach_the_caller_s_logger_at_debug(serve, caplog):
         lambda: any(r.name == "litkit.server.access" and r.levelno == logging.DEBUG and "POST /predict" in r.getMessage() for r in caplog.records),
         message="the request's access line at DEBUG",
     )
+
+
+def test_the_server_side_of_the_host_never_imports_the_caller_side():
+    """The host boundary is declared in code (issue 22): the server's end of the host socket
+    (``host_server``, run in the sub-interpreter or the server's process) and what both ends share
+    (``host_boundary``) import nothing of the caller's end (``host``, ``host_caller``), whose
+    ``Server``-facing objects must not exist on the server's side."""
+    import ast
+    import pathlib
+
+    import litkit.server
+
+    folder = pathlib.Path(litkit.server.__file__).parent
+    for name in ("host_server", "host_boundary"):
+        tree = ast.parse((folder / f"{name}.py").read_text())
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        assert imported, f"{name}.py: no imports found; the test reads the wrong file"
+        callers = {"host", "host_caller", "litkit.server.host", "litkit.server.host_caller"}
+        assert not imported & callers, f"{name}.py imports the caller's side: {sorted(imported & callers)}"
