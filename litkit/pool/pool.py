@@ -210,8 +210,7 @@ class WorkerPool:
         if self._stopping or worker is None or job not in worker.jobs or process is None or has_exited(process):
             return
         if self._max_batch_size > 1 and any(not other.pipe.closed() for other in worker.jobs if other.pipe is not None):
-            # A batch that still streams to other clients: the request that left is dropped at
-            # the batch's next step; the grace runs out once the batch's last client has left.
+            # A batch still streaming to other clients drops this request at its next step (issue 27).
             return
         logger.warning(
             "worker %d (pid %d) still runs request %s %gs after it was cancelled (cancel_grace); "
