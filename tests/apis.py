@@ -151,6 +151,8 @@ class Ticker(litkit.LitAPI):
             for _ in range(x.get("sleep_steps", 0)):  # busy before the first chunk, never checking cancelled()
                 time.sleep(0.01)
             for i in range(x.get("n", 100_000)):
+                if i == 1 and "then_wait_for" in x:  # the stream under way, then held until the file exists
+                    wait_for_file(x["then_wait_for"])
                 if x.get("fail_at") == i:
                     raise RuntimeError(f"failed at chunk {i}")
                 record(self.events, "yield", i=i)
@@ -166,6 +168,18 @@ class Ticker(litkit.LitAPI):
     def encode_response(self, output):
         for i in output:
             yield {"i": i}
+
+
+class LoopHolder(Ticker):
+    """A Ticker whose ``authorize`` (run on the server's event loop) holds that loop, for a request
+    naming a file in ``X-Hold-Loop-Until``, until the file exists (at most 10 s): what happens
+    meanwhile (a client's reset, a worker's output) reaches the loop in one turn."""
+
+    def authorize(self, request):
+        until = request.headers.get("X-Hold-Loop-Until")
+        if until:
+            record(self.events, "loop_held")
+            wait_for_file(until)
 
 
 class Gated(litkit.LitAPI):

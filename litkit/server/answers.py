@@ -105,7 +105,7 @@ class AnswerWriter:
     def _move(self, to: Phase) -> None:
         raise NotImplementedError
 
-    def _answer_can_begin(self) -> bool:
+    def _client_is_there(self) -> bool:
         raise NotImplementedError
 
     def _relay(self) -> None:
@@ -177,7 +177,7 @@ class AnswerWriter:
             if data:
                 self._connection.write(data)
             return
-        if not self._answer_can_begin():
+        if not self._client_is_there():
             return  # the client left
         self._move(Phase.STREAMING)
         self._job.record.first_chunk_at = time.monotonic()  # type: ignore[union-attr]
@@ -193,6 +193,8 @@ class AnswerWriter:
     def _wait_for_write(self) -> None:
         """Go on once the socket took everything written so far; cut the client off if it reads
         nothing for ``client_timeout``."""
+        if not self._client_is_there():
+            return
         stream = self._connection.stream
         if stream.closed():
             self._on_client_left()
@@ -206,7 +208,7 @@ class AnswerWriter:
     def _on_written(self, drained: asyncio.Future[None]) -> None:
         if not drained.cancelled():
             drained.exception()  # a client that left fails the write: handled just below
-        if self._phase is Phase.RELEASED:
+        if self._phase is Phase.RELEASED or not self._client_is_there():
             return
         stream = self._connection.stream
         if stream.closed():
@@ -248,7 +250,7 @@ class AnswerWriter:
 
     def _respond(self, status: int, body: bytes, headers: HTTPHeaders | None = None) -> None:
         """A whole answer: status, headers and body in one write."""
-        if not self._answer_can_begin():
+        if not self._client_is_there():
             return  # the client left
         if headers is None:
             headers = self._headers("application/json")
@@ -262,7 +264,7 @@ class AnswerWriter:
         release this request once the socket took it all (or the client is cut off after
         ``client_timeout``)."""
         if self._phase is Phase.RELEASED:
-            return  # the client left before the answer could begin (_answer_can_begin)
+            return  # the client left before the answer could begin (_client_is_there)
         self._move(Phase.ANSWERED)
         self._connection.finish()
         if self._job is not None:

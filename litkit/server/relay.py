@@ -261,25 +261,37 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
 
     def _on_end_of_file(self) -> None:
         """Tornado read end of file (or a reset) and closed its side while the answer was pending.
-        Before the answer's first byte the client may only have half-closed: probe on the spare,
-        and answer there unless the probe shows it gone. Once the answer began, it is a hang-up."""
+        The client may only have half-closed. Before the answer's first byte: probe on the spare,
+        and answer there unless the probe shows it gone. A stream under way whose bytes were all
+        sent, on a clean end of file (not a reset): go on on the spare, where the next chunk
+        draws a reset from a client that closed. Anything else is a hang-up."""
         if self._phase is Phase.RELEASED or isinstance(self._connection, SpareConnection):
-            return  # settled already, by _answer_can_begin before this callback came
+            return  # settled already, by _client_is_there before this callback came
         spare = self._spare
-        if spare is not None and self._phase in ANSWER_NOT_BEGUN:
-            connection = spare.probe(self._on_spare_hung_up)
+        if spare is not None:
+            connection: SpareConnection | None = None
+            stream = self._connection.stream
+            if self._phase in ANSWER_NOT_BEGUN:
+                connection = spare.probe(self._on_spare_hung_up)
+            elif self._phase is Phase.STREAMING and stream.error is None and not stream.writing():
+                connection = spare.take_over(self._on_spare_hung_up)
             if connection is not None:
                 self._connection = connection
                 return
         self._on_client_left()
 
-    def _answer_can_begin(self) -> bool:
-        """Before the answer's first byte: whether the client is still there to take it. Tornado
-        closes its side the moment it reads end of file but calls ``_on_end_of_file`` a turn of the
-        loop later, so an answer ready in between would go to a closed stream: that end of file is
-        settled now (the callback then finds nothing to do)."""
-        if self._spare is not None and not isinstance(self._connection, SpareConnection) and self._connection.stream.closed():
-            self._on_end_of_file()
+    def _client_is_there(self) -> bool:
+        """Whether the client is still there to take (more of) the answer. A stream is closed a
+        turn of the loop before its owner hears of it: Tornado's when it reads end of file or a
+        reset, or when a write fails (``_on_end_of_file`` comes next turn), the spare's writer on a
+        reset or a failed send (its hang-up callback comes next turn). A closed stream drops what
+        is written and never reports a write pending, so anything that writes or reads the pipe
+        on must settle that close first, here (the callback then finds nothing to do)."""
+        if self._phase is not Phase.RELEASED and self._connection.stream.closed():
+            if self._spare is not None and not isinstance(self._connection, SpareConnection):
+                self._on_end_of_file()  # may take the stream over on the spare: then it goes on there
+            else:
+                self._on_client_left()
         return self._phase is not Phase.RELEASED
 
     def _on_spare_hung_up(self) -> None:
@@ -319,7 +331,7 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
         """Read what the pipe holds and write it on, until the pipe is empty, the answer is
         complete, or the socket has not taken the last write (then wait for it)."""
         pipe = self._pipe
-        if pipe is None:
+        if pipe is None or not self._client_is_there():
             return
         data = b""
         while self._phase in RELAYING:
@@ -339,6 +351,8 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
                 data = more
                 continue
             self._write_frames(frames)
+            if self._phase in RELAYING and not self._client_is_there():
+                return  # the write failed: the client left (issue 25, bug 8: reading on ran the generator to its end)
             if self._phase in RELAYING and self._connection.stream.writing():
                 pipe.unwatch()  # the client lags: read no more until it catches up
                 self._wait_for_write()
