@@ -193,8 +193,7 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
             status, message, detail = self._deferred
             self._refuse(status, message, detail=detail)
             return
-        # A re-run may have switched versions while the body arrived: the request is new, so the
-        # version serving its path now takes it (litkit.server.loop.ServerLoop.replace).
+        # A re-run may have switched versions meanwhile: the version serving the path now takes it (ServerLoop.replace).
         endpoint = self.endpoint = self.endpoint.serving_now()
         if endpoint.stopping:
             self._refuse(503, "the server is stopping; it takes no new requests")
