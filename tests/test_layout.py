@@ -215,3 +215,17 @@ def test_finding_the_extension_loads_no_server_side():
     serving side nor, until the extension loads, jupyter_server's handlers."""
     loaded = _loaded_after("import litkit.jupyter; litkit.jupyter._jupyter_server_extension_points()", ("litkit.server", "litkit.pool", "litkit.jupyter.relay"))
     assert loaded == []
+
+
+MAX_MODULE_LINES = 450  # issue 22: small modules, one concept each
+
+
+def test_no_module_is_over_450_lines():
+    """Regression (issue 22): relay.py had 686 lines, host.py 656, server.py 588, pool.py and
+    endpoints.py 541; each module stays small enough to hold one concept."""
+    long = {
+        str(path.relative_to(PACKAGE)): lines
+        for path in PACKAGE.rglob("*.py")
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}, f"modules over {MAX_MODULE_LINES} lines (split them by concept): {long}"
