@@ -6,7 +6,7 @@ Run on demand (not part of the test suite); SmolLM2 must be installed here (exam
 docstring), and the LitServe side gets its own virtual environment under
 ``benchmarks/.venvs/litserve-llm`` on first use (torch's CPU build first):
 
-    python benchmarks/llm.py [--rounds 2]
+    python benchmarks/llm.py [--rounds 2] [--single]
 
 It holds an exclusive lock on ``/tmp/litkit-benchmarks.lock`` while it runs (another run of a
 benchmark that takes it waits), and prints the load average with every figure: on a shared machine
@@ -24,6 +24,9 @@ systems, the order alternating between rounds; the table gives medians over the 
   ``--wait`` s), the tokens made for the 4 that left, and the worker's CPU seconds spent on them
   (from the server's own per-token records, up to the moment the 5th was answered or given up),
   on a server started afresh for it.
+
+``--single`` runs the single stream alone (the bare loop's decode speed beside the servers'), in
+minutes instead of the burst's and the hang-up's waits.
 
 Dynamic batching (issue 27), a run of its own:
 
@@ -310,6 +313,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="rounds, alternating the systems' order")
     parser.add_argument("--tokens", type=int, default=None, help="tokens of the single stream (default 64), or of each stream with --batching (default 32)")
     parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for a finally, or for the burst's next answer")
+    parser.add_argument("--single", action="store_true", help="only the single stream beside the bare loop (the decode-speed floor), without the hang-up and the burst")
     parser.add_argument("--batching", action="store_true", help="measure examples/chat.py's dynamic batching instead: aggregate tokens/s at 1, 4 and 8 streams")
     args = parser.parse_args()
     if args.tokens is None:
@@ -349,7 +353,8 @@ def main() -> None:
                         # that hung up would spend the burst's window on that one.
                         first = (lambda s, tag=tag: single_stream(s.port, args.tokens, tag + "-single"),
                                  lambda s, tag=tag: hang_up(s, tag + "-hangup", args.wait))
-                        for scenarios in (first, (lambda s, tag=tag: burst(s, tag + "-burst", args.wait),)):
+                        groups = [first[:1]] if args.single else [first, (lambda s, tag=tag: burst(s, tag + "-burst", args.wait),)]
+                        for scenarios in groups:
                             server = Server(python, script, environ, scratch, name)
                             try:
                                 for scenario in scenarios:
@@ -379,7 +384,7 @@ def report(results: dict[str, list[dict[str, float]]]) -> None:
         cells = [f"{median(name, 'ttft_s'):.2f}", f"{speed:.2f}", f"{speed / bare:.3f}"]
         if name != "bare loop":
             # nan: not within --wait; then the tokens after the hang-up are a floor (still generating).
-            after = f"{median(name, 'after_hangup'):.0f}" + ("+" if any(r["finally_s"] != r["finally_s"] for r in results[name]) else "")
+            after = f"{median(name, 'after_hangup'):.0f}" + ("+" if any(r.get("finally_s", 0.0) != r.get("finally_s", 0.0) for r in results[name]) else "")
             columns = (("finally_s", 2), ("next_ttft_s", 2), ("next_done_s", 2), ("made_for_leavers", 0), ("cpu_for_leavers_s", 1))
             cells += [after] + [f"{median(name, key):.{digits}f}" for key, digits in columns]
         else:
