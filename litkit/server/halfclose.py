@@ -16,10 +16,6 @@ for a close and closes its file descriptor, so:
    event loop watches that. A reset, or a later write that fails, calls the hang-up callback; a
    client that only half-closed gets its answer on ``SpareConnection`` (``Connection: close``),
    and the spare is closed after it.
-4. End of file while a stream is under way (HTTP/1.1, chunked, everything written so far sent):
-   ``Spare.take_over`` sends ``0`` at once, the first digit of the next chunk size (a size may
-   have leading zeros, RFC 9112), draws the reset from a client that closed, and goes on writing
-   the stream on the spare for one that half-closed.
 
 Telling them apart costs one round trip (on loopback, tens of microseconds). Without
 ``select.epoll`` (not Linux) there is no spare and end of file stays a hang-up. Only public API of
@@ -40,12 +36,10 @@ from typing import Callable
 from tornado.httputil import HTTPHeaders, ResponseStartLine
 from tornado.iostream import IOStream, SSLIOStream
 
-__all__ = ["CHUNKED_PROBE", "PROBE", "SUPPORTED", "Spare", "SpareConnection", "SocketWriter", "keep_spare"]
+__all__ = ["PROBE", "SUPPORTED", "Spare", "SpareConnection", "SocketWriter", "keep_spare"]
 
 # The interim answer that draws a reset from a client that closed.
 PROBE = b"HTTP/1.1 100 Continue\r\n\r\n"
-# Mid-way through a chunked body: the first digit of the next chunk's size (leading zeros are allowed).
-CHUNKED_PROBE = b"0"
 # A half-close can be told from a close only where an empty epoll mask reports a reset.
 SUPPORTED = hasattr(select, "epoll")
 
@@ -90,27 +84,6 @@ class Spare:
             return None
         writer.watch_for_reset(on_hang_up)
         return SpareConnection(writer, self._context)
-
-    def take_over(self, on_hang_up: Callable[[], None]) -> SpareConnection | None:
-        """End of file while a chunked stream is under way, everything written so far sent: go on
-        writing the stream here (issue 25, bug 8: a half-close 10 ms after a streaming request cut
-        the stream short). The probe is one byte, ``0``, sent at once: a chunk size may have
-        leading zeros (RFC 9112 7.1), so it is the start of the next chunk's size line or of the
-        last chunk (``00``), whatever comes. A client that closed answers it with a reset, and
-        ``on_hang_up`` is called; the send failing is a hang-up too. Returns None if the client is
-        gone already."""
-        if self._writer is not None or self._fd < 0:
-            raise RuntimeError("a spare is taken over once, before it is closed")
-        writer = SocketWriter(socket.socket(fileno=self._fd), self._loop)
-        self._fd = -1
-        self._writer = writer
-        writer.write(CHUNKED_PROBE)
-        if writer.closed():
-            return None
-        writer.watch_for_reset(on_hang_up)
-        connection = SpareConnection(writer, self._context)
-        connection._chunked = True  # the head went out on Tornado's connection, chunked
-        return connection
 
     def close(self) -> None:
         """End the spare handle (and the TCP connection, if Tornado closed its own)."""
