@@ -31,7 +31,7 @@ import urllib.request
 
 from load import LoadError, parse_wrk, wrk_version
 from servers import free_port
-from systems import ROOT, VENVS, _WEB_STACK, as_litserve
+from systems import ROOT, VENVS, _WEB_STACK, as_litserve, litserve_venv
 
 EXAMPLE = os.path.join(ROOT, "examples", "embeddings.py")
 LITSERVE_VENV = os.path.join(VENVS, "litserve-embeddings")
@@ -44,19 +44,7 @@ START_TIMEOUT_S = 180.0
 
 def prepare_litserve(log=print) -> str:
     """LitServe's interpreter, in a virtual environment made on first use: torch's CPU build, then the rest."""
-    python = os.path.join(LITSERVE_VENV, "bin", "python")
-    marker = os.path.join(LITSERVE_VENV, "bench-requirements.txt")
-    wanted = "\n".join(("torch==2.13.0", *LITSERVE_REQUIREMENTS)) + "\n"
-    if os.path.exists(marker) and open(marker).read() == wanted:
-        return python
-    log(f"creating {LITSERVE_VENV} (once; takes a few minutes)")
-    subprocess.run([sys.executable, "-m", "venv", "--clear", LITSERVE_VENV], check=True)
-    pip = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, "torch==2.13.0"], check=True)  # first, so that nothing pulls a CUDA build
-    subprocess.run([*pip, *LITSERVE_REQUIREMENTS], check=True)
-    with open(marker, "w") as out:
-        out.write(wanted)
-    return python
+    return litserve_venv(LITSERVE_VENV, LITSERVE_REQUIREMENTS, log=log)
 
 
 def litserve_script(folder: str) -> str:

