@@ -40,17 +40,29 @@ def unbatched(api: LitAPI, output: Any, expected: int, contexts: list[Any]) -> l
         TypeError: ``unbatch`` returned something that is not a sequence.
         HTTPError: 500 when it holds more or fewer than ``expected`` items.
     """
-    items = call_hook(api, "unbatch", contexts, output)
+    return _one_each(
+        call_hook(api, "unbatch", contexts, output),
+        expected,
+        "unbatch must return a sequence with one item per request, got {type}",
+        "batch size mismatch: expected {expected} outputs (one per request in the batch), got {got}; "
+        "predict must return one output per input and unbatch must split it in order",
+    )
+
+
+def _one_each(values: Any, expected: int, not_a_sequence: str, mismatch: str) -> list[Any]:
+    """``values`` as a list of ``expected`` items, one per request of a batch; the messages name the
+    hook at fault (``{type}``: what it gave instead of a sequence; ``{expected}``, ``{got}``: counts).
+
+    Raises:
+        TypeError: ``values`` is not a sequence.
+        HTTPError: 500 when it holds more or fewer than ``expected`` items.
+    """
     try:
-        items = list(items)
+        items = list(values)
     except TypeError:
-        raise TypeError(f"unbatch must return a sequence with one item per request, got {type(items).__name__}") from None
+        raise TypeError(not_a_sequence.format(type=type(values).__name__)) from None
     if len(items) != expected:
-        raise HTTPError(
-            500,
-            f"batch size mismatch: expected {expected} outputs (one per request in the batch), got "
-            f"{len(items)}; predict must return one output per input and unbatch must split it in order",
-        )
+        raise HTTPError(500, mismatch.format(expected=expected, got=len(items)))
     return items
 
 
@@ -113,17 +125,13 @@ def one_per_request(api: LitAPI, step: Any, expected: int, contexts: list[Any]) 
     Raises:
         HTTPError: 500 when it holds more or fewer than ``expected`` items.
     """
-    try:
-        items = list(step)
-    except TypeError:
-        raise TypeError(f"in a batched stream encode_response yields one list per step, one item per request; got {type(step).__name__}") from None
-    if len(items) != expected:
-        raise HTTPError(
-            500,
-            f"batch size mismatch: encode_response yielded {len(items)} items for a batch of {expected}; "
-            "in a batched stream it yields one list per step, one item per request, in order",
-        )
-    return items
+    return _one_each(
+        step,
+        expected,
+        "in a batched stream encode_response yields one list per step, one item per request; got {type}",
+        "batch size mismatch: encode_response yielded {got} items for a batch of {expected}; "
+        "in a batched stream it yields one list per step, one item per request, in order",
+    )
 
 
 def litserve_steps(api: LitAPI, outputs: Iterator[Any], contexts: list[Any]) -> tuple[Any, Any]:
