@@ -193,12 +193,9 @@ class AnswerWriter:
     def _wait_for_write(self) -> None:
         """Go on once the socket took everything written so far; cut the client off if it reads
         nothing for ``client_timeout``."""
-        if not self._client_is_there():
+        if not self._client_is_there():  # a closed stream is settled there: it is never closed below
             return
         stream = self._connection.stream
-        if stream.closed():
-            self._on_client_left()
-            return
         if self._write_deadline is None:
             self._write_deadline = self._loop.call_later(self.serving.client_timeout, self._on_write_stalled)
         # IOStream resolves a write's future once every byte before it is sent: an empty write
@@ -208,12 +205,10 @@ class AnswerWriter:
     def _on_written(self, drained: asyncio.Future[None]) -> None:
         if not drained.cancelled():
             drained.exception()  # a client that left fails the write: handled just below
-        if self._phase is Phase.RELEASED or not self._client_is_there():
+        if not self._client_is_there():  # released, or the client left (a closed stream is settled there)
             return
         stream = self._connection.stream
-        if stream.closed():
-            self._on_client_left()
-        elif stream.writing():
+        if stream.writing():
             self._wait_for_write()
         else:
             self._clear_write_deadline()
