@@ -260,15 +260,20 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
 
     def _on_end_of_file(self) -> None:
         """Tornado read end of file (or a reset) and closed its side while the answer was pending.
-        Before the answer's first byte the client may only have half-closed: probe on the spare,
-        and answer there unless the probe shows it gone. Once the answer began, it is a hang-up
-        (issue 25, bug 8, open: a stream half-closed after its first chunk is cut; taking it over
-        on the spare cost the cancellation floors a round trip, see docs/design.md)."""
+        The client may only have half-closed. Before the answer's first byte: probe on the spare,
+        and answer there unless the probe shows it gone. A stream under way whose bytes were all
+        sent, on a clean end of file (not a reset): go on on the spare unless its probe shows the
+        client gone (issue 25, bug 8). Anything else is a hang-up."""
         if self._phase is Phase.RELEASED or isinstance(self._connection, SpareConnection):
             return  # settled already, by _client_is_there before this callback came
         spare = self._spare
-        if spare is not None and self._phase in ANSWER_NOT_BEGUN:
-            connection = spare.probe(self._on_spare_hung_up)
+        if spare is not None:
+            connection: SpareConnection | None = None
+            stream = self._connection.stream
+            if self._phase in ANSWER_NOT_BEGUN:
+                connection = spare.probe(self._on_spare_hung_up)
+            elif self._phase is Phase.STREAMING and stream.error is None and not stream.writing():
+                connection = spare.take_over(self._on_spare_hung_up)
             if connection is not None:
                 self._connection = connection
                 return
@@ -283,7 +288,7 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
         on must settle that close first, here (the callback then finds nothing to do)."""
         if self._phase is not Phase.RELEASED and self._connection.stream.closed():
             if self._spare is not None and not isinstance(self._connection, SpareConnection):
-                self._on_end_of_file()  # before the answer began, the client may only have half-closed
+                self._on_end_of_file()  # the client may only have half-closed: then the answer goes on on the spare
             else:
                 self._on_client_left()
         return self._phase is not Phase.RELEASED

@@ -113,11 +113,6 @@ def test_a_stream_half_closed_before_its_first_chunk_arrives_whole(serve, events
     assert_nothing_at_error(caplog)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 25, bug 8, open: end of file on a stream under way is a hang-up; the spare's take-over kept the stream whole "
-    "but cost the cancellation floors a round trip (docs/design.md)",
-)
 @pytest.mark.parametrize("sse", [False, True], ids=["ndjson", "sse"])
 def test_a_stream_half_closed_after_its_first_chunks_arrives_whole(serve, events, caplog, sse):
     """Issue 25, bug 8: a half-close 10 ms after a streaming request cut the stream short (18 of
