@@ -134,7 +134,10 @@ class RaisingOnlyAuthorize(Doubler):
 
 
 class Ticker(litkit.LitAPI):
-    """Streams ``{"i": n}`` every ``interval`` seconds and records each yield and the finally."""
+    """Streams ``{"i": n}`` every ``interval`` seconds and records each yield and the finally.
+
+    With ``gate``, chunk ``n`` (after the first) is made only once the file ``<gate><n>`` exists
+    (given up after ``wait_s``): the test paces the stream (``conftest.hang_up_mid_stream``)."""
 
     def __init__(self, events=None):
         self.events = events
@@ -155,6 +158,8 @@ class Ticker(litkit.LitAPI):
                     wait_for_file(x["then_wait_for"])
                 if x.get("fail_at") == i:
                     raise RuntimeError(f"failed at chunk {i}")
+                if i and "gate" in x and not wait_for_file(f"{x['gate']}{i}", x.get("wait_s", 10.0)):
+                    return
                 record(self.events, "yield", i=i)
                 yield i
                 if interval:
@@ -344,7 +349,8 @@ class AsyncSleeper(litkit.LitAPI):
 
 
 class AsyncTicker(litkit.LitAPI):
-    """An async generator streaming ``{"i": n}`` every ``interval`` seconds; records how it ended."""
+    """An async generator streaming ``{"i": n}`` every ``interval`` seconds; records how it ended.
+    ``gate`` as for ``Ticker``, awaited (the worker's loop runs while it waits)."""
 
     def __init__(self, events=None):
         self.events = events
@@ -354,6 +360,12 @@ class AsyncTicker(litkit.LitAPI):
 
         try:
             for i in range(x.get("n", 100_000)):
+                if i and "gate" in x:
+                    deadline = time.monotonic() + x.get("wait_s", 10.0)
+                    while not os.path.exists(f"{x['gate']}{i}"):
+                        if time.monotonic() > deadline:
+                            return
+                        await asyncio.sleep(0.002)
                 record(self.events, "yield", i=i, tag=x.get("tag"))
                 yield {"i": i, "pad": "x" * x["pad"]} if "pad" in x else {"i": i}
                 if x.get("interval", 0.001) is not None:  # None: never await between chunks

@@ -181,6 +181,43 @@ class ChunkReader:
         self.file.close()
 
 
+def next_chunk(reader: ChunkReader) -> dict[str, Any]:
+    """The next chunk of an NDJSON or SSE stream, as JSON (SSE's blank lines and comments skipped)."""
+    while True:
+        line = reader.line()
+        if line.startswith(b"data: "):
+            return json.loads(line[len(b"data: "):])
+        if line.strip() and not line.startswith((b":", b"event:", b"id:")):
+            return json.loads(line)
+
+
+def hang_up_mid_stream(server: Any, events: Any, gate: str, read: int, headers: dict[str, str] | None = None) -> float:
+    """Stream from a gated ``apis.Ticker``/``AsyncTicker`` (chunk n made once ``<gate><n>`` exists),
+    read ``read`` chunks, hang up, wait until the server has counted the request cancelled, and only
+    then open the gate of the next chunk; wait for the generator's ``finally``. Returns the
+    monotonic time of the hang-up.
+
+    So the generator makes its next chunk after the server saw the hang-up, whatever the machine's
+    speed: the worker's write of it must fail and close the generator. How soon the server sees a
+    hang-up is measured by the benchmark (``benchmarks/run.py``, cancellation at 1 and 20 ms)."""
+    sock = raw_post(server.url, json.dumps({"gate": gate, "wait_s": DEADLINE_S}).encode(), headers)
+    reader = ChunkReader(sock)
+    try:
+        assert reader.status == 200
+        for i in range(read):
+            assert next_chunk(reader) == {"i": i}
+            if i + 1 < read:
+                open(f"{gate}{i + 1}", "w").close()
+    finally:
+        reader.close()
+        sock.close()
+    hung_up = time.monotonic()
+    wait_until(lambda: server.status()["counts"]["cancelled"] == 1, message="the server to count the stream cancelled")
+    open(f"{gate}{read}", "w").close()
+    events.wait_for("finally")
+    return hung_up
+
+
 @pytest.fixture(scope="session")
 def ray_serve() -> Iterator[str]:
     """One local Ray for every Ray test module (tests/ray, marked ray), with Serve's proxy on a free

@@ -28,8 +28,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(180)]
 PREFIX = "/user/ada/"
 ACCEPT = {"ndjson": "application/x-ndjson", "sse": "text/event-stream"}
 HANG_UP_AFTER = 5
-FINALLY_WITHIN_S = 0.100  # the issue's floor
-TOKEN_INTERVAL_S = 0.05
 
 
 @pytest.fixture(scope="module")
@@ -127,28 +125,37 @@ def test_streams_arrive_through_the_route_chunk_by_chunk(hub, served, tmp_path: 
 
 
 @pytest.mark.parametrize("kind", ["ndjson", "sse"])
-def test_a_hang_up_through_the_route_stops_the_generator(hub, served, events: Events, kind: str):
-    """The browser leaves after 5 chunks: the relay hangs up on litkit at once, so the generator
-    yields at most one more token and its ``finally`` runs within 100 ms."""
+def test_a_hang_up_through_the_route_stops_the_generator(hub, served, events: Events, tmp_path: Path, kind: str):
+    """The browser leaves after 5 chunks: the relay hangs up on litkit, which counts the request
+    cancelled; the generator's next chunk, made only then (a gate per chunk), is its last. How soon
+    the hang-up gets through is measured by ``benchmarks/jupyter_route.py``."""
     server, kernel = hub
     info = served("apis.Ticker(EVENTS)")
-    body = json.dumps({"n": 1000, "interval": TOKEN_INTERVAL_S}).encode()
+    gate = str(tmp_path / "gate-")
+    body = json.dumps({"gate": gate, "wait_s": DEADLINE_S}).encode()
     sock = raw_post(f"http://127.0.0.1:{server.port}", body, {**server.auth(), "Accept": ACCEPT[kind]}, path=_route(server, info["port"]))
     sock.settimeout(DEADLINE_S)
     reader = ChunkReader(sock)
-    chunks = _data_lines(reader, kind)
-    assert [next(chunks)["i"] for _ in range(HANG_UP_AFTER)] == list(range(HANG_UP_AFTER))
+    try:
+        chunks = _data_lines(reader, kind)
+        for i in range(HANG_UP_AFTER):
+            assert next(chunks)["i"] == i
+            if i + 1 < HANG_UP_AFTER:
+                Path(f"{gate}{i + 1}").touch()
+    finally:
+        reader.close()
+        sock.close()
     hung_up = time.monotonic()
-    reader.close()
-    sock.close()
-    finally_at = events.wait_for("finally")[0]["t"]
-    # Tokens the worker produced after the hang-up (one may have been on its way before it: a busy
-    # machine can hold the reader back a token's time).
-    after = [event for event in events.named("yield") if event["t"] > hung_up]
-    assert finally_at - hung_up < FINALLY_WITHIN_S, f"finally ran {1000 * (finally_at - hung_up):.0f} ms after the hang-up"
-    assert len(after) <= 1, f"{len(after)} tokens produced after the client hung up"
-    counts = json.loads(kernel.run("import json; print(json.dumps(server.status()['counts']))"))
-    assert counts["cancelled"] == 1 and counts["completed"] == 0, counts
+
+    def counts() -> dict[str, int]:
+        return json.loads(kernel.run("import json; print(json.dumps(server.status()['counts']))"))
+
+    wait_until(lambda: counts()["cancelled"] == 1, message="litkit to count the stream cancelled")
+    Path(f"{gate}{HANG_UP_AFTER}").touch()
+    events.wait_for("finally")
+    after = [event["i"] for event in events.named("yield") if event["t"] > hung_up]
+    assert after == [HANG_UP_AFTER], f"the generator made {after} after the client hung up"
+    assert counts()["completed"] == 0
 
 
 def test_the_route_refuses_a_port_no_kernel_registered(hub):
@@ -254,7 +261,7 @@ def test_outside_jupyterhub_the_route_works_and_public_url_stays_direct(tmp_path
             kernel.shutdown()
 
 
-def test_the_dashboard_s_cancel_through_the_route_answers_while_a_cell_runs(hub, served, events: Events):
+def test_the_dashboard_s_cancel_through_the_route_answers_while_a_cell_runs(hub, served, events: Events, tmp_path: Path):
     """The widget's control URL is on litkit's route; a Cancel sent there (as the browser's panel
     sends it) takes effect while the kernel is busy in ``time.sleep``."""
     server, kernel = hub
@@ -265,22 +272,25 @@ def test_the_dashboard_s_cancel_through_the_route_answers_while_a_cell_runs(hub,
     sock.settimeout(DEADLINE_S)
     reader = ChunkReader(sock)
     reader.line()
-    busy = kernel.client.execute("import time; time.sleep(3)")
+    # The cell sleeps until a file exists (at most DEADLINE_S): the Cancel must be answered, and the
+    # generator stopped, while it still sleeps, whatever the machine's speed.
+    wake = tmp_path / "wake"
+    busy = kernel.client.execute(f"from apis import wait_for_file; wait_for_file({str(wake)!r}, {DEADLINE_S})")
     try:
         kernel.client.get_iopub_msg(timeout=DEADLINE_S)  # status: busy
-        clicked = time.monotonic()
         answer = requests.post(
             f"http://127.0.0.1:{server.port}{control['url']}/cancel", json={"request_id": "long"}, headers={**server.auth(), control["header"]: control["secret"]}, timeout=HTTP_TIMEOUT_S
         )
-        took_s = time.monotonic() - clicked
         assert answer.status_code == 200 and answer.json() == {"cancelled": True, "request_id": "long"}
-        assert took_s < 0.25, f"Cancel took {1000 * took_s:.0f} ms while the kernel slept"
         events.wait_for("finally")
+        assert not wake.exists() and not kernel.client.shell_channel.msg_ready(), "the cell no longer ran: the Cancel went through the kernel"
+        wake.touch()
         refused = requests.post(f"http://127.0.0.1:{server.port}{control['url']}/stop", headers=server.auth(), timeout=HTTP_TIMEOUT_S)
         assert refused.status_code == 403  # Jupyter's login alone does not open the control paths
     finally:
         reader.close()
         sock.close()
+        wake.touch()
         kernel.client.get_shell_msg(timeout=DEADLINE_S)  # the sleeping cell's reply
         assert busy
 

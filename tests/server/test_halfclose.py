@@ -8,7 +8,6 @@ import json
 import os
 import socket
 import struct
-import time
 
 import pytest
 
@@ -227,9 +226,7 @@ def test_a_client_that_half_closed_and_then_closes_is_a_hang_up(serve, events, c
     events.wait_for("started")
     half_close_and_wait_for_the_probe(sock)
     sock.close()
-    hung_up = time.monotonic()
-    saw = events.wait_for("saw_cancelled")[0]
-    assert saw["t"] - hung_up < 0.1
+    events.wait_for("saw_cancelled")  # predict loops until litkit.cancelled(): long before its own end
     wait_until(lambda: server.status()["counts"]["cancelled"] == 1, message="the request to be counted cancelled")
     assert_nothing_at_error(caplog)
 

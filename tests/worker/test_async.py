@@ -10,14 +10,13 @@ import os
 import stat
 import struct
 import termios
-import time
 
 import pytest
 import requests
 
 import apis
 import litkit
-from conftest import ChunkReader, assert_no_children, raw_post, serving_pid, wait_until
+from conftest import ChunkReader, assert_no_children, hang_up_mid_stream, raw_post, serving_pid, wait_until
 
 
 def _post_all(server, payloads, timeout=10.0):
@@ -60,28 +59,21 @@ def test_a_client_leaving_cancels_its_awaiting_predict_only(serve, events):
         leaving = raw_post(server.url, json.dumps({"tag": "leaver", "delay": 30}).encode())
         wait_until(lambda: len(events.named("started")) == 2, message="both requests to start")
         leaving.close()
-        hung_up = time.monotonic()
-        (cancelled,) = events.wait_for("cancelled_error")
+        (cancelled,) = events.wait_for("cancelled_error")  # long before the leaver's 30 s
         assert cancelled["tag"] == "leaver"
-        assert cancelled["t"] - hung_up < 1.0
         assert other.result().json()["tag"] == "other"
     assert {e["tag"] for e in events.named("finally")} == {"leaver", "other"}
     wait_until(lambda: server.status()["counts"]["cancelled"] == 1, message="the leaver to be counted cancelled")
 
 
-def test_a_client_leaving_an_async_stream_closes_the_generator_within_the_floor(serve, events):
-    """As for sync generators: `finally` runs within 50 ms of the hang-up, at most one more chunk is made."""
+def test_a_client_leaving_an_async_stream_closes_the_generator(serve, events, tmp_path):
+    """As for sync generators: once the server has seen the hang-up, the generator makes at most
+    one more chunk (none if the worker cancels it while it awaits) and its ``finally`` runs.
+    (Chunks every 1 ms: the benchmark's floors, ``benchmarks/run.py``.)"""
     server = serve(apis.AsyncTicker(events.path), max_concurrency=2)
-    sock = raw_post(server.url, json.dumps({"interval": 0.001}).encode())
-    reader = ChunkReader(sock)
-    for _ in range(10):
-        reader.line()
-    reader.close()
-    sock.close()
-    hung_up = time.monotonic()
-    finally_event = events.wait_for("finally")[0]
-    assert finally_event["t"] - hung_up < 0.050, f"finally ran {1000 * (finally_event['t'] - hung_up):.1f} ms after the hang-up"
-    assert len([e for e in events.named("yield") if e["t"] > hung_up]) <= 1
+    hung_up = hang_up_mid_stream(server, events, str(tmp_path / "gate-"), 10)
+    after = [e["i"] for e in events.named("yield") if e["t"] > hung_up]
+    assert after in ([], [10]), f"the generator made {after} after the hang-up"
     # Awaiting when the pipe closed: CancelledError; suspended at its yield: GeneratorExit (aclose).
     assert events.named("cancelled_error") or events.named("generator_exit")
     wait_until(lambda: server.status()["counts"]["cancelled"] == 1, message="the stream to be counted cancelled")

@@ -9,47 +9,26 @@ import pytest
 import requests
 
 import apis
-from conftest import ChunkReader, assert_nothing_at_error, raw_post, wait_until
+from conftest import ChunkReader, assert_nothing_at_error, hang_up_mid_stream, raw_post, wait_until
 
 
-def _disconnect_after(server, events, chunks_to_read: int, headers=None, interval=0.001):
-    """Stream from a Ticker, read some chunks, hang up; return the monotonic time of the hang-up."""
-    sock = raw_post(server.url, json.dumps({"interval": interval}).encode(), headers)
-    reader = ChunkReader(sock)
-    assert reader.status == 200
-    for _ in range(chunks_to_read):
-        reader.line()
-    reader.close()
-    sock.close()
-    return time.monotonic()
-
-
-def test_disconnect_mid_stream_closes_the_generator_within_the_floors(serve, events):
-    """Chunks every 1 ms; after the hang-up at most 1 more chunk is produced and `finally` runs within 50 ms."""
+@pytest.mark.parametrize("sse", [False, True], ids=["ndjson", "sse"])
+def test_disconnect_mid_stream_closes_the_generator_at_its_next_chunk(serve, events, tmp_path, sse):
+    """The client leaves after 10 chunks; the generator's next chunk, made once the server has seen
+    the hang-up, is its last: its write fails, GeneratorExit reaches it and its ``finally`` runs.
+    (With a chunk every 1 ms, the benchmark's floors: at most one chunk after the hang-up,
+    ``finally`` within 50 ms; ``benchmarks/run.py``, docs/benchmarks.md.)"""
     server = serve(apis.Ticker(events.path))
-    hung_up = _disconnect_after(server, events, 10)
-    finally_event = events.wait_for("finally")[0]
-    produced_after = [e for e in events.named("yield") if e["t"] > hung_up]
-    assert len(produced_after) <= 1, f"the generator kept producing after the hang-up: {produced_after}"
-    assert finally_event["t"] - hung_up < 0.050, f"finally ran {1000 * (finally_event['t'] - hung_up):.1f} ms after the hang-up"
+    headers = {"Accept": "text/event-stream"} if sse else None
+    hung_up = hang_up_mid_stream(server, events, str(tmp_path / "gate-"), 10, headers)
+    produced_after = [e["i"] for e in events.named("yield") if e["t"] > hung_up]
+    assert produced_after == [10], f"the generator made {produced_after} after the hang-up"
     assert events.named("generator_exit"), "GeneratorExit never reached the user's generator"
-    wait_until(lambda: server.status()["counts"]["cancelled"] == 1, message="the stream to be counted cancelled")
     record = server.status()["recent"][0]
     assert record["state"] == "cancelled"
     assert record["error"].startswith("client left after ")
-    # The freed worker serves the next request at once.
-    started = time.monotonic()
-    chunks = list(server.stream({"n": 3, "interval": 0}))
-    assert chunks == [{"i": 0}, {"i": 1}, {"i": 2}]
-    assert time.monotonic() - started < 1.0
-
-
-def test_disconnect_mid_sse_stream_closes_the_generator(serve, events):
-    server = serve(apis.Ticker(events.path))
-    hung_up = _disconnect_after(server, events, 5, headers={"Accept": "text/event-stream"})
-    finally_event = events.wait_for("finally")[0]
-    assert finally_event["t"] - hung_up < 0.050
-    assert len([e for e in events.named("yield") if e["t"] > hung_up]) <= 1
+    # The freed worker serves the next request.
+    assert list(server.stream({"n": 3, "interval": 0})) == [{"i": 0}, {"i": 1}, {"i": 2}]
 
 
 def test_closing_the_client_iterator_cancels_the_stream(serve, events):
@@ -89,9 +68,8 @@ def test_non_streaming_disconnect_turns_cancelled_true_and_discards_the_result(s
     sock = raw_post(server.url, b"{}")
     events.wait_for("started")
     sock.close()
-    hung_up = time.monotonic()
-    saw = events.wait_for("saw_cancelled")[0]
-    assert saw["t"] - hung_up < 0.1, f"cancelled {1000 * (saw['t'] - hung_up):.1f} ms after the close"
+    # predict loops until litkit.cancelled() turns True: the event says it did, before the loop's own end.
+    events.wait_for("saw_cancelled")
     wait_until(lambda: server.status()["counts"]["cancelled"] == 1, message="cancelled count 1")
     assert server.status()["counts"]["completed"] == 0
     assert server.status()["recent"][0]["error"] == "client left after 0 chunks"
@@ -102,11 +80,13 @@ def test_non_streaming_disconnect_turns_cancelled_true_and_discards_the_result(s
 def test_timeout_answers_504_and_closes_the_generator(serve, events):
     server = serve(apis.Ticker(events.path), timeout=0.2)
     started = time.monotonic()
-    # 1 s of work before the first chunk, never checking litkit.cancelled(); the 504 comes at 0.2 s
-    # (the bound leaves room for a busy machine and still proves the answer did not wait for the work).
-    response = requests.post(server.url + "/predict", json={"sleep_steps": 100, "interval": 0.001}, timeout=10)
+    # 3 s of work before the first chunk, never checking litkit.cancelled(); the 504 comes at 0.2 s,
+    # not before, and does not wait for the work.
+    response = requests.post(server.url + "/predict", json={"sleep_steps": 300, "interval": 0.001}, timeout=10)
+    answered_s = time.monotonic() - started
     assert response.status_code == 504
-    assert 0.2 <= time.monotonic() - started < 0.8
+    assert answered_s >= 0.2
+    assert not events.named("finally"), f"the 504 waited for the work ({answered_s:.2f} s)"
     assert "timeout=0.2s" in response.json()["error"]
     events.wait_for("finally")
     assert len(events.named("yield")) <= 1  # the first chunk's write found the pipe closed
@@ -161,8 +141,8 @@ def test_timeout_turns_cancelled_true_in_a_non_streaming_hook(serve, events):
     response = requests.post(server.url + "/predict", json={}, timeout=10)
     assert response.status_code == 504
     started = events.wait_for("started")[0]
-    saw = events.wait_for("saw_cancelled")[0]
-    assert 0.15 < saw["t"] - started["t"] < 0.5
+    saw = events.wait_for("saw_cancelled")[0]  # before the hook's own 10-s loop ended
+    assert saw["t"] - started["t"] > 0.15, "cancelled() turned True before the timeout"
     wait_until(lambda: server.status()["counts"]["timed_out"] == 1, message="timed_out count 1")
 
 
