@@ -697,3 +697,36 @@ class RowsTicker(litkit.LitAPI):
             record(self.events, "step", step=step, cancelled=rows, all=litkit.cancelled())
             yield [{"i": step, "tag": x.get("tag")} if step < x.get("n", 100_000) else litkit.FINISHED for x in batch]
             time.sleep(batch[0].get("interval", 0.002))
+
+
+class JoinTicker(litkit.LitAPI):
+    """A batched stream that takes joiners (``joinable``, unless built with ``joinable=False``):
+    request *i* gets ``{"i", "tag", "rows"}`` at each of its own ``n`` steps (``rows``: how many
+    requests ``predict``'s list held at that step), then ``litkit.FINISHED``; ``predict`` returns
+    once every request of its list is finished. Each call records a ``batch`` event, each step a
+    ``step`` event with the list's length, tags and ``litkit.cancelled(i)`` for each."""
+
+    joinable = True
+
+    def __init__(self, events=None, joinable=True):
+        self.events = events
+        self.joinable = joinable
+
+    def predict(self, batch):
+        record(self.events, "batch", size=len(batch), tags=[x.get("tag") for x in batch])
+        given: list[int] = []  # per request of the list: the items it received
+        while True:
+            given += [0] * (len(batch) - len(given))  # requests that joined since the last step
+            if all(count >= x.get("n", 100_000) for count, x in zip(given, batch)):
+                return
+            items = []
+            for i, x in enumerate(batch):
+                if given[i] < x.get("n", 100_000):
+                    items.append({"i": given[i], "tag": x.get("tag"), "rows": len(batch)})
+                    given[i] += 1
+                else:
+                    items.append(litkit.FINISHED)
+            cancelled = [litkit.cancelled(i) for i in range(len(batch))]
+            record(self.events, "step", rows=len(batch), tags=[x.get("tag") for x in batch], cancelled=cancelled)
+            yield items
+            time.sleep(batch[0].get("interval", 0.002))
