@@ -730,3 +730,38 @@ class JoinTicker(litkit.LitAPI):
             record(self.events, "step", rows=len(batch), tags=[x.get("tag") for x in batch], cancelled=cancelled)
             yield items
             time.sleep(batch[0].get("interval", 0.002))
+
+
+class ChatWordsBatched(litkit.LitAPI):
+    """``ChatWords`` as a batched stream that takes joiners: request *i*'s reply is the words of its
+    last message, one per step (``max_tokens`` words when given, repeating them, then
+    finish_reason "length"), then ``litkit.FINISHED``. Each call records a ``batch`` event, each
+    step a ``step`` event with the number of requests in ``predict``'s list."""
+
+    joinable = True
+
+    def __init__(self, events=None, interval=0.002):
+        self.events = events
+        self.interval = interval
+
+    def predict(self, requests):
+        record(self.events, "batch", size=len(requests))
+        given: list[int] = []
+        while True:
+            given += [0] * (len(requests) - len(given))  # requests that joined since the last step
+            lengths = [r.get("max_tokens") or len(r["messages"][-1]["content"].split()) for r in requests]
+            if all(count > length for count, length in zip(given, lengths)):
+                return
+            items = []
+            for i, (request, length) in enumerate(zip(requests, lengths)):
+                words = request["messages"][-1]["content"].split()
+                if given[i] < length:
+                    items.append(("" if given[i] == 0 else " ") + words[given[i] % len(words)])
+                elif given[i] == length and request.get("max_tokens"):
+                    items.append({"content": "", "finish_reason": "length"})
+                else:
+                    items.append(litkit.FINISHED)
+                given[i] += 1
+            record(self.events, "step", rows=len(requests))
+            yield items
+            time.sleep(self.interval)

@@ -195,35 +195,49 @@ def _predict_batch(api: LitAPI, live: list[_Live], spec: Any) -> None:
 
 
 class _Stream:
-    """One request of a batched stream in litkit's order: its share of each step, through its own
-    ``encode_response``."""
+    """One request of a batched stream: its share of each step (in litkit's order, through its own
+    ``encode_response``; in LitServe's, as ``encode_response``'s step list gave it), streamed
+    through the spec's envelope if there is one, or gathered into the spec's whole answer for a
+    request that does not stream."""
 
-    def __init__(self, index: int, request: _Live, lane: Iterator[Any], api: LitAPI) -> None:
+    def __init__(self, index: int, request: _Live, lane: Iterator[Any], api: LitAPI, spec: Any, litserve: bool) -> None:
         self.index = index
         self.request_id = request.request_id
         self.channel = request.channel
+        self.decoded = request.decoded
         self.lane = lane
-        self.chunks = chunks_of(api, lane, request.decoded.hook_context)
-        self.iterator = iter(self.chunks)
+        self.spec = spec
+        self.chunks = lane if litserve else chunks_of(api, lane, request.decoded.hook_context)
+        self.encode = litserve_chunk if litserve else encode_chunk
+        self.gathered: list[Any] | None = [] if spec is not None and not request.decoded.streams else None
+        self.parts = spec.stream(self.chunks, request.decoded.spec_context) if spec is not None and self.gathered is None else self.chunks
+        self.iterator = iter(self.parts)
 
     def step(self, lanes: Lanes) -> bool:
-        """Send this request's next chunk; False once it is finished (END, its own error, or gone)."""
+        """Send (or gather) this request's next chunk; False once it is finished (END, its answer,
+        its own error, or gone)."""
         if self.channel.is_cancelled():
             return False  # gone: it stops collecting its share before the next step is computed
         try:
-            chunk = encode_chunk(next(self.iterator))
+            item = next(self.iterator)
+            if self.gathered is None:
+                return _send(self.channel, Kind.CHUNK, self.encode(item))
+            self.gathered.append(item)
+            return True
         except StopIteration:
-            _send(self.channel, Kind.END)
-            return False
+            if self.gathered is None:
+                _send(self.channel, Kind.END)
+                return False
+            kind, payload = Kind.RESULT, encode_json(self.spec.complete(self.gathered, self.decoded.spec_context))
         except Exception as error:
             if lanes.error is not None:
                 raise  # predict or unbatch failed: the whole batch ends
-            _send(self.channel, Kind.ERROR, encode_error(error))  # its own encode_response failed
-            return False
-        return _send(self.channel, Kind.CHUNK, chunk)
+            kind, payload = Kind.ERROR, encode_error(error)  # its own encode_response (or envelope) failed
+        _send(self.channel, kind, payload)
+        return False
 
     def close(self) -> None:
-        close_quietly(self.iterator, self.chunks, self.lane)
+        close_quietly(self.iterator, self.parts, self.chunks, self.lane)
 
 
 def _stream_batch(api: LitAPI, live: list[_Live], spec: Any, litserve: bool, joiners: _Joiners | None) -> None:
@@ -236,7 +250,7 @@ def _stream_batch(api: LitAPI, live: list[_Live], spec: Any, litserve: bool, joi
     ``joiners``, the requests that arrived join it before each step."""
     to_close: tuple[Any, ...] = ()
     lanes: Lanes | None = None
-    runs: list[Any] = []
+    runs: list[_Stream] = []
     started = False
     try:
         contexts = [request.decoded.hook_context for request in live]
@@ -252,10 +266,8 @@ def _stream_batch(api: LitAPI, live: list[_Live], spec: Any, litserve: bool, joi
         else:
             lanes = split = Lanes(api, iter(outputs), len(live), contexts)
 
-        def run_of(index: int, request: _Live) -> Any:
-            if litserve:
-                return _LitServeRun(index, request, split.lane(index), spec)
-            return _Stream(index, request, split.lane(index), api)
+        def run_of(index: int, request: _Live) -> _Stream:
+            return _Stream(index, request, split.lane(index), api, spec, litserve)
 
         runs = [run_of(index, request) for index, request in enumerate(live)]
         started = True
@@ -277,48 +289,6 @@ def _stream_batch(api: LitAPI, live: list[_Live], spec: Any, litserve: bool, joi
         for run in runs:
             run.close()
         close_quietly(*to_close)  # every client has left, or the stream ended: GeneratorExit reaches predict
-
-
-class _LitServeRun:
-    """One request of a LitServe batched stream: its share, streamed (through the spec's envelope
-    if any), or gathered into the spec's whole answer."""
-
-    def __init__(self, index: int, request: _Live, lane: Iterator[Any], spec: Any) -> None:
-        self.index = index
-        self.request_id = request.request_id
-        self.channel = request.channel
-        self.decoded = request.decoded
-        self.lane = lane
-        self.spec = spec
-        self.gathered: list[Any] | None = [] if spec is not None and not request.decoded.streams else None
-        self.parts = spec.stream(lane, request.decoded.spec_context) if spec is not None and self.gathered is None else lane
-        self.iterator = iter(self.parts)
-
-    def step(self, lanes: Lanes) -> bool:
-        """Send (or gather) this request's next item; False once it is finished or gone."""
-        if self.channel.is_cancelled():
-            return False
-        try:
-            item = next(self.iterator)
-        except StopIteration:
-            if self.gathered is None:
-                _send(self.channel, Kind.END)
-                return False
-            kind, payload = Kind.RESULT, encode_json(self.spec.complete(self.gathered, self.decoded.spec_context))
-        except Exception as error:
-            if lanes.error is not None:
-                raise  # predict, unbatch or encode_response failed: the whole batch ends
-            kind, payload = Kind.ERROR, encode_error(error)  # its own envelope failed
-        else:
-            if self.gathered is not None:
-                self.gathered.append(item)
-                return True
-            return _send(self.channel, Kind.CHUNK, litserve_chunk(item))
-        _send(self.channel, kind, payload)
-        return False
-
-    def close(self) -> None:
-        close_quietly(self.iterator, self.parts, self.lane)
 
 
 def _send(channel: Channel, kind: Kind, payload: bytes = b"") -> bool:
