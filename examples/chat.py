@@ -440,11 +440,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=1, metavar="N", help="decode up to N concurrent streams together, one forward per step (SmolChatBatched)")
     parser.add_argument("--batch-timeout", type=float, default=None, metavar="S",
                         help=f"with --batch: how long a free worker waits for more requests to start together (default {BATCH_TIMEOUT_S})")
+    parser.add_argument("--no-join", action="store_true",
+                        help="with --batch: a request that arrives while a batch decodes waits for it to end instead of joining it")
     args = parser.parse_args(argv)
     if args.batch < 1:
         parser.error(f"--batch must be at least 1, got {args.batch}")
-    if args.batch_timeout is not None and args.batch == 1:
-        parser.error("--batch-timeout applies to a batch: give --batch N (N > 1) too")
+    if (args.batch_timeout is not None or args.no_join) and args.batch == 1:
+        parser.error(f"{'--batch-timeout' if args.batch_timeout is not None else '--no-join'} applies to a batch: give --batch N (N > 1) too")
     if args.batch > 1:
         if args.generate:
             parser.error("--batch decodes step by step; leave out --generate")
@@ -453,6 +455,7 @@ def main(argv: list[str] | None = None) -> None:
         # start together. Prints "litkit: serving SmolChatBatched at <url>/v1/chat/completions ...".
         timeout = BATCH_TIMEOUT_S if args.batch_timeout is None else args.batch_timeout
         batched = SmolChatBatched(max_batch_size=args.batch, batch_timeout=timeout, spec=litkit.specs.OpenAIChat(model=MODEL))
+        batched.joinable = not args.no_join
         litkit.LitServer(batched).run(port=args.port, generate_client_file=False)
         return
     api = SmolChatGenerate() if args.generate else SmolChat()

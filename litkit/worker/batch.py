@@ -272,7 +272,9 @@ def _stream_batch(api: LitAPI, live: list[_Live], spec: Any, litserve: bool, joi
         runs = [run_of(index, request) for index, request in enumerate(live)]
         started = True
         while runs:
-            if joiners is not None:  # between two steps: predict is suspended at a yield (or not started)
+            # Between two steps: predict is suspended at a yield (or not started). Once it has
+            # returned, a request that came to join stays on the socket and starts the next batch.
+            if joiners is not None and not split.exhausted:
                 runs.extend(run_of(split.join(), request) for request in joiners.take(inputs, contexts))
             for run in list(runs):
                 if not run.step(split):
