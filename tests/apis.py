@@ -765,3 +765,22 @@ class ChatWordsBatched(litkit.LitAPI):
             record(self.events, "step", rows=len(requests))
             yield items
             time.sleep(self.interval)
+
+
+class BatchCancelWatcher(litkit.LitAPI):
+    """A batched predict that does not stream: it waits (10 s at most) for the client of a request
+    of its batch to leave, records what ``litkit.cancelled(i)`` says for each request (by tag) and
+    ``litkit.cancelled()``, then answers each request its tag."""
+
+    def __init__(self, events=None):
+        self.events = events
+
+    def predict(self, batch):
+        record(self.events, "batch", size=len(batch), tags=[x.get("tag") for x in batch])
+        deadline = time.monotonic() + 10
+        rows = [False] * len(batch)
+        while time.monotonic() < deadline and not any(rows):
+            time.sleep(0.01)
+            rows = [litkit.cancelled(i) for i in range(len(batch))]
+        record(self.events, "rows", cancelled={x.get("tag"): row for x, row in zip(batch, rows)}, all=litkit.cancelled())
+        return [{"tag": x.get("tag")} for x in batch]

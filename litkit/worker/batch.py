@@ -29,7 +29,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator, NamedTuple, Protocol
 
 from ..api import LitAPI
-from ..cancellation import _set_current
+from ..cancellation import _BatchRows, _set_current
 from ..contract.answer import Decoded, chunks_of, decode, encode_single
 from ..contract.batching import Lanes, litserve_steps, one_per_request, predicted
 from ..contract.conventions import follows_litserve, litserve_chunk
@@ -70,22 +70,6 @@ class _Live(NamedTuple):
     decoded: Decoded
 
 
-class _AllGone:
-    """``litkit.cancelled()`` during a batch: True once every client of the batch has left;
-    ``litkit.cancelled(i)``: once the client of request ``i`` (its index in ``predict``'s list) has."""
-
-    def __init__(self, channels: list[Channel]) -> None:
-        self.channels = channels
-
-    def is_cancelled(self) -> bool:
-        return all(channel.is_cancelled() for channel in self.channels)
-
-    def is_row_cancelled(self, index: int) -> bool:
-        if not 0 <= index < len(self.channels):
-            raise IndexError(f"litkit.cancelled({index}): this batch holds {len(self.channels)} requests, indexed 0 to {len(self.channels) - 1}")
-        return self.channels[index].is_cancelled()
-
-
 def run_batch(
     api: LitAPI, bodies: list[bytes], channels: list[Channel], stream: bool, spec: Any = None, request_ids: list[str] | None = None,
     joining: Joining | None = None,
@@ -101,7 +85,7 @@ def run_batch(
     try:
         live = _decode_each(api, bodies, channels, stream, spec, ids, left)
         if live:
-            rows = _AllGone([request.channel for request in live])
+            rows = _BatchRows([request.channel for request in live])
             _set_current(rows)
             if stream:
                 joiners = _Joiners(api, spec, joining, rows, channels, ids) if joining is not None else None
@@ -140,7 +124,7 @@ class _Joiners:
     the batch's lists (``predict``'s inputs, the contexts, the rows ``litkit.cancelled(i)`` reads,
     the channels to close, the ids ``DONE`` names)."""
 
-    def __init__(self, api: LitAPI, spec: Any, joining: Joining, rows: _AllGone, channels: list[Channel], ids: list[str]) -> None:
+    def __init__(self, api: LitAPI, spec: Any, joining: Joining, rows: _BatchRows, channels: list[Channel], ids: list[str]) -> None:
         self.api = api
         self.spec = spec
         self.joining = joining
@@ -174,7 +158,7 @@ class _Joiners:
         for request in joined:
             inputs.append(request.decoded.x)
             contexts.append(request.decoded.hook_context)
-            self.rows.channels.append(request.channel)
+            self.rows.members.append(request.channel)
         return joined
 
 
