@@ -37,8 +37,13 @@ decode together, one forward pass per step), each on a fresh server per round, t
 alternating: 1, 4 and 8 clients start a ``--tokens``-token stream at once; the **aggregate
 tokens/s** is every client's content chunks (one per token for this prompt) over the time from
 sending to the last chunk any client read. Requests that arrive within the example's
-``batch_timeout`` (50 ms) of each other start together; a request that arrives later waits for the
-running batch to end (a new request cannot join a running batch).
+``batch_timeout`` (50 ms) of each other start together.
+
+Then **joining**: ``--batch 8`` beside ``--batch 8 --no-join``, a fresh server each per round: 4
+clients start a ``--tokens``-token stream ``--gap`` seconds apart (default 1 s), so each but the
+first arrives while a batch decodes: it joins that batch at the next step, or (``--no-join``)
+waits for it to end. The aggregate tokens/s (every chunk over the time from the first request
+sent to the last chunk read), and the later streams' time to first token (median of the 3).
 """
 
 from __future__ import annotations
@@ -280,6 +285,58 @@ def batching(rounds: int, tokens: int) -> None:
         print(f"| {clients} | {unbatched:.2f} | {batched:.2f} | {batched / unbatched:.2f} |")
 
 
+def staggered_streams(port: int, clients: int, tokens: int, gap: float, tag: str) -> tuple[float, float]:
+    """``clients`` streams of ``tokens`` tokens, started ``gap`` seconds apart: their content chunks
+    per second, all together, from the first request sent to the last chunk; and the median time
+    to first token of the streams after the first."""
+    arrivals: list[list[float]] = [[] for _ in range(clients)]
+    started = [0.0] * clients
+    errors: list[BaseException] = []
+
+    def read(index: int) -> None:
+        try:
+            started[index] = time.monotonic()
+            arrivals[index].extend(stream(port, PROMPT, tokens, f"{tag}-{index}"))
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=read, args=(index,), daemon=True) for index in range(clients)]
+    first = time.monotonic()
+    for index, thread in enumerate(threads):
+        time.sleep(max(0.0, first + index * gap - time.monotonic()))
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if errors or any(len(times) != tokens for times in arrivals):
+        raise RuntimeError(f"{tag}: expected {clients} streams of {tokens} chunks, got {[len(t) for t in arrivals]}; errors: {errors!r}")
+    speed = sum(len(times) for times in arrivals) / (max(times[-1] for times in arrivals) - first)
+    return speed, statistics.median(arrivals[index][0] - started[index] for index in range(1, clients))
+
+
+def joining(rounds: int, tokens: int, gap: float, clients: int = 4) -> None:
+    """``--batch 8`` beside ``--batch 8 --no-join``: ``clients`` streams started ``gap`` s apart."""
+    environ = {**{key: value for key, value in os.environ.items() if key != "PYTHONPATH"}, "PYTHONPATH": ROOT}
+    batch = ("--batch", str(max(CONCURRENCY)))
+    systems = {"joining (--batch 8)": batch, "no joining (--batch 8 --no-join)": (*batch, "--no-join")}
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in systems}
+    with tempfile.TemporaryDirectory() as scratch:
+        for round_index in range(rounds):
+            order = list(systems) if round_index % 2 == 0 else list(reversed(systems))
+            for name in order:
+                server = Server(sys.executable, CHAT, environ, scratch, name.split()[0], systems[name])
+                try:
+                    speed, later = staggered_streams(server.port, clients, tokens, gap, f"j{round_index}")
+                    results[name].append((speed, later))
+                    print(f"round {round_index + 1}: {name}: {speed:.2f} tokens/s, later streams' first token {later:.2f} s ({load_average()})", flush=True)
+                finally:
+                    server.stop()
+    print(f"\nmedians of {rounds} rounds: {clients} {tokens}-token streams started {gap:g} s apart; {load_average()} at the end\n")
+    print("| server | aggregate tok/s | later streams' time to first token (s) |")
+    print("|---|---|---|")
+    for name, figures in results.items():
+        print(f"| {name} | {statistics.median(f[0] for f in figures):.2f} | {statistics.median(f[1] for f in figures):.2f} |")
+
+
 @contextlib.contextmanager
 def machine_lock() -> Iterator[None]:
     with open(LOCK, "w") as lock:
@@ -300,8 +357,11 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="rounds, alternating the systems' order")
     parser.add_argument("--tokens", type=int, default=None, help="tokens of the single stream (default 64), or of each stream with --batching (default 32)")
     parser.add_argument("--wait", type=float, default=60.0, help="seconds to wait for a finally, or for the burst's next answer")
-    parser.add_argument("--single", action="store_true", help="only the single stream beside the bare loop (the decode-speed floor), without the hang-up and the burst")
-    parser.add_argument("--batching", action="store_true", help="measure examples/chat.py's dynamic batching instead: aggregate tokens/s at 1, 4 and 8 streams")
+    parser.add_argument("--single", action="store_true",
+                        help="only the single stream beside the bare loop (the decode-speed floor), without the hang-up and the burst")
+    parser.add_argument("--batching", action="store_true",
+                        help="measure examples/chat.py's dynamic batching instead: aggregate tokens/s at 1, 4 and 8 streams, then joining a running batch")
+    parser.add_argument("--gap", type=float, default=1.0, help="with --batching: seconds between the starts of the joining figure's 4 streams")
     args = parser.parse_args()
     if args.tokens is None:
         args.tokens = 32 if args.batching else 64
@@ -311,6 +371,7 @@ def main() -> None:
         print(f"SmolLM2 checkpoint: {folder}; {os.cpu_count()} cores; {load_average()}", flush=True)
         if args.batching:
             batching(args.rounds, args.tokens)
+            joining(args.rounds, args.tokens, args.gap)
             return
         litserve_python = prepare_litserve()
         base_env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH"}

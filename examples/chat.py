@@ -35,7 +35,9 @@ generation stops at the end-of-turn token (``finish_reason: "stop"``) or after `
 each other start as one left-padded batch, one forward pass per step for all; each reply ends at
 its own end of turn or ``max_tokens`` (``litkit.FINISHED`` ends that client's stream), and a
 client that closes its stream is dropped from the batch at the next step (``litkit.cancelled(i)``).
-A request that arrives while a batch runs waits for it to end. See docs/serving.md.
+A request that arrives while a batch decodes joins it at the next step (``joinable``: its prompt
+is prefilled and its KV cache rows merged into the batch's) while fewer than N requests decode.
+See docs/serving.md.
 """
 
 from __future__ import annotations
@@ -240,27 +242,26 @@ class SmolChatBatched(SmolChat):
     ``litkit.FINISHED``, which ends that client's stream while the others go on. Before each
     forward pass, a row whose answer is complete or whose client left (``litkit.cancelled(i)``) is
     dropped from the batch, its KV cache rows with it: a hang-up stops that row within one step.
+
+    ``joinable``: a request that arrives while the batch decodes is appended to ``xs`` between two
+    steps; ``predict`` prefills its prompt alone, merges its KV cache rows into the batch's (the
+    shorter side left-padded, masked out), and decodes it with the others from the next step on.
     """
+
+    joinable = True
 
     def predict(self, xs: list[dict[str, Any]]) -> Iterator[list[Any]]:
         torch = self.torch
-        from transformers import DynamicCache
-
-        rows = [_Row(x, self) for x in xs]
-        width = max(row.prompt_tokens for row in rows)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long, device=self.device)
-        mask = torch.zeros((len(rows), width), dtype=torch.long, device=self.device)
-        for i, x in enumerate(xs):
-            length = x["prompt"].shape[1]
-            input_ids[i, width - length :] = x["prompt"][0]
-            mask[i, width - length :] = 1
-        cache = DynamicCache(config=self.model.config)
-        print(f"chat: decoding {len(rows)} requests together", flush=True)
-        active = list(range(len(rows)))  # the requests still decoding, in the order of the cache's rows
+        rows: list[_Row] = []  # one per request of xs, joined ones included
+        active: list[int] = []  # the requests still decoding, in the order of the cache's rows
+        decoding: tuple[Any, Any, Any] | None = None  # the batch's cache, attention mask and last logits
         try:
-            logits = self._batch_forward(input_ids, mask, cache)
-            while active:
+            while True:
+                if len(xs) > len(rows):  # the batch's first requests, or requests that joined since the last step
+                    decoding = self._join(xs[len(rows) :], rows, active, decoding)
+                if decoding is None:
+                    return
+                cache, mask, logits = decoding
                 items: list[Any] = [litkit.FINISHED] * len(rows)
                 tokens = []
                 for position, i in enumerate(active):
@@ -273,14 +274,16 @@ class SmolChatBatched(SmolChat):
                         rows[i].stop("the client left")
                 keep = [position for position, i in enumerate(active) if rows[i].why is None]
                 if not keep:
-                    return
+                    active.clear()
+                    decoding = None  # the batch ends, unless a request joins before the next step
+                    continue
                 if len(keep) < len(active):
                     cache.batch_select_indices(torch.tensor(keep, device=self.device))
                     mask = mask[keep]
-                    active = [active[position] for position in keep]
+                    active[:] = [active[position] for position in keep]
                     tokens = [tokens[position] for position in keep]
                 mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
-                logits = self._batch_forward(torch.tensor(tokens, device=self.device).unsqueeze(1), mask, cache)
+                decoding = cache, mask, self._batch_forward(torch.tensor(tokens, device=self.device).unsqueeze(1), mask, cache)
         except Exception as error:  # GeneratorExit (every client left) is not an Exception
             for row in rows:
                 if row.why is None:
@@ -291,12 +294,54 @@ class SmolChatBatched(SmolChat):
                 if row.why is None:
                     row.stop("the client left")
 
+    def _join(self, xs: list[dict[str, Any]], rows: list[_Row], active: list[int], decoding: tuple[Any, Any, Any] | None) -> tuple[Any, Any, Any]:
+        """Prefill ``xs`` together (left-padded), add them to ``rows`` and ``active``, and merge
+        their cache, mask and logits into the batch's ``decoding`` (None: no batch decodes yet)."""
+        torch = self.torch
+        from transformers import DynamicCache
+
+        width = max(x["prompt"].shape[1] for x in xs)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.tokenizer.eos_token_id
+        input_ids = torch.full((len(xs), width), pad, dtype=torch.long, device=self.device)
+        mask = torch.zeros((len(xs), width), dtype=torch.long, device=self.device)
+        for i, x in enumerate(xs):
+            length = x["prompt"].shape[1]
+            input_ids[i, width - length :] = x["prompt"][0]
+            mask[i, width - length :] = 1
+        cache = DynamicCache(config=self.model.config)
+        logits = self._batch_forward(input_ids, mask, cache)
+        first = len(rows)
+        rows.extend(_Row(x, self) for x in xs)
+        if decoding is None:
+            print(f"chat: decoding {len(xs)} requests together", flush=True)
+        else:
+            print(f"chat: {len(xs)} request(s) joined the batch ({len(active) + len(xs)} decoding)", flush=True)
+            cache, mask = _merged(torch, decoding[0], decoding[1], cache, mask)
+            logits = torch.cat([decoding[2], logits])
+        active.extend(range(first, len(rows)))
+        return cache, mask, logits
+
     def _batch_forward(self, input_ids: Any, mask: Any, cache: Any) -> Any:
         """One forward pass of the batch through the cache (new tokens only); each row's last logits.
         Positions count each row's own tokens, so a left-padded row starts at 0 like an unbatched one."""
         positions = (mask.cumsum(dim=1) - 1).clamp(min=0)[:, -input_ids.shape[1] :]
         with self.torch.inference_mode():
             return self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True).logits[:, -1]
+
+
+def _merged(torch: Any, cache: Any, mask: Any, joined: Any, joined_mask: Any) -> tuple[Any, Any]:
+    """The batch's KV cache and attention mask with ``joined``'s rows (a ``DynamicCache`` and its
+    mask) appended: the shorter side is left-padded with zeros, which its mask leaves out."""
+    width = max(mask.shape[1], joined_mask.shape[1])
+
+    def padded(tensor: Any, dim: int) -> Any:  # left-pad dimension ``dim`` (counted from the end) to ``width``
+        missing = width - tensor.shape[dim]
+        return torch.nn.functional.pad(tensor, (0, 0) * (-dim - 1) + (missing, 0)) if missing else tensor
+
+    for layer, new in zip(cache.layers, joined.layers):
+        layer.keys = torch.cat([padded(layer.keys, -2), padded(new.keys, -2)])
+        layer.values = torch.cat([padded(layer.values, -2), padded(new.values, -2)])
+    return cache, torch.cat([padded(mask, -1), padded(joined_mask, -1)])
 
 
 class _Row:
@@ -395,11 +440,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=1, metavar="N", help="decode up to N concurrent streams together, one forward per step (SmolChatBatched)")
     parser.add_argument("--batch-timeout", type=float, default=None, metavar="S",
                         help=f"with --batch: how long a free worker waits for more requests to start together (default {BATCH_TIMEOUT_S})")
+    parser.add_argument("--no-join", action="store_true",
+                        help="with --batch: a request that arrives while a batch decodes waits for it to end instead of joining it")
     args = parser.parse_args(argv)
     if args.batch < 1:
         parser.error(f"--batch must be at least 1, got {args.batch}")
-    if args.batch_timeout is not None and args.batch == 1:
-        parser.error("--batch-timeout applies to a batch: give --batch N (N > 1) too")
+    if (args.batch_timeout is not None or args.no_join) and args.batch == 1:
+        parser.error(f"{'--batch-timeout' if args.batch_timeout is not None else '--no-join'} applies to a batch: give --batch N (N > 1) too")
     if args.batch > 1:
         if args.generate:
             parser.error("--batch decodes step by step; leave out --generate")
@@ -408,6 +455,7 @@ def main(argv: list[str] | None = None) -> None:
         # start together. Prints "litkit: serving SmolChatBatched at <url>/v1/chat/completions ...".
         timeout = BATCH_TIMEOUT_S if args.batch_timeout is None else args.batch_timeout
         batched = SmolChatBatched(max_batch_size=args.batch, batch_timeout=timeout, spec=litkit.specs.OpenAIChat(model=MODEL))
+        batched.joinable = not args.no_join
         litkit.LitServer(batched).run(port=args.port, generate_client_file=False)
         return
     api = SmolChatGenerate() if args.generate else SmolChat()

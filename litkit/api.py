@@ -55,6 +55,12 @@ class LitAPI:
     streams), and encodes each request's share. ``predict`` may be ``async def`` or an async
     generator; it then runs on an event loop in the worker (see ``serve(max_concurrency=...)``).
 
+    A batched stream whose ``predict`` can take new requests while it runs sets the class
+    attribute ``joinable = True``: a request that arrives while the batch streams (and has fewer
+    than ``max_batch_size`` requests still going) is appended to the list ``predict`` received,
+    between two of its steps; from the next step on, ``predict`` yields one item for it too
+    (docs/batching.md, "Joining a running batch").
+
     The object is sent to the workers with cloudpickle, so a class defined in a notebook cell works.
     Keep what ``setup`` loads (models, clients, open files) out of ``__init__``: ``__init__`` runs in
     the serving process and its attributes travel to every worker.
@@ -84,6 +90,8 @@ class LitAPI:
     # attribute a subclass sets can collide with it.
     _litkit_options: dict[str, Any] = {}
     enable_async: bool = False
+    # True: a batched stream's predict takes requests that arrive while it runs (appended to its list).
+    joinable: bool = False
 
     def __init__(
         self,

@@ -66,6 +66,24 @@ def cancelled(index: int | None = None) -> bool:
     return current is not None and current.is_cancelled()
 
 
+class _BatchRows:
+    """``litkit.cancelled()`` during a batch: True once every client of the batch has left;
+    ``litkit.cancelled(i)``: once the client of request ``i`` (its index in ``predict``'s list)
+    has. ``members``: each request's own cancellation, in ``predict``'s order (a batch that takes
+    joiners appends to it)."""
+
+    def __init__(self, members: list[_Cancellable]) -> None:
+        self.members = members
+
+    def is_cancelled(self) -> bool:
+        return all(member.is_cancelled() for member in self.members)
+
+    def is_row_cancelled(self, index: int) -> bool:
+        if not 0 <= index < len(self.members):
+            raise IndexError(f"litkit.cancelled({index}): this batch holds {len(self.members)} requests, indexed 0 to {len(self.members) - 1}")
+        return self.members[index].is_cancelled()
+
+
 def _set_current(channel: _Cancellable | None) -> None:
     global _current
     _current = channel

@@ -697,3 +697,90 @@ class RowsTicker(litkit.LitAPI):
             record(self.events, "step", step=step, cancelled=rows, all=litkit.cancelled())
             yield [{"i": step, "tag": x.get("tag")} if step < x.get("n", 100_000) else litkit.FINISHED for x in batch]
             time.sleep(batch[0].get("interval", 0.002))
+
+
+class JoinTicker(litkit.LitAPI):
+    """A batched stream that takes joiners (``joinable``, unless built with ``joinable=False``):
+    request *i* gets ``{"i", "tag", "rows"}`` at each of its own ``n`` steps (``rows``: how many
+    requests ``predict``'s list held at that step), then ``litkit.FINISHED``; ``predict`` returns
+    once every request of its list is finished. Each call records a ``batch`` event, each step a
+    ``step`` event with the list's length, tags and ``litkit.cancelled(i)`` for each."""
+
+    joinable = True
+
+    def __init__(self, events=None, joinable=True):
+        self.events = events
+        self.joinable = joinable
+
+    def predict(self, batch):
+        record(self.events, "batch", size=len(batch), tags=[x.get("tag") for x in batch])
+        given: list[int] = []  # per request of the list: the items it received
+        while True:
+            given += [0] * (len(batch) - len(given))  # requests that joined since the last step
+            if all(count >= x.get("n", 100_000) for count, x in zip(given, batch)):
+                return
+            items = []
+            for i, x in enumerate(batch):
+                if given[i] < x.get("n", 100_000):
+                    items.append({"i": given[i], "tag": x.get("tag"), "rows": len(batch)})
+                    given[i] += 1
+                else:
+                    items.append(litkit.FINISHED)
+            cancelled = [litkit.cancelled(i) for i in range(len(batch))]
+            record(self.events, "step", rows=len(batch), tags=[x.get("tag") for x in batch], cancelled=cancelled)
+            yield items
+            time.sleep(batch[0].get("interval", 0.002))
+
+
+class ChatWordsBatched(litkit.LitAPI):
+    """``ChatWords`` as a batched stream that takes joiners: request *i*'s reply is the words of its
+    last message, one per step (``max_tokens`` words when given, repeating them, then
+    finish_reason "length"), then ``litkit.FINISHED``. Each call records a ``batch`` event, each
+    step a ``step`` event with the number of requests in ``predict``'s list."""
+
+    joinable = True
+
+    def __init__(self, events=None, interval=0.002):
+        self.events = events
+        self.interval = interval
+
+    def predict(self, requests):
+        record(self.events, "batch", size=len(requests))
+        given: list[int] = []
+        while True:
+            given += [0] * (len(requests) - len(given))  # requests that joined since the last step
+            lengths = [r.get("max_tokens") or len(r["messages"][-1]["content"].split()) for r in requests]
+            if all(count > length for count, length in zip(given, lengths)):
+                return
+            items = []
+            for i, (request, length) in enumerate(zip(requests, lengths)):
+                words = request["messages"][-1]["content"].split()
+                if given[i] < length:
+                    items.append(("" if given[i] == 0 else " ") + words[given[i] % len(words)])
+                elif given[i] == length and request.get("max_tokens"):
+                    items.append({"content": "", "finish_reason": "length"})
+                else:
+                    items.append(litkit.FINISHED)
+                given[i] += 1
+            record(self.events, "step", rows=len(requests))
+            yield items
+            time.sleep(self.interval)
+
+
+class BatchCancelWatcher(litkit.LitAPI):
+    """A batched predict that does not stream: it waits (10 s at most) for the client of a request
+    of its batch to leave, records what ``litkit.cancelled(i)`` says for each request (by tag) and
+    ``litkit.cancelled()``, then answers each request its tag."""
+
+    def __init__(self, events=None):
+        self.events = events
+
+    def predict(self, batch):
+        record(self.events, "batch", size=len(batch), tags=[x.get("tag") for x in batch])
+        deadline = time.monotonic() + 10
+        rows = [False] * len(batch)
+        while time.monotonic() < deadline and not any(rows):
+            time.sleep(0.01)
+            rows = [litkit.cancelled(i) for i in range(len(batch))]
+        record(self.events, "rows", cancelled={x.get("tag"): row for x, row in zip(batch, rows)}, all=litkit.cancelled())
+        return [{"tag": x.get("tag")} for x in batch]

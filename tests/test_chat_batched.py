@@ -27,7 +27,8 @@ def _stops(server, count: int) -> list[tuple[int, str]]:
 def test_batched_chat_streams_get_their_own_replies_and_a_closed_one_leaves_the_batch() -> None:
     """Three openai streams decoded as one batch (one forward pass per step): each gets the reply
     to its own question; the one whose client closes it stops within a step (its row dropped)
-    while the other two run to their ends; then the worker serves the next request."""
+    while the other two run to their ends; then the worker serves the next request. A stream
+    started while another decodes joins that batch, and both get the replies they get alone."""
     from test_examples import _chat_model_installed
 
     if not _chat_model_installed():
@@ -80,4 +81,15 @@ def test_batched_chat_streams_get_their_own_replies_and_a_closed_one_leaves_the_
 
             again = client.chat.completions.create(model=MODEL, messages=france)
             assert again.choices[0].message.content == capital_reply[0]  # alone in its batch: the same greedy reply
+
+            # A stream started while another decodes joins its batch at the next step (joinable),
+            # and each reply is the one it gets alone (greedy).
+            counted_alone = client.chat.completions.create(model=MODEL, messages=count, max_tokens=60).choices[0].message.content
+            stream = client.chat.completions.create(model=MODEL, messages=count, max_tokens=60, stream=True)
+            head = [next(stream).choices[0].delta.content for _ in range(3)]  # its batch decodes
+            joined = ask(france, 64)
+            rest = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+            server.wait_for_output(r"chat: 1 request\(s\) joined the batch \(2 decoding\)")
+            assert joined[:2] == (again.choices[0].message.content, "stop"), joined
+            assert "".join(head) + rest == counted_alone
         assert_clean_stop(server)

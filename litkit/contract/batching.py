@@ -19,7 +19,7 @@ from ..errors import HTTPError
 from ..wire.encoding import encode_error
 from .hooks import call_hook
 
-__all__ = ["Lanes", "litserve_steps", "one_per_request", "predicted", "unbatched"]
+__all__ = ["Lanes", "litserve_steps", "one_per_request", "predicted", "takes_joiners", "unbatched"]
 
 
 def predicted(api: LitAPI, inputs: list[Any], contexts: list[Any]) -> list[Any]:
@@ -66,6 +66,18 @@ def _one_each(values: Any, expected: int, not_a_sequence: str, mismatch: str) ->
     return items
 
 
+def takes_joiners(api: LitAPI) -> bool:
+    """Whether ``api`` declares that its batched stream takes requests while it runs (``LitAPI.joinable``).
+
+    Raises:
+        TypeError: ``joinable`` is set to something other than True or False.
+    """
+    joinable = getattr(api, "joinable", False)
+    if not isinstance(joinable, bool):
+        raise TypeError(f"{type(api).__name__}.joinable must be True or False, got {joinable!r}")
+    return joinable
+
+
 class Lanes:
     """Splits ``predict``'s batched stream into one iterator per request, pulled on demand: each
     batched item ``predict`` yields is unbatched, and request *i* receives its share through
@@ -99,6 +111,12 @@ class Lanes:
     def leave(self, index: int) -> None:
         """Request ``index`` is finished or gone: it stops collecting its share."""
         self.buffers[index] = None
+
+    def join(self) -> int:
+        """A request joins the stream (a joinable batch, between two steps): its index. It
+        receives its share from the next step ``predict`` yields, which holds one item more."""
+        self.buffers.append(collections.deque())
+        return len(self.buffers) - 1
 
     def _advance(self) -> bool:
         if self.exhausted:

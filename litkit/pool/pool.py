@@ -9,9 +9,8 @@ simply skipped and never reaches user code.
 With ``max_concurrency`` above 1 (async APIs), a worker runs that many requests at once: it takes
 a job while it holds fewer, each starts at once, and its ``DONE`` frames name the request they end.
 
-With ``max_batch_size`` above 1, an idle worker gets a group: every live queued job up to that size,
-sent at once when the group is full, else when the oldest queued job has waited ``batch_timeout``
-(``litkit.pool.batching``). What workers print, and their ``self.log()`` entries: ``litkit.pool.logs``.
+With ``max_batch_size`` above 1, an idle worker gets a group of queued jobs, and a job may join a
+running batch that takes joiners (``litkit.pool.batching``). What workers print, and their ``self.log()`` entries: ``litkit.pool.logs``.
 """
 
 from __future__ import annotations
@@ -81,7 +80,7 @@ class WorkerPool:
         self._cancel_grace = cancel_grace
         self._stream = stream
         self._max_batch_size = max_batch_size
-        self._batcher = Batcher(max_batch_size, batch_timeout, self._on_batch_timer) if max_batch_size > 1 else None
+        self._batcher = Batcher(max_batch_size, batch_timeout, self._dispatch) if max_batch_size > 1 else None
         self._max_concurrency = max_concurrency
         # Streams are long: never queue behind one. Batches and concurrent requests start at once,
         # and so does a request sent ahead to an async worker: it would run beside the current one.
@@ -239,21 +238,18 @@ class WorkerPool:
         a free slot (``max_concurrency``) or room to hold a request ahead (``PREFETCH``)."""
         if self._idle:
             return self._idle[-1]
-        for worker in self.workers:
-            control = worker.control
-            if worker.state == "busy" and len(worker.jobs) < self._capacity and control is not None and not control.writing:
-                return worker
-        return None
+        return next((w for w in self.workers if w.state == "busy" and len(w.jobs) < self._capacity and w.control is not None and not w.control.writing), None)
 
-    def _hand_over(self, worker: WorkerProcess, jobs: list[Job]) -> bool:
-        """Send ``jobs`` to ``worker``, one ``REQUEST`` (or, batching, one ``BATCH`` frame), each with the
-        write end of a fresh response pipe; False if they cannot go now."""
+    def _hand_over(self, worker: WorkerProcess, jobs: list[Job], join: bool = False) -> bool:
+        """Send ``jobs`` to ``worker``, one ``REQUEST`` (or, batching, one ``BATCH`` frame; ``join``: one
+        ``JOIN``, to its running batch), each with the write end of a fresh response pipe; False if they cannot go now."""
         control = worker.control
         if control is None:
             raise RuntimeError(f"worker {worker.id} is {worker.state} without a control socket")
         batching = self._batcher is not None
         pipes = [os.pipe() for _ in jobs]
-        head, body = encode_batch([(job.key, job.body) for job in jobs]) if batching else encode_request(jobs[0].key, jobs[0].body)
+        kind = Kind.JOIN if join else Kind.REQUEST  # a JOIN carries one request, as a REQUEST does
+        head, body = encode_batch([(job.key, job.body) for job in jobs]) if batching and not join else encode_request(jobs[0].key, jobs[0].body, kind)
         try:
             sent = control.send([head, body], [write_fd for _, write_fd in pipes])
         except OSError:
@@ -289,7 +285,7 @@ class WorkerPool:
         job.assigned.set_result(job.pipe)
 
     def _dispatch_batches(self, batcher: Batcher) -> None:
-        """Give each idle worker a group of jobs (``litkit.pool.batching``)."""
+        """Give each idle worker a group of jobs; with none idle, a job joins a running batch with room (``litkit.pool.batching``)."""
         while self._idle and self._queued:
             group = batcher.next_group(self._queue, self._queued)
             if group is None:
@@ -297,16 +293,16 @@ class WorkerPool:
             if not self._hand_over(self._idle[-1], group):
                 self._queue.extendleft(reversed(group))
                 return
-
-    def _on_batch_timer(self) -> None:
-        if not self._stopping:
-            self._dispatch()
+        while self._queued and not self._idle:
+            worker = batcher.batch_with_room(self.workers, self._queue)
+            if worker is None or not self._hand_over(worker, [self._queue[0]], join=True):
+                return
+            self._queue.popleft()
 
     def _on_group_done(self, worker: WorkerProcess, payload: bytes) -> None:
         """DONE from a batching or concurrent worker: a whole batch ended, or the named request."""
-        if self._max_batch_size > 1:
-            done = list(worker.jobs)
-            worker.jobs.clear()
+        if self._batcher is not None:
+            done = self._batcher.ended(worker, payload)
         else:
             key = payload.decode()  # the job's key, never the client's X-Request-ID: that may repeat
             done = [next((job for job in worker.jobs if job.key == key), worker.jobs[0])]
@@ -360,6 +356,8 @@ class WorkerPool:
             self._run_in_background(self._on_worker_exit(worker))
 
     def _on_control_message(self, worker: WorkerProcess, kind: Kind, payload: bytes) -> None:
+        if self._batcher is not None and kind in (Kind.READY, Kind.LEFT):
+            self._batcher.heard(worker, kind, payload)  # which workers' batches take joiners, and which have room
         if kind == Kind.READY:
             worker.state = "idle"
             worker.failed_starts = 0
@@ -387,6 +385,8 @@ class WorkerPool:
             self._dispatch()
         elif kind == Kind.LOG:
             self.log_entries.deliver(worker.id, payload)
+        elif kind == Kind.LEFT and self._batcher is not None:
+            self._dispatch()
         elif kind == Kind.START_FAILED:
             report = json.loads(payload)
             worker.last_error = report["reason"]

@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ..api import is_async_api, set_log_sink
-from ..cancellation import _set_task_current
+from ..cancellation import _BatchRows, _set_task_current
 from ..contract.answer import answer, answer_async, decode, encode_single
 from ..contract.batching import predicted
 from ..contract.conventions import follows_litserve
@@ -116,7 +116,7 @@ class Replica:
         cancellation = Cancellation()
         _set_task_current(cancellation)  # litkit.cancelled() in this task and the threads it starts
         try:
-            work = self._answer(body, request_id, sse)
+            work = self._answer(body, request_id, sse, cancellation)
             if self.timeout is None:
                 return await work
             return await asyncio.wait_for(work, self.timeout)
@@ -143,12 +143,12 @@ class Replica:
                 return _json(503, {"status": "unavailable", "reason": f"{name}.health() returned {result!r}"})
         return _json(200, {"status": "ok"})
 
-    async def _answer(self, body: bytes, request_id: str, sse: bool) -> Response:
+    async def _answer(self, body: bytes, request_id: str, sse: bool, cancellation: Cancellation) -> Response:
         """The response up to its first byte: a whole JSON answer, an error, or a stream whose first
         chunk is ready. The hooks run through ``litkit.contract.answer``, as in a litkit worker:
         sync ones on a thread of the request's own, one request at a time per replica."""
         if hasattr(self, "_batched"):
-            return await self._answer_batched(body, request_id)
+            return await self._answer_batched(body, request_id, cancellation)
         source: ThreadedIterator | AsyncSource
         if self.is_async:
             source = AsyncSource(lambda: answer_async(self.api, self.stream, body, request_id, self.spec))
@@ -181,12 +181,12 @@ class Replica:
 
     # -- batching (Ray Serve's own) ---------------------------------------------------------------------
 
-    async def _answer_batched(self, body: bytes, request_id: str) -> Response:
+    async def _answer_batched(self, body: bytes, request_id: str, cancellation: Cancellation) -> Response:
         try:
             decoded = await asyncio.to_thread(decode, self.api, self.spec, self.stream, body, request_id, True)
         except Exception as error:  # noqa: BLE001 - the body is not what decode_request expects: 400
             return self._failed(json.loads(encode_decode_error(error)), request_id)
-        output = await self._batched((decoded.x, decoded.hook_context))
+        output = await self._batched((decoded.x, decoded.hook_context, cancellation))
         if isinstance(output, _BatchFailed):
             return self._failed(output.report, request_id)
         try:
@@ -194,13 +194,16 @@ class Replica:
         except Exception as error:  # noqa: BLE001
             return self._failed(json.loads(encode_error(error)), request_id)
 
-    async def _predict_batch(self, requests: list[tuple[Any, Any]]) -> list[Any]:
+    async def _predict_batch(self, requests: list[tuple[Any, Any, Cancellation]]) -> list[Any]:
         """One ``predict`` call for the requests Ray Serve grouped (``serve.batch``)."""
         return await asyncio.to_thread(self._predict_batch_sync, requests)
 
-    def _predict_batch_sync(self, requests: list[tuple[Any, Any]]) -> list[Any]:
+    def _predict_batch_sync(self, requests: list[tuple[Any, Any, Cancellation]]) -> list[Any]:
+        # In to_thread's copy of the context: litkit.cancelled(i) answers for request i of this batch,
+        # and litkit.cancelled() once every client of it has left (as in a litkit worker's batch).
+        _set_task_current(_BatchRows([cancellation for _, _, cancellation in requests]))
         try:
-            return predicted(self.api, [x for x, _ in requests], [context for _, context in requests])
+            return predicted(self.api, [x for x, _, _ in requests], [context for _, context, _ in requests])
         except Exception as error:  # noqa: BLE001 - the whole batch failed: every request hears why
             return [_BatchFailed(json.loads(encode_error(error)))] * len(requests)
 

@@ -184,19 +184,20 @@ def _check_options(api: LitAPI, options: EndpointOptions) -> tuple[EndpointOptio
     """Check one endpoint's options against its API and this machine; return them with ``stream``
     resolved to a bool, and the workers' placements (one per worker, see ``litkit.pool.devices``)."""
     _check_scheduling(api, options.max_batch_size, options.max_concurrency)
+    stream = resolve_stream(api, options.stream)
     spec = options.spec
     if spec is not None:
         if not isinstance(spec, Spec):
             raise TypeError(f"spec must be a litkit spec such as litkit.specs.OpenAIChat(), got {type(spec).__name__}")
-        # LitServer's APIs batch a spec's streams in LitServe's order (litkit.contract.conventions).
-        if options.max_batch_size > 1 and not spec.batchable and litserve_face(api) is None:
+        # A batch's streams each get the spec's envelope, in litkit's order as in LitServe's
+        # (litkit.worker.batch); a batch that does not stream has no such answer under serve().
+        if options.max_batch_size > 1 and not spec.batchable and litserve_face(api) is None and not stream:
             raise ValueError(
-                f"spec={type(spec).__name__}() answers a batch's streams under litkit.LitServer only (in LitServe's order); "
-                "leave max_batch_size at 1, or serve with ls.LitServer"
+                f"spec={type(spec).__name__}() answers a batch under litkit.serve() only when predict streams (a generator that yields "
+                "one item per request at each step); make predict a generator, leave max_batch_size at 1, or serve with ls.LitServer"
             )
         if spec.batchable and is_streaming_api(api):
             raise ValueError(f"spec={type(spec).__name__}() answers with one response; make {type(api).__name__}.predict `return` instead of `yield`")
-    stream = resolve_stream(api, options.stream)
     placements = plan_workers(options.accelerator, options.devices, options.workers, options.workers_per_device)
     return dataclasses.replace(options, stream=stream), placements
 

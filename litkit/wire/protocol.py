@@ -7,7 +7,13 @@ Two kinds of channel, both inherited or handed over as file descriptors, never a
   the worker is free (for a non-streaming endpoint, also one request ahead while it is busy), or
   ``BATCH`` (several requests at once) when the server batches. Worker to server: ``READY`` or
   ``START_FAILED`` (once, before ``start_timeout``), then ``DONE`` after each ``REQUEST`` (including
-  one it skipped because its pipe was already closed) or ``BATCH``. A worker serving an async API
+  one it skipped because its pipe was already closed) or ``BATCH`` (naming every request the
+  batch ran, one per line). A worker whose API takes joiners (``LitAPI.joinable``, a streaming
+  endpoint with ``max_batch_size`` above 1) says so in ``READY``; while its batch streams, the server
+  may send it ``JOIN`` frames (a request, with its pipe, to add to the running batch at its next
+  step), and the worker sends ``LEFT`` (the request's id) as each request of that batch leaves
+  it, so the server knows the batch has room. A ``JOIN`` that arrives after its batch ended starts
+  the next batch. A worker serving an async API
   with ``max_concurrency`` above 1 gets up to that many ``REQUEST`` frames before the first
   ``DONE``, and its ``DONE`` frames may come in any order. The server stops a worker by closing its
   end; the worker sees end-of-file, or a hang-up while busy, and exits. If the serving process
@@ -22,7 +28,7 @@ Two kinds of channel, both inherited or handed over as file descriptors, never a
   per request, in the order of its entries, so each request is answered and cancelled on its own.
 
 Every message is a frame: one byte of kind, four bytes of payload length (network order), the
-payload. ``REQUEST``'s payload is a two-byte id length, the request id (the server's own key for
+payload. ``REQUEST``'s (and ``JOIN``'s) payload is a two-byte id length, the request id (the server's own key for
 the request, unique in the serving process; ``DONE`` names it back), then the raw HTTP body,
 which the worker parses (JSON is decoded once, in the worker). ``BATCH``'s payload is a two-byte
 count, then per request a two-byte id length, the id and a four-byte body length, then the bodies
@@ -88,11 +94,13 @@ class Kind(enum.IntEnum):
     INIT = 1
     REQUEST = 2
     BATCH = 3
+    JOIN = 4  # a request to add to the running (joinable) batch: like REQUEST, one fd
     # control socket, worker -> server
     READY = 10
     START_FAILED = 11
     DONE = 12
     LOG = 13  # self.log(key, value) in a hook: JSON {"key", "value"}
+    LEFT = 14  # a request of a joinable batch left it (finished, gone or failed): its id
     # response pipe, worker -> server
     CHUNK = 20
     RESULT = 21
@@ -152,11 +160,11 @@ class FrameParser:
         return len(self._buffer)
 
 
-def encode_request(request_id: str, body: bytes) -> tuple[bytes, bytes]:
-    """Split a ``REQUEST`` frame into (head, body): the head travels with the pipe's fd."""
+def encode_request(request_id: str, body: bytes, kind: Kind = Kind.REQUEST) -> tuple[bytes, bytes]:
+    """Split a ``REQUEST`` frame (or, ``kind``, a ``JOIN``) into (head, body): the head travels with the pipe's fd."""
     id_bytes = request_id.encode()
     prefix = _ID_LENGTH.pack(len(id_bytes)) + id_bytes
-    head = HEADER.pack(Kind.REQUEST, len(prefix) + len(body)) + prefix
+    head = HEADER.pack(kind, len(prefix) + len(body)) + prefix
     return head, body
 
 
@@ -313,8 +321,13 @@ class MessageReader:
             raise ChannelClosed("control socket closed")
         return n
 
+    def buffered(self) -> bool:
+        """Whether bytes already read wait here (the start of a frame, or a whole one): a
+        ``poll`` of the socket alone would miss a frame that came in the same read as the last."""
+        return self._end > self._start
+
     def _take_fds(self, kind: int, payload: bytes) -> list[int]:
-        if kind == Kind.REQUEST:
+        if kind in (Kind.REQUEST, Kind.JOIN):
             wanted = 1
         elif kind == Kind.BATCH:
             (wanted,) = _ID_LENGTH.unpack_from(payload)

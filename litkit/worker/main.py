@@ -1,6 +1,9 @@
 """The worker process: load the API, run ``setup``, then run requests one at a time.
 
-A ``BATCH`` frame (the server batches) runs as one group through ``litkit.worker.batch``. An async API
+A ``BATCH`` frame (the server batches) runs as one group through ``litkit.worker.batch``; while a
+joinable batch streams (``LitAPI.joinable``), the ``JOIN`` frames that arrive are read between two
+of its steps, never waited for (``_Joining``), and a ``JOIN`` that comes after its batch ended
+starts the next batch. An async API
 (``async def predict`` or an async generator) runs on ``litkit.worker.async_loop`` instead of this loop.
 
 Started by the server as ``python -m litkit.worker --control-fd FD --worker-id N``: a fresh
@@ -35,10 +38,11 @@ import cloudpickle
 from ..api import LitAPI, is_async_api, set_log_sink
 from ..cancellation import _set_current
 from ..contract.answer import Frame, answer
+from ..contract.batching import takes_joiners
 from ..contract.hooks import set_device
 from ..wire.protocol import ChannelClosed, Kind, MessageReader, ProtocolError, decode_batch, decode_request, encode_frame, send_message, write_all
 from ..wire.sources import restore_code_origins
-from .batch import run_batch
+from .batch import Channel, run_batch
 from .lifetime import die_with_parent
 
 if TYPE_CHECKING:
@@ -126,6 +130,7 @@ class Worker:
         self.stream = False
         self.spec: Any = None  # a litkit.specs.Spec, when the endpoint speaks another protocol
         self.stream_slice: StreamSlice | None = None  # the slice to stream with (litkit.worker.timeslice)
+        self.joining: _Joining | None = None  # set when the API's batched streams take joiners (LitAPI.joinable)
         # LOG frames may come from a hook's own threads; DONE, READY come from the loop's thread alone.
         self._log_lock = threading.Lock()
 
@@ -145,14 +150,17 @@ class Worker:
             except (ChannelClosed, ConnectionError):
                 return 0  # the server closed the control socket: stop
             if kind == Kind.BATCH:
-                request_id = self._handle_batch(api, payload, fds)
+                done = "\n".join(self._handle_batch(api, decode_batch(payload), fds))
+            elif kind == Kind.JOIN and self.joining is not None and len(fds) == 1:
+                # It came after the batch it was sent to had ended: it starts the next one.
+                done = "\n".join(self._handle_batch(api, [decode_request(payload)], fds))
             elif kind != Kind.REQUEST or len(fds) != 1:
                 raise ProtocolError(f"protocol error: expected REQUEST with one fd, got {kind!r} with {len(fds)} fds")
             else:
-                request_id, body = decode_request(payload)
-                self._handle(api, request_id, body, ResponseChannel(fds[0]))
+                done, body = decode_request(payload)
+                self._handle(api, done, body, ResponseChannel(fds[0]))
             try:
-                send_message(self.control, Kind.DONE, request_id.encode())
+                send_message(self.control, Kind.DONE, done.encode())
             except OSError:
                 return 0
 
@@ -172,28 +180,33 @@ class Worker:
                 stage = "loading the endpoint's spec (cloudpickle.loads)"
                 self.spec = cloudpickle.loads(init["spec"])
             set_log_sink(self._send_log)  # self.log(key, value), from setup on
+            stage = f"reading {type(api).__name__}.joinable"
+            joinable = self.stream and init.get("max_batch_size", 1) > 1 and not is_async_api(api) and takes_joiners(api)
             stage = f"{type(api).__name__}.setup({init['device']!r})"
             set_device(api, init["device"])
             api.setup(init["device"])
         except BaseException as error:  # noqa: BLE001 - every failure must reach the server
-            report = {
-                "reason": f"{stage} raised {type(error).__name__}: {error}",
-                "traceback": _user_traceback(error),
-            }
-            try:
-                send_message(self.control, Kind.START_FAILED, json.dumps(report).encode())
-            except OSError:
-                pass  # the server stopped waiting (another worker failed first): just exit
+            self._start_failed(stage, error)
             return None
         if self.stream:
             from .timeslice import StreamSlice  # ctypes: only a streaming worker loads it
 
             self.stream_slice = StreamSlice.for_this_thread()
+        if joinable:
+            self.joining = _Joining(self)
         try:
-            send_message(self.control, Kind.READY, json.dumps({"pid": os.getpid()}).encode())
+            send_message(self.control, Kind.READY, json.dumps({"pid": os.getpid(), "joinable": self.joining is not None}).encode())
         except OSError:
             return None  # the server went away while this worker started: just exit
         return api
+
+    def _start_failed(self, stage: str, error: BaseException) -> None:
+        """Report START_FAILED: which stage raised what, and the user's part of the traceback."""
+        report = {"reason": f"{stage} raised {type(error).__name__}: {error}", "traceback": _user_traceback(error)}
+        try:
+            send_message(self.control, Kind.START_FAILED, json.dumps(report).encode())
+        except OSError:
+            pass  # the server stopped waiting (another worker failed first): just exit
 
     def _send_log(self, key: str, value: Any) -> None:
         """``LitAPI.log``: one LOG frame on the control socket (any thread: async hooks too)."""
@@ -204,13 +217,13 @@ class Worker:
         with self._log_lock:
             send_message(self.control, Kind.LOG, payload)
 
-    def _handle_batch(self, api: LitAPI, payload: bytes, fds: list[int]) -> str:
-        """Run a BATCH frame (see ``litkit.worker.batch``); return the id DONE reports."""
-        requests = decode_batch(payload)
+    def _handle_batch(self, api: LitAPI, requests: list[tuple[str, bytes]], fds: list[int]) -> list[str]:
+        """Run a batch (see ``litkit.worker.batch``); return the ids DONE reports: every request it
+        ran, those that joined it included."""
         if len(fds) != len(requests):
             raise ProtocolError(f"protocol error: BATCH of {len(requests)} requests came with {len(fds)} fds")
-        run_batch(api, [body for _, body in requests], [ResponseChannel(fd) for fd in fds], self.stream, self.spec, [request_id for request_id, _ in requests])
-        return requests[0][0]
+        channels: list[Channel] = [ResponseChannel(fd) for fd in fds]
+        return run_batch(api, [body for _, body in requests], channels, self.stream, self.spec, [request_id for request_id, _ in requests], self.joining)
 
     def _handle(self, api: LitAPI, request_id: str, body: bytes, channel: ResponseChannel) -> None:
         _set_current(channel)
@@ -225,6 +238,41 @@ class Worker:
         finally:
             _set_current(None)
             channel.close()
+
+
+class _Joining:
+    """A joinable batch's link to the server (``litkit.worker.batch.Joining``): the ``JOIN`` frames
+    waiting on the control socket, read between two steps without waiting for one, and a ``LEFT``
+    frame for each request that leaves the batch."""
+
+    def __init__(self, worker: Worker) -> None:
+        self.worker = worker
+        self._poller = select.poll()
+        self._poller.register(worker.control.fileno(), select.POLLIN)
+        self._closed = False  # the server closed the control socket: no more joiners
+
+    def arrived(self) -> list[tuple[str, bytes, Channel]]:
+        joined: list[tuple[str, bytes, Channel]] = []
+        messages = self.worker.messages
+        # A frame whose first bytes are here is read whole (the rest is on its way, sent in one message).
+        while not self._closed and (messages.buffered() or self._poller.poll(0)):
+            try:
+                kind, payload, fds = messages.recv()
+            except (ChannelClosed, ConnectionError):
+                self._closed = True  # the server is gone: the batch ends as the watch thread exits the process
+                break
+            if kind != Kind.JOIN or len(fds) != 1:
+                raise ProtocolError(f"protocol error: a running batch takes JOIN frames with one fd, got {kind!r} with {len(fds)} fds")
+            request_id, body = decode_request(payload)
+            joined.append((request_id, body, ResponseChannel(fds[0])))
+        return joined
+
+    def left(self, request_id: str) -> None:
+        try:
+            with self.worker._log_lock:  # a hook's thread may be sending a LOG frame
+                send_message(self.worker.control, Kind.LEFT, request_id.encode())
+        except OSError:
+            pass  # the server is gone: nobody needs to know
 
 
 def _send_frames(channel: ResponseChannel, frames: Generator[Frame, None, None]) -> None:

@@ -29,11 +29,12 @@ if os.environ.get("LITKIT_REQUIRE_RAY"):  # CI's Ray step: a missing extra fails
 else:
     ray = pytest.importorskip("ray", reason="needs the Ray extra: pip install 'litkit[ray]'")
 
-import apis  # noqa: E402
-import litkit  # noqa: E402
-from conftest import ChunkReader, Events, assert_no_children, raw_post, wait_until  # noqa: E402
-from helpers import litkit_command  # noqa: E402
-from litkit.demo import TokenStreamer  # noqa: E402
+import apis
+from conftest import ChunkReader, Events, raw_post, wait_until
+from helpers import litkit_command
+
+import litkit
+from litkit.demo import TokenStreamer
 
 # Ray's own modules warn about their use of deprecated APIs (pydantic's, for one): not ours to fix.
 pytestmark = [pytest.mark.ray, pytest.mark.filterwarnings("ignore::DeprecationWarning:ray"), pytest.mark.timeout(240)]
@@ -76,7 +77,8 @@ def apps(ray_serve: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
     from ray.serve import RunTarget
 
     folder = tmp_path_factory.mktemp("ray-events")
-    events = {name: Events(folder / f"{name}.jsonl") for name in ("echo", "ticker", "slow", "async", "chat", "batch", "late", "serial", "multi", "demo")}
+    names = ("echo", "ticker", "slow", "async", "chat", "batch", "rows", "late", "serial", "multi", "demo")
+    events = {name: Events(folder / f"{name}.jsonl") for name in names}
     made = {
         "echo": (apis.Echo(events["echo"].path), {"num_replicas": 2}),
         "ticker": (apis.Ticker(events["ticker"].path), {}),
@@ -84,6 +86,7 @@ def apps(ray_serve: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
         "async": (apis.AsyncTicker(events["async"].path), {}),
         "chat": (apis.ChatWords(events["chat"].path), {"spec": litkit.specs.OpenAIChat(model="words")}),
         "batch": (apis.BatchDoubler(events["batch"].path), {"max_batch_size": 4, "batch_timeout": 0.5}),
+        "rows": (apis.BatchCancelWatcher(events["rows"].path), {"max_batch_size": 2, "batch_timeout": 30.0}),
         "late": (apis.Ticker(events["late"].path), {"timeout": 0.5}),
         "serial": (_holder(events["serial"].path), {}),
         "multi": ({"/double": apis.Doubler(), "/tick": apis.Ticker(events["multi"].path)}, {}),
@@ -387,7 +390,8 @@ def test_several_endpoints_in_one_application(apps):
 def test_the_openai_chat_spec(apps):
     openai = pytest.importorskip("openai")
     client = openai.OpenAI(base_url=apps["chat"].url + "/v1", api_key="unused", max_retries=0)
-    words = [c.choices[0].delta.content for c in client.chat.completions.create(model="words", messages=[{"role": "user", "content": "one two three"}], stream=True)]
+    stream = client.chat.completions.create(model="words", messages=[{"role": "user", "content": "one two three"}], stream=True)
+    words = [c.choices[0].delta.content for c in stream]
     assert "".join(w or "" for w in words) == "one two three"
     reply = client.chat.completions.create(model="words", messages=[{"role": "user", "content": "a b"}])
     assert reply.choices[0].message.content == "a b"
@@ -408,6 +412,23 @@ def test_batching_through_serve_batch(apps):
         thread.join(timeout=30)
     assert results == {i: {"output": 2 * i} for i in range(4)}
     assert max(b["size"] for b in app.events.named("batch")) > 1
+
+
+def test_cancelled_with_an_index_says_which_client_of_a_ray_batch_left(apps):
+    """Bug (issue 27): in a batched predict on Ray, litkit.cancelled() answered for one request of
+    the batch only (the context the batch ran in) and litkit.cancelled(1) raised IndexError ("not
+    part of a batch"); now cancelled(i) is request i's, as in a litkit worker's batch."""
+    app = apps["rows"]
+    answers: dict[str, Any] = {}
+    stays = threading.Thread(target=lambda: answers.update(stays=app.client.predict({"tag": "stays"})))
+    gone = app.post(json.dumps({"tag": "gone"}).encode())
+    stays.start()
+    app.events.wait_for("batch")
+    assert app.events.named("batch")[0]["size"] == 2
+    gone.close()  # its client leaves while predict runs
+    stays.join(timeout=30)
+    assert answers == {"stays": {"tag": "stays"}}
+    assert app.events.named("rows") == [{**app.events.named("rows")[0], "cancelled": {"gone": True, "stays": False}, "all": False}]
 
 
 # -- serve(backend="ray"), the command line ------------------------------------------------------------
@@ -515,7 +536,9 @@ def test_the_command_line_deploys_on_ray(ray_serve, tmp_path: Path):
     """))
     address = ray.get_runtime_context().gcs_address
     port = ray_serve.rsplit(":", 1)[1]
-    command = [*litkit_command(), "serve", f"{app_file}:Hello", "--backend", "ray", "--address", address, "--port", port, "--replicas", "1", "--num-cpus", "0.1"]
+    command = [
+        *litkit_command(), "serve", f"{app_file}:Hello", "--backend", "ray", "--address", address, "--port", port, "--replicas", "1", "--num-cpus", "0.1",
+    ]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         lines: list[str] = []
@@ -555,7 +578,8 @@ def test_a_serve_yaml_config_deploys_a_ray_app(ray_serve, tmp_path: Path):
 
     serve_command = os.path.join(os.path.dirname(sys.executable), "serve")
     address = ray.get_runtime_context().gcs_address
-    run = subprocess.run([serve_command, "run", "--address", address, "--non-blocking", str(tmp_path / "config.yaml")], capture_output=True, text=True, timeout=120)
+    deploy = [serve_command, "run", "--address", address, "--non-blocking", str(tmp_path / "config.yaml")]
+    run = subprocess.run(deploy, capture_output=True, text=True, timeout=120)
     try:
         assert run.returncode == 0, run.stderr[-2000:]
         wait_until(lambda: getattr(serve.status().applications.get("yaml"), "status", None) == "RUNNING", 60, "the YAML application to run")

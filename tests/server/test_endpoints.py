@@ -6,12 +6,12 @@ import concurrent.futures
 import contextlib
 import json
 
+import apis
 import pytest
 import requests
-
-import apis
-import litkit
 from conftest import assert_no_children, litkit_threads, wait_until
+
+import litkit
 
 
 def test_two_endpoints_each_with_its_own_workers_and_stream_mode(serve, events):
@@ -93,7 +93,10 @@ def _post_in_background(url, payload):
 @pytest.mark.parametrize(
     ("api", "options", "error", "message"),
     [
-        ({"/a": apis.Doubler(), "/info": apis.Doubler()}, {}, ValueError, r"endpoint path '/info' must be a path starting with '/' other than /health, /info, /metrics"),
+        (
+            {"/a": apis.Doubler(), "/info": apis.Doubler()}, {}, ValueError,
+            r"endpoint path '/info' must be a path starting with '/' other than /health, /info, /metrics",
+        ),
         ({"a": apis.Doubler()}, {}, ValueError, r"endpoint path 'a' must be a path starting with '/'"),
         ({}, {}, ValueError, r"serve\(\) got an empty dict"),
         ({"/a": apis.Doubler()}, {"api_path": "/b"}, ValueError, r"api_path applies to serve\(api\) only"),
@@ -157,9 +160,10 @@ def test_batching_and_async_concurrency_are_per_endpoint(serve, tmp_path):
     assert (info["/batch"]["max_batch_size"], info["/async"]["max_concurrency"], info["/plain"]["max_batch_size"]) == (4, 4, 1)
 
 
-def test_a_chat_spec_refuses_batching_under_serve():
-    """litkit.serve() has no batched order for a chat spec's streams; LitServer batches them in
-    LitServe's (tests/compat/test_litserve_examples.py). Async APIs take a spec (contract case async_chat)."""
-    with pytest.raises(ValueError, match=r"spec=OpenAIChat\(\) answers a batch's streams under litkit.LitServer only"):
-        litkit.serve(apis.ChatWords(), spec=litkit.specs.OpenAIChat(), max_batch_size=2, port=0)
+def test_a_chat_spec_refuses_batching_a_predict_that_does_not_stream_under_serve():
+    """litkit.serve() wraps each stream of a batch in a chat spec's envelopes (tests/specs/test_specs.py),
+    but has no batched order for a chat spec's single answers; LitServer batches them in LitServe's
+    (tests/compat/test_litserve_examples.py). Async APIs take a spec (contract case async_chat)."""
+    with pytest.raises(ValueError, match=r"spec=OpenAIChat\(\) answers a batch under litkit.serve\(\) only when predict streams"):
+        litkit.serve(apis.ChatOnce(), spec=litkit.specs.OpenAIChat(), max_batch_size=2, port=0)
     assert not litkit_threads()

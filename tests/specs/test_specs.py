@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 
+import apis
 import openai
 import pytest
 import requests
-
-import apis
-import litkit
 from conftest import wait_until
+
+import litkit
 
 
 def openai_client(server, prefix: str = "") -> openai.OpenAI:
@@ -168,3 +168,22 @@ def test_the_spec_module_does_not_load_the_server_side():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_a_chat_spec_batches_streams_under_serve_and_a_stream_started_meanwhile_joins_them(serve, events):
+    """Before, litkit.serve() refused spec=OpenAIChat() with max_batch_size above 1 (only
+    litkit.LitServer wrapped a batch's streams in the spec's envelopes): now each request of a
+    batched stream gets its own chat.completion.chunk events, and a stream started while the batch
+    streams joins it (the API is joinable) instead of waiting for it to end (issue 27)."""
+    server = serve(apis.ChatWordsBatched(events.path, interval=0.01), spec=litkit.specs.OpenAIChat(), max_batch_size=4, batch_timeout=0.0)
+    client = openai_client(server)
+    running = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "tick tock"}], max_tokens=5000, stream=True)
+    read = [next(running).choices[0].delta.content for _ in range(3)]
+    joined = list(client.chat.completions.create(model="m", messages=[{"role": "user", "content": "one two three"}], stream=True))
+    assert [c.choices[0].delta.content for c in joined] == ["one", " two", " three", None]
+    assert [c.choices[0].finish_reason for c in joined] == [None, None, None, "stop"]
+    read += [next(running).choices[0].delta.content for _ in range(3)]
+    assert read == ["tick", " tock", " tick", " tock", " tick", " tock"]  # its own reply, never interrupted
+    running.close()
+    assert [e["size"] for e in events.named("batch")] == [1] and {e["rows"] for e in events.named("step")} == {1, 2}
+    wait_until(lambda: server.status()["counts"]["cancelled"] == 1, message="the running stream counted cancelled")
