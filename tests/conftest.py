@@ -181,6 +181,16 @@ class ChunkReader:
         self.file.close()
 
 
+def notebook_stdout_lines(nb: Any) -> list[str]:
+    """What a notebook's code cells printed to stdout, line by line. One print can reach nbclient
+    as several stream messages (the kernel flushes its buffer on a timer), so each cell's stdout is
+    joined before it is split."""
+    return [
+        line for cell in nb.cells if cell.cell_type == "code"
+        for line in "".join(o.text for o in cell.outputs if o.output_type == "stream" and o.name == "stdout").splitlines()
+    ]
+
+
 def next_chunk(reader: ChunkReader) -> dict[str, Any]:
     """The next chunk of an NDJSON or SSE stream, as JSON (SSE's blank lines and comments skipped)."""
     while True:

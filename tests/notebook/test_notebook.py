@@ -14,22 +14,13 @@ import psutil
 import pytest
 from nbclient import NotebookClient
 
+from conftest import notebook_stdout_lines
+
 NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
 NOTEBOOK = NOTEBOOKS / "quickstart.ipynb"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WORKERS_GONE_S = 10.0
-
-
-def _stdout_lines(nb: Any) -> list[str]:
-    lines: list[str] = []
-    for cell in nb.cells:
-        if cell.cell_type != "code":
-            continue
-        for output in cell.outputs:
-            if output.output_type == "stream" and output.name == "stdout":
-                lines.extend(output.text.splitlines())
-    return lines
 
 
 def _value(lines: list[str], label: str) -> str:
@@ -76,7 +67,7 @@ def test_quickstart_notebook(tmp_path: Path) -> None:
     stderr = [o.text for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs if o.output_type == "stream" and o.name == "stderr"]
     assert stderr == [], "the notebook printed to stderr:\n" + "".join(stderr)
 
-    lines = _stdout_lines(nb)
+    lines = notebook_stdout_lines(nb)
     # (b) a blocking urllib call in the very cell that called serve()
     assert json.loads(_value(lines, "doubled")) == {"output": 6}
     # (c) the built-in client
@@ -119,7 +110,7 @@ def test_dashboard_notebook_saves_the_final_figures_in_its_widget_state(tmp_path
 
     errors = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs if o.output_type == "error"]
     assert errors == [], "\n".join(f"{e.ename}: {e.evalue}" for e in errors)
-    lines = _stdout_lines(nb)
+    lines = notebook_stdout_lines(nb)
     assert json.loads(_value(lines, "clients")) == {"complete": 96, "left early": 24}
     counts = json.loads(_value(lines, "counts"))
     assert counts == {"queued": 0, "running": 0, "completed": 96, "failed": 0, "cancelled": 24, "timed_out": 0}
@@ -226,7 +217,7 @@ def test_chat_notebook_streams_smollm2_and_stops_it_when_the_stream_closes() -> 
 
     errors = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs if o.output_type == "error"]
     assert errors == [], "\n".join(f"{e.ename}: {e.evalue}" for e in errors)
-    lines = _stdout_lines(nb)
+    lines = notebook_stdout_lines(nb)
     assert _value(lines, "serving").endswith("/v1/chat/completions")
     assert "Paris" in _value(lines, "streamed")
     assert int(_value(lines, "chunks")) >= 5  # token by token, not the reply at once

@@ -30,7 +30,7 @@ else:
     ray = pytest.importorskip("ray", reason="needs the Ray extra: pip install 'litkit[ray]'")
 
 import apis
-from conftest import ChunkReader, Events, raw_post, wait_until
+from conftest import ChunkReader, Events, notebook_stdout_lines, raw_post, wait_until
 from helpers import litkit_command
 
 import litkit
@@ -208,7 +208,7 @@ def test_a_class_from_a_notebook_cell_in_a_real_kernel(ray_serve):
     ]
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(cell) for cell in cells])
     NotebookClient(notebook, timeout=120, kernel_name="python3").execute()
-    printed = [line for cell in notebook.cells for output in cell.outputs if output.get("name") == "stdout" for line in output.text.splitlines()]
+    printed = notebook_stdout_lines(notebook)
     assert "answer: {'cell': 40}" in printed
     assert f"url: {ray_serve}/nb" in printed
     assert "state: stopped" in printed
@@ -253,8 +253,7 @@ def test_the_live_view_in_a_real_kernel(ray_serve):
     NotebookClient(notebook, timeout=120, iopub_timeout=30, kernel_name="python3", store_widget_state=True).execute()
     errors = [o for cell in notebook.cells for o in cell.outputs if o.output_type == "error"]
     assert errors == [], "\n".join(f"{e.ename}: {e.evalue}" for e in errors)
-    printed = {line.split(": ", 1)[0]: line.split(": ", 1)[1] for cell in notebook.cells for o in cell.outputs
-               if o.get("name") == "stdout" for line in o.text.splitlines() if ": " in line}
+    printed = {line.split(": ", 1)[0]: line.split(": ", 1)[1] for line in notebook_stdout_lines(notebook) if ": " in line}
     view = " ".join(json.loads(printed["view"]))
     assert f"POST {ray_serve}/view/predict" in view
     assert 'data-state="serving"' in view
