@@ -93,7 +93,7 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
     # One of these lives per request in flight: slots keep it small and its attributes quick.
     __slots__ = (
         "endpoint", "serving", "_connection", "request_id", "_method", "_uri", "_arrived", "_body",
-        "_body_size", "_cors_origin", "_sse", "_job", "_pipe", "_parser", "_phase", "_loop", "_timeout_handle",
+        "_body_size", "_cors_origin", "_sse", "_job", "_record", "_pipe", "_parser", "_phase", "_loop", "_timeout_handle",
         "_own_id", "_queue_handle", "_form_type", "_version", "_spare", "_deferred", "_gzip",
     )
 
@@ -112,6 +112,7 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
         self._cors_origin = None
         self._sse = False
         self._job = None
+        self._record = None
         self._pipe: PipeReader | None = None
         self._parser = FrameParser()
         self._loop = loop
@@ -201,7 +202,7 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         self._body = []
         try:
-            job = submit(endpoint, self.request_id, self._uri, self._arrived, body, self._form_type, self._own_id)
+            self._record, job = submit(endpoint, self.request_id, self._uri, self._arrived, body, self._form_type, self._own_id)
         except (QueueFull, NoWorkers) as error:
             self._refuse(503, str(error))
             return
@@ -302,7 +303,8 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
 
     def _on_assigned(self, assigned: asyncio.Future[PipeReader]) -> None:
         self._clear_queue_timeout()
-        if assigned.cancelled() or self._phase is not Phase.QUEUED:
+        record = self._record
+        if assigned.cancelled() or self._phase is not Phase.QUEUED or record is None:
             return  # cancelled (or answered) while it waited
         error = assigned.exception()
         if isinstance(error, NoWorkers):
@@ -314,6 +316,7 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
                 self._answer_error(500, f"the request could not start: {error}")
             return
         self._move(Phase.RUNNING)
+        self.endpoint.tracker.start(record)
         self._pipe = assigned.result()
         # Nothing to read yet: the worker has only just been handed the request.
         self._pipe.watch(self._on_pipe_readable)
@@ -384,8 +387,9 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
         given), and stop it (dropped if queued, pipe closed if running). Does nothing once the work
         is over (answered, cancelled, released) or before it began (no job yet)."""
         job = self._job
+        record = self._record
         phase = self._phase
-        if job is None:
+        if job is None or record is None:
             return
         if phase is Phase.QUEUED or phase is Phase.RUNNING:
             self._move(Phase.CANCELLED)
@@ -395,7 +399,7 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
             return
         self._clear_timeout()
         self._clear_queue_timeout()
-        self.endpoint.tracker.finish(job.record, state, reason)
+        self.endpoint.tracker.finish(record, state, reason)
         self.endpoint.pool.cancel(job)
 
     def abort_for_stop(self) -> None:
@@ -425,15 +429,15 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
         self._end_with_error(503, message)
 
     def _release(self) -> None:
-        """This request is over for the server: no timers, no pipe, out of the endpoint's in-flight set."""
+        """This request is over for the server: no timers, no pipe, out of the endpoint's in-flight set.
+        Its job was given back to the pool before: ``cancel`` (CANCELLED) or ``_complete`` (ANSWERED)
+        did, the only ways here for a request that has one (``litkit.server.phases``)."""
         if self._phase is Phase.RELEASED:
             return
         self._move(Phase.RELEASED)
         self._clear_timeout()
         self._clear_queue_timeout()
         self._clear_write_deadline()
-        if self._job is not None:
-            self._job.close_pipe()
         if self._spare is not None:
             self._spare.close()
             self._spare = None
