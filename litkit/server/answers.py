@@ -6,7 +6,9 @@ frames go out as NDJSON lines or SSE events, the frames of one read in one write
 headers with the first; ``ERROR`` becomes an error status, or a final error line once streaming
 began; refusals and the CORS preflight are answered here too. The other half (the relay) owns the
 request's phase (``litkit.server.phases``) and its job; this one moves the phase only to STREAMING
-and ANSWERED.
+and ANSWERED. It changes the request's record only through the endpoint's tracker (``chunk``,
+``stream_began``, ``finish``), and once the answer is written gives the job back to the pool
+(``WorkerPool.release``, which closes the pipe: never this side).
 
 Back-pressure: after a write the socket has not taken whole, the relay stops reading the pipe and
 ``_wait_for_write`` waits for the socket to drain; a client that reads nothing for

@@ -40,6 +40,11 @@ response byte, or ``queue_timeout`` before a worker takes the request (504); the
 nothing for ``client_timeout``; the server stops or ``Server.cancel`` is called (503). The job is
 dropped if queued, or its pipe closed if running.
 
+Bookkeeping, one owner each (``docs/design.md``): the request's record is this object's, changed only through the
+endpoint's ``RequestTracker``; the job's pipe is the pool's, given back once the answer is written (``WorkerPool.release``,
+in ``_complete``) or the work stopped (``WorkerPool.cancel``, in ``cancel``), the only ways to RELEASED for a request
+with a job; a cancel's reason is made where the cancel happens and passed once, to ``cancel``.
+
 Buffering is bounded: the pipe is read only while the socket has taken everything written so far,
 so a client that stops reading stops its worker at a full pipe.
 """
@@ -303,8 +308,7 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
 
     def _on_assigned(self, assigned: asyncio.Future[PipeReader]) -> None:
         self._clear_queue_timeout()
-        record = self._record
-        if assigned.cancelled() or self._phase is not Phase.QUEUED or record is None:
+        if assigned.cancelled() or self._phase is not Phase.QUEUED or self._record is None:
             return  # cancelled (or answered) while it waited
         error = assigned.exception()
         if isinstance(error, NoWorkers):
@@ -316,7 +320,7 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
                 self._answer_error(500, f"the request could not start: {error}")
             return
         self._move(Phase.RUNNING)
-        self.endpoint.tracker.start(record)
+        self.endpoint.tracker.start(self._record)
         self._pipe = assigned.result()
         # Nothing to read yet: the worker has only just been handed the request.
         self._pipe.watch(self._on_pipe_readable)
@@ -383,9 +387,8 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
         self._end_with_error(504, message + "; add workers, or serve with a larger queue_timeout")
 
     def cancel(self, reason: str, state: str = "cancelled") -> None:
-        """End this request's work early: count it (``state``, with ``reason`` as its error, as
-        given), and stop it (dropped if queued, pipe closed if running). Does nothing once the work
-        is over (answered, cancelled, released) or before it began (no job yet)."""
+        """End this request's work early: count it (``state``, with ``reason`` as its error, as given), and stop it
+        (``WorkerPool.cancel``). Does nothing once the work is over (answered, cancelled, released) or before it began (no job)."""
         job = self._job
         record = self._record
         phase = self._phase
@@ -429,9 +432,7 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
         self._end_with_error(503, message)
 
     def _release(self) -> None:
-        """This request is over for the server: no timers, no pipe, out of the endpoint's in-flight set.
-        Its job was given back to the pool before: ``cancel`` (CANCELLED) or ``_complete`` (ANSWERED)
-        did, the only ways here for a request that has one (``litkit.server.phases``)."""
+        """This request is over for the server: no timers, out of the endpoint's in-flight set (its job went back to the pool before)."""
         if self._phase is Phase.RELEASED:
             return
         self._move(Phase.RELEASED)
