@@ -30,20 +30,16 @@ The way through:
    response pipe is read whenever it is readable. A ``RESULT`` becomes the JSON body; ``CHUNK``
    frames go out as NDJSON lines or SSE events as soon as they arrive, the frames of one read in one
    write; ``ERROR`` becomes an error status, or a final error line once streaming began.
-5. **Released** (RELEASED): once the socket took the whole answer: no timers, no pipe, out of the
-   endpoint's in-flight set.
+5. **Released** (RELEASED): once the socket took the whole answer: no timers, no job, out of the endpoint's in-flight set.
 
-Ending early, all through ``cancel`` (to CANCELLED, or CANCELLED_STREAMING): the client leaves (an
-end of file before the answer's first byte is first probed on HTTP/1.1, since a client that only
-half-closed still reads: see ``litkit.server.halfclose``); ``timeout`` passes before the first
-response byte, or ``queue_timeout`` before a worker takes the request (504); the client reads
-nothing for ``client_timeout``; the server stops or ``Server.cancel`` is called (503). The job is
-dropped if queued, or its pipe closed if running.
-
-Bookkeeping, one owner each (``docs/design.md``): the request's record is this object's, changed only through the
-endpoint's ``RequestTracker``; the job's pipe is the pool's, given back once the answer is written (``WorkerPool.release``,
-in ``_complete``) or the work stopped (``WorkerPool.cancel``, in ``cancel``), the only ways to RELEASED for a request
-with a job; a cancel's reason is made where the cancel happens and passed once, to ``cancel``.
+Ending early, all through ``cancel`` (to CANCELLED, or CANCELLED_STREAMING): the client leaves (an end of file before the
+answer's first byte is first probed on HTTP/1.1, since a client that only half-closed still reads: see
+``litkit.server.halfclose``); ``timeout`` passes before the first response byte, or ``queue_timeout`` before a worker takes
+the request (504); the client reads nothing for ``client_timeout``; the server stops or ``Server.cancel`` is called (503).
+The job is dropped if queued, or its pipe closed if running (``WorkerPool.cancel``; a written answer gives it back with
+``WorkerPool.release``, in ``_complete``: only the pool closes a pipe). The record is this object's, changed only through
+the endpoint's ``RequestTracker``; a cancel's reason is made where the cancel happens and passed once, to ``cancel``
+(``docs/design.md``, "Who owns a request's bookkeeping").
 
 Buffering is bounded: the pipe is read only while the socket has taken everything written so far,
 so a client that stops reading stops its worker at a full pipe.
@@ -390,9 +386,8 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
         """End this request's work early: count it (``state``, with ``reason`` as its error, as given), and stop it
         (``WorkerPool.cancel``). Does nothing once the work is over (answered, cancelled, released) or before it began (no job)."""
         job = self._job
-        record = self._record
         phase = self._phase
-        if job is None or record is None:
+        if job is None or self._record is None:
             return
         if phase is Phase.QUEUED or phase is Phase.RUNNING:
             self._move(Phase.CANCELLED)
@@ -402,7 +397,7 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
             return
         self._clear_timeout()
         self._clear_queue_timeout()
-        self.endpoint.tracker.finish(record, state, reason)
+        self.endpoint.tracker.finish(self._record, state, reason)
         self.endpoint.pool.cancel(job)
 
     def abort_for_stop(self) -> None:
