@@ -19,7 +19,6 @@ from ..errors import LitkitError
 from .channels import ControlChannel, PipeReader
 from .devices import Placement
 from .processes import ExitWatch
-from .tracking import RequestRecord
 
 __all__ = ["Job", "JobDropped", "NoWorkers", "QueueFull", "WorkerProcess", "fail", "succeed"]
 
@@ -41,17 +40,22 @@ class Job:
 
     A job is queued in the server, then handed to a worker (``worker`` set; ``read_fd`` holds the
     read end of its response pipe), then started: the worker has reached it, and ``assigned``
-    resolves to ``pipe``, the read end as a stream, owned by the job. Closing the read end is how a
-    handed-over or running request is cancelled.
+    resolves to ``pipe``, the read end as a stream. The pipe is the job's, and so the pool's: the
+    request's handler reads it, and tells the pool when it is done with the job
+    (``WorkerPool.release``, or ``WorkerPool.cancel`` to stop it); only pool code closes it
+    (``close_pipe``). Closing the read end is how a handed-over or running request is cancelled.
+
+    A job knows its request by id and key only; the request's record (``litkit.pool.tracking``)
+    is its handler's.
     """
 
-    def __init__(self, record: RequestRecord, body: bytes, key: str | None = None) -> None:
+    def __init__(self, request_id: str, body: bytes, key: str | None = None) -> None:
         """``key`` names the job on the wire (``REQUEST``, ``DONE``): unique in this process, unlike
-        ``record.id``, which may be the client's ``X-Request-ID`` and is only echoed back. Without
-        it the key is the record's id, which the caller then vouches is unique."""
-        self.record = record
+        ``request_id``, which may be the client's ``X-Request-ID`` and is only echoed back. Without
+        it the key is the request's id, which the caller then vouches is unique."""
+        self.id = request_id
         self.body = body
-        self.key = key if key is not None else record.id
+        self.key = key if key is not None else request_id
         self.assigned: asyncio.Future[PipeReader] = asyncio.get_running_loop().create_future()
         self.read_fd: int | None = None
         self.pipe: PipeReader | None = None
@@ -59,10 +63,6 @@ class Job:
         self.dropped = False
         self.queued_at = 0.0  # loop time of submit(), read by batching
         self.grace_timer: asyncio.TimerHandle | None = None  # armed when a started job is cancelled
-
-    @property
-    def id(self) -> str:
-        return self.record.id
 
     @property
     def started(self) -> bool:
@@ -75,6 +75,8 @@ class Job:
             self.grace_timer = None
 
     def close_pipe(self) -> None:
+        """Close the server's end of the response pipe, if open; the pool's to call
+        (``litkit.pool.pool``), never the request handler's."""
         if self.pipe is not None:
             if not self.pipe.closed():
                 self.pipe.close()

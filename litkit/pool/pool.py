@@ -1,10 +1,10 @@
-"""The worker pool, seen from the server: starting workers (the process itself:
-``litkit.pool.processes``), the READY handshake, pull-based dispatch, replacing workers that die, and
-stopping them.
+"""The worker pool, seen from the server: starting workers (the process itself: ``litkit.pool.processes``),
+the READY handshake, pull-based dispatch, replacing workers that die, and stopping them.
 
-Runs on the server's event-loop thread only. The queue lives here, not in the workers: a request is
-handed to a worker only when that worker is free, so a request whose client left while queued is
-simply skipped and never reaches user code.
+Runs on the server's event-loop thread only. The queue lives here, not in the workers: a request is handed to a
+worker only when that worker is free, so a request whose client left while queued is simply skipped and never
+reaches user code. Each job's response pipe is the pool's, and only the pool closes it: the request's handler
+reads it and says when it is done with the job (``release``, or ``cancel``; ``litkit.pool.jobs.Job``).
 
 With ``max_concurrency`` above 1 (async APIs), a worker runs that many requests at once: it takes
 a job while it holds fewer, each starts at once, and its ``DONE`` frames name the request they end.
@@ -33,7 +33,6 @@ from .devices import Placement
 from .jobs import Job, JobDropped, NoWorkers, QueueFull, WorkerProcess, fail, succeed
 from .logs import LogEntries, OutputReaders, WorkerLog
 from .processes import ExitWatch, describe_exit, has_exited, launch, reap
-from .tracking import RequestTracker
 
 __all__ = ["WorkerPool"]
 
@@ -60,7 +59,6 @@ class WorkerPool:
         stream: bool,
         max_queue: int,
         start_timeout: float,
-        tracker: RequestTracker,
         log: WorkerLog | None = None,
         max_batch_size: int = 1,
         batch_timeout: float = 0.0,
@@ -70,9 +68,9 @@ class WorkerPool:
         cancel_grace: float = 5.0,
         code_origins: dict[str, Any] | None = None,
     ) -> None:
-        """``placements``: one per worker, its device (see ``litkit.pool.devices``). ``code_origins``
-        (``litkit.wire.sources``) lets a worker's tracebacks show the API's source lines. ``async_api``: the
-        workers run every ``REQUEST`` the moment it arrives (``litkit.worker.async_loop``), so none is sent ahead of a free slot."""
+        """``placements``: one per worker, its device (see ``litkit.pool.devices``). ``code_origins`` (``litkit.wire.sources``)
+        lets a worker's tracebacks show the API's source lines. ``async_api``: the workers run every ``REQUEST`` the moment it
+        arrives (``litkit.worker.async_loop``), so none is sent ahead of a free slot."""
         self._api_bytes = api_bytes
         self._spec_bytes = spec
         self._code_origins = code_origins
@@ -88,7 +86,6 @@ class WorkerPool:
         self._capacity = max_concurrency + self._prefetch  # jobs a worker may hold: running, then waiting
         self._max_queue = max_queue
         self._start_timeout = start_timeout
-        self._tracker = tracker
         self.log = log if log is not None else WorkerLog()
         self.workers = [WorkerProcess(i, placement) for i, placement in enumerate(placements)]
         self._idle: list[WorkerProcess] = []
@@ -121,9 +118,8 @@ class WorkerPool:
         self._started = True
 
     def health(self) -> tuple[bool, str | None]:
-        """(ok, reason): not ok while the first start is under way, while stopping, and once a
-        worker was left down after failing to start again and again. A worker being replaced
-        after a crash does not count: requests wait for it in the queue."""
+        """(ok, reason): not ok while the first start is under way, while stopping, and once a worker was left down after
+        failing to start again and again. A worker being replaced after a crash does not count: requests wait for it in the queue."""
         if self._stopping:
             return False, "the server is stopping"
         for worker in self.workers:
@@ -180,13 +176,18 @@ class WorkerPool:
             job.queued_at = asyncio.get_running_loop().time()
         self._dispatch()
 
+    def release(self, job: Job) -> None:
+        """The handler is done with ``job``'s answer (written, or cut short after a ``cancel``): its pipe is closed if still
+        open, arming no ``cancel_grace`` timer (one a ``cancel`` armed stays armed). One not started is cancelled."""
+        if not job.started:
+            self.cancel(job)  # dropped, and its pipe (if a busy worker holds it ahead) closed
+        job.close_pipe()  # a worker still writing (an answer cut short by an error) stops at its next write
+
     def cancel(self, job: Job) -> None:
-        """Cancel a job: a queued one is dropped and never runs; one handed to a busy worker is
-        dropped and its pipe closed, so the worker skips it; a running one has its pipe closed,
-        which the worker notices at its next write (or ``litkit.cancelled()`` check). A worker
-        still on a started request ``cancel_grace`` seconds later (a hook that neither yields nor
-        checks ``litkit.cancelled()``) is killed and replaced; in a batch, once every request of
-        the batch is cancelled (the others still being served keep it)."""
+        """Cancel a job: a queued one is dropped and never runs; one handed to a busy worker is dropped and its pipe closed, so the
+        worker skips it; a running one has its pipe closed, which the worker notices at its next write (or ``litkit.cancelled()``
+        check). A worker still on a started request ``cancel_grace`` seconds later (a hook that neither yields nor checks
+        ``litkit.cancelled()``) is killed and replaced; in a batch, once every request of it is cancelled (the others keep it)."""
         self._drop(job, JobDropped(f"request {job.id} was cancelled while queued"))
 
     def _drop(self, job: Job, error: LitkitError) -> None:
@@ -281,7 +282,6 @@ class WorkerPool:
         job.pipe = PipeReader(job.read_fd)
         job.read_fd = None
         self._queued -= 1
-        self._tracker.start(job.record)
         job.assigned.set_result(job.pipe)
 
     def _dispatch_batches(self, batcher: Batcher) -> None:

@@ -1,6 +1,14 @@
 """Book-keeping of requests: their states, the counts, the recent list, and the last minute's
 throughput and latency percentiles, all of which ``status()`` shows.
 
+A ``RequestRecord`` belongs to its request, which is the server's side (``litkit.server.relay``
+and its pieces, ``admission`` and ``answers``): only they change it, and only through the
+tracker's methods, one per event of a request's life: ``admit`` (its body is in), ``start`` (a
+worker has it), ``chunk`` (a chunk went out), ``stream_began`` (the first one did), ``finish``
+(a terminal state, with the reason as given). No code outside this module assigns a record's
+fields; the pool knows jobs, not records. The rest of the server (``status()``, ``/metrics``,
+``litkit.compat``'s listeners, the dashboard through the status snapshot) only reads them.
+
 Only the server's event-loop thread mutates these objects; ``Server.status()`` asks that thread for
 a snapshot, so nothing here needs a lock.
 """
@@ -51,17 +59,18 @@ class Histogram:
 
 
 class RequestRecord:
-    """One admitted request, from arrival to its terminal state."""
+    """One admitted request, from arrival to its terminal state; changed only by ``RequestTracker``."""
 
     __slots__ = ("id", "path", "version", "state", "chunks", "arrived", "first_chunk_at", "finished", "error")
 
-    def __init__(self, request_id: str, path: str, version: int = 1) -> None:
+    def __init__(self, request_id: str, path: str, version: int = 1, arrived: float | None = None) -> None:
+        """``arrived``: when the request's head came (``time.monotonic()``); now if not given."""
         self.id = request_id
         self.path = path
         self.version = version  # of the server's code that answered it: 1, then one more per re-run
         self.state = "queued"
         self.chunks = 0
-        self.arrived = time.monotonic()
+        self.arrived = time.monotonic() if arrived is None else arrived
         self.first_chunk_at: float | None = None  # when the first chunk went to the client
         self.finished: float | None = None
         self.error: str | None = None
@@ -116,8 +125,9 @@ class RequestTracker:
         # endpoint keeps one history across versions.
         self.version = 1
 
-    def admit(self, request_id: str, path: str) -> RequestRecord:
-        record = RequestRecord(request_id, path, self.version)
+    def admit(self, request_id: str, path: str, arrived: float | None = None) -> RequestRecord:
+        """Count a new request, queued (``arrived``: when its head came, ``time.monotonic()``; now if not given)."""
+        record = RequestRecord(request_id, path, self.version, arrived)
         self._live["queued"] += 1
         self._recent.append(record)
         self._in_flight.add(record)
@@ -126,11 +136,26 @@ class RequestTracker:
         return record
 
     def start(self, record: RequestRecord) -> None:
+        """A worker has the request: queued to running.
+
+        Raises:
+            RuntimeError: the request is not queued (a bug in its handler, not the client's).
+        """
         if record.state != "queued":
             raise RuntimeError(f"request {record.id} cannot start from state {record.state!r}")
         self._live["queued"] -= 1
         self._live["running"] += 1
         record.state = "running"
+
+    def chunk(self, record: RequestRecord) -> int:
+        """One more chunk of the request's answer went out; the count so far."""
+        record.chunks += 1
+        return record.chunks
+
+    def stream_began(self, record: RequestRecord) -> None:
+        """The stream's headers and first chunk went out now (``first_chunk_at``, once)."""
+        if record.first_chunk_at is None:
+            record.first_chunk_at = time.monotonic()
 
     def finish(self, record: RequestRecord, state: str, error: str | None = None) -> bool:
         """Move a request to a terminal state; False (and no change) if it already has one."""

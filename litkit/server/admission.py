@@ -3,7 +3,9 @@
 The relay (``litkit.server.relay``) runs the access checks (``litkit.server.access.check_access``)
 and then these, all before any body is read: the size of the request line and headers (431) and the
 announced body (413, or 400 for a ``Content-Length`` that is not a number; ``litkit.server.headers``).
-Once the body is in, ``submit`` counts the request in the endpoint's tracker and queues its job.
+Once the body is in, ``submit`` counts the request in the endpoint's tracker (its record, which the
+relay then holds and changes only through the tracker) and queues its job, which carries the
+request's id and key, not its record.
 The small handlers (``litkit.server.handlers``) use the request ids and the header limit too.
 """
 
@@ -17,6 +19,7 @@ import secrets
 from tornado.httputil import HTTPHeaders
 
 from ..pool.jobs import Job, NoWorkers, QueueFull
+from ..pool.tracking import RequestRecord
 from ..wire.forms import mark_form
 from .endpoints import EndpointState
 from .headers import BadHeader, content_length
@@ -83,23 +86,24 @@ def when_to_refuse(headers: HTTPHeaders, discard: int) -> Refusal:
     return Refusal.AFTER_BODY
 
 
-def submit(endpoint: EndpointState, request_id: str, uri: str, arrived: float, body: bytes, form_type: str | None, own_id: bool) -> Job:
+def submit(
+    endpoint: EndpointState, request_id: str, uri: str, arrived: float, body: bytes, form_type: str | None, own_id: bool,
+) -> tuple[RequestRecord, Job]:
     """Count a request whose body is in (``arrived``: when its head came, ``time.monotonic()``) in
-    the endpoint's tracker and queue its job.
+    the endpoint's tracker and queue its job; its record (the caller's from now on) and its job.
 
     Raises:
         QueueFull, NoWorkers: the pool takes no more; the request is counted ``failed``.
     """
-    record = endpoint.tracker.admit(request_id, uri)
-    record.arrived = arrived
+    record = endpoint.tracker.admit(request_id, uri, arrived)
     if form_type is not None:
         body = mark_form(form_type, body)  # the worker parses the form
     # The job's key on the wire is ours: a client's X-Request-ID may repeat (two requests in
     # flight with one id), so it is echoed, never used to match a worker's DONE.
-    job = Job(record, body, key=None if own_id else fresh_id())
+    job = Job(request_id, body, key=None if own_id else fresh_id())
     try:
         endpoint.pool.submit(job)
     except (QueueFull, NoWorkers) as error:
         endpoint.tracker.finish(record, "failed", str(error))
         raise
-    return job
+    return record, job

@@ -6,7 +6,9 @@ frames go out as NDJSON lines or SSE events, the frames of one read in one write
 headers with the first; ``ERROR`` becomes an error status, or a final error line once streaming
 began; refusals and the CORS preflight are answered here too. The other half (the relay) owns the
 request's phase (``litkit.server.phases``) and its job; this one moves the phase only to STREAMING
-and ANSWERED.
+and ANSWERED. It changes the request's record only through the endpoint's tracker (``chunk``,
+``stream_began``, ``finish``), and once the answer is written gives the job back to the pool
+(``WorkerPool.release``, which closes the pipe: never this side).
 
 Back-pressure: after a write the socket has not taken whole, the relay stops reading the pipe and
 ``_wait_for_write`` waits for the socket to drain; a client that reads nothing for
@@ -29,6 +31,7 @@ from tornado.httputil import HTTPHeaders, ResponseStartLine
 
 from ..contract import framing
 from ..pool.jobs import Job
+from ..pool.tracking import RequestRecord
 from ..wire.protocol import Kind
 from .access import KEY_CHALLENGE, PREFLIGHT_HEADERS, PREFLIGHT_REFUSED, cors_headers
 from .endpoints import EndpointState, ServingState
@@ -96,6 +99,7 @@ class AnswerWriter:
     _sse: bool
     _gzip: bool
     _job: Job | None
+    _record: RequestRecord | None  # set with _job; changed only through self.endpoint.tracker
     _phase: Phase
     _loop: asyncio.AbstractEventLoop
     _write_deadline: asyncio.TimerHandle | None  # client_timeout's timer while a write waits to drain
@@ -126,26 +130,29 @@ class AnswerWriter:
     @property
     def chunks_sent(self) -> int:
         """How many chunks of the answer went out so far (a cancel's reason says it)."""
-        return self._job.record.chunks if self._job is not None else 0
+        return self._record.chunks if self._record is not None else 0
 
     # -- frames to HTTP -----------------------------------------------------------------------
 
     def _write_frames(self, frames: list[tuple[Kind, bytes]]) -> None:
         """Write what the frames say; the chunks among them, and the stream's end, in one write."""
-        record = self._job.record  # type: ignore[union-attr]
+        record = self._record
+        if record is None:
+            raise RuntimeError(f"request {self.request_id} has frames to write but no record")
+        tracker = self.endpoint.tracker
         out: list[bytes] = []
         for kind, payload in frames:
             if kind == Kind.CHUNK:
-                record.chunks += 1
+                count = tracker.chunk(record)
                 if not self.endpoint.litserve and framing.splits_line(payload, self._sse):  # JSON chunks have no newline; text might
                     if out:
                         self._send_stream(out)
-                    self._answer_error(500, framing.split_line_message(record.chunks))
+                    self._answer_error(500, framing.split_line_message(count))
                     return
                 out.append(framing.frame_chunk(payload, self._sse, self.endpoint.litserve))
             elif kind == Kind.RESULT:
                 self._clear_timeout()
-                self.endpoint.tracker.finish(record, "completed")
+                tracker.finish(record, "completed")
                 if self._gzip and len(payload) >= GZIP_MIN_SIZE:  # as LitServe's GZipMiddleware (never a stream)
                     headers = self._headers("application/json")
                     headers["Content-Encoding"] = "gzip"
@@ -155,7 +162,7 @@ class AnswerWriter:
                 self._respond(200, payload)
                 return
             elif kind == Kind.END:
-                self.endpoint.tracker.finish(record, "completed")
+                tracker.finish(record, "completed")
                 if self._sse:
                     out.append(framing.SSE_DONE)
                 self._send_stream(out)
@@ -180,7 +187,8 @@ class AnswerWriter:
         if not self._client_is_there():
             return  # the client left
         self._move(Phase.STREAMING)
-        self._job.record.first_chunk_at = time.monotonic()  # type: ignore[union-attr]
+        if self._record is not None:
+            self.endpoint.tracker.stream_began(self._record)
         self._clear_timeout()
         headers = self._headers(framing.SSE if self._sse else framing.NDJSON)
         headers["Cache-Control"] = "no-cache"
@@ -255,16 +263,18 @@ class AnswerWriter:
         self._complete(status)
 
     def _complete(self, status: int) -> None:
-        """The answer (of ``status``) is all written: end the HTTP message, close the pipe, and
-        release this request once the socket took it all (or the client is cut off after
-        ``client_timeout``)."""
+        """The answer (of ``status``) is all written: end the HTTP message, give the job back to the
+        pool (``WorkerPool.release``: it closes the pipe, which a worker cut short by an error may
+        still write to), and release this request once the socket took it all (or the client is
+        cut off after ``client_timeout``)."""
         if self._phase is Phase.RELEASED:
             return  # the client left before the answer could begin (_client_is_there)
         self._move(Phase.ANSWERED)
         self._connection.finish()
-        if self._job is not None:
-            self._job.close_pipe()
-        if self._job is not None and self._connection.stream.writing():
+        job = self._job
+        if job is not None:
+            self.endpoint.pool.release(job)
+        if job is not None and self._connection.stream.writing():
             self._wait_for_write()
         else:
             self._release()
@@ -305,8 +315,8 @@ class AnswerWriter:
         ``fastapi.HTTPException``'s, which the body carries too, as LitServe's does)."""
         self._clear_timeout()
         job = self._job
-        if job is not None:
-            self.endpoint.tracker.finish(job.record, "failed", message)
+        if self._record is not None:
+            self.endpoint.tracker.finish(self._record, "failed", message)
         if traceback_text and job is not None:
             # A client's bad input (4xx from decode_request) is not the operator's alarm.
             level = logging.ERROR if status >= 500 else logging.INFO

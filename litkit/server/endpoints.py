@@ -64,7 +64,6 @@ class EndpointState:
             stream=plan.stream,
             max_queue=options.max_queue,
             start_timeout=plan.start_timeout,
-            tracker=self.tracker,
             max_batch_size=options.max_batch_size,
             batch_timeout=options.batch_timeout,
             placements=plan.placements,

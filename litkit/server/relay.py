@@ -30,15 +30,16 @@ The way through:
    response pipe is read whenever it is readable. A ``RESULT`` becomes the JSON body; ``CHUNK``
    frames go out as NDJSON lines or SSE events as soon as they arrive, the frames of one read in one
    write; ``ERROR`` becomes an error status, or a final error line once streaming began.
-5. **Released** (RELEASED): once the socket took the whole answer: no timers, no pipe, out of the
-   endpoint's in-flight set.
+5. **Released** (RELEASED): once the socket took the whole answer: no timers, no job, out of the endpoint's in-flight set.
 
-Ending early, all through ``cancel`` (to CANCELLED, or CANCELLED_STREAMING): the client leaves (an
-end of file before the answer's first byte is first probed on HTTP/1.1, since a client that only
-half-closed still reads: see ``litkit.server.halfclose``); ``timeout`` passes before the first
-response byte, or ``queue_timeout`` before a worker takes the request (504); the client reads
-nothing for ``client_timeout``; the server stops or ``Server.cancel`` is called (503). The job is
-dropped if queued, or its pipe closed if running.
+Ending early, all through ``cancel`` (to CANCELLED, or CANCELLED_STREAMING): the client leaves (an end of file before the
+answer's first byte is first probed on HTTP/1.1, since a client that only half-closed still reads: see
+``litkit.server.halfclose``); ``timeout`` passes before the first response byte, or ``queue_timeout`` before a worker takes
+the request (504); the client reads nothing for ``client_timeout``; the server stops or ``Server.cancel`` is called (503).
+The job is dropped if queued, or its pipe closed if running (``WorkerPool.cancel``; a written answer gives it back with
+``WorkerPool.release``, in ``_complete``: only the pool closes a pipe). The record is this object's, changed only through
+the endpoint's ``RequestTracker``; a cancel's reason is made where the cancel happens and passed once, to ``cancel``
+(``docs/design.md``, "Who owns a request's bookkeeping").
 
 Buffering is bounded: the pipe is read only while the socket has taken everything written so far,
 so a client that stops reading stops its worker at a full pipe.
@@ -93,7 +94,7 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
     # One of these lives per request in flight: slots keep it small and its attributes quick.
     __slots__ = (
         "endpoint", "serving", "_connection", "request_id", "_method", "_uri", "_arrived", "_body",
-        "_body_size", "_cors_origin", "_sse", "_job", "_pipe", "_parser", "_phase", "_loop", "_timeout_handle",
+        "_body_size", "_cors_origin", "_sse", "_job", "_record", "_pipe", "_parser", "_phase", "_loop", "_timeout_handle",
         "_own_id", "_queue_handle", "_form_type", "_version", "_spare", "_deferred", "_gzip",
     )
 
@@ -112,6 +113,7 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
         self._cors_origin = None
         self._sse = False
         self._job = None
+        self._record = None
         self._pipe: PipeReader | None = None
         self._parser = FrameParser()
         self._loop = loop
@@ -201,7 +203,7 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
         body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
         self._body = []
         try:
-            job = submit(endpoint, self.request_id, self._uri, self._arrived, body, self._form_type, self._own_id)
+            self._record, job = submit(endpoint, self.request_id, self._uri, self._arrived, body, self._form_type, self._own_id)
         except (QueueFull, NoWorkers) as error:
             self._refuse(503, str(error))
             return
@@ -302,7 +304,7 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
 
     def _on_assigned(self, assigned: asyncio.Future[PipeReader]) -> None:
         self._clear_queue_timeout()
-        if assigned.cancelled() or self._phase is not Phase.QUEUED:
+        if assigned.cancelled() or self._phase is not Phase.QUEUED or self._record is None:
             return  # cancelled (or answered) while it waited
         error = assigned.exception()
         if isinstance(error, NoWorkers):
@@ -314,6 +316,7 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
                 self._answer_error(500, f"the request could not start: {error}")
             return
         self._move(Phase.RUNNING)
+        self.endpoint.tracker.start(self._record)
         self._pipe = assigned.result()
         # Nothing to read yet: the worker has only just been handed the request.
         self._pipe.watch(self._on_pipe_readable)
@@ -380,12 +383,11 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
         self._end_with_error(504, message + "; add workers, or serve with a larger queue_timeout")
 
     def cancel(self, reason: str, state: str = "cancelled") -> None:
-        """End this request's work early: count it (``state``, with ``reason`` as its error, as
-        given), and stop it (dropped if queued, pipe closed if running). Does nothing once the work
-        is over (answered, cancelled, released) or before it began (no job yet)."""
+        """End this request's work early: count it (``state``, with ``reason`` as its error, as given), and stop it
+        (``WorkerPool.cancel``). Does nothing once the work is over (answered, cancelled, released) or before it began (no job)."""
         job = self._job
         phase = self._phase
-        if job is None:
+        if job is None or self._record is None:
             return
         if phase is Phase.QUEUED or phase is Phase.RUNNING:
             self._move(Phase.CANCELLED)
@@ -395,7 +397,7 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
             return
         self._clear_timeout()
         self._clear_queue_timeout()
-        self.endpoint.tracker.finish(job.record, state, reason)
+        self.endpoint.tracker.finish(self._record, state, reason)
         self.endpoint.pool.cancel(job)
 
     def abort_for_stop(self) -> None:
@@ -425,15 +427,13 @@ class EndpointRequest(AnswerWriter, httputil.HTTPMessageDelegate):
         self._end_with_error(503, message)
 
     def _release(self) -> None:
-        """This request is over for the server: no timers, no pipe, out of the endpoint's in-flight set."""
+        """This request is over for the server: no timers, out of the endpoint's in-flight set (its job went back to the pool before)."""
         if self._phase is Phase.RELEASED:
             return
         self._move(Phase.RELEASED)
         self._clear_timeout()
         self._clear_queue_timeout()
         self._clear_write_deadline()
-        if self._job is not None:
-            self._job.close_pipe()
         if self._spare is not None:
             self._spare.close()
             self._spare = None
